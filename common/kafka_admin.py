@@ -1,0 +1,37 @@
+"""Small Kafka helpers shared by the stack, the simulator and the tests."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 30.0) -> bool:
+    """Create ``topic`` unless it exists; True when it was created now."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = None
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap, client_id="anomaly-admin", request_timeout_ms=5000
+            )
+            if topic in admin.list_topics():
+                return False
+            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            return True
+        except TopicAlreadyExistsError:
+            return False
+        except KafkaError as exc:
+            last_error = exc
+            time.sleep(0.5)
+        finally:
+            if admin is not None:
+                admin.close()
+    raise RuntimeError(
+        f"could not create Kafka topic {topic!r} at {bootstrap} within {timeout_s:.0f} s "
+        f"({last_error!r}): is the broker running? `make status` tells, `make up` starts it"
+    )

@@ -1,0 +1,141 @@
+"""Settings of every part of the pipeline, read once from the environment.
+
+One frozen object carries the names of topics, tables, the window size and the addresses of
+Kafka, PostgreSQL and Flink. Defaults point at the local stack (127.0.0.1); every field can be
+overridden with an ``ANOMALY_*`` environment variable of the same name in upper case, e.g.
+``ANOMALY_KAFKA_BOOTSTRAP=broker:9092``.
+
+Secrets (the PostgreSQL password) come from the environment or from the secrets file the local
+stack writes under its state folder; they are never defaults in code and never printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+ENV_PREFIX = "ANOMALY_"
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get("ANOMALY_STATE_DIR", REPO_ROOT / ".state"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Raw telemetry events, JSON, keyed by device id.
+    events_topic: str = "telemetry-events"
+    events_topic_partitions: int = 2
+    kafka_group_id: str = "anomaly-scoring"
+
+    # --- Windows and event time ----------------------------------------------------------
+    window_seconds: int = 10
+    # Events may arrive this much out of order before their window closes.
+    watermark_delay_seconds: int = 5
+    # A partition silent for this long stops holding back the watermark.
+    idle_timeout_seconds: int = 5
+
+    # --- PostgreSQL ----------------------------------------------------------------------
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5433
+    pg_database: str = "anomaly"
+    pg_user: str = "anomaly"
+    pg_password: str = field(default="", repr=False)
+    scores_table: str = "anomaly_scores"
+
+    # --- Flink ---------------------------------------------------------------------------
+    flink_rest_url: str = "http://127.0.0.1:8081"
+    job_name: str = "anomaly-scoring"
+    parallelism: int = 1
+    # Rows per Arrow batch handed to the pandas scoring UDF.
+    arrow_batch_size: int = 10_000
+
+    # --- Files ---------------------------------------------------------------------------
+    state_dir: Path = field(default_factory=_default_state_dir)
+    jars_dir: Path = REPO_ROOT / ".deps" / "jars"
+    models_dir: Path = REPO_ROOT / "models"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``ANOMALY_*`` variables; keyword overrides win over both."""
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        if not settings.pg_password:
+            password = env.get("ANOMALY_PG_PASSWORD") or _read_secret(
+                Path(env.get("ANOMALY_SECRETS_FILE", settings.secrets_file)), "ANOMALY_PG_PASSWORD"
+            )
+            settings = dataclasses.replace(settings, pg_password=password or "")
+        return settings
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / "secrets.env"
+
+    @property
+    def current_model_pointer(self) -> Path:
+        return self.models_dir / "CURRENT"
+
+    @property
+    def jdbc_url(self) -> str:
+        return f"jdbc:postgresql://{self.pg_host}:{self.pg_port}/{self.pg_database}"
+
+    def pg_dsn(self, database: str | None = None) -> dict[str, object]:
+        """Keyword arguments for ``psycopg2.connect``."""
+        return {
+            "host": self.pg_host,
+            "port": self.pg_port,
+            "dbname": database or self.pg_database,
+            "user": self.pg_user,
+            "password": self.pg_password,
+            "connect_timeout": 5,
+        }
+
+    def jar_urls(self) -> list[str]:
+        """``file://`` URLs of the connector jars fetched from pom-deps.txt."""
+        jars = sorted(self.jars_dir.glob("*.jar"))
+        if not jars:
+            raise FileNotFoundError(
+                f"no connector jars in {self.jars_dir}: run `make setup` (fetches pom-deps.txt)"
+            )
+        return [jar.resolve().as_uri() for jar in jars]
+
+
+def _convert(name: str, type_name: object, raw: str) -> object:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw
+
+
+def _read_secret(path: Path, key: str) -> str | None:
+    """Read ``KEY=value`` from a shell-style secrets file, if it exists."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.removeprefix("export ").strip() == key:
+            return value.strip().strip("'\"")
+    return None

@@ -1,0 +1,77 @@
+"""Loading and rendering the SQL files under ``sql/``.
+
+SQL files carry Flyway-style ``${name}`` placeholders for names that live in one place
+(settings and ``common.features``): topics, tables, window size, feature columns. Rendering
+replaces only those; an unknown placeholder is an error, so a typo cannot reach Flink or
+PostgreSQL. Values are names and numbers from settings, never user input.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from common.features import FEATURES, MODEL_FEATURE_NAMES, PG_TYPES
+from common.settings import REPO_ROOT, Settings
+
+SQL_DIR = REPO_ROOT / "sql"
+_PLACEHOLDER = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
+
+# Columns of a telemetry event as Flink SQL reads them from JSON.
+EVENT_COLUMNS = (
+    ("device_id", "STRING"),
+    ("ts_ms", "BIGINT"),
+    *((f.metric, "DOUBLE") for f in FEATURES if f.aggregate.suffix == "mean"),
+    ("is_anomaly", "BOOLEAN"),
+    ("scenario", "STRING"),
+)
+
+
+def context(settings: Settings, **extra: object) -> dict[str, str]:
+    """Placeholder values shared by every SQL file."""
+    indent = ",\n  "
+    values: dict[str, object] = {
+        "events_topic": settings.events_topic,
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "kafka_group_id": settings.kafka_group_id,
+        "window_seconds": settings.window_seconds,
+        "watermark_delay_seconds": settings.watermark_delay_seconds,
+        "scores_table": settings.scores_table,
+        "jdbc_url": settings.jdbc_url,
+        "event_columns": indent.join(f"`{name}` {typ}" for name, typ in EVENT_COLUMNS),
+        "feature_expressions": indent.join(f"{f.flink_expression} AS `{f.name}`" for f in FEATURES),
+        "feature_list": indent.join(f"`{f.name}`" for f in FEATURES),
+        "model_feature_list": ", ".join(f"`{name}`" for name in MODEL_FEATURE_NAMES),
+        "flink_feature_columns": indent.join(f"`{f.name}` {f.aggregate.sql_type}" for f in FEATURES),
+        "pg_feature_columns": indent.join(
+            f"{f.name} {PG_TYPES[f.aggregate.sql_type]}" for f in FEATURES
+        ),
+    }
+    values.update(extra)
+    return {key: str(value) for key, value in values.items()}
+
+
+def render_text(text: str, values: dict[str, str], *, source: str = "<sql>") -> str:
+    def substitute(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise KeyError(f"{source}: unknown placeholder ${{{key}}}")
+        return values[key]
+
+    return _PLACEHOLDER.sub(substitute, text)
+
+
+def render(relative_path: str, settings: Settings, **extra: object) -> str:
+    """Render ``sql/<relative_path>`` with the shared placeholder values."""
+    path = SQL_DIR / relative_path
+    return render_text(path.read_text(), context(settings, **extra), source=str(path))
+
+
+def strip_comments(statement: str) -> str:
+    """Drop ``--`` comment lines; Flink's ``execute_sql`` takes one bare statement."""
+    lines = [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
+    return "\n".join(lines).strip().rstrip(";")
+
+
+def postgres_migrations() -> list[Path]:
+    return sorted((SQL_DIR / "postgres").glob("[0-9][0-9][0-9]_*.sql"))

@@ -1,0 +1,622 @@
+"""The embedded local stack: PostgreSQL, Apache Kafka (KRaft), a Flink standalone cluster.
+
+  python -m deploy.local.stack up        start what is not running (idempotent)
+  python -m deploy.local.stack demo      up + first model + simulator + submit the job
+  python -m deploy.local.stack status    what runs where
+  python -m deploy.local.stack down      stop everything (data stays under .state/)
+
+Every service listens on 127.0.0.1 only and keeps its data, logs and pid files under the
+state folder (ANOMALY_STATE_DIR, default .state/). Installing is deploy/local/setup.sh's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from common.settings import REPO_ROOT, Settings
+
+HERE = Path(__file__).resolve().parent
+KAFKA_LIBS = REPO_ROOT / ".deps" / "kafka" / "libs"
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+class StackError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# small process helpers
+
+
+def pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    # A zombie is not alive.
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return None
+    except OSError:
+        pass
+    return pid
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float, log_file: Path | None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    hint = f"; see {log_file}" if log_file else ""
+    raise StackError(f"{what} did not come up within {timeout_s:.0f} s{hint}")
+
+
+def spawn(cmd: list[str], log_file: Path, pid_file: Path, env: dict | None = None) -> int:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO_ROOT,
+            start_new_session=True,  # outlives `make`, and a Ctrl-C in the terminal
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop_pid(name: str, pid_file: Path, timeout_s: float = 30.0) -> bool:
+    pid = pid_alive(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and pid_alive(pid_file):
+        time.sleep(0.2)
+    if pid_alive(pid_file):
+        log(f"{name} (pid {pid}) ignored SIGTERM for {timeout_s:.0f} s; killing it")
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+class Postgres:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.root = settings.state_dir / "pg"
+        self.data = self.root / "data"
+        self.run_dir = self.root / "run"
+        self.log_file = settings.state_dir / "logs" / "postgresql.log"
+
+    @staticmethod
+    def bin_dir() -> Path:
+        import glob
+
+        found = sorted(glob.glob(PG_BIN_GLOB))
+        if not found:
+            raise StackError("PostgreSQL server binaries not found: run `make setup`")
+        return Path(found[-1])
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        # initdb and postgres refuse to run as root: run them as the `postgres` account.
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+
+    def running(self) -> bool:
+        return port_open(self.s.pg_host, self.s.pg_port) and (self.data / "postmaster.pid").exists()
+
+    def start(self) -> None:
+        if self.running():
+            log(f"PostgreSQL already running on {self.s.pg_host}:{self.s.pg_port}")
+        else:
+            if port_open(self.s.pg_host, self.s.pg_port):
+                raise StackError(
+                    f"port {self.s.pg_port} is taken by another program: stop it or set "
+                    "ANOMALY_PG_PORT"
+                )
+            self._init()
+            log(f"starting PostgreSQL on {self.s.pg_host}:{self.s.pg_port}")
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self.log_file.touch()
+            self._chown(self.log_file)
+            options = (
+                f"-c listen_addresses={self.s.pg_host} -c port={self.s.pg_port} "
+                f"-c unix_socket_directories={self.run_dir}"
+            )
+            subprocess.run(
+                self._as_owner(
+                    [str(self.bin_dir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file),
+                     "-o", options, "-w", "-t", "60", "start"]
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        self._ensure_database()
+
+    def _init(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        log(f"initialising a PostgreSQL data directory in {self.data}")
+        for d in (self.root, self.data, self.run_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            self._chown(d)
+        self.run_dir.chmod(0o700)  # the trusted local socket is reachable by its owner only
+        subprocess.run(
+            self._as_owner(
+                [str(self.bin_dir() / "initdb"), "-D", str(self.data), "-U", "postgres",
+                 "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
+                 "--locale=C.UTF-8"]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def admin_connection(self, database: str = "postgres"):
+        import psycopg2
+
+        return psycopg2.connect(
+            host=str(self.run_dir), port=self.s.pg_port, user="postgres", dbname=database
+        )
+
+    def _ensure_database(self) -> None:
+        from psycopg2 import sql
+
+        conn = self.admin_connection()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.s.pg_user,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(
+                sql.SQL("{} ROLE {} LOGIN CREATEDB PASSWORD %s").format(
+                    sql.SQL(verb), sql.Identifier(self.s.pg_user)
+                ),
+                (self.s.pg_password,),
+            )
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.s.pg_database,))
+            if not cur.fetchone():
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(self.s.pg_database), sql.Identifier(self.s.pg_user)
+                    )
+                )
+        conn.close()
+
+    def stop(self) -> None:
+        if not (self.data / "postmaster.pid").exists():
+            log("PostgreSQL not running")
+            return
+        subprocess.run(
+            self._as_owner(
+                [str(self.bin_dir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            ),
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+        log("PostgreSQL stopped")
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka
+
+
+class Kafka:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        host, _, port = settings.kafka_bootstrap.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.controller_port = self.port + 1
+        self.root = settings.state_dir / "kafka"
+        self.data = self.root / "data"
+        self.pid_file = self.root / "kafka.pid"
+        self.log_file = settings.state_dir / "logs" / "kafka.log"
+
+    def running(self) -> bool:
+        return pid_alive(self.pid_file) is not None and port_open(self.host, self.port)
+
+    def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
+        if not any(KAFKA_LIBS.glob("kafka_*.jar")):
+            raise StackError(f"Kafka broker jars missing in {KAFKA_LIBS}: run `make setup`")
+        return [
+            "java", f"-Xmx{heap}", "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={HERE / 'kafka-log4j2.yaml'}",
+            "-cp", f"{KAFKA_LIBS}/*", main, *args,
+        ]
+
+    def _properties(self) -> Path:
+        text = (HERE / "kafka-server.properties").read_text()
+        text = text.format(
+            host=self.host, port=self.port, controller_port=self.controller_port, data=self.data
+        )
+        path = self.root / "server.properties"
+        path.write_text(text)
+        return path
+
+    def start(self) -> None:
+        if self.running():
+            log(f"Kafka already running on {self.s.kafka_bootstrap}")
+            return
+        if port_open(self.host, self.port):
+            raise StackError(
+                f"port {self.port} is taken by another program: stop it or set "
+                "ANOMALY_KAFKA_BOOTSTRAP"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        props = self._properties()
+        if not (self.data / "meta.properties").exists():
+            log(f"formatting Kafka KRaft storage in {self.data}")
+            cluster_id = subprocess.run(
+                self._java("kafka.tools.StorageTool", "random-uuid"),
+                check=True, capture_output=True, text=True,
+            ).stdout.strip().splitlines()[-1]
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "--standalone",
+                           "-t", cluster_id, "-c", str(props)),
+                check=True, stdout=subprocess.DEVNULL,
+            )
+        log(f"starting Kafka (KRaft, single node) on {self.s.kafka_bootstrap}")
+        spawn(self._java("kafka.Kafka", str(props), heap="768m"), self.log_file, self.pid_file)
+        wait_for("Kafka", lambda: port_open(self.host, self.port), 90, self.log_file)
+
+    def stop(self) -> None:
+        if stop_pid("Kafka", self.pid_file, timeout_s=60):
+            log("Kafka stopped")
+        else:
+            log("Kafka not running")
+
+
+# --------------------------------------------------------------------------------------------
+# Flink
+
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+class Flink:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.root = settings.state_dir / "flink"
+        self.conf_dir = self.root / "conf"
+        self.lib_dir = self.root / "lib"
+        self.log_dir = settings.state_dir / "logs" / "flink"
+        self.home = flink_home()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            FLINK_CONF_DIR=str(self.conf_dir),
+            FLINK_LOG_DIR=str(self.log_dir),
+            FLINK_PID_DIR=str(self.root),
+            PYFLINK_CLIENT_EXECUTABLE=sys.executable,
+        )
+        return env
+
+    def write_lib(self) -> None:
+        """The cluster's classpath: pyflink's lib/ plus opt/flink-python (the Python operators).
+
+        The TaskManager needs flink-python to run Python UDFs; the pip package keeps it in opt/.
+        Links in a folder of our own leave the installed package untouched.
+        """
+        if self.lib_dir.exists():
+            shutil.rmtree(self.lib_dir)
+        self.lib_dir.mkdir(parents=True)
+        jars = [*(self.home / "lib").glob("*.jar"), *(self.home / "opt").glob("flink-python-*.jar")]
+        for jar in jars:
+            (self.lib_dir / jar.name).symlink_to(jar)
+
+    def write_conf(self) -> None:
+        """The package's config.yaml with the local stack's overrides on top."""
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for f in (self.home / "conf").iterdir():
+            if f.name != "config.yaml":
+                shutil.copy(f, self.conf_dir / f.name)
+        base = yaml.safe_load((self.home / "conf" / "config.yaml").read_text()) or {}
+        overrides = yaml.safe_load((HERE / "flink-config.yaml").read_text())
+        java_opts = base.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
+        merged = _deep_merge(base, overrides)
+        # Keep the package's --add-opens flags and add ours.
+        extra = overrides.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
+        merged["env"]["java"]["opts"]["all"] = f"{java_opts} {extra}".strip()
+        merged["rest"]["port"] = int(self.s.flink_rest_url.rsplit(":", 1)[1].rstrip("/"))
+        merged["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
+        (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+
+    def rest(self, path: str, method: str = "GET", timeout: float = 5.0) -> dict:
+        req = urllib.request.Request(self.s.flink_rest_url.rstrip("/") + path, method=method)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (local URL)
+            body = resp.read()
+        return json.loads(body) if body else {}
+
+    def overview(self) -> dict | None:
+        try:
+            return self.rest("/overview", timeout=2)
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        ov = self.overview()
+        return bool(ov and ov.get("taskmanagers", 0) >= 1)
+
+    def start(self) -> None:
+        if self.running():
+            log(f"Flink cluster already running, web UI {self.s.flink_rest_url}")
+            return
+        self.write_conf()
+        self.write_lib()
+        log(f"starting Flink standalone cluster (JobManager + TaskManager), web UI {self.s.flink_rest_url}")
+        subprocess.run(
+            [str(self.home / "bin" / "start-cluster.sh")],
+            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for("Flink cluster", self.running, 120, self.log_dir)
+
+    def stop(self) -> None:
+        if not self.running() and not any(self.root.glob("*.pid")):
+            log("Flink cluster not running")
+            return
+        subprocess.run(
+            [str(self.home / "bin" / "stop-cluster.sh")],
+            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)}, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        log("Flink cluster stopped")
+
+    def jobs(self) -> list[dict]:
+        try:
+            return self.rest("/jobs/overview").get("jobs", [])
+        except (urllib.error.URLError, OSError, ValueError):
+            return []
+
+    def running_jobs(self, name: str | None = None) -> list[dict]:
+        return [
+            j for j in self.jobs()
+            if j.get("state") in ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
+            and (name is None or j.get("name") == name)
+        ]
+
+    def cancel(self, job_id: str) -> None:
+        self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+    def submit(self, job_args: list[str], env: dict[str, str] | None = None) -> str:
+        """`flink run -d` the job; returns the job id Flink prints."""
+        cmd = [
+            str(self.home / "bin" / "flink"), "run", "--detached",
+            "--jobmanager", self.s.flink_rest_url.removeprefix("http://"),
+            "-pyexec", sys.executable, "-pyclientexec", sys.executable,
+            "--python", str(REPO_ROOT / "jobs" / "score_telemetry.py"), *job_args,
+        ]
+        run_env = self.env()
+        run_env.update(env or {})
+        proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, cwd=REPO_ROOT)
+        match = re.search(r"JobID ([0-9a-f]{32})", proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not match:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+            raise StackError(f"`flink run` failed (exit {proc.returncode}):\n{tail}")
+        return match.group(1)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the stack as a whole
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """The local stack's PostgreSQL password: from the environment, else generated once."""
+    if settings.pg_password:
+        return settings
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    fd = os.open(settings.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"ANOMALY_PG_PASSWORD={password}\n")
+    log(f"generated a PostgreSQL password into {settings.secrets_file} (mode 600)")
+    return settings.replace(pg_password=password)
+
+
+def up(settings: Settings) -> Settings:
+    from common.db import migrate
+    from common.kafka_admin import ensure_topic
+
+    began = time.monotonic()
+    settings = ensure_secrets(settings)
+    Postgres(settings).start()
+    for version in migrate(settings):
+        log(f"applied database migration {version}")
+    Kafka(settings).start()
+    if ensure_topic(settings.kafka_bootstrap, settings.events_topic, settings.events_topic_partitions):
+        log(f"created topic {settings.events_topic} ({settings.events_topic_partitions} partitions)")
+    Flink(settings).start()
+    log(f"stack up in {time.monotonic() - began:.1f} s")
+    return settings
+
+
+def down(settings: Settings) -> None:
+    flink = Flink(settings)
+    for job in flink.running_jobs():
+        log(f"cancelling job {job['jid']} ({job['name']})")
+        flink.cancel(job["jid"])
+    Simulator(settings).stop()
+    flink.stop()
+    Kafka(settings).stop()
+    Postgres(settings).stop()
+
+
+class Simulator:
+    """The demo's endless real-time simulator, as a background process."""
+
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.pid_file = settings.state_dir / "simulator.pid"
+        self.log_file = settings.state_dir / "logs" / "simulator.log"
+
+    def start(self, args: list[str]) -> None:
+        if pid_alive(self.pid_file):
+            log(f"simulator already running (log {self.log_file})")
+            return
+        cmd = [sys.executable, "-m", "simulator", "--realtime", "--progress-s", "30", *args]
+        spawn(cmd, self.log_file, self.pid_file)
+        log(f"simulator started: {' '.join(args)} (log {self.log_file})")
+
+    def stop(self) -> None:
+        if stop_pid("simulator", self.pid_file):
+            log("simulator stopped")
+
+
+DEMO_DEVICES = 100
+DEMO_SEED = 42
+
+
+def demo(settings: Settings) -> None:
+    from common.models import current_version
+
+    settings = up(settings)
+    if current_version(settings) is None:
+        dump = settings.state_dir / "training" / "events.jsonl"
+        log(f"no model yet: simulating 30 min of history for {DEMO_DEVICES} devices into {dump}")
+        subprocess.run(
+            [sys.executable, "-m", "simulator", "--devices", str(DEMO_DEVICES),
+             "--seed", str(DEMO_SEED), "--duration-s", "1800", "--output", "file",
+             "--path", str(dump)],
+            check=True, cwd=REPO_ROOT,
+        )
+        subprocess.run(
+            [sys.executable, "-m", "training.train", "--events", str(dump)],
+            check=True, cwd=REPO_ROOT,
+        )
+    Simulator(settings).start(
+        ["--devices", str(DEMO_DEVICES), "--seed", str(DEMO_SEED), "--topic", settings.events_topic]
+    )
+    flink = Flink(settings)
+    existing = flink.running_jobs(settings.job_name)
+    if existing:
+        job_id = existing[0]["jid"]
+        log(f"job {settings.job_name} already running: {job_id}")
+    else:
+        log("submitting the job with `flink run`")
+        job_id = flink.submit([])
+    print_guide(settings, job_id)
+
+
+def print_guide(settings: Settings, job_id: str) -> None:
+    psql = (
+        f"PGPASSWORD=$(grep -oP '(?<=ANOMALY_PG_PASSWORD=).*' {settings.secrets_file}) "
+        f"psql -h {settings.pg_host} -p {settings.pg_port} -U {settings.pg_user} {settings.pg_database}"
+    )
+    print(
+        f"""
+The pipeline is running.
+  Flink web UI     {settings.flink_rest_url}   (job {job_id})
+  Kafka            {settings.kafka_bootstrap}   topic {settings.events_topic}
+  PostgreSQL       {settings.pg_host}:{settings.pg_port}   database {settings.pg_database}
+
+Newest anomaly scores (first rows appear ~{settings.window_seconds + settings.watermark_delay_seconds} s after start):
+  {psql} -c "SELECT device_id, window_start, round(anomaly_score::numeric, 3) AS score, is_anomaly, model_version FROM {settings.scores_table} ORDER BY window_start DESC, anomaly_score DESC LIMIT 20"
+
+  make status    what runs where
+  make stop      stop everything
+""",
+        flush=True,
+    )
+
+
+def status(settings: Settings) -> int:
+    pg, kafka, flink, sim = Postgres(settings), Kafka(settings), Flink(settings), Simulator(settings)
+
+    def line(name: str, ok: bool, where: str) -> None:
+        print(f"  {name:<12} {'running' if ok else 'stopped':<8} {where}")
+
+    print("local stack:")
+    line("PostgreSQL", pg.running(), f"{settings.pg_host}:{settings.pg_port} (data {pg.data})")
+    line("Kafka", kafka.running(), f"{settings.kafka_bootstrap} (data {kafka.data})")
+    ov = flink.overview()
+    slots = f", {ov['slots-available']}/{ov['slots-total']} slots free" if ov else ""
+    line("Flink", bool(ov), f"{settings.flink_rest_url}{slots}")
+    line("simulator", pid_alive(sim.pid_file) is not None, f"-> {settings.events_topic} (log {sim.log_file})")
+    for job in flink.jobs():
+        print(f"  job {job['jid']}  {job['state']:<10} {job['name']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deploy.local.stack", description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("up", "down", "demo", "status", "migrate"))
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        if args.command == "up":
+            up(settings)
+        elif args.command == "demo":
+            demo(settings)
+        elif args.command == "down":
+            down(settings)
+        elif args.command == "status":
+            return status(settings)
+        elif args.command == "migrate":
+            from common.db import migrate
+
+            applied = migrate(settings)
+            log(f"applied {applied or 'nothing (schema up to date)'}")
+    except (StackError, subprocess.CalledProcessError, FileNotFoundError) as exc:
+        print(f"[stack] error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+-- Score every window with the current model (one vectorized UDF call per Arrow batch) and
+-- write features + score to the sink.
+INSERT INTO anomaly_scores_sink
+SELECT
+  device_id,
+  window_start,
+  window_end,
+  ${feature_list},
+  scored.s.anomaly_score,
+  scored.s.is_anomaly,
+  scored.s.model_version
+FROM (
+  SELECT *, score_window(${model_feature_list}) AS s FROM window_features
+) AS scored

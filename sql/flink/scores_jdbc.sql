@@ -1,0 +1,24 @@
+-- Scored windows into PostgreSQL. The primary key makes the JDBC sink upsert
+-- (INSERT ... ON CONFLICT DO UPDATE), so a replay overwrites rows instead of duplicating them.
+-- The JDBC connector cannot write TIMESTAMP_LTZ: window bounds go out as UTC wall-clock
+-- TIMESTAMP(3) into timestamptz columns, which is exact because every JVM that runs the sink
+-- uses UTC (deploy/local/flink-config.yaml, common/flink_env.py).
+CREATE TEMPORARY TABLE anomaly_scores_sink (
+  device_id STRING,
+  window_start TIMESTAMP(3),
+  window_end TIMESTAMP(3),
+  ${flink_feature_columns},
+  anomaly_score DOUBLE,
+  is_anomaly BOOLEAN,
+  model_version STRING,
+  PRIMARY KEY (device_id, window_start) NOT ENFORCED
+) WITH (
+  'connector' = 'jdbc',
+  'url' = '${jdbc_url}',
+  'table-name' = '${scores_table}',
+  'username' = '${pg_user}',
+  'password' = '${pg_password}',
+  'sink.buffer-flush.max-rows' = '5000',
+  'sink.buffer-flush.interval' = '1s',
+  'sink.max-retries' = '5'
+)

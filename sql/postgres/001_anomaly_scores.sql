@@ -1,0 +1,30 @@
+-- Scored windows: one row per device and tumbling window, upserted by the Flink JDBC sink.
+-- anomaly_score: higher is more anomalous; > 0 means the model flags the window
+-- (the negated IsolationForest decision function). NULL when a feature was missing.
+CREATE TABLE IF NOT EXISTS ${scores_table} (
+  device_id     text        NOT NULL,
+  window_start  timestamptz NOT NULL,
+  window_end    timestamptz NOT NULL,
+  ${pg_feature_columns},
+  anomaly_score double precision,
+  is_anomaly    boolean,
+  model_version text,
+  scored_at     timestamptz NOT NULL DEFAULT now(),
+  -- TimescaleDB requires the time column in every unique key.
+  PRIMARY KEY (device_id, window_start)
+);
+
+CREATE INDEX IF NOT EXISTS ${scores_table}_window_start_idx
+  ON ${scores_table} (window_start DESC);
+
+-- A hypertable where TimescaleDB is installed; a plain table (same columns, same queries)
+-- where it is not.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+    CREATE EXTENSION IF NOT EXISTS timescaledb;
+    PERFORM create_hypertable('${scores_table}', 'window_start',
+                              if_not_exists => TRUE, migrate_data => TRUE);
+  END IF;
+END
+$$;
