@@ -38,7 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--anomaly-samples", type=int, default=15, help="length of an anomaly episode in samples"
     )
-    p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same events")
+    p.add_argument(
+        "--seed", type=int, default=42, help="seed of noise and anomalies; same seed, same events"
+    )
+    p.add_argument(
+        "--fleet-seed", type=int, default=0, help="seed of the devices' baselines (the fleet)"
+    )
     p.add_argument(
         "--duration-s",
         type=float,
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         anomaly_rate=args.anomaly_rate,
         anomaly_samples=args.anomaly_samples,
         seed=args.seed,
+        fleet_seed=args.fleet_seed,
     )
     ticks = None if args.duration_s is None else max(1, int(args.duration_s * 1000 / args.interval_ms))
     now_ms = int(time.time() * 1000)

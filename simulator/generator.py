@@ -64,7 +64,11 @@ class SimulatorConfig:
     # Chance per device and sample that an anomaly episode starts.
     anomaly_rate: float = 0.002
     anomaly_samples: int = 15
+    # Noise and anomaly episodes.
     seed: int = 42
+    # The fleet itself (each device's baselines): training history and the live stream share
+    # a fleet while differing in seed.
+    fleet_seed: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= 1_000_000:
@@ -91,11 +95,10 @@ class TelemetryGenerator:
     def __init__(self, config: SimulatorConfig):
         self.config = config
         self.rng = np.random.default_rng(config.seed)
+        fleet = np.random.default_rng(config.fleet_seed)
         n = config.devices
         self.device_ids = [device_id(i) for i in range(n)]
-        self.baseline = {
-            m: self.rng.uniform(lo, hi, n) for m, ((lo, hi), _, _) in _BASELINES.items()
-        }
+        self.baseline = {m: fleet.uniform(lo, hi, n) for m, ((lo, hi), _, _) in _BASELINES.items()}
         self.noise = {
             m: np.maximum(self.baseline[m] * rel, 0.01) for m, (_, rel, _) in _BASELINES.items()
         }

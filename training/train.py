@@ -33,6 +33,13 @@ ONNX_OPSETS = {"": 17, "ai.onnx.ml": 3}
 
 
 @dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    model: IsolationForest
+    features: pd.DataFrame
+
+
+@dataclass(frozen=True)
 class TrainParams:
     n_estimators: int = 100
     contamination: float = 0.005
@@ -112,7 +119,7 @@ def train(
     *,
     make_current: bool = True,
     log=print,
-) -> Path:
+) -> TrainResult:
     began = time.monotonic()
     log(f"training: computing {settings.window_seconds} s window features of {events} with Flink")
     features = window_features_from_files(settings, events)
@@ -141,7 +148,7 @@ def train(
         f"{'now CURRENT' if make_current else 'not made current'}) "
         f"in {time.monotonic() - began:.1f} s"
     )
-    return model_dir
+    return TrainResult(model_dir, model, features)
 
 
 def build_card(

@@ -519,7 +519,9 @@ class Simulator:
 
 
 DEMO_DEVICES = 100
-DEMO_SEED = 42
+# Training history and the live stream: the same fleet, different days.
+DEMO_HISTORY_SEED = 1
+DEMO_LIVE_SEED = 2
 
 
 def demo(settings: Settings) -> None:
@@ -531,7 +533,7 @@ def demo(settings: Settings) -> None:
         log(f"no model yet: simulating 30 min of history for {DEMO_DEVICES} devices into {dump}")
         subprocess.run(
             [sys.executable, "-m", "simulator", "--devices", str(DEMO_DEVICES),
-             "--seed", str(DEMO_SEED), "--duration-s", "1800", "--output", "file",
+             "--seed", str(DEMO_HISTORY_SEED), "--anomaly-rate", "0.0002", "--duration-s", "1800", "--output", "file",
              "--path", str(dump)],
             check=True, cwd=REPO_ROOT,
         )
@@ -540,7 +542,7 @@ def demo(settings: Settings) -> None:
             check=True, cwd=REPO_ROOT,
         )
     Simulator(settings).start(
-        ["--devices", str(DEMO_DEVICES), "--seed", str(DEMO_SEED), "--topic", settings.events_topic]
+        ["--devices", str(DEMO_DEVICES), "--seed", str(DEMO_LIVE_SEED), "--topic", settings.events_topic]
     )
     flink = Flink(settings)
     existing = flink.running_jobs(settings.job_name)

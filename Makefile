@@ -1,0 +1,46 @@
+# The front door. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: help setup demo up stop status train test test-unit lint format lock
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## install what is missing: apt packages, pinned Python packages, jars (idempotent)
+	@deploy/local/setup.sh
+
+demo: setup ## set up, start the local stack, train a first model, stream, submit the job
+	@$(PY) -m deploy.local.stack demo
+
+up: setup ## start PostgreSQL, Kafka and the Flink cluster only
+	@$(PY) -m deploy.local.stack up
+
+stop: ## cancel the job, stop the simulator and every service (data stays in .state/)
+	@if [ -x $(PY) ]; then $(PY) -m deploy.local.stack down; fi
+
+status: ## what runs where
+	@$(PY) -m deploy.local.stack status
+
+train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
+	@$(PY) -m simulator --devices 100 --seed 1 --anomaly-rate 0.0002 --duration-s 1800 --output file --path .state/training/events.jsonl
+	@$(PY) -m training.train --events .state/training/events.jsonl
+
+test: setup ## set up and run the whole test suite (starts the real stack it needs)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	 if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
+
+test-unit: setup ## only the fast tests that need no services
+	@$(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
+
+lint: setup ## ruff lint + format check
+	@$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: setup ## ruff format + autofix
+	@$(PY) -m ruff format . && $(PY) -m ruff check --fix .
+
+lock: ## re-pin every Python package (constraints.txt) from the current .venv
+	@{ echo "# Every Python package of the project, pinned (pip freeze of a working install)."; \
+	   echo "# Used as pip constraints by deploy/local/setup.sh; regenerate with \`make lock\`."; \
+	   $(PY) -m pip freeze --exclude-editable; } > constraints.txt

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Install everything the local stack and the tests need. Idempotent: each step checks what is
+# already there and does only what is missing or out of date.
+#   1. Debian packages: PostgreSQL server, Java 17, Maven (only if missing)
+#   2. .venv with the pinned Python packages (pyproject.toml + constraints.txt)
+#   3. Flink connector jars listed in pom-deps.txt -> .deps/jars/
+#   4. Apache Kafka broker jars (deploy/local/kafka-broker-pom.xml) -> .deps/kafka/libs/
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+START=$(date +%s)
+say() { echo "[setup] $*"; }
+fail() { echo "[setup] error: $*" >&2; exit 1; }
+
+# --- 1. system packages ---------------------------------------------------------------------
+need_apt=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+command -v python3.11 >/dev/null 2>&1 || command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+if ((${#need_apt[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  say "installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The package creates and may start a system cluster on 5432; the stack runs its own.
+else
+  say "system packages present (PostgreSQL, Java, Maven)"
+fi
+
+# --- 2. Python virtualenv -------------------------------------------------------------------
+PY=$(command -v python3.11 || command -v python3)
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+  || fail "Python 3.11 is required (apache-flink 2.0.2 wheels); found $("$PY" --version)"
+STAMP=.venv/.installed
+WANT=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x .venv/bin/python ]; then
+  say "Python packages up to date (.venv)"
+else
+  [ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
+  say "installing pinned Python packages into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip==24.3.1
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+  echo "$WANT" > "$STAMP"
+fi
+
+# --- 3. connector jars from pom-deps.txt -------------------------------------------------------
+mkdir -p .deps/jars
+wanted=()
+while read -r coord; do
+  coord="${coord%%#*}"; coord="$(echo "$coord" | xargs)"
+  [ -n "$coord" ] || continue
+  IFS=: read -r group artifact version <<<"$coord"
+  [ -n "$version" ] || fail "pom-deps.txt: '$coord' is not group:artifact:version"
+  jar="$artifact-$version.jar"
+  wanted+=("$jar")
+  if [ ! -s ".deps/jars/$jar" ]; then
+    say "fetching $coord with Maven"
+    mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$coord" -DoutputDirectory=.deps/jars \
+      || fail "Maven could not fetch $coord (is Maven Central reachable?)"
+  fi
+done < pom-deps.txt
+# Drop jars no longer listed, so that an old connector version cannot linger on the classpath.
+for f in .deps/jars/*.jar; do
+  name=$(basename "$f"); keep=0
+  for w in "${wanted[@]}"; do [ "$w" = "$name" ] && keep=1; done
+  [ $keep = 1 ] || { say "removing $name (not in pom-deps.txt)"; rm -f "$f"; }
+done
+say "connector jars: ${#wanted[@]} in .deps/jars"
+
+# --- 4. Kafka broker ----------------------------------------------------------------------------
+KSTAMP=.deps/kafka/.installed
+KWANT=$(sha256sum deploy/local/kafka-broker-pom.xml | cut -c1-16)
+if [ -f "$KSTAMP" ] && [ "$(cat "$KSTAMP")" = "$KWANT" ]; then
+  say "Kafka broker jars up to date (.deps/kafka/libs)"
+else
+  say "fetching the Apache Kafka broker and its dependencies with Maven"
+  rm -rf .deps/kafka/libs
+  mvn -q -B -Dstyle.color=never -f deploy/local/kafka-broker-pom.xml dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$ROOT/.deps/kafka/libs" \
+    || fail "Maven could not fetch the Kafka broker"
+  echo "$KWANT" > "$KSTAMP"
+fi
+
+say "done in $(( $(date +%s) - START )) s"

@@ -1,0 +1,114 @@
+"""Session fixtures: the real local stack (started once), fresh topics and databases per test,
+and a model trained by the real training pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from common.settings import Settings
+from simulator.generator import SimulatorConfig, TelemetryGenerator
+from simulator.sinks import FileSink
+
+FIGURES: dict[str, object] = {}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures measured by this run")
+        for key, value in FIGURES.items():
+            terminalreporter.write_line(f"{key}: {value}")
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def stack(base_settings: Settings):
+    """PostgreSQL, Kafka and Flink, running for the whole session.
+
+    Services that were already running (e.g. `make demo`) are reused and left running;
+    the ones this session starts are stopped at its end.
+    """
+    from deploy.local import stack as local
+
+    services = {
+        "flink": local.Flink(base_settings),
+        "kafka": local.Kafka(base_settings),
+        "postgres": local.Postgres(base_settings),
+    }
+    was_running = {name: svc.running() for name, svc in services.items()}
+    settings = local.up(base_settings)
+    yield settings
+    for name, svc in services.items():  # Flink first: it talks to the other two
+        if not was_running[name]:
+            svc.stop()
+
+
+@pytest.fixture
+def fresh_topic(stack: Settings) -> str:
+    from common.kafka_admin import ensure_topic
+
+    topic = f"test-{uuid.uuid4().hex[:10]}"
+    ensure_topic(stack.kafka_bootstrap, topic, stack.events_topic_partitions)
+    return topic
+
+
+@pytest.fixture
+def fresh_db(stack: Settings):
+    """Settings pointing at a new, migrated database; dropped afterwards."""
+    from psycopg2 import sql
+
+    from common.db import connect, migrate
+
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    admin = connect(stack)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    settings = stack.replace(pg_database=name)
+    migrate(settings)
+    yield settings
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    admin.close()
+
+
+def write_dump(path: Path, config: SimulatorConfig, start_ms: int, ticks: int) -> list[dict]:
+    events = [e for tick in TelemetryGenerator(config).events(start_ms, ticks) for e in tick]
+    sink = FileSink(path)
+    sink.send_many(events)
+    sink.close()
+    return events
+
+
+# Training history: 60 devices x 20 min of the default fleet the e2e tests stream too.
+HISTORY_SEED = 7
+FLEET_DEVICES = 60
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, base_settings: Settings):
+    """A model trained by the real training pipeline (Flink batch features -> IF -> ONNX)."""
+    from training.train import TrainParams, train
+
+    root = tmp_path_factory.mktemp("training")
+    dump = root / "events.jsonl"
+    write_dump(
+        dump,
+        SimulatorConfig(devices=FLEET_DEVICES, seed=HISTORY_SEED, anomaly_rate=0.0002),
+        start_ms=1_700_000_000_000,
+        ticks=1200,
+    )
+    settings = base_settings.replace(models_dir=root / "models")
+    began = time.monotonic()
+    result = train(settings, dump, TrainParams(n_estimators=50), log=lambda m: None)
+    FIGURES["training (72k events, 50 trees) wall time"] = f"{time.monotonic() - began:.1f} s"
+    card = json.loads((result.model_dir / "card.json").read_text())
+    return result, settings, card

@@ -1,0 +1,146 @@
+"""End to end on the real stack: known events into Kafka, the job (bounded), exact rows out of
+PostgreSQL: count, window bounds, every feature value, score and flag."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
+from common.settings import REPO_ROOT, Settings
+from simulator.generator import SimulatorConfig, TelemetryGenerator
+from simulator.sinks import KafkaSink
+from tests import reference
+from tests.conftest import FIGURES, FLEET_DEVICES
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+T0 = 1_700_100_000_000  # a multiple of 10 s: windows align with ticks
+
+
+def produce_events(settings: Settings, topic: str, ticks: int, seed: int) -> list[dict]:
+    """Stream a known event set (the trained fleet, new noise and anomalies) into Kafka."""
+    config = SimulatorConfig(devices=FLEET_DEVICES, seed=seed, anomaly_rate=0.004)
+    events = [e for tick in TelemetryGenerator(config).events(T0, ticks) for e in tick]
+    sink = KafkaSink(settings.kafka_bootstrap, topic)
+    sink.send_many(events)
+    sink.close()
+    assert sink.errors == 0, sink.first_error
+    return events
+
+
+def job_env(settings: Settings, topic: str) -> dict[str, str]:
+    return {
+        "ANOMALY_EVENTS_TOPIC": topic,
+        "ANOMALY_PG_DATABASE": settings.pg_database,
+        "ANOMALY_JOB_NAME": f"anomaly-scoring-test-{topic}",
+        "ANOMALY_KAFKA_GROUP_ID": f"test-{uuid.uuid4().hex[:8]}",
+    }
+
+
+def fetch_scores(settings: Settings) -> pd.DataFrame:
+    from common.db import connect
+
+    conn = connect(settings)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT * FROM {settings.scores_table} ORDER BY device_id, window_start"  # noqa: S608
+        )
+        columns = [d.name for d in cur.description]
+        frame = pd.DataFrame(cur.fetchall(), columns=columns)
+    conn.close()
+    for col in ("window_start", "window_end"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    return frame
+
+
+def assert_rows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
+    result, _, card = trained
+    expected = reference.window_features(events, 10)
+    assert len(rows) == len(expected), f"{len(rows)} rows in PostgreSQL, {len(expected)} expected"
+    assert list(rows["device_id"]) == list(expected["device_id"])
+    assert (rows["window_start"].to_numpy() == expected["window_start"].to_numpy()).all()
+    assert (rows["window_end"].to_numpy() == expected["window_end"].to_numpy()).all()
+    # Flink's STDDEV_POP uses sums of squares: stds agree to ~1e-11 absolute, not always
+    # 1e-9 relative when the spread is small.
+    for name in FEATURE_NAMES:
+        np.testing.assert_allclose(
+            rows[name].to_numpy(float), expected[name].to_numpy(float),
+            rtol=1e-9, atol=1e-9, err_msg=name,
+        )
+    # Scores: scikit-learn's own model on the independently computed features.
+    x = expected[list(MODEL_FEATURE_NAMES)].to_numpy(np.float32)
+    np.testing.assert_allclose(
+        rows["anomaly_score"].to_numpy(float), -result.model.decision_function(x), atol=1e-5
+    )
+    assert (rows["is_anomaly"].to_numpy(bool) == (result.model.predict(x) == -1)).all()
+    assert set(rows["model_version"]) == {card["version"]}
+
+    # The injected anomalies are flagged; clean windows mostly are not.
+    all_anomalous, clean = reference.anomalous_windows(events, 10)
+    flagged = {
+        (d, int(ts.timestamp() * 1000))
+        for d, ts, f in zip(rows["device_id"], rows["window_start"], rows["is_anomaly"], strict=True)
+        if f
+    }
+    assert all_anomalous, "the event set must contain fully anomalous windows"
+    missed = all_anomalous - flagged
+    assert not missed, f"{len(missed)} of {len(all_anomalous)} injected windows not flagged"
+    false_alarms = len(flagged & clean) / len(clean)
+    assert false_alarms < 0.02, f"{false_alarms:.1%} of clean windows flagged"
+
+
+def test_flink_run_on_the_cluster_lands_exact_rows(stack, fresh_topic, fresh_db, trained):
+    from deploy.local.stack import Flink
+
+    events = produce_events(stack, fresh_topic, ticks=300, seed=11)
+    flink = Flink(stack)
+    env = job_env(fresh_db, fresh_topic)
+    job_id = flink.submit(["--bounded", "--model-dir", str(trained[0].model_dir)], env=env)
+
+    listed = {j["jid"]: j for j in flink.jobs()}
+    assert job_id in listed, f"job {job_id} not in /jobs/overview: {list(listed)}"
+    assert listed[job_id]["name"] == env["ANOMALY_JOB_NAME"]
+
+    deadline = time.monotonic() + 240
+    state = None
+    while time.monotonic() < deadline:
+        job = flink.rest(f"/jobs/{job_id}")
+        state = job["state"]
+        if state in ("FINISHED", "FAILED", "CANCELED"):
+            break
+        time.sleep(1)
+    assert state == "FINISHED", f"job {job_id} ended {state}: {flink.rest(f'/jobs/{job_id}/exceptions')}"
+
+    rows = fetch_scores(fresh_db)
+    assert_rows_exact(rows, events, trained)
+    duration_s = job["duration"] / 1000
+    FIGURES["e2e flink run: events -> scored rows"] = (
+        f"{len(events):,} events -> {len(rows):,} rows in {duration_s:.1f} s job time "
+        f"({len(events) / duration_s:,.0f} events/s, {len(rows) / duration_s:,.0f} rows/s, start-up included)"
+    )
+
+
+def test_in_process_run_lands_exact_rows(stack, fresh_topic, fresh_db, trained):
+    events = produce_events(stack, fresh_topic, ticks=120, seed=12)
+    env = {**os.environ, **job_env(fresh_db, fresh_topic)}
+    began = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.score_telemetry", "--bounded", "--wait",
+         "--model-dir", str(trained[0].model_dir)],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    wall = time.monotonic() - began
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = fetch_scores(fresh_db)
+    assert_rows_exact(rows, events, trained)
+    FIGURES["e2e in-process: events -> scored rows"] = (
+        f"{len(events):,} events -> {len(rows):,} rows in {wall:.1f} s wall (JVM start included)"
+    )

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
+from common.settings import Settings
+from common.sql import SQL_DIR, context, render, render_text
+
+
+def test_env_overrides_and_types(tmp_path):
+    s = Settings.from_env(
+        {"ANOMALY_EVENTS_TOPIC": "t1", "ANOMALY_WINDOW_SECONDS": "30", "ANOMALY_STATE_DIR": str(tmp_path)}
+    )
+    assert s.events_topic == "t1" and s.window_seconds == 30
+
+
+def test_bad_number_names_the_variable():
+    with pytest.raises(ValueError, match="ANOMALY_PG_PORT"):
+        Settings.from_env({"ANOMALY_PG_PORT": "abc"})
+
+
+def test_password_from_secrets_file_and_never_in_repr(tmp_path):
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("ANOMALY_PG_PASSWORD=s3cr3t\n")
+    s = Settings.from_env({"ANOMALY_SECRETS_FILE": str(secrets)})
+    assert s.pg_password == "s3cr3t"
+    assert "s3cr3t" not in repr(s)
+
+
+def test_unknown_placeholder_is_an_error():
+    with pytest.raises(KeyError, match="nope"):
+        render_text("SELECT ${nope}", {}, source="x.sql")
+
+
+def test_plpgsql_dollar_quotes_survive_rendering():
+    assert render_text("DO $$ BEGIN END $$; ${a}", {"a": "1"}) == "DO $$ BEGIN END $$; 1"
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(SQL_DIR).as_posix() for p in SQL_DIR.rglob("*.sql")))
+def test_every_sql_file_renders_completely(path):
+    text = render(path, Settings(), bounded_option="", path="/x", pg_user="u", pg_password="p")
+    assert "${" not in text
+
+
+def test_feature_columns_agree_everywhere():
+    """Flink sink, PostgreSQL schema and the model inputs all come from common.features."""
+    pg = render("postgres/001_anomaly_scores.sql", Settings())
+    flink = render("flink/scores_jdbc.sql", Settings(), pg_user="u", pg_password="p")
+    for name in FEATURE_NAMES:
+        assert re.search(rf"\b{name} (double precision|bigint)", pg), name
+        assert f"`{name}`" in flink, name
+    assert set(MODEL_FEATURE_NAMES) < set(FEATURE_NAMES)
+    assert context(Settings())["model_feature_list"].count("`") == 2 * len(MODEL_FEATURE_NAMES)
