@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status train test test-unit lint format lock
+.PHONY: help setup demo up stop status psql train test test-unit lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ stop: ## cancel the job, stop the simulator and every service (data stays in .st
 
 status: ## what runs where
 	@$(PY) -m deploy.local.stack status
+
+psql: ## an SQL prompt on the results database of the local stack
+	@cmd=$$($(PY) -m deploy.local.stack psql) && eval "exec $$cmd"
 
 train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
 	@$(PY) -m simulator --devices 100 --seed 1 --anomaly-rate 0.0002 --duration-s 1800 --output file --path .state/training/events.jsonl

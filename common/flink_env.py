@@ -12,7 +12,9 @@ from common.settings import Settings
 
 def create_table_env(settings: Settings, *, streaming: bool = True) -> TableEnvironment:
     env_settings = (
-        EnvironmentSettings.in_streaming_mode() if streaming else EnvironmentSettings.in_batch_mode()
+        EnvironmentSettings.in_streaming_mode()
+        if streaming
+        else EnvironmentSettings.in_batch_mode()
     )
     t_env = TableEnvironment.create(env_settings)
     # In-process runs execute the JDBC sink in this JVM: it must run in UTC for window

@@ -42,7 +42,9 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "feature_expressions": indent.join(f"{f.flink_expression} AS `{f.name}`" for f in FEATURES),
         "feature_list": indent.join(f"`{f.name}`" for f in FEATURES),
         "model_feature_list": ", ".join(f"`{name}`" for name in MODEL_FEATURE_NAMES),
-        "flink_feature_columns": indent.join(f"`{f.name}` {f.aggregate.sql_type}" for f in FEATURES),
+        "flink_feature_columns": indent.join(
+            f"`{f.name}` {f.aggregate.sql_type}" for f in FEATURES
+        ),
         "pg_feature_columns": indent.join(
             f"{f.name} {PG_TYPES[f.aggregate.sql_type]}" for f in FEATURES
         ),

@@ -16,19 +16,21 @@ from pathlib import Path
 # packages importable even where it is not pip-installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyflink.table import TableEnvironment, TableResult  # noqa: E402
+from pyflink.table import TableEnvironment, TableResult
 
-from common.features import MODEL_FEATURE_NAMES  # noqa: E402
-from common.models import resolve_model_dir  # noqa: E402
-from common.settings import Settings  # noqa: E402
-from common.sql import render, strip_comments  # noqa: E402
-from udfs.onnx_scorer import score_window_udf  # noqa: E402
+from common.features import MODEL_FEATURE_NAMES
+from common.models import resolve_model_dir
+from common.settings import Settings
+from common.sql import render, strip_comments
+from udfs.onnx_scorer import score_window_udf
 
 
 def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: bool) -> None:
     """Declare the Kafka source and the window-feature view."""
     bounded_option = "'scan.bounded.mode' = 'latest-offset'," if bounded else ""
-    t_env.execute_sql(strip_comments(render("flink/events_kafka.sql", settings, bounded_option=bounded_option)))
+    t_env.execute_sql(
+        strip_comments(render("flink/events_kafka.sql", settings, bounded_option=bounded_option))
+    )
     t_env.execute_sql(strip_comments(render("flink/window_features.sql", settings)))
 
 

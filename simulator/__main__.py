@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         fleet_seed=args.fleet_seed,
     )
-    ticks = None if args.duration_s is None else max(1, int(args.duration_s * 1000 / args.interval_ms))
+    ticks = (
+        None if args.duration_s is None else max(1, int(args.duration_s * 1000 / args.interval_ms))
+    )
     now_ms = int(time.time() * 1000)
     if args.start_ms is not None:
         start_ms = args.start_ms
@@ -97,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         start_ms = now_ms - ticks * args.interval_ms
 
     sink = FileSink(args.path) if args.output == "file" else KafkaSink(args.bootstrap, args.topic)
-    target = f"{args.path}" if args.output == "file" else f"Kafka {args.bootstrap} topic {args.topic}"
+    target = (
+        f"{args.path}" if args.output == "file" else f"Kafka {args.bootstrap} topic {args.topic}"
+    )
     print(
         f"simulator: {config.devices} devices, {config.events_per_second:,.0f} events/s of "
         f"event time, {'endless' if ticks is None else f'{ticks} ticks'}, "
@@ -143,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"simulator: done {json.dumps(summary)}", file=sys.stderr, flush=True)
     if sink.errors:
-        print(f"simulator: {sink.errors} events were NOT delivered: {sink.first_error}", file=sys.stderr)
+        print(
+            f"simulator: {sink.errors} events were NOT delivered: {sink.first_error}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -168,8 +168,19 @@ class Postgres:
             )
             subprocess.run(
                 self._as_owner(
-                    [str(self.bin_dir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file),
-                     "-o", options, "-w", "-t", "60", "start"]
+                    [
+                        str(self.bin_dir() / "pg_ctl"),
+                        "-D",
+                        str(self.data),
+                        "-l",
+                        str(self.log_file),
+                        "-o",
+                        options,
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ]
                 ),
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -186,9 +197,18 @@ class Postgres:
         self.run_dir.chmod(0o700)  # the trusted local socket is reachable by its owner only
         subprocess.run(
             self._as_owner(
-                [str(self.bin_dir() / "initdb"), "-D", str(self.data), "-U", "postgres",
-                 "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
-                 "--locale=C.UTF-8"]
+                [
+                    str(self.bin_dir() / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
             ),
             check=True,
             stdout=subprocess.DEVNULL,
@@ -260,9 +280,14 @@ class Kafka:
         if not any(KAFKA_LIBS.glob("kafka_*.jar")):
             raise StackError(f"Kafka broker jars missing in {KAFKA_LIBS}: run `make setup`")
         return [
-            "java", f"-Xmx{heap}", "-XX:+UseG1GC",
+            "java",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={HERE / 'kafka-log4j2.yaml'}",
-            "-cp", f"{KAFKA_LIBS}/*", main, *args,
+            "-cp",
+            f"{KAFKA_LIBS}/*",
+            main,
+            *args,
         ]
 
     def _properties(self) -> Path:
@@ -287,14 +312,28 @@ class Kafka:
         props = self._properties()
         if not (self.data / "meta.properties").exists():
             log(f"formatting Kafka KRaft storage in {self.data}")
-            cluster_id = subprocess.run(
-                self._java("kafka.tools.StorageTool", "random-uuid"),
-                check=True, capture_output=True, text=True,
-            ).stdout.strip().splitlines()[-1]
+            cluster_id = (
+                subprocess.run(
+                    self._java("kafka.tools.StorageTool", "random-uuid"),
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "--standalone",
-                           "-t", cluster_id, "-c", str(props)),
-                check=True, stdout=subprocess.DEVNULL,
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
         log(f"starting Kafka (KRaft, single node) on {self.s.kafka_bootstrap}")
         spawn(self._java("kafka.Kafka", str(props), heap="768m"), self.log_file, self.pid_file)
@@ -369,7 +408,7 @@ class Flink:
 
     def rest(self, path: str, method: str = "GET", timeout: float = 5.0) -> dict:
         req = urllib.request.Request(self.s.flink_rest_url.rstrip("/") + path, method=method)
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (local URL)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
         return json.loads(body) if body else {}
 
@@ -389,7 +428,7 @@ class Flink:
             return
         self.write_conf()
         self.write_lib()
-        log(f"starting Flink standalone cluster (JobManager + TaskManager), web UI {self.s.flink_rest_url}")
+        log(f"starting Flink standalone cluster (web UI {self.s.flink_rest_url})")
         subprocess.run(
             [str(self.home / "bin" / "start-cluster.sh")],
             env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
@@ -404,7 +443,10 @@ class Flink:
             return
         subprocess.run(
             [str(self.home / "bin" / "stop-cluster.sh")],
-            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)}, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         log("Flink cluster stopped")
 
@@ -416,7 +458,8 @@ class Flink:
 
     def running_jobs(self, name: str | None = None) -> list[dict]:
         return [
-            j for j in self.jobs()
+            j
+            for j in self.jobs()
             if j.get("state") in ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
             and (name is None or j.get("name") == name)
         ]
@@ -427,10 +470,18 @@ class Flink:
     def submit(self, job_args: list[str], env: dict[str, str] | None = None) -> str:
         """`flink run -d` the job; returns the job id Flink prints."""
         cmd = [
-            str(self.home / "bin" / "flink"), "run", "--detached",
-            "--jobmanager", self.s.flink_rest_url.removeprefix("http://"),
-            "-pyexec", sys.executable, "-pyclientexec", sys.executable,
-            "--python", str(REPO_ROOT / "jobs" / "score_telemetry.py"), *job_args,
+            str(self.home / "bin" / "flink"),
+            "run",
+            "--detached",
+            "--jobmanager",
+            self.s.flink_rest_url.removeprefix("http://"),
+            "-pyexec",
+            sys.executable,
+            "-pyclientexec",
+            sys.executable,
+            "--python",
+            str(REPO_ROOT / "jobs" / "score_telemetry.py"),
+            *job_args,
         ]
         run_env = self.env()
         run_env.update(env or {})
@@ -476,11 +527,16 @@ def up(settings: Settings) -> Settings:
     began = time.monotonic()
     settings = ensure_secrets(settings)
     Postgres(settings).start()
+    write_pgpass(settings)
     for version in migrate(settings):
         log(f"applied database migration {version}")
     Kafka(settings).start()
-    if ensure_topic(settings.kafka_bootstrap, settings.events_topic, settings.events_topic_partitions):
-        log(f"created topic {settings.events_topic} ({settings.events_topic_partitions} partitions)")
+    if ensure_topic(
+        settings.kafka_bootstrap, settings.events_topic, settings.events_topic_partitions
+    ):
+        log(
+            f"created topic {settings.events_topic} ({settings.events_topic_partitions} partitions)"
+        )
     Flink(settings).start()
     log(f"stack up in {time.monotonic() - began:.1f} s")
     return settings
@@ -532,17 +588,40 @@ def demo(settings: Settings) -> None:
         dump = settings.state_dir / "training" / "events.jsonl"
         log(f"no model yet: simulating 30 min of history for {DEMO_DEVICES} devices into {dump}")
         subprocess.run(
-            [sys.executable, "-m", "simulator", "--devices", str(DEMO_DEVICES),
-             "--seed", str(DEMO_HISTORY_SEED), "--anomaly-rate", "0.0002", "--duration-s", "1800", "--output", "file",
-             "--path", str(dump)],
-            check=True, cwd=REPO_ROOT,
+            [
+                sys.executable,
+                "-m",
+                "simulator",
+                "--devices",
+                str(DEMO_DEVICES),
+                "--seed",
+                str(DEMO_HISTORY_SEED),
+                "--anomaly-rate",
+                "0.0002",
+                "--duration-s",
+                "1800",
+                "--output",
+                "file",
+                "--path",
+                str(dump),
+            ],
+            check=True,
+            cwd=REPO_ROOT,
         )
         subprocess.run(
             [sys.executable, "-m", "training.train", "--events", str(dump)],
-            check=True, cwd=REPO_ROOT,
+            check=True,
+            cwd=REPO_ROOT,
         )
     Simulator(settings).start(
-        ["--devices", str(DEMO_DEVICES), "--seed", str(DEMO_LIVE_SEED), "--topic", settings.events_topic]
+        [
+            "--devices",
+            str(DEMO_DEVICES),
+            "--seed",
+            str(DEMO_LIVE_SEED),
+            "--topic",
+            settings.events_topic,
+        ]
     )
     flink = Flink(settings)
     existing = flink.running_jobs(settings.job_name)
@@ -555,21 +634,44 @@ def demo(settings: Settings) -> None:
     print_guide(settings, job_id)
 
 
-def print_guide(settings: Settings, job_id: str) -> None:
-    psql = (
-        f"PGPASSWORD=$(grep -oP '(?<=ANOMALY_PG_PASSWORD=).*' {settings.secrets_file}) "
-        f"psql -h {settings.pg_host} -p {settings.pg_port} -U {settings.pg_user} {settings.pg_database}"
+LATEST_SCORES_SQL = (
+    "SELECT device_id, window_start, round(anomaly_score::numeric, 3) AS score, is_anomaly, "
+    "model_version FROM {table} ORDER BY window_start DESC, anomaly_score DESC LIMIT 20"
+)
+
+
+def write_pgpass(settings: Settings) -> Path:
+    """A libpq password file (mode 600) so that `psql` needs no password on the command line."""
+    path = settings.state_dir / "pgpass"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            f"{settings.pg_host}:{settings.pg_port}:*:{settings.pg_user}:{settings.pg_password}\n"
+        )
+    return path
+
+
+def psql_command(settings: Settings) -> str:
+    return (
+        f"PGPASSFILE={settings.state_dir / 'pgpass'} psql -h {settings.pg_host} "
+        f"-p {settings.pg_port} -U {settings.pg_user} {settings.pg_database}"
     )
+
+
+def print_guide(settings: Settings, job_id: str) -> None:
+    first_rows_s = settings.window_seconds + settings.watermark_delay_seconds
+    query = LATEST_SCORES_SQL.format(table=settings.scores_table)
     print(
         f"""
 The pipeline is running.
-  Flink web UI     {settings.flink_rest_url}   (job {job_id})
-  Kafka            {settings.kafka_bootstrap}   topic {settings.events_topic}
-  PostgreSQL       {settings.pg_host}:{settings.pg_port}   database {settings.pg_database}
+  Flink web UI   {settings.flink_rest_url}   (job {job_id})
+  Kafka          {settings.kafka_bootstrap}   topic {settings.events_topic}
+  PostgreSQL     {settings.pg_host}:{settings.pg_port}   database {settings.pg_database}
 
-Newest anomaly scores (first rows appear ~{settings.window_seconds + settings.watermark_delay_seconds} s after start):
-  {psql} -c "SELECT device_id, window_start, round(anomaly_score::numeric, 3) AS score, is_anomaly, model_version FROM {settings.scores_table} ORDER BY window_start DESC, anomaly_score DESC LIMIT 20"
+Newest anomaly scores (the first rows land about {first_rows_s} s after the job starts):
+  {psql_command(settings)} -c "{query}"
 
+  make psql      an SQL prompt on the results database
   make status    what runs where
   make stop      stop everything
 """,
@@ -578,7 +680,12 @@ Newest anomaly scores (first rows appear ~{settings.window_seconds + settings.wa
 
 
 def status(settings: Settings) -> int:
-    pg, kafka, flink, sim = Postgres(settings), Kafka(settings), Flink(settings), Simulator(settings)
+    pg, kafka, flink, sim = (
+        Postgres(settings),
+        Kafka(settings),
+        Flink(settings),
+        Simulator(settings),
+    )
 
     def line(name: str, ok: bool, where: str) -> None:
         print(f"  {name:<12} {'running' if ok else 'stopped':<8} {where}")
@@ -589,15 +696,21 @@ def status(settings: Settings) -> int:
     ov = flink.overview()
     slots = f", {ov['slots-available']}/{ov['slots-total']} slots free" if ov else ""
     line("Flink", bool(ov), f"{settings.flink_rest_url}{slots}")
-    line("simulator", pid_alive(sim.pid_file) is not None, f"-> {settings.events_topic} (log {sim.log_file})")
+    line(
+        "simulator",
+        pid_alive(sim.pid_file) is not None,
+        f"-> {settings.events_topic} (log {sim.log_file})",
+    )
     for job in flink.jobs():
         print(f"  job {job['jid']}  {job['state']:<10} {job['name']}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.local.stack", description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("up", "down", "demo", "status", "migrate"))
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.local.stack", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("command", choices=("up", "down", "demo", "status", "migrate", "psql"))
     args = p.parse_args(argv)
     settings = Settings.from_env()
     try:
@@ -609,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
             down(settings)
         elif args.command == "status":
             return status(settings)
+        elif args.command == "psql":
+            print(psql_command(settings))
         elif args.command == "migrate":
             from common.db import migrate
 

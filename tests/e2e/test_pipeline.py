@@ -46,12 +46,16 @@ def job_env(settings: Settings, topic: str) -> dict[str, str]:
 
 
 def fetch_scores(settings: Settings) -> pd.DataFrame:
+    from psycopg2 import sql
+
     from common.db import connect
 
     conn = connect(settings)
     with conn, conn.cursor() as cur:
         cur.execute(
-            f"SELECT * FROM {settings.scores_table} ORDER BY device_id, window_start"  # noqa: S608
+            sql.SQL("SELECT * FROM {} ORDER BY device_id, window_start").format(
+                sql.Identifier(settings.scores_table)
+            )
         )
         columns = [d.name for d in cur.description]
         frame = pd.DataFrame(cur.fetchall(), columns=columns)
@@ -72,8 +76,11 @@ def assert_rows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
     # 1e-9 relative when the spread is small.
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(
-            rows[name].to_numpy(float), expected[name].to_numpy(float),
-            rtol=1e-9, atol=1e-9, err_msg=name,
+            rows[name].to_numpy(float),
+            expected[name].to_numpy(float),
+            rtol=1e-9,
+            atol=1e-9,
+            err_msg=name,
         )
     # Scores: scikit-learn's own model on the independently computed features.
     x = expected[list(MODEL_FEATURE_NAMES)].to_numpy(np.float32)
@@ -87,7 +94,9 @@ def assert_rows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
     all_anomalous, clean = reference.anomalous_windows(events, 10)
     flagged = {
         (d, int(ts.timestamp() * 1000))
-        for d, ts, f in zip(rows["device_id"], rows["window_start"], rows["is_anomaly"], strict=True)
+        for d, ts, f in zip(
+            rows["device_id"], rows["window_start"], rows["is_anomaly"], strict=True
+        )
         if f
     }
     assert all_anomalous, "the event set must contain fully anomalous windows"
@@ -117,14 +126,17 @@ def test_flink_run_on_the_cluster_lands_exact_rows(stack, fresh_topic, fresh_db,
         if state in ("FINISHED", "FAILED", "CANCELED"):
             break
         time.sleep(1)
-    assert state == "FINISHED", f"job {job_id} ended {state}: {flink.rest(f'/jobs/{job_id}/exceptions')}"
+    assert state == "FINISHED", (
+        f"job {job_id} ended {state}: {flink.rest(f'/jobs/{job_id}/exceptions')}"
+    )
 
     rows = fetch_scores(fresh_db)
     assert_rows_exact(rows, events, trained)
     duration_s = job["duration"] / 1000
     FIGURES["e2e flink run: events -> scored rows"] = (
         f"{len(events):,} events -> {len(rows):,} rows in {duration_s:.1f} s job time "
-        f"({len(events) / duration_s:,.0f} events/s, {len(rows) / duration_s:,.0f} rows/s, start-up included)"
+        f"({len(events) / duration_s:,.0f} events/s, {len(rows) / duration_s:,.0f} rows/s, "
+        "start-up included)"
     )
 
 
@@ -133,9 +145,20 @@ def test_in_process_run_lands_exact_rows(stack, fresh_topic, fresh_db, trained):
     env = {**os.environ, **job_env(fresh_db, fresh_topic)}
     began = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.score_telemetry", "--bounded", "--wait",
-         "--model-dir", str(trained[0].model_dir)],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "jobs.score_telemetry",
+            "--bounded",
+            "--wait",
+            "--model-dir",
+            str(trained[0].model_dir),
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     wall = time.monotonic() - began
     assert proc.returncode == 0, proc.stderr[-3000:]

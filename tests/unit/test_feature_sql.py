@@ -18,8 +18,14 @@ T0 = 1_700_000_000_000  # a multiple of 10 s
 
 def edge_case_events() -> list[dict]:
     """Hand-made windows: a single sample, constant values, a missing metric, a boundary."""
-    base = {"cpu_utilization": 10.0, "latency_ms": 5.0, "throughput_mbps": 100.0,
-            "packet_loss_pct": 0.0, "is_anomaly": False, "scenario": None}
+    base = {
+        "cpu_utilization": 10.0,
+        "latency_ms": 5.0,
+        "throughput_mbps": 100.0,
+        "packet_loss_pct": 0.0,
+        "is_anomaly": False,
+        "scenario": None,
+    }
     return [
         # dev-a, window [T0, T0+10s): one sample -> std 0, min = max = mean
         {**base, "device_id": "dev-a", "ts_ms": T0 + 1},
@@ -38,7 +44,10 @@ def flink_window_features(t_env, settings: Settings, events: list[dict]) -> pd.D
 
     frame = pd.DataFrame(events)
     schema = DataTypes.ROW(
-        [DataTypes.FIELD("device_id", DataTypes.STRING()), DataTypes.FIELD("ts_ms", DataTypes.BIGINT())]
+        [
+            DataTypes.FIELD("device_id", DataTypes.STRING()),
+            DataTypes.FIELD("ts_ms", DataTypes.BIGINT()),
+        ]
         + [DataTypes.FIELD(m, DataTypes.DOUBLE()) for m in METRIC_NAMES]
     )
     raw = t_env.from_pandas(frame[["device_id", "ts_ms", *METRIC_NAMES]], schema)
@@ -69,8 +78,11 @@ def assert_features_equal(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert list(actual["window_end"]) == list(expected["window_end"])
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(
-            actual[name].to_numpy(dtype=float), expected[name].to_numpy(dtype=float),
-            rtol=1e-9, atol=1e-9, err_msg=name,
+            actual[name].to_numpy(dtype=float),
+            expected[name].to_numpy(dtype=float),
+            rtol=1e-9,
+            atol=1e-9,
+            err_msg=name,
         )
 
 

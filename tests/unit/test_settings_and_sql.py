@@ -11,7 +11,11 @@ from common.sql import SQL_DIR, context, render, render_text
 
 def test_env_overrides_and_types(tmp_path):
     s = Settings.from_env(
-        {"ANOMALY_EVENTS_TOPIC": "t1", "ANOMALY_WINDOW_SECONDS": "30", "ANOMALY_STATE_DIR": str(tmp_path)}
+        {
+            "ANOMALY_EVENTS_TOPIC": "t1",
+            "ANOMALY_WINDOW_SECONDS": "30",
+            "ANOMALY_STATE_DIR": str(tmp_path),
+        }
     )
     assert s.events_topic == "t1" and s.window_seconds == 30
 
@@ -38,7 +42,9 @@ def test_plpgsql_dollar_quotes_survive_rendering():
     assert render_text("DO $$ BEGIN END $$; ${a}", {"a": "1"}) == "DO $$ BEGIN END $$; 1"
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(SQL_DIR).as_posix() for p in SQL_DIR.rglob("*.sql")))
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(SQL_DIR).as_posix() for p in SQL_DIR.rglob("*.sql"))
+)
 def test_every_sql_file_renders_completely(path):
     text = render(path, Settings(), bounded_option="", path="/x", pg_user="u", pg_password="p")
     assert "${" not in text

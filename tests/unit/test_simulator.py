@@ -47,8 +47,11 @@ def test_event_time_advances_by_interval():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"devices": 0}, "devices"), ({"interval_ms": 0}, "interval_ms"),
-     ({"anomaly_rate": 2.0}, "anomaly_rate")],
+    [
+        ({"devices": 0}, "devices"),
+        ({"interval_ms": 0}, "interval_ms"),
+        ({"anomaly_rate": 2.0}, "anomaly_rate"),
+    ],
 )
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -57,8 +60,20 @@ def test_bad_config_is_a_clear_error(kwargs, message):
 
 def test_cli_writes_a_jsonl_dump(tmp_path, capsys):
     path = tmp_path / "dump.jsonl"
-    rc = simulator_main(["--devices", "3", "--duration-s", "5", "--output", "file",
-                         "--path", str(path), "--start-ms", "0"])
+    rc = simulator_main(
+        [
+            "--devices",
+            "3",
+            "--duration-s",
+            "5",
+            "--output",
+            "file",
+            "--path",
+            str(path),
+            "--start-ms",
+            "0",
+        ]
+    )
     assert rc == 0
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 15 and lines[0]["ts_ms"] == 0 and lines[-1]["ts_ms"] == 4000

@@ -1,0 +1,113 @@
+"""The local stack itself, against the real services the session started."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+
+import pytest
+
+from common.db import connect, migrate
+from common.features import FEATURE_NAMES
+from common.settings import REPO_ROOT
+
+pytestmark = pytest.mark.stack
+
+
+def test_up_twice_is_harmless(stack):
+    from deploy.local import stack as local
+
+    local.up(stack)  # everything already runs: must only confirm
+    assert local.Postgres(stack).running()
+    assert local.Kafka(stack).running()
+    assert local.Flink(stack).running()
+
+
+def test_status_names_every_service_without_secrets(stack):
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy.local.stack", "status"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name, where in [
+        ("PostgreSQL", f":{stack.pg_port}"),
+        ("Kafka", stack.kafka_bootstrap),
+        ("Flink", stack.flink_rest_url),
+    ]:
+        line = next(line for line in out.splitlines() if line.strip().startswith(name))
+        assert "running" in line and where in line
+    assert stack.pg_password not in out
+
+
+def test_migrations_apply_once_and_schema_matches_features(fresh_db):
+    assert migrate(fresh_db) == []  # the fixture applied them; a second run does nothing
+    conn = connect(fresh_db)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+            (fresh_db.scores_table,),
+        )
+        columns = {row[0] for row in cur.fetchall()}
+        cur.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
+            (fresh_db.scores_table,),
+        )
+        key = {row[0] for row in cur.fetchall()}
+    conn.close()
+    assert set(FEATURE_NAMES) <= columns
+    assert {"anomaly_score", "is_anomaly", "model_version", "window_end"} <= columns
+    assert key == {"device_id", "window_start"}
+
+
+def test_upsert_on_device_and_window_start(fresh_db):
+    """Replays overwrite: the key the JDBC sink upserts on really is unique in PostgreSQL."""
+    from psycopg2 import sql
+
+    table = sql.Identifier(fresh_db.scores_table)
+    upsert = sql.SQL(
+        "INSERT INTO {} (device_id, window_start, window_end, anomaly_score)"
+        " VALUES ('d', '2026-01-01T00:00:00Z', '2026-01-01T00:00:10Z', %s)"
+        " ON CONFLICT (device_id, window_start)"
+        " DO UPDATE SET anomaly_score = EXCLUDED.anomaly_score"
+    ).format(table)
+    conn = connect(fresh_db)
+    with conn, conn.cursor() as cur:
+        cur.execute(upsert, (1.0,))
+        cur.execute(upsert, (2.0,))
+        cur.execute(sql.SQL("SELECT count(*), max(anomaly_score) FROM {}").format(table))
+        assert cur.fetchone() == (1, 2.0)
+    conn.close()
+
+
+def listening_sockets() -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket, from /proc/net/tcp and tcp6."""
+    found = []
+    for path, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(path) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] != "0A":  # LISTEN
+                    continue
+                addr_hex, port_hex = fields[1].split(":")
+                raw = bytes.fromhex(addr_hex.rjust(width, "0"))
+                # The kernel prints each 32-bit word in host (little-endian) order.
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.append((ipaddress.ip_address(words).compressed, int(port_hex, 16)))
+    return found
+
+
+def test_services_listen_on_loopback_only(stack):
+    ports = {
+        stack.pg_port,
+        int(stack.kafka_bootstrap.rsplit(":", 1)[1]),
+        int(stack.flink_rest_url.rsplit(":", 1)[1]),
+    }
+    ours = [(addr, port) for addr, port in listening_sockets() if port in ports]
+    assert {port for _, port in ours} == ports, f"not all services listen: {ours}"
+    for addr, port in ours:
+        assert addr in ("127.0.0.1", "::ffff:7f00:1"), f"port {port} listens on {addr}"
