@@ -24,7 +24,7 @@ status: ## what runs where
 	@$(PY) -m deploy.local.stack status
 
 psql: ## an SQL prompt on the results database of the local stack
-	@cmd=$$($(PY) -m deploy.local.stack psql) && eval "exec $$cmd"
+	@cmd=$$($(PY) -m deploy.local.stack psql) && eval "$$cmd"
 
 train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
 	@$(PY) -m simulator --devices 100 --seed 1 --anomaly-rate 0.0002 --duration-s 1800 --output file --path .state/training/events.jsonl

@@ -11,6 +11,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 START=$(date +%s)
 say() { echo "[setup] $*"; }
+# Maven, quiet: its output (stray colour codes even with -q) is shown only when it fails.
+mvn_quiet() { local out; out=$(mvn -q -B -Dstyle.color=never "$@" 2>&1) || { echo "$out" >&2; return 1; }; }
 fail() { echo "[setup] error: $*" >&2; exit 1; }
 
 # --- 1. system packages ---------------------------------------------------------------------
@@ -57,7 +59,7 @@ while read -r coord; do
   wanted+=("$jar")
   if [ ! -s ".deps/jars/$jar" ]; then
     say "fetching $coord with Maven"
-    mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$coord" -DoutputDirectory=.deps/jars \
+    mvn_quiet dependency:copy -Dartifact="$coord" -DoutputDirectory=.deps/jars \
       || fail "Maven could not fetch $coord (is Maven Central reachable?)"
   fi
 done < pom-deps.txt
@@ -77,7 +79,7 @@ if [ -f "$KSTAMP" ] && [ "$(cat "$KSTAMP")" = "$KWANT" ]; then
 else
   say "fetching the Apache Kafka broker and its dependencies with Maven"
   rm -rf .deps/kafka/libs
-  mvn -q -B -Dstyle.color=never -f deploy/local/kafka-broker-pom.xml dependency:copy-dependencies \
+  mvn_quiet -f deploy/local/kafka-broker-pom.xml dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$ROOT/.deps/kafka/libs" \
     || fail "Maven could not fetch the Kafka broker"
   echo "$KWANT" > "$KSTAMP"
