@@ -57,6 +57,15 @@ def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> 
 
     model_dir = resolve_model_dir(settings, model_dir)
     t_env = create_table_env(settings, streaming=True)
+    config = t_env.get_config()
+    if bounded:
+        # Replays and tests: fail at once with the real exception.
+        config.set("restart-strategy.type", "none")
+    else:
+        # The endless job rides out transient failures (a database restart, a broker blip),
+        # backing off up to a minute between attempts; the web UI counts the restarts.
+        config.set("restart-strategy.type", "exponential-delay")
+        config.set("restart-strategy.exponential-delay.max-backoff", "60 s")
     register_features(t_env, settings, bounded=bounded)
     register_scoring(t_env, settings, model_dir)
     return t_env.execute_sql(strip_comments(render("flink/insert_scores.sql", settings)))

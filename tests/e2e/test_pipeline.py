@@ -3,6 +3,7 @@ PostgreSQL: count, window bounds, every feature value, score and flag."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -132,6 +133,19 @@ def test_flink_run_on_the_cluster_lands_exact_rows(stack, fresh_topic, fresh_db,
 
     rows = fetch_scores(fresh_db)
     assert_rows_exact(rows, events, trained)
+
+    # The sink's database password reaches the job, but nothing the web UI serves or logs.
+    for path in (
+        f"/jobs/{job_id}",
+        f"/jobs/{job_id}/plan",
+        f"/jobs/{job_id}/config",
+        "/jobmanager/config",
+    ):
+        body = json.dumps(flink.rest(path))
+        assert stack.pg_password not in body, f"password exposed by {path}"
+    for log_file in flink.log_dir.glob("*"):
+        assert stack.pg_password not in log_file.read_text(errors="replace"), log_file
+
     duration_s = job["duration"] / 1000
     FIGURES["e2e flink run: events -> scored rows"] = (
         f"{len(events):,} events -> {len(rows):,} rows in {duration_s:.1f} s job time "
