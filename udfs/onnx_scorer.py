@@ -83,8 +83,8 @@ class OnnxModel:
     def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Anomaly score (higher = more anomalous, > 0 flagged) and flag for each row.
 
-        Rows with a missing (NaN) feature are not scored: score NaN, flag False is not
-        claimed either, so both come back as missing (NaN / None).
+        A row with a missing (NaN) feature is not scored: its score is NaN and its flag None
+        (NULL in SQL), rather than a guess either way.
         """
         x = np.asarray(features, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
