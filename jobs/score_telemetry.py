@@ -22,7 +22,7 @@ from common.features import MODEL_FEATURE_NAMES
 from common.models import resolve_model_dir
 from common.settings import Settings
 from common.sql import render, strip_comments
-from udfs.onnx_scorer import score_window_udf
+from udfs.onnx_scorer import ModelCardError, OnnxModel, score_window_udf
 
 
 def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: bool) -> None:
@@ -36,6 +36,10 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
 
 def register_scoring(t_env: TableEnvironment, settings: Settings, model_dir: Path) -> None:
     """Register the scoring UDF (model loads in the worker's open()) and the JDBC sink."""
+    # Load the model here too, before submitting: a model that does not fit this job (other
+    # features or window) is refused at `flink run` time with the reason, instead of failing
+    # in every TaskManager restart.
+    OnnxModel.load(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds)
     t_env.create_temporary_function(
         "score_window",
         score_window_udf(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds),
@@ -84,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    result = run(settings, bounded=args.bounded, model_dir=args.model_dir)
+    try:
+        result = run(settings, bounded=args.bounded, model_dir=args.model_dir)
+    except (ModelCardError, FileNotFoundError) as exc:
+        print(f"score_telemetry: not submitted: {exc}", file=sys.stderr)
+        return 2
     client = result.get_job_client()
     if client is not None:
         print(f"submitted job {client.get_job_id()} ({settings.job_name})", flush=True)
