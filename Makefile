@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train test test-unit lint format lock
+.PHONY: help setup demo up stop status psql train test test-unit bench-simulator lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ test: setup ## set up and run the whole test suite (starts the real stack it nee
 
 test-unit: setup ## only the fast tests that need no services
 	@$(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
+
+bench-simulator: up ## simulator events/s into the local Kafka, 1 and 2 processes (10k devices)
+	@$(PY) -m bench.simulator_throughput $(BENCH_ARGS)
 
 lint: setup ## ruff lint + format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .

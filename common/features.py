@@ -1,30 +1,24 @@
 """The one definition of metrics and window features.
 
-The simulator emits these metrics, the Flink SQL aggregates them into these features, training
-fits on them in this order, and the PostgreSQL schema stores them in these columns. Everything
-that names a metric or a feature reads it from here.
+Metric names come from the active metric catalogue (common.catalogue). The simulator emits
+these metrics, the Flink SQL aggregates them into these features, training fits on them in this
+order, and the PostgreSQL schema stores them in these columns. Everything that names a metric
+or a feature reads it from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.catalogue import Metric
+from common.catalogue import load as load_catalogue
+from common.settings import Settings
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    unit: str
-    description: str
-
-
-# Network / server telemetry, one JSON event per device per sample.
-METRICS: tuple[Metric, ...] = (
-    Metric("cpu_utilization", "%", "CPU busy share of the device, 0-100"),
-    Metric("latency_ms", "ms", "round-trip latency to the device's upstream"),
-    Metric("throughput_mbps", "Mbit/s", "traffic through the device's uplink"),
-    Metric("packet_loss_pct", "%", "share of packets lost, 0-100"),
-)
-METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
+# The metrics of the active catalogue (ANOMALY_CATALOGUE, default network): one deployment
+# scores one catalogue's metrics.
+CATALOGUE = load_catalogue(Settings.from_env().catalogue)
+METRICS: tuple[Metric, ...] = CATALOGUE.metrics
+METRIC_NAMES: tuple[str, ...] = CATALOGUE.metric_names
 
 
 @dataclass(frozen=True)
@@ -38,10 +32,16 @@ class Aggregate:
     modelled: bool = True
 
 
-# Population standard deviation: a window with one sample has spread 0, not NULL.
+# Population standard deviation: a window with one sample has spread 0, not NULL. Flink
+# computes STDDEV_POP from sums of squares, which leaves a residue (~1e-7) on constant input;
+# a flat window (a stuck sensor) must read exactly 0, so min = max short-circuits to 0.
 AGGREGATES: tuple[Aggregate, ...] = (
     Aggregate("mean", "AVG({col})", "DOUBLE"),
-    Aggregate("std", "STDDEV_POP({col})", "DOUBLE"),
+    Aggregate(
+        "std",
+        "CASE WHEN MIN({col}) = MAX({col}) THEN CAST(0 AS DOUBLE) ELSE STDDEV_POP({col}) END",
+        "DOUBLE",
+    ),
     Aggregate("min", "MIN({col})", "DOUBLE"),
     Aggregate("max", "MAX({col})", "DOUBLE"),
     Aggregate("count", "COUNT({col})", "BIGINT", modelled=False),

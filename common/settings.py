@@ -27,6 +27,10 @@ def _default_state_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
+    # Metric catalogue (simulator/catalogues/<name>.yaml or a path): the metrics this
+    # deployment ingests, and so its window features and result columns.
+    catalogue: str = "network"
+
     # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Raw telemetry events, JSON, keyed by device id.

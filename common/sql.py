@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from common.features import FEATURES, MODEL_FEATURE_NAMES, PG_TYPES
+from common.features import FEATURES, METRIC_NAMES, MODEL_FEATURE_NAMES, PG_TYPES
 from common.settings import REPO_ROOT, Settings
 
 SQL_DIR = REPO_ROOT / "sql"
@@ -21,7 +21,7 @@ _PLACEHOLDER = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 EVENT_COLUMNS = (
     ("device_id", "STRING"),
     ("ts_ms", "BIGINT"),
-    *((f.metric, "DOUBLE") for f in FEATURES if f.aggregate.suffix == "mean"),
+    *((name, "DOUBLE") for name in METRIC_NAMES),
     ("is_anomaly", "BOOLEAN"),
     ("scenario", "STRING"),
 )
@@ -48,6 +48,11 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "pg_feature_columns": indent.join(
             f"{f.name} {PG_TYPES[f.aggregate.sql_type]}" for f in FEATURES
         ),
+        "pg_add_feature_columns": f"ALTER TABLE {settings.scores_table}\n  "
+        + ",\n  ".join(
+            f"ADD COLUMN IF NOT EXISTS {f.name} {PG_TYPES[f.aggregate.sql_type]}" for f in FEATURES
+        )
+        + ";",
     }
     values.update(extra)
     return {key: str(value) for key, value in values.items()}
@@ -76,4 +81,7 @@ def strip_comments(statement: str) -> str:
 
 
 def postgres_migrations() -> list[Path]:
-    return sorted((SQL_DIR / "postgres").glob("[0-9][0-9][0-9]_*.sql"))
+    """Versioned migrations (NNN_name.sql, once each, in order), then repeatable ones
+    (R__name.sql, again whenever their rendered text changes)."""
+    folder = SQL_DIR / "postgres"
+    return sorted(folder.glob("[0-9][0-9][0-9]_*.sql")) + sorted(folder.glob("R__*.sql"))

@@ -1,88 +1,50 @@
-"""Deterministic, labelled telemetry for a fleet of network devices.
+"""Deterministic, labelled telemetry for a fleet described by a metric catalogue.
 
-Each device has its own baseline per metric and wanders around it (AR(1) noise). Anomaly
-episodes start at random, last a few samples and push several metrics at once, the way a real
-fault does. Every event carries its ground truth (``is_anomaly``, ``scenario``).
+Every device has a kind (router, server, sensor, ...) and its own baseline and noise per metric.
+Values follow a mean-reverting random walk over the device's last few values. Failure episodes
+(spikes, dips, level shifts, drifts, stuck values, missing data, composite faults, cascades that
+spread to a router's neighbours) start at random and are labelled on every event they touch
+and recorded as ground-truth episodes.
 
-The generator is pure: the same config and seed give the same events, whatever the sink.
+The generator is pure: the same config gives the same events, whatever the sink or the number of
+producer processes (each process computes the whole fleet and sends only its shard).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from common.features import METRIC_NAMES
-
-# Per-metric: (low, high) of device baselines, relative noise, valid range.
-_BASELINES = {
-    "cpu_utilization": ((15.0, 55.0), 0.08, (0.0, 100.0)),
-    "latency_ms": ((5.0, 40.0), 0.06, (0.1, None)),
-    "throughput_mbps": ((100.0, 900.0), 0.05, (0.0, None)),
-    "packet_loss_pct": ((0.0, 0.3), 0.30, (0.0, 100.0)),
-}
-# AR(1) coefficient: how much of the last deviation carries into the next sample.
-_PHI = 0.7
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    # Per metric: (multiplier of the baseline, absolute offset).
-    effects: dict[str, tuple[float, float]]
-
-
-SCENARIOS: tuple[Scenario, ...] = (
-    # CPU saturates, queues build: latency and loss climb.
-    Scenario(
-        "overload",
-        {
-            "cpu_utilization": (0.0, 97.0),
-            "latency_ms": (6.0, 20.0),
-            "packet_loss_pct": (1.0, 8.0),
-        },
-    ),
-    # The uplink degrades: traffic collapses and most packets are lost.
-    Scenario(
-        "link_failure",
-        {
-            "throughput_mbps": (0.03, 0.0),
-            "packet_loss_pct": (1.0, 45.0),
-            "latency_ms": (3.0, 50.0),
-        },
-    ),
-)
+from common.catalogue import Catalogue, Scenario
+from common.catalogue import load as load_catalogue
 
 
 @dataclass(frozen=True)
 class SimulatorConfig:
+    catalogue: str = "network"
     devices: int = 50
-    # Each device sends one event per interval.
-    interval_ms: int = 1000
-    # Chance per device and sample that an anomaly episode starts.
+    # Each device sends one event per interval; None: the catalogue's interval.
+    interval_ms: int | None = None
+    # Chance per device and sample that a failure episode starts.
     anomaly_rate: float = 0.002
-    anomaly_samples: int = 15
-    # Noise and anomaly episodes.
+    # Only these scenarios (names in the catalogue); None: all of them.
+    scenarios: tuple[str, ...] | None = None
+    # Noise and failure episodes.
     seed: int = 42
-    # The fleet itself (each device's baselines): training history and the live stream share
-    # a fleet while differing in seed.
+    # The fleet itself (kinds, baselines, links): training history and the live stream share a
+    # fleet while differing in seed.
     fleet_seed: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= 1_000_000:
             raise ValueError(f"devices must be between 1 and 1,000,000, got {self.devices}")
-        if self.interval_ms < 1:
+        if self.interval_ms is not None and self.interval_ms < 1:
             raise ValueError(f"interval_ms must be at least 1, got {self.interval_ms}")
         if not 0.0 <= self.anomaly_rate <= 1.0:
             raise ValueError(f"anomaly_rate must be within [0, 1], got {self.anomaly_rate}")
-        if self.anomaly_samples < 1:
-            raise ValueError(f"anomaly_samples must be at least 1, got {self.anomaly_samples}")
-
-    @property
-    def events_per_second(self) -> float:
-        return self.devices * 1000.0 / self.interval_ms
 
 
 def device_id(index: int) -> str:
@@ -90,65 +52,229 @@ def device_id(index: int) -> str:
 
 
 class TelemetryGenerator:
-    """Yields one tick (one event per device) at a time."""
+    """Yields the fleet's values one tick (one sample per device) at a time."""
 
-    def __init__(self, config: SimulatorConfig):
+    def __init__(self, config: SimulatorConfig, catalogue: Catalogue | None = None):
         self.config = config
+        self.catalogue = cat = catalogue or load_catalogue(config.catalogue)
+        self.interval_ms = config.interval_ms or cat.interval_ms
+        self.metrics = cat.metrics
+        self.metric_index = {m.name: i for i, m in enumerate(cat.metrics)}
+        n, n_metrics = config.devices, len(cat.metrics)
         self.rng = np.random.default_rng(config.seed)
         fleet = np.random.default_rng(config.fleet_seed)
-        n = config.devices
+
+        # --- the fleet: kinds, per-device parameters, links ---------------------------------
+        shares = np.array([k.share for k in cat.kinds], dtype=float)
+        self.kind = fleet.choice(len(cat.kinds), size=n, p=shares / shares.sum())
         self.device_ids = [device_id(i) for i in range(n)]
-        self.baseline = {m: fleet.uniform(lo, hi, n) for m, ((lo, hi), _, _) in _BASELINES.items()}
-        self.noise = {
-            m: np.maximum(self.baseline[m] * rel, 0.01) for m, (_, rel, _) in _BASELINES.items()
-        }
-        self.deviation = {m: np.zeros(n) for m in METRIC_NAMES}
-        self.remaining = np.zeros(n, dtype=np.int64)  # samples left in the current episode
-        self.scenario = np.full(n, -1, dtype=np.int64)
+        shape = (n_metrics, n)
+        self.baseline, self.stddev = np.zeros(shape), np.zeros(shape)
+        self.window = np.ones(shape, dtype=np.int64)
+        self.recal = np.zeros(shape)
+        for k, kind in enumerate(cat.kinds):
+            members = self.kind == k
+            count = int(members.sum())
+            for j, metric in enumerate(cat.metrics):
+                model = kind.metrics[metric.name]
+                self.baseline[j, members] = fleet.uniform(*model.mean, count)
+                self.stddev[j, members] = fleet.uniform(*model.stddev, count)
+                self.window[j, members] = model.window
+                self.recal[j, members] = model.recalibration
+        # Noise per step such that window 1 has a long-run spread of `stddev` (an AR(1) with
+        # pull r has variance step^2 / (r (2 - r))); a pure walk (r = 0) steps by `stddev`.
+        r = self.recal
+        self.step = self.stddev * np.where(r > 0, np.sqrt(r * (2 - r)), 1.0)
+        self.neighbours: dict[int, np.ndarray] = {}
+        for k, kind in enumerate(cat.kinds):
+            if kind.links and n > 1:
+                for d in np.flatnonzero(self.kind == k):
+                    others = np.delete(np.arange(n), d)
+                    self.neighbours[int(d)] = fleet.choice(
+                        others, size=min(kind.links, n - 1), replace=False
+                    )
+        self.lo = np.array([-np.inf if m.min is None else m.min for m in cat.metrics])[:, None]
+        self.hi = np.array([np.inf if m.max is None else m.max for m in cat.metrics])[:, None]
 
-    def tick_values(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Metric values of every device for the next sample, and the scenario index (-1: none)."""
+        # --- walk state: the last `max window` values of every metric of every device -----------
+        self.max_window = int(self.window.max())
+        self.ring = np.repeat(self.baseline[None, :, :], self.max_window, axis=0)
+        self.ring_pos = 0
+
+        # --- scenarios -------------------------------------------------------------------------
+        names = config.scenarios
+        self.scenarios: tuple[Scenario, ...] = (
+            cat.scenarios if names is None else tuple(cat.scenario(s) for s in names)
+        )
+        self.ep_scenario = np.full(n, -1, dtype=np.int64)  # index into self.scenarios
+        self.ep_len = np.zeros(n, dtype=np.int64)
+        self.ep_pos = np.zeros(n, dtype=np.int64)
+        self.ep_metric = np.zeros(n, dtype=np.int64)
+        self.ep_sign = np.ones(n)
+        self.ep_value = np.zeros(n)
+        # Scenario names as the JSON value of `scenario`, precomputed per index (-1 -> null).
+        self.scenario_json = ["null", *(json.dumps(s.name) for s in self.scenarios)]
+        self.tick_count = 0
+
+    # ------------------------------------------------------------------------------------------
+    def _walk(self) -> np.ndarray:
+        """Advance every metric of every device by one step; returns the normal values."""
+        anchor = np.zeros_like(self.baseline)
+        for k in range(self.max_window):
+            sample = self.ring[(self.ring_pos - k) % self.max_window]
+            anchor += np.where(k < self.window, sample, 0.0)
+        anchor /= self.window
+        shock = self.rng.standard_normal(self.baseline.shape)
+        values = anchor + self.recal * (self.baseline - anchor) + self.step * shock
+        self.ring_pos = (self.ring_pos + 1) % self.max_window
+        self.ring[self.ring_pos] = values
+        return values
+
+    def _start_episodes(self, ts_ms: int, normal: np.ndarray) -> list[dict]:
+        """Start new failure episodes; returns their ground-truth records."""
+        if not self.scenarios or self.config.anomaly_rate <= 0:
+            return []
         n = self.config.devices
-        starts = (self.remaining == 0) & (self.rng.random(n) < self.config.anomaly_rate)
-        self.scenario[starts] = self.rng.integers(0, len(SCENARIOS), int(starts.sum()))
-        self.remaining[starts] = self.config.anomaly_samples
-        active = self.remaining > 0
-        scenario = np.where(active, self.scenario, -1)
+        candidates = np.flatnonzero(
+            (self.ep_scenario < 0) & (self.rng.random(n) < self.config.anomaly_rate)
+        )
+        records = []
+        weights = np.array([s.weight for s in self.scenarios], dtype=float)
+        for d in candidates:
+            kind_name = self.catalogue.kinds[self.kind[d]].name
+            allowed = np.array(
+                [not s.kinds or kind_name in s.kinds for s in self.scenarios], dtype=bool
+            )
+            if not allowed.any():
+                continue
+            w = np.where(allowed, weights, 0.0)
+            s_idx = int(self.rng.choice(len(self.scenarios), p=w / w.sum()))
+            sc = self.scenarios[s_idx]
+            length = int(self.rng.integers(sc.samples[0], sc.samples[1] + 1))
+            self.ep_scenario[d], self.ep_len[d], self.ep_pos[d] = s_idx, length, 0
+            record = {
+                "type": "episode",
+                "device_id": self.device_ids[d],
+                "scenario": sc.name,
+                "scenario_type": sc.type,
+                "start_ts_ms": ts_ms,
+                "end_ts_ms": ts_ms + (length - 1) * self.interval_ms,
+            }
+            if sc.metrics:
+                m = self.metric_index[sc.metrics[int(self.rng.integers(len(sc.metrics)))]]
+                self.ep_metric[d] = m
+                self.ep_value[d] = normal[m, d]
+                record["metric"] = self.metrics[m].name
+            if sc.type in ("level_shift", "drift"):
+                self.ep_sign[d] = 1.0 if self.rng.random() < 0.5 else -1.0
+            else:
+                self.ep_sign[d] = -1.0 if sc.type == "dip" else 1.0
+            if sc.type == "cascade":
+                record["neighbours"] = [self.device_ids[x] for x in self.neighbours.get(int(d), [])]
+            records.append(record)
+        return records
 
-        values: dict[str, np.ndarray] = {}
-        for m in METRIC_NAMES:
-            shock = self.rng.standard_normal(n) * np.sqrt(1 - _PHI**2)
-            self.deviation[m] = _PHI * self.deviation[m] + shock
-            v = self.baseline[m] + self.noise[m] * self.deviation[m]
-            for k, sc in enumerate(SCENARIOS):
-                if m in sc.effects:
-                    mul, add = sc.effects[m]
-                    hit = scenario == k
-                    v[hit] = v[hit] * mul + add
-            lo, hi = _BASELINES[m][2]
-            values[m] = np.clip(v, lo, hi)
-        self.remaining[active] -= 1
-        return values, scenario
+    @staticmethod
+    def _effect(value: float, effect: tuple[float, float], progress: float = 1.0) -> float:
+        mul, add = effect
+        return value * (1.0 + (mul - 1.0) * progress) + add * progress
 
+    def tick(self, ts_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+        """One sample of every device.
+
+        Returns (values[metric, device], present[device], label[device] as scenario index or
+        -1, ground-truth records of the episodes that start now).
+        """
+        normal = self._walk()
+        records = self._start_episodes(ts_ms, normal)
+        values = normal.copy()
+        present = np.ones(self.config.devices, dtype=bool)
+        label = np.where(self.ep_scenario >= 0, self.ep_scenario, -1)
+        for d in np.flatnonzero(self.ep_scenario >= 0):
+            sc = self.scenarios[self.ep_scenario[d]]
+            m = self.ep_metric[d]
+            pos, length = self.ep_pos[d], self.ep_len[d]
+            sd = self.stddev[m, d]
+            if sc.type in ("spike", "dip", "level_shift"):
+                values[m, d] += self.ep_sign[d] * sc.magnitude * sd
+            elif sc.type == "drift":
+                values[m, d] += self.ep_sign[d] * sc.magnitude * sd * (pos + 1) / length
+            elif sc.type == "stuck":
+                values[m, d] = self.ep_value[d]
+            elif sc.type == "missing":
+                present[d] = False
+            elif sc.type == "composite":
+                for name, eff in sc.effects.items():
+                    j = self.metric_index[name]
+                    values[j, d] = self._effect(values[j, d], eff)
+            elif sc.type == "cascade":
+                progress = (pos + 1) / length
+                for name, eff in sc.effects.items():
+                    j = self.metric_index[name]
+                    values[j, d] = self._effect(values[j, d], eff, progress)
+                for x in self.neighbours.get(int(d), []):
+                    for name, eff in sc.neighbour_effects.items():
+                        j = self.metric_index[name]
+                        values[j, x] = self._effect(values[j, x], eff, progress)
+                    if label[x] < 0:
+                        label[x] = self.ep_scenario[d]
+                if progress > 1.0 - sc.failure_share:
+                    for name, eff in sc.failure_effects.items():
+                        j = self.metric_index[name]
+                        values[j, d] = self._effect(values[j, d], eff)
+        np.clip(values, self.lo, self.hi, out=values)
+        # Advance and end episodes.
+        active = self.ep_scenario >= 0
+        self.ep_pos[active] += 1
+        ended = active & (self.ep_pos >= self.ep_len)
+        self.ep_scenario[ended] = -1
+        self.tick_count += 1
+        return values, present, label, records
+
+    # --- encoding ------------------------------------------------------------------------------
+    def json_template(self, ts_ms: int) -> str:
+        fields = ",".join(f'"{m.name}":%s' for m in self.metrics)
+        return (
+            '{"device_id":"%s","ts_ms":'
+            + str(ts_ms)
+            + ","
+            + fields
+            + ',"is_anomaly":%s,"scenario":%s}'
+        )
+
+    def encode(
+        self,
+        ts_ms: int,
+        values: np.ndarray,
+        present: np.ndarray,
+        label: np.ndarray,
+        devices: np.ndarray | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """(key, JSON value) per present device (of ``devices``, default all), device order."""
+        idx = np.arange(self.config.devices) if devices is None else devices
+        idx = idx[present[idx]]
+        columns = []
+        for j, metric in enumerate(self.metrics):
+            col = np.round(values[j, idx], metric.decimals)
+            columns.append(col.astype(np.int64).tolist() if metric.decimals == 0 else col.tolist())
+        labels = label[idx]
+        flags = np.where(labels >= 0, "true", "false").tolist()
+        scen = [self.scenario_json[x + 1] for x in labels.tolist()]
+        ids = [self.device_ids[i] for i in idx.tolist()]
+        fmt = self.json_template(ts_ms)
+        return [
+            (row[0].encode(), (fmt % row).encode())
+            for row in zip(ids, *columns, flags, scen, strict=True)
+        ]
+
+    # --- convenience for tests and small dumps ---------------------------------------------------
     def events(self, start_ms: int, ticks: int | None = None) -> Iterator[list[dict]]:
-        """Lists of events, one list per tick, with event time ``start_ms + k * interval``."""
+        """Lists of event dicts, one list per tick, with event time ``start_ms + k * interval``."""
         k = 0
         while ticks is None or k < ticks:
-            ts_ms = start_ms + k * self.config.interval_ms
-            yield self.tick_events(ts_ms)
+            yield self.tick_events(start_ms + k * self.interval_ms)
             k += 1
 
     def tick_events(self, ts_ms: int) -> list[dict]:
-        values, scenario = self.tick_values()
-        rounded = {m: np.round(values[m], 4).tolist() for m in METRIC_NAMES}
-        sc_list = scenario.tolist()
-        out = []
-        for i, dev in enumerate(self.device_ids):
-            event: dict = {"device_id": dev, "ts_ms": ts_ms}
-            for m in METRIC_NAMES:
-                event[m] = rounded[m][i]
-            sc = sc_list[i]
-            event["is_anomaly"] = sc >= 0
-            event["scenario"] = SCENARIOS[sc].name if sc >= 0 else None
-            out.append(event)
-        return out
+        values, present, label, _ = self.tick(ts_ms)
+        return [json.loads(v) for _, v in self.encode(ts_ms, values, present, label)]

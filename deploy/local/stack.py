@@ -580,13 +580,28 @@ DEMO_HISTORY_SEED = 1
 DEMO_LIVE_SEED = 2
 
 
+def model_unusable(settings: Settings) -> str | None:
+    """Why the CURRENT model cannot score this job's features, or None if it can."""
+    from common.features import MODEL_FEATURE_NAMES
+    from common.models import resolve_model_dir
+    from udfs.onnx_scorer import ModelCardError, OnnxModel
+
+    try:
+        OnnxModel.load(resolve_model_dir(settings), MODEL_FEATURE_NAMES, settings.window_seconds)
+    except FileNotFoundError:
+        return "no model yet"
+    except ModelCardError as exc:
+        return f"the current model does not fit this job ({exc})"
+    return None
+
+
 def demo(settings: Settings) -> None:
-    from common.models import current_version
 
     settings = up(settings)
-    if current_version(settings) is None:
+    reason = model_unusable(settings)
+    if reason:
         dump = settings.state_dir / "training" / "events.jsonl"
-        log(f"no model yet: simulating 30 min of history for {DEMO_DEVICES} devices into {dump}")
+        log(f"{reason}: simulating 30 min of history for {DEMO_DEVICES} devices into {dump}")
         subprocess.run(
             [
                 sys.executable,

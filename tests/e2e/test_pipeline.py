@@ -28,7 +28,10 @@ T0 = 1_700_100_000_000  # a multiple of 10 s: windows align with ticks
 
 def produce_events(settings: Settings, topic: str, ticks: int, seed: int) -> list[dict]:
     """Stream a known event set (the trained fleet, new noise and anomalies) into Kafka."""
-    config = SimulatorConfig(devices=FLEET_DEVICES, seed=seed, anomaly_rate=0.004)
+    # Faults that span whole windows and move several metrics, which the model must catch.
+    config = SimulatorConfig(
+        devices=FLEET_DEVICES, seed=seed, anomaly_rate=0.004, scenarios=("overload", "link_failure")
+    )
     events = [e for tick in TelemetryGenerator(config).events(T0, ticks) for e in tick]
     sink = KafkaSink(settings.kafka_bootstrap, topic)
     sink.send_many(events)

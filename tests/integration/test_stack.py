@@ -111,3 +111,40 @@ def test_services_listen_on_loopback_only(stack):
     assert {port for _, port in ours} == ports, f"not all services listen: {ours}"
     for addr, port in ours:
         assert addr in ("127.0.0.1", "::ffff:7f00:1"), f"port {port} listens on {addr}"
+
+
+def test_repeatable_migration_reruns_only_when_its_text_changes(fresh_db, tmp_path):
+    script = tmp_path / "R__probe.sql"
+    script.write_text("CREATE TABLE IF NOT EXISTS probe (n int); INSERT INTO probe VALUES (1);")
+    assert migrate(fresh_db, [script]) == ["R__probe"]
+    assert migrate(fresh_db, [script]) == []  # same text: skipped
+    script.write_text("INSERT INTO probe VALUES (2);")
+    assert migrate(fresh_db, [script]) == ["R__probe"]
+    conn = connect(fresh_db)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT array_agg(n ORDER BY n) FROM probe")
+        assert cur.fetchone()[0] == [1, 2]
+    conn.close()
+
+
+def test_feature_columns_come_back_when_the_catalogue_needs_them(fresh_db):
+    """An older table (fewer metrics) gains the columns of the current catalogue's features."""
+    from psycopg2 import sql
+
+    conn = connect(fresh_db)
+    column = FEATURE_NAMES[-1]
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(
+                sql.Identifier(fresh_db.scores_table), sql.Identifier(column)
+            )
+        )
+        cur.execute("DELETE FROM schema_migrations WHERE version = 'R__feature_columns'")
+    assert migrate(fresh_db) == ["R__feature_columns"]
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s",
+            (fresh_db.scores_table, column),
+        )
+        assert cur.fetchone() == (1,)
+    conn.close()

@@ -1,16 +1,45 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from common.features import METRIC_NAMES
+from common.catalogue import CatalogueError, available
+from common.catalogue import load as load_catalogue
+from simulator.__main__ import Plan, produce_shard
 from simulator.__main__ import main as simulator_main
-from simulator.generator import SCENARIOS, SimulatorConfig, TelemetryGenerator
+from simulator.badinput import KINDS, BadInput, BadInputConfig, parse_rates
+from simulator.generator import SimulatorConfig, TelemetryGenerator
+
+T0 = 1_700_000_000_000
 
 
 def events_of(config: SimulatorConfig, ticks: int) -> list[dict]:
-    return [e for tick in TelemetryGenerator(config).events(1_700_000_000_000, ticks) for e in tick]
+    return [e for tick in TelemetryGenerator(config).events(T0, ticks) for e in tick]
+
+
+def by_device(events: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for e in events:
+        out.setdefault(e["device_id"], []).append(e)
+    return out
+
+
+def episodes_of(config: SimulatorConfig, ticks: int) -> tuple[list[dict], list[dict]]:
+    gen = TelemetryGenerator(config)
+    events, records = [], []
+    for k in range(ticks):
+        ts = T0 + k * gen.interval_ms
+        values, present, label, rec = gen.tick(ts)
+        records += rec
+        events += [json.loads(v) for _, v in gen.encode(ts, values, present, label)]
+    return events, records
+
+
+# --- determinism ------------------------------------------------------------------------------
 
 
 def test_same_seed_same_events_other_seed_other_events():
@@ -19,62 +48,311 @@ def test_same_seed_same_events_other_seed_other_events():
     assert events_of(cfg, 50) != events_of(SimulatorConfig(devices=20, seed=6), 50)
 
 
-def test_events_carry_all_metrics_in_range_and_ground_truth():
-    events = events_of(SimulatorConfig(devices=30, seed=1, anomaly_rate=0.05), 100)
-    assert len(events) == 3000
-    assert {e["device_id"] for e in events} == {f"dev-{i:05d}" for i in range(30)}
+def test_same_fleet_seed_same_baselines():
+    a = TelemetryGenerator(SimulatorConfig(devices=30, seed=1, fleet_seed=9))
+    b = TelemetryGenerator(SimulatorConfig(devices=30, seed=2, fleet_seed=9))
+    assert np.array_equal(a.baseline, b.baseline) and np.array_equal(a.kind, b.kind)
+
+
+def shard_plan(path: Path, processes: int, count: int | None = None) -> Plan:
+    return Plan(
+        config=SimulatorConfig(devices=15, seed=3, anomaly_rate=0.05),
+        ticks=40,
+        count=count,
+        start_ms=T0,
+        speed=math.inf,
+        rate=None,
+        output="file",
+        path=path,
+        bootstrap="",
+        topic="",
+        bad=None,
+        processes=processes,
+        progress_s=60,
+    )
+
+
+def test_shards_of_several_processes_add_up_to_one_process(tmp_path):
+    reports: list[tuple] = []
+    produce_shard(shard_plan(tmp_path / "all.jsonl", 1), 0, reports.append)
+    for shard in range(3):
+        produce_shard(shard_plan(tmp_path / f"s{shard}.jsonl", 3), shard, reports.append)
+    whole = sorted((tmp_path / "all.jsonl").read_bytes().splitlines())
+    parts = sorted(b"".join((tmp_path / f"s{s}.jsonl").read_bytes() for s in range(3)).splitlines())
+    assert whole == parts and len(whole) > 500
+
+
+def test_count_is_exact_across_shards(tmp_path):
+    sent = 0
+    for shard in range(2):
+        reports: list[tuple] = []
+        produce_shard(shard_plan(tmp_path / f"c{shard}.jsonl", 2, count=101), shard, reports.append)
+        sent += len((tmp_path / f"c{shard}.jsonl").read_bytes().splitlines())
+    assert sent == 101
+
+
+# --- the fleet and its values -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_shipped_catalogue_generates_valid_events(name):
+    cat = load_catalogue(name)
+    events = events_of(SimulatorConfig(catalogue=name, devices=40, seed=1, anomaly_rate=0.02), 120)
+    assert events
     for e in events:
-        assert set(METRIC_NAMES) <= e.keys()
-        assert 0 <= e["cpu_utilization"] <= 100 and 0 <= e["packet_loss_pct"] <= 100
-        assert e["latency_ms"] > 0 and e["throughput_mbps"] >= 0
+        assert e.keys() == {"device_id", "ts_ms", *cat.metric_names, "is_anomaly", "scenario"}
         assert e["is_anomaly"] == (e["scenario"] is not None)
-    anomalous = [e for e in events if e["is_anomaly"]]
-    assert anomalous, "an anomaly rate of 5% over 3000 samples must inject episodes"
-    assert {e["scenario"] for e in anomalous} <= {s.name for s in SCENARIOS}
+        for m in cat.metrics:
+            assert math.isfinite(e[m.name])
+            assert m.min is None or e[m.name] >= m.min
+            assert m.max is None or e[m.name] <= m.max
+    assert any(e["is_anomaly"] for e in events)
 
 
-def test_overload_scenario_pushes_cpu_up():
-    events = events_of(SimulatorConfig(devices=50, seed=2, anomaly_rate=0.05), 200)
-    overload = [e["cpu_utilization"] for e in events if e["scenario"] == "overload"]
-    normal = [e["cpu_utilization"] for e in events if not e["is_anomaly"]]
-    assert min(overload) > max(normal)
+def test_normal_values_stay_near_each_devices_baseline():
+    cfg = SimulatorConfig(devices=50, seed=4, anomaly_rate=0.0)
+    gen = TelemetryGenerator(cfg)
+    values = np.stack([gen.tick(T0 + k * 1000)[0] for k in range(600)])  # (tick, metric, device)
+    j = gen.metric_index["cpu_utilization"]
+    mean_error = np.abs(values[:, j, :].mean(axis=0) - gen.baseline[j])
+    assert (mean_error < 3 * gen.stddev[j]).all()
+    assert (values[:, j, :].std(axis=0) > 0.3 * gen.stddev[j]).all()  # it does move
 
 
-def test_event_time_advances_by_interval():
-    events = events_of(SimulatorConfig(devices=2, interval_ms=250), 4)
-    assert [e["ts_ms"] - 1_700_000_000_000 for e in events[::2]] == [0, 250, 500, 750]
+def test_devices_get_the_catalogues_kinds_and_routers_have_neighbours():
+    gen = TelemetryGenerator(SimulatorConfig(devices=200, fleet_seed=1))
+    kinds = {gen.catalogue.kinds[k].name for k in gen.kind}
+    assert kinds == {"router", "switch", "server"}
+    routers = [d for d in range(200) if gen.catalogue.kinds[gen.kind[d]].name == "router"]
+    assert routers and all(len(gen.neighbours[d]) == 3 for d in routers)
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"devices": 0}, "devices"),
-        ({"interval_ms": 0}, "interval_ms"),
-        ({"anomaly_rate": 2.0}, "anomaly_rate"),
-    ],
-)
-def test_bad_config_is_a_clear_error(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        SimulatorConfig(**kwargs)
+# --- scenarios and ground truth ---------------------------------------------------------------
 
 
-def test_cli_writes_a_jsonl_dump(tmp_path, capsys):
-    path = tmp_path / "dump.jsonl"
+def only(
+    scenario: str, devices: int = 40, rate: float = 0.02, ticks: int = 200, catalogue="network"
+):
+    return episodes_of(
+        SimulatorConfig(
+            catalogue=catalogue, devices=devices, seed=8, anomaly_rate=rate, scenarios=(scenario,)
+        ),
+        ticks,
+    )
+
+
+def in_episode(events: list[dict], record: dict, device: str | None = None) -> list[dict]:
+    device = device or record["device_id"]
+    return [
+        e
+        for e in events
+        if e["device_id"] == device and record["start_ts_ms"] <= e["ts_ms"] <= record["end_ts_ms"]
+    ]
+
+
+def test_ground_truth_episodes_match_event_labels():
+    events, records = episodes_of(SimulatorConfig(devices=30, seed=2, anomaly_rate=0.02), 150)
+    single = [r for r in records if r["scenario_type"] not in ("missing", "cascade")]
+    assert len(single) > 10
+    for r in single:
+        touched = in_episode(events, r)
+        assert touched and all(e["scenario"] == r["scenario"] for e in touched), r
+
+
+def test_spike_exceeds_many_stddevs():
+    events, records = only("spike")
+    gen = TelemetryGenerator(SimulatorConfig(devices=40, seed=8))
+    for r in records[:20]:
+        d = int(r["device_id"].split("-")[1])
+        j = gen.metric_index[r["metric"]]
+        for e in in_episode(events, r):
+            m = gen.catalogue.metrics[j]
+            if m.max is None or e[r["metric"]] < m.max:  # clipping at 100 % can cap a spike
+                assert e[r["metric"]] > gen.baseline[j, d] + 5 * gen.stddev[j, d], (r, e)
+
+
+def test_stuck_values_do_not_move():
+    events, records = only("stuck")
+    assert records
+    for r in records:
+        values = {e[r["metric"]] for e in in_episode(events, r)}
+        assert len(values) == 1, r
+
+
+def test_missing_data_sends_nothing_during_the_episode():
+    events, records = only("missing")
+    assert records
+    for r in records:
+        assert in_episode(events, r) == [], r
+
+
+def test_drift_grows_over_the_episode():
+    events, records = only("drift", ticks=300)
+    gen = TelemetryGenerator(SimulatorConfig(devices=40, seed=8))
+    grew = 0
+    for r in records:
+        touched = in_episode(events, r)
+        if len(touched) < 20:
+            continue
+        d = int(r["device_id"].split("-")[1])
+        base = gen.baseline[gen.metric_index[r["metric"]], d]
+        first = np.mean([abs(e[r["metric"]] - base) for e in touched[:5]])
+        last = np.mean([abs(e[r["metric"]] - base) for e in touched[-5:]])
+        grew += last > first
+    assert grew >= 3
+
+
+def test_cascade_drags_neighbours_and_ends_in_failure():
+    events, records = only("cascade", devices=60, rate=0.01, ticks=300)
+    full = [r for r in records if r["end_ts_ms"] <= T0 + 299_000]
+    assert full, "need a complete cascade episode"
+    r = full[0]
+    own = in_episode(events, r)
+    assert own[-1]["interface_up"] == 0 and own[-1]["throughput_mbps"] == 0
+    assert own[0]["interface_up"] == 1
+    for n in r["neighbours"]:
+        assert any(e["scenario"] == "cascade" for e in in_episode(events, r, n)), n
+
+
+def test_scenario_filter_and_unknown_scenario():
+    events, _ = only("overload")
+    assert {e["scenario"] for e in events} <= {None, "overload"}
+    with pytest.raises(CatalogueError, match="no scenario 'meteor'"):
+        TelemetryGenerator(SimulatorConfig(scenarios=("meteor",)))
+
+
+# --- catalogue validation ---------------------------------------------------------------------
+
+
+def test_catalogue_errors_name_the_problem(tmp_path):
+    good = (load_catalogue("iot").path).read_text()
+    cases = {
+        "no_metric.yaml": (
+            good.replace("      sound_level_db: {mean", "      sound_lvl: {mean"),
+            "no behaviour given for metric 'sound_level_db'",
+        ),
+        "bad_type.yaml": (good.replace("type: spike", "type: meteor"), "type 'meteor'"),
+        "bad_yaml.yaml": ("name: [unclosed", "not valid YAML"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(CatalogueError, match=message):
+            load_catalogue(str(path))
+    with pytest.raises(CatalogueError, match="shipped catalogues"):
+        load_catalogue("no-such-catalogue")
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_bad_input_kind_does_what_it_says(kind):
+    gen = TelemetryGenerator(SimulatorConfig(devices=200, seed=1, anomaly_rate=0))
+    values, present, label, _ = gen.tick(T0)
+    clean = gen.encode(T0, values, present, label)
+    bad = BadInput(
+        BadInputConfig({kind: 0.1}, lateness_ms=5000, window_ms=10000),
+        gen.catalogue.metric_names,
+        seed=1,
+    )
+    out, records = bad.apply(clean)
+    assert 5 <= len(records) <= 40 and bad.counts[kind] == len(records)
+    assert len(out) == len(clean) + (len(records) if kind == "duplicate" else 0)
+    changed = [v for _, v in out if (_, v) not in set(clean)]
+    if kind == "malformed":
+        for v in changed:
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(v)
+    elif kind == "missing_field":
+        assert all(len(json.loads(v)) == len(json.loads(clean[0][1])) - 1 for v in changed)
+    elif kind == "wrong_type":
+        assert all("n/a" in json.loads(v).values() for v in changed)
+    elif kind == "nan_inf":
+        assert all(
+            any(isinstance(x, float) and not math.isfinite(x) for x in json.loads(v).values())
+            for v in changed
+        )
+    elif kind == "duplicate":
+        assert changed == [] and len(set(out)) == len(clean)
+    elif kind in ("out_of_order", "late"):
+        shifts = [r["original_ts_ms"] - r["ts_ms"] for r in records]
+        assert all((0 < s < 5000) if kind == "out_of_order" else s > 15000 for s in shifts)
+    elif kind == "unknown_device":
+        assert all(
+            k.startswith(b"unknown-") and json.loads(v)["device_id"] == k.decode()
+            for k, v in out
+            if k.startswith(b"unknown-")
+        )
+    elif kind == "oversized":
+        assert all(len(v) > 200 * 1024 for v in changed)
+
+
+def test_bad_rate_specs_are_checked():
+    assert parse_rates(["late=0.01", "malformed=0.5"]) == {"late": 0.01, "malformed": 0.5}
+    with pytest.raises(ValueError, match="KIND=RATE"):
+        parse_rates(["late"])
+    with pytest.raises(ValueError, match="unknown bad-input kinds"):
+        BadInputConfig({"gremlins": 0.1})
+    with pytest.raises(ValueError, match="sum to <= 1"):
+        BadInputConfig({"late": 0.7, "malformed": 0.7})
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_writes_dump_and_truth(tmp_path, capsys):
+    dump, truth = tmp_path / "dump.jsonl", tmp_path / "truth.jsonl"
     rc = simulator_main(
         [
             "--devices",
-            "3",
+            "10",
             "--duration-s",
-            "5",
+            "60",
             "--output",
             "file",
             "--path",
-            str(path),
+            str(dump),
             "--start-ms",
             "0",
+            "--anomaly-rate",
+            "0.02",
+            "--truth-path",
+            str(truth),
+            "--bad",
+            "malformed=0.01",
         ]
     )
     assert rc == 0
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(lines) == 15 and lines[0]["ts_ms"] == 0 and lines[-1]["ts_ms"] == 4000
-    assert '"events": 15' in capsys.readouterr().err
+    lines = dump.read_bytes().splitlines()
+    records = [json.loads(line) for line in truth.read_text().splitlines()]
+    summary = json.loads(capsys.readouterr().err.split("done ", 1)[1])
+    assert summary["events"] == len(lines)
+    assert summary["episodes"] == sum(r["type"] == "episode" for r in records) > 0
+    assert summary["bad_input"].get("malformed", 0) == sum(
+        r["type"] == "bad_input" for r in records
+    )
+
+
+def test_cli_help_explains_every_bad_kind(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        simulator_main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(kind in text for kind in KINDS) and "--processes" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--output", "file", "--path", "x.jsonl"], "needs --duration-s or --count"),
+        (["--bad", "gremlins=0.1", "--count", "5"], "unknown bad-input kinds"),
+        (["--catalogue", "nope", "--count", "5"], "no catalogue"),
+        (["--devices", "0", "--count", "5"], "devices must be"),
+    ],
+)
+def test_cli_rejects_bad_options_with_a_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        simulator_main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

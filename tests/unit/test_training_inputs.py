@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from common.features import METRIC_NAMES
 from common.settings import Settings
 from training.train import main as train_main
 
@@ -15,14 +16,7 @@ def test_missing_events_file(tmp_path, capsys):
 
 def test_too_few_windows(tmp_path, capsys, monkeypatch):
     dump = tmp_path / "tiny.jsonl"
-    event = {
-        "device_id": "d",
-        "ts_ms": 1_700_000_000_000,
-        "cpu_utilization": 1.0,
-        "latency_ms": 1.0,
-        "throughput_mbps": 1.0,
-        "packet_loss_pct": 0.0,
-    }
+    event = {"device_id": "d", "ts_ms": 1_700_000_000_000, **dict.fromkeys(METRIC_NAMES, 1.0)}
     dump.write_text(json.dumps(event) + "\n")
     monkeypatch.setenv("ANOMALY_MODELS_DIR", str(tmp_path / "models"))
     assert train_main(["--events", str(dump)]) == 1

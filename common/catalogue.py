@@ -1,0 +1,240 @@
+"""Metric catalogues: which metrics a fleet emits, its device kinds and failure scenarios.
+
+A catalogue is one YAML file (simulator/catalogues/<name>.yaml, or any path). The simulator
+generates from it; the Flink job and training take their metric names from it through
+common.features. Loading validates everything and names the file and field at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from common.settings import REPO_ROOT
+
+CATALOGUE_DIR = REPO_ROOT / "simulator" / "catalogues"
+SCENARIO_TYPES = (
+    "spike",
+    "dip",
+    "level_shift",
+    "drift",
+    "stuck",
+    "missing",
+    "composite",
+    "cascade",
+)
+# Scenarios whose episode length needs a metric to act on.
+_NEEDS_METRICS = ("spike", "dip", "level_shift", "drift", "stuck")
+
+
+class CatalogueError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    description: str
+    min: float | None = None
+    max: float | None = None
+    decimals: int = 4
+    # Column holding this metric in a replayed dataset, if it differs from the name.
+    source_column: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricModel:
+    """How one metric of one kind behaves: ranges the per-device parameters are drawn from."""
+
+    mean: tuple[float, float]
+    stddev: tuple[float, float]
+    window: int = 1
+    recalibration: float = 0.3
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    share: float
+    metrics: dict[str, MetricModel]
+    links: int = 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    type: str
+    weight: float
+    samples: tuple[int, int]
+    metrics: tuple[str, ...] = ()
+    magnitude: float = 0.0
+    kinds: tuple[str, ...] = ()
+    effects: dict[str, tuple[float, float]] = field(default_factory=dict)
+    neighbour_effects: dict[str, tuple[float, float]] = field(default_factory=dict)
+    failure_share: float = 0.0
+    failure_effects: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    name: str
+    description: str
+    interval_ms: int
+    metrics: tuple[Metric, ...]
+    kinds: tuple[Kind, ...]
+    scenarios: tuple[Scenario, ...]
+    path: Path
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.metrics)
+
+    def scenario(self, name: str) -> Scenario:
+        for s in self.scenarios:
+            if s.name == name:
+                return s
+        raise CatalogueError(
+            f"catalogue {self.name!r} has no scenario {name!r}; it has "
+            f"{[s.name for s in self.scenarios]}"
+        )
+
+
+def catalogue_path(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate
+    return CATALOGUE_DIR / f"{name_or_path}.yaml"
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in CATALOGUE_DIR.glob("*.yaml"))
+
+
+@cache
+def load(name_or_path: str | Path) -> Catalogue:
+    path = catalogue_path(name_or_path)
+    if not path.is_file():
+        raise CatalogueError(
+            f"no catalogue {str(name_or_path)!r} ({path} does not exist); "
+            f"shipped catalogues: {', '.join(available())}"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CatalogueError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return _parse(raw, path)
+    except CatalogueError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CatalogueError(f"{path}: {exc!r}") from exc
+
+
+def _pair(value: object, where: str) -> tuple[float, float]:
+    if not (isinstance(value, list | tuple) and len(value) == 2):
+        raise CatalogueError(f"{where}: expected [low, high], got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    return low, high
+
+
+def _parse(raw: dict, path: Path) -> Catalogue:
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{path}: expected a mapping at the top level")
+    for key in ("name", "metrics", "kinds"):
+        if key not in raw:
+            raise CatalogueError(f"{path}: missing required field {key!r}")
+    metrics = tuple(
+        Metric(
+            name=str(m["name"]),
+            unit=str(m.get("unit", "")),
+            description=str(m.get("description", "")),
+            min=None if m.get("min") is None else float(m["min"]),
+            max=None if m.get("max") is None else float(m["max"]),
+            decimals=int(m.get("decimals", 4)),
+            source_column=m.get("source_column"),
+        )
+        for m in raw["metrics"]
+    )
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise CatalogueError(f"{path}: metric names repeat: {names}")
+    for n in names:
+        if not n.isidentifier() or n.lower() != n:
+            raise CatalogueError(f"{path}: metric name {n!r} must be a lower-case identifier")
+
+    kinds = []
+    for kind_name, k in raw["kinds"].items():
+        where = f"{path}: kinds.{kind_name}"
+        models = {}
+        for metric in names:
+            if metric not in k.get("metrics", {}):
+                raise CatalogueError(f"{where}: no behaviour given for metric {metric!r}")
+            m = k["metrics"][metric]
+            models[metric] = MetricModel(
+                mean=_pair(m["mean"], f"{where}.metrics.{metric}.mean"),
+                stddev=_pair(m["stddev"], f"{where}.metrics.{metric}.stddev"),
+                window=int(m.get("window", 1)),
+                recalibration=float(m.get("recalibration", 0.3)),
+            )
+            if models[metric].window < 1 or not 0 <= models[metric].recalibration <= 1:
+                raise CatalogueError(
+                    f"{where}.metrics.{metric}: window must be >= 1, recalibration in [0, 1]"
+                )
+        unknown = set(k.get("metrics", {})) - set(names)
+        if unknown:
+            raise CatalogueError(f"{where}: metrics {sorted(unknown)} are not in `metrics`")
+        kinds.append(Kind(kind_name, float(k.get("share", 1.0)), models, int(k.get("links", 0))))
+    if not kinds or sum(k.share for k in kinds) <= 0:
+        raise CatalogueError(f"{path}: kinds need positive shares")
+
+    scenarios = []
+    for sc_name, s in (raw.get("scenarios") or {}).items():
+        where = f"{path}: scenarios.{sc_name}"
+        sc_type = s.get("type", sc_name)
+        if sc_type not in SCENARIO_TYPES:
+            raise CatalogueError(f"{where}: type {sc_type!r} is not one of {SCENARIO_TYPES}")
+        low, high = _pair(s.get("samples", [1, 1]), f"{where}.samples")
+
+        def effects(key: str, s: dict = s, where: str = where) -> dict[str, tuple[float, float]]:
+            out = {m: _pair(v, f"{where}.{key}.{m}") for m, v in (s.get(key) or {}).items()}
+            bad = set(out) - set(names)
+            if bad:
+                raise CatalogueError(f"{where}.{key}: unknown metrics {sorted(bad)}")
+            return out
+
+        scenario = Scenario(
+            name=sc_name,
+            type=sc_type,
+            weight=float(s.get("weight", 1.0)),
+            samples=(int(low), int(high)),
+            metrics=tuple(s.get("metrics", ())),
+            magnitude=float(s.get("magnitude", 0.0)),
+            kinds=tuple(s.get("kinds", ())),
+            effects=effects("effects"),
+            neighbour_effects=effects("neighbour_effects"),
+            failure_share=float(s.get("failure_share", 0.0)),
+            failure_effects=effects("failure_effects"),
+        )
+        if not 1 <= scenario.samples[0] <= scenario.samples[1]:
+            raise CatalogueError(f"{where}.samples: need 1 <= low <= high")
+        if sc_type in _NEEDS_METRICS and not scenario.metrics:
+            raise CatalogueError(f"{where}: a {sc_type} scenario needs `metrics`")
+        if set(scenario.metrics) - set(names):
+            raise CatalogueError(f"{where}.metrics: unknown {set(scenario.metrics) - set(names)}")
+        if set(scenario.kinds) - {k.name for k in kinds}:
+            raise CatalogueError(f"{where}.kinds: unknown {set(scenario.kinds)}")
+        scenarios.append(scenario)
+
+    return Catalogue(
+        name=str(raw["name"]),
+        description=str(raw.get("description", "")),
+        interval_ms=int(raw.get("interval_ms", 1000)),
+        metrics=metrics,
+        kinds=tuple(kinds),
+        scenarios=tuple(scenarios),
+        path=path,
+    )

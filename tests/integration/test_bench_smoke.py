@@ -1,0 +1,28 @@
+"""The benchmark commands still run (tiny N); their figures are not judged here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.simulator_throughput import main as bench_main
+
+pytestmark = pytest.mark.stack
+
+
+def test_simulator_bench_runs_and_writes_its_json(stack, tmp_path, capsys):
+    out = tmp_path / "simulator.json"
+    rc = bench_main(
+        ["--devices", "200", "--events", "4000", "--processes", "1,2", "--json-out", str(out)]
+    )
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert [(r["processes"], r["output"]) for r in result["runs"]] == [
+        (1, "null"),
+        (1, "kafka"),
+        (2, "null"),
+        (2, "kafka"),
+    ]
+    assert all(r["events"] == 4000 and r["delivery_errors"] == 0 for r in result["runs"])
+    assert "where the time goes" in capsys.readouterr().out

@@ -1,0 +1,82 @@
+"""The simulator against the real broker: several producer processes, every event arrives."""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from common.settings import REPO_ROOT
+
+pytestmark = pytest.mark.stack
+
+
+def consume_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes, bytes]]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
+    )
+    tps = [TopicPartition(topic, p, 0) for p in range(partitions)]
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in range(partitions)
+    }
+    consumer.assign(tps)
+    out, done = [], {p: ends[p] == 0 for p in ends}
+    while not all(done.values()):
+        for msg in consumer.consume(10_000, timeout=5):
+            assert msg.error() is None, msg.error()
+            out.append((msg.key(), msg.value()))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done[msg.partition()] = True
+    consumer.close()
+    return out
+
+
+def test_two_processes_deliver_every_event_keyed_by_device(stack, fresh_topic, tmp_path):
+    truth = tmp_path / "truth.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--devices",
+            "500",
+            "--count",
+            "30000",
+            "--processes",
+            "2",
+            "--topic",
+            fresh_topic,
+            "--bootstrap",
+            stack.kafka_bootstrap,
+            "--anomaly-rate",
+            "0.01",
+            "--truth-path",
+            str(truth),
+            "--bad",
+            "duplicate=0.001",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stderr.split("done ", 1)[1].splitlines()[0])
+    assert summary["events"] == 30000 and summary["delivery_errors"] == 0
+    messages = consume_all(stack.kafka_bootstrap, fresh_topic, stack.events_topic_partitions)
+    assert len(messages) == 30000
+    events = [json.loads(v) for _, v in messages]
+    assert all(k.decode() == e["device_id"] for (k, _), e in zip(messages, events, strict=True))
+    assert len({e["device_id"] for e in events}) == 500
+    # The truth file's episodes are those whose label the events carry.
+    records = [json.loads(line) for line in truth.read_text().splitlines()]
+    labelled = collections.Counter(e["scenario"] for e in events if e["is_anomaly"])
+    episode_scenarios = {r["scenario"] for r in records if r["type"] == "episode"}
+    assert set(labelled) <= episode_scenarios
+    duplicates = sum(1 for r in records if r["type"] == "bad_input" and r["kind"] == "duplicate")
+    assert summary["bad_input"].get("duplicate", 0) == duplicates
