@@ -89,10 +89,9 @@ class TelemetryGenerator:
         for k, kind in enumerate(cat.kinds):
             if kind.links and n > 1:
                 for d in np.flatnonzero(self.kind == k):
-                    others = np.delete(np.arange(n), d)
-                    self.neighbours[int(d)] = fleet.choice(
-                        others, size=min(kind.links, n - 1), replace=False
-                    )
+                    # Distinct devices other than d: draw from n - 1 slots, skip over d.
+                    picks = fleet.choice(n - 1, size=min(kind.links, n - 1), replace=False)
+                    self.neighbours[int(d)] = picks + (picks >= d)
         self.lo = np.array([-np.inf if m.min is None else m.min for m in cat.metrics])[:, None]
         self.hi = np.array([np.inf if m.max is None else m.max for m in cat.metrics])[:, None]
 
