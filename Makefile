@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train test test-unit bench-simulator lint format lock
+.PHONY: help setup demo up stop status psql train test test-unit bench-simulator bench-onnx lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-unit: setup ## only the fast tests that need no services
 
 bench-simulator: up ## simulator events/s into the local Kafka, 1 and 2 processes (10k devices)
 	@$(PY) -m bench.simulator_throughput $(BENCH_ARGS)
+
+bench-onnx: setup ## IsolationForest scoring: scikit-learn vs skl2onnx vs one-node ONNX (1000 trees)
+	@$(PY) -m bench.onnx_scoring $(BENCH_ARGS)
 
 lint: setup ## ruff lint + format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -26,3 +26,19 @@ def test_simulator_bench_runs_and_writes_its_json(stack, tmp_path, capsys):
     ]
     assert all(r["events"] == 4000 and r["delivery_errors"] == 0 for r in result["runs"])
     assert "where the time goes" in capsys.readouterr().out
+
+
+def test_onnx_scoring_bench_runs_and_checks_parity(tmp_path, capsys):
+    from bench.onnx_scoring import main as onnx_bench_main
+
+    out = tmp_path / "onnx.json"
+    assert (
+        onnx_bench_main(
+            ["--trees", "5", "--features", "4", "--seconds", "0.05", "--json-out", str(out)]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    names = [r["name"] for r in result["results"]]
+    assert names == ["scikit-learn", "onnx one-node (ours)", "onnx skl2onnx"]
+    assert all(r["max_abs_diff"] < 1e-5 for r in result["results"])
