@@ -3,10 +3,10 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train test test-unit bench-simulator bench-onnx lint format lock
+.PHONY: help setup demo up stop status psql train models rollback test test-unit bench-simulator bench-onnx lint format lock
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: ## install what is missing: apt packages, pinned Python packages, jars (idempotent)
 	@deploy/local/setup.sh
@@ -29,6 +29,12 @@ psql: ## an SQL prompt on the results database of the local stack
 train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
 	@$(PY) -m simulator --devices 100 --seed 1 --anomaly-rate 0.0002 --duration-s 1800 --output file --path .state/training/events.jsonl
 	@$(PY) -m training.train --events .state/training/events.jsonl
+
+models: ## list model versions (* marks CURRENT)
+	@$(PY) -m common.models list
+
+rollback: ## make the previously current model version current again
+	@$(PY) -m common.models rollback
 
 test: setup ## set up and run the whole test suite (starts the real stack it needs)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

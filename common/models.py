@@ -1,8 +1,18 @@
-"""Where model versions live: models/<version>/{model.onnx,card.json} and a CURRENT pointer."""
+"""Where model versions live: models/<version>/{model.onnx,card.json}, a CURRENT pointer and
+a HISTORY of what was current, so that a rollback is one command:
+
+  python -m common.models list          versions, newest first, * marks CURRENT
+  python -m common.models use VERSION   make VERSION current
+  python -m common.models rollback      make the previously current version current again
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common.settings import Settings
@@ -34,7 +44,87 @@ def resolve_model_dir(settings: Settings, model_dir: Path | None = None) -> Path
 def set_current(settings: Settings, version: str) -> None:
     """Point CURRENT at ``version`` atomically (rename), so readers never see half a write."""
     if not (settings.models_dir / version / "model.onnx").is_file():
-        raise FileNotFoundError(f"model version {version} not found in {settings.models_dir}")
+        raise FileNotFoundError(
+            f"model version {version!r} not found in {settings.models_dir} "
+            "(`python -m common.models list` shows the versions)"
+        )
+    previous = current_version(settings)
     tmp = settings.current_model_pointer.with_suffix(".tmp")
     tmp.write_text(version + "\n")
     os.replace(tmp, settings.current_model_pointer)
+    if previous != version:
+        with (settings.models_dir / "HISTORY").open("a") as history:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            history.write(f"{stamp} {version}\n")
+
+
+def history(settings: Settings) -> list[str]:
+    """Versions that were made current, oldest first."""
+    try:
+        lines = (settings.models_dir / "HISTORY").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.split()[1] for line in lines if len(line.split()) == 2]
+
+
+def rollback(settings: Settings) -> str:
+    """Make the version that was current before the present one current again."""
+    current = current_version(settings)
+    earlier = [v for v in history(settings) if v != current]
+    if current is None or not earlier:
+        raise FileNotFoundError("no earlier model version to roll back to")
+    target = earlier[-1]
+    set_current(settings, target)
+    return target
+
+
+def versions(settings: Settings) -> list[dict]:
+    """Every version with its card's headline facts, newest first."""
+    found = []
+    for card_path in settings.models_dir.glob("*/card.json"):
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            card = {}
+        found.append(
+            {
+                "version": card_path.parent.name,
+                "created_at": card.get("created_at", ""),
+                "model": card.get("model", "?"),
+                "windows": card.get("training", {}).get("windows"),
+            }
+        )
+    return sorted(found, key=lambda v: v["created_at"], reverse=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m common.models", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="versions, newest first; * marks CURRENT")
+    use = sub.add_parser("use", help="make VERSION current")
+    use.add_argument("version")
+    sub.add_parser("rollback", help="make the previously current version current again")
+    a = p.parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        if a.command == "list":
+            current = current_version(settings)
+            for v in versions(settings):
+                mark = "*" if v["version"] == current else " "
+                print(
+                    f"{mark} {v['version']}  {v['created_at']}  {v['model']}  "
+                    f"{v['windows'] or '?'} training windows"
+                )
+        elif a.command == "use":
+            set_current(settings, a.version)
+            print(f"CURRENT is now {a.version}")
+        else:
+            print(f"rolled back: CURRENT is now {rollback(settings)}")
+    except FileNotFoundError as exc:
+        print(f"models: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
