@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train models rollback test test-unit bench-simulator bench-onnx lint format lock
+.PHONY: help setup demo up stop status psql train evaluate models rollback test test-unit bench-simulator bench-onnx lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ psql: ## an SQL prompt on the results database of the local stack
 train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
 	@$(PY) -m simulator --devices 100 --seed 1 --anomaly-rate 0.0002 --duration-s 1800 --output file --path .state/training/events.jsonl
 	@$(PY) -m training.train --events .state/training/events.jsonl
+
+evaluate: setup ## accuracy on SKAB (its protocol) for our detectors beside the published leaderboard
+	@$(PY) -m training.evaluate
 
 models: ## list model versions (* marks CURRENT)
 	@$(PY) -m common.models list
