@@ -53,6 +53,7 @@ class ThreeSigma:
     """Per-metric static band: flag a row when any metric leaves mean +/- 3 sd of training."""
 
     name = "3-sigma per metric (baseline)"
+    threshold, log_scale = 3.0, True  # score: largest |z| over the metrics
 
     def fit(self, x: np.ndarray) -> ThreeSigma:
         self.mean = x.mean(axis=0)
@@ -68,6 +69,7 @@ class IsolationForestRaw:
     """IsolationForest with the classic settings on the raw sensor values."""
 
     name = "IsolationForest raw (baseline)"
+    threshold, log_scale = 0.0, False  # score: negated decision_function
 
     def fit(self, x: np.ndarray) -> IsolationForestRaw:
         from sklearn.ensemble import IsolationForest
@@ -87,6 +89,7 @@ class PcaT2Q:
     (squared prediction error) on the rest, each against its training quantile."""
 
     name = "PCA T-squared + Q (ours)"
+    threshold, log_scale = 1.0, True  # score: the larger of T2 and Q over their limits
 
     def __init__(self, variance: float = 0.95, quantile: float = 0.99):
         self.variance, self.quantile = variance, quantile
@@ -243,6 +246,46 @@ def evaluate(files, detector_types=DETECTORS) -> list[dict]:
     return results
 
 
+def plot_file(files, name: str, path: Path, detector_types=DETECTORS) -> Path:
+    """PNG of each detector's score and threshold against the labels of one file's scored rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    match = [f for f in files if f[0] == name]
+    if not match:
+        raise EvaluationError(f"no file {name!r}; files are named like {files[0][0]!r}")
+    _, x, y = match[0]
+    labels = y[TRAIN_ROWS:]
+    fig, axes = plt.subplots(
+        len(detector_types), 1, figsize=(12, 2.6 * len(detector_types)), sharex=True, squeeze=False
+    )
+    rows = np.arange(TRAIN_ROWS, len(x))
+    for ax, detector_type in zip(axes[:, 0], detector_types, strict=True):
+        detector = detector_type().fit(x[:TRAIN_ROWS])
+        score, flags = detector.score(x[TRAIN_ROWS:])
+        for start, end in anomaly_events(labels):
+            ax.axvspan(rows[start], rows[end - 1], color="tab:red", alpha=0.15, lw=0)
+        ax.plot(rows, score, lw=0.8, color="tab:blue", label="score")
+        ax.axhline(detector.threshold, color="black", lw=0.8, ls="--", label="threshold")
+        if detector.log_scale:
+            ax.set_yscale("log")
+        m = point_metrics(labels, flags)
+        ax.set_title(
+            f"{detector_type.name}: F1 {m.f1:.2f}, FAR {m.far_pct:.1f} %, MAR {m.mar_pct:.1f} %",
+            fontsize=9,
+            loc="left",
+        )
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel(f"row of {name} (1 row = 1 s; red: labelled anomaly)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def print_table(results: list[dict]) -> None:
     print(
         f"{'method':<34} {'F1':>5} {'FAR %':>7} {'MAR %':>7} {'events found':>13} "
@@ -271,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SKAB data folder")
     p.add_argument("--json-out", type=Path, default=settings.state_dir / "eval" / "skab.json")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        default="valve1/1.csv",
+        help="also save a PNG of score vs label for this file (default: %(default)s; '' for none)",
+    )
     a = p.parse_args(argv)
     try:
         files = load_skab(a.data)
@@ -295,6 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     print(f"\nevaluate: results in {a.json_out}", file=sys.stderr)
+    if a.plot:
+        out = a.json_out.with_name(f"skab-{a.plot.replace('/', '-').removesuffix('.csv')}.png")
+        try:
+            plot_file(files, a.plot, out)
+        except EvaluationError as exc:
+            print(f"evaluate: {exc}", file=sys.stderr)
+            return 2
+        print(f"evaluate: plot in {out}", file=sys.stderr)
     return 0
 
 

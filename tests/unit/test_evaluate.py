@@ -123,3 +123,14 @@ def test_real_skab_figures_stay_as_measured():
     assert (three["f1"], three["far_pct"], three["mar_pct"]) == (0.76, 44.12, 15.39)
     assert (pca["f1"], pca["far_pct"], pca["mar_pct"]) == (0.752, 54.57, 11.41)
     assert three["events"] == pca["events"] == 34
+
+
+def test_plot_of_one_file_is_a_png_and_unknown_files_are_named(tmp_path):
+    from training.evaluate import plot_file
+
+    write_skab_like(tmp_path, n_files=1)
+    files = load_skab(tmp_path)
+    out = plot_file(files, "valve/0.csv", tmp_path / "plot.png", detector_types=(ThreeSigma,))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with pytest.raises(EvaluationError, match=re.escape("no file 'valve/9.csv'")):
+        plot_file(files, "valve/9.csv", tmp_path / "x.png")
