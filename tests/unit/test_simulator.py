@@ -356,3 +356,28 @@ def test_cli_rejects_bad_options_with_a_reason(argv, message, capsys):
         simulator_main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_summary_counts_exactly_what_was_sent(tmp_path, capsys):
+    dump = tmp_path / "d.jsonl"
+    rc = simulator_main(
+        [
+            "--devices",
+            "7",
+            "--count",
+            "333",
+            "--output",
+            "file",
+            "--path",
+            str(dump),
+            "--anomaly-rate",
+            "0.05",
+            "--bad",
+            "duplicate=0.05",
+        ]
+    )
+    assert rc == 0
+    events = [json.loads(line) for line in dump.read_text().splitlines()]
+    summary = json.loads(capsys.readouterr().err.split("done ", 1)[1])
+    assert summary["events"] == len(events) == 333
+    assert summary["anomalous_events"] == sum(e["is_anomaly"] for e in events) > 0
