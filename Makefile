@@ -39,7 +39,9 @@ models: ## list model versions (* marks CURRENT)
 rollback: ## make the previously current model version current again
 	@$(PY) -m common.models rollback
 
-test: setup ## set up and run the whole test suite (starts the real stack it needs)
+test: setup ## set up, lint, and run the whole test suite (starts the real stack it needs)
+	@$(PY) -m ruff check . && $(PY) -m ruff format --check . >/dev/null \
+	  || { echo "make test: lint failed (\`make format\` fixes most of it)" >&2; exit 1; }
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	 if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
