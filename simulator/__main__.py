@@ -28,7 +28,7 @@ from common.catalogue import load as load_catalogue
 from common.settings import Settings
 from simulator.badinput import KINDS, BadInput, BadInputConfig, parse_rates
 from simulator.generator import SimulatorConfig, TelemetryGenerator
-from simulator.sinks import FileSink, KafkaSink, NullSink, Sink
+from simulator.sinks import open_sink
 
 _ANOMALOUS = b'"is_anomaly":true'
 
@@ -52,13 +52,15 @@ class Plan:
     progress_s: float
 
 
-def make_sink(plan: Plan) -> Sink:
-    if plan.output == "file":
-        assert plan.path is not None
-        return FileSink(plan.path)
-    if plan.output == "null":
-        return NullSink()
-    return KafkaSink(plan.bootstrap, plan.topic)
+@dataclass(frozen=True)
+class ShardResult:
+    """What one producer process reports when it ends."""
+
+    sent: int
+    anomalous: int
+    errors: int
+    first_error: str | None
+    bad_counts: dict[str, int]
 
 
 def produce_shard(plan: Plan, shard: int, report: Callable[[tuple], None]) -> None:
@@ -73,11 +75,10 @@ def produce_shard(plan: Plan, shard: int, report: Callable[[tuple], None]) -> No
     if plan.bad is not None:
         bad = BadInput(plan.bad, gen.catalogue.metric_names, seed=plan.config.seed * 1000 + shard)
     shard_rate = plan.rate / plan.processes if plan.rate else None
-    sink = make_sink(plan)
+    sink = open_sink(plan.output, plan.path, plan.bootstrap, plan.topic)
     began = time.monotonic()
     last_report = began
     sent = anomalous = 0
-    interrupted = False
     try:
         k = 0
         while (plan.ticks is None or k < plan.ticks) and (quota is None or sent < quota):
@@ -86,12 +87,16 @@ def produce_shard(plan: Plan, shard: int, report: Callable[[tuple], None]) -> No
             if shard == 0 and episodes:
                 report(("truth", episodes))
             messages = gen.encode(ts_ms, values, present, label, devices)
+            labelled = int(np.count_nonzero(label[devices][present[devices]] >= 0))
+            changed = False  # by bad input or by the count: then count on the messages
             if bad is not None:
                 messages, records = bad.apply(messages)
+                changed = bool(records)
                 if records:
                     report(("truth", records))
-            if quota is not None:
+            if quota is not None and len(messages) > quota - sent:
                 messages = messages[: quota - sent]
+                changed = True
             # Pace: event time at `speed` x wall time, and at most `rate` events/s.
             due = began + k * gen.interval_ms / 1000.0 / plan.speed if plan.speed < math.inf else 0
             if shard_rate:
@@ -101,29 +106,25 @@ def produce_shard(plan: Plan, shard: int, report: Callable[[tuple], None]) -> No
                 time.sleep(delay)
             sink.send(messages)
             sent += len(messages)
-            # Counted on what was sent (after truncation and duplicates), not on the labels.
-            anomalous += sum(1 for _, value in messages if _ANOMALOUS in value)
+            # The labels count every untouched batch exactly; a batch with duplicates or cut
+            # short by the count is counted on what was sent (slower, and rare).
+            if changed:
+                anomalous += sum(1 for _, value in messages if _ANOMALOUS in value)
+            else:
+                anomalous += labelled
             k += 1
             now = time.monotonic()
             if now - last_report >= min(plan.progress_s, 1.0):
                 last_report = now
                 report(("progress", shard, sent, anomalous, sink.errors))
     except KeyboardInterrupt:
-        interrupted = True
+        pass  # stop producing; what was sent is flushed and reported below
     finally:
         sink.close()
-    report(
-        (
-            "done",
-            shard,
-            sent,
-            anomalous,
-            sink.errors,
-            sink.first_error,
-            dict(bad.counts) if bad else {},
-            interrupted,
-        )
+    result = ShardResult(
+        sent, anomalous, sink.errors, sink.first_error, dict(bad.counts) if bad else {}
     )
+    report(("done", shard, result))
 
 
 def _child(plan: Plan, shard: int, q) -> None:
@@ -141,7 +142,7 @@ class Reporter:
         self.began = time.monotonic()
         self.last_print = self.began
         self.progress: dict[int, tuple[int, int, int]] = {}
-        self.done: dict[int, tuple] = {}
+        self.done: dict[int, ShardResult] = {}
         self.failures: list[str] = []
         self.episodes = 0
         self.truth = truth_path.open("w") if truth_path else None
@@ -156,8 +157,9 @@ class Reporter:
         elif kind == "progress":
             self.progress[msg[1]] = msg[2:5]
         elif kind == "done":
-            self.done[msg[1]] = msg[2:]
-            self.progress[msg[1]] = msg[2:5]
+            result: ShardResult = msg[2]
+            self.done[msg[1]] = result
+            self.progress[msg[1]] = (result.sent, result.anomalous, result.errors)
         elif kind == "failed":
             self.failures.append(f"producer {msg[1]}: {msg[2]}")
         now = time.monotonic()
@@ -172,20 +174,20 @@ class Reporter:
 
     def summary(self) -> dict:
         elapsed = time.monotonic() - self.began
-        sent = sum(d[0] for d in self.done.values())
+        sent = sum(d.sent for d in self.done.values())
         bad: dict[str, int] = {}
         for d in self.done.values():
-            for k, v in d[4].items():
+            for k, v in d.bad_counts.items():
                 if v:
                     bad[k] = bad.get(k, 0) + v
         if self.truth:
             self.truth.close()
         return {
             "events": sent,
-            "anomalous_events": sum(d[1] for d in self.done.values()),
+            "anomalous_events": sum(d.anomalous for d in self.done.values()),
             "episodes": self.episodes,
             "bad_input": bad,
-            "delivery_errors": sum(d[2] for d in self.done.values()),
+            "delivery_errors": sum(d.errors for d in self.done.values()),
             "processes": self.plan.processes,
             "elapsed_s": round(elapsed, 3),
             "events_per_s": round(sent / elapsed) if elapsed > 0 else None,
@@ -193,7 +195,7 @@ class Reporter:
         }
 
     def first_error(self) -> str | None:
-        return next((d[3] for d in self.done.values() if d[3]), None)
+        return next((d.first_error for d in self.done.values() if d.first_error), None)
 
 
 def log(message: str) -> None:
@@ -411,12 +413,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, Path | None]:
     ticks = None
     if a.duration_s is not None:
         ticks = max(1, int(a.duration_s * 1000 / interval))
-    if a.count is not None and ticks is None:
-        ticks = math.ceil(a.count / config.devices) * 2 + 10  # room for missing-data gaps
     now_ms = int(time.time() * 1000)
     if a.start_ms is not None:
         start_ms = a.start_ms
-    elif speed < math.inf or ticks is None:
+    elif speed < math.inf or endless:
         start_ms = now_ms
     else:
         start_ms = now_ms - (
@@ -426,7 +426,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, Path | None]:
         )
     plan = Plan(
         config=config,
-        ticks=None if endless else ticks,
+        ticks=ticks,
         count=a.count,
         start_ms=int(start_ms),
         speed=speed,

@@ -113,7 +113,6 @@ class TelemetryGenerator:
         self.ep_value = np.zeros(n)
         # Scenario names as the JSON value of `scenario`, precomputed per index (-1 -> null).
         self.scenario_json = ["null", *(json.dumps(s.name) for s in self.scenarios)]
-        self.tick_count = 0
 
     # ------------------------------------------------------------------------------------------
     def _walk(self) -> np.ndarray:
@@ -227,7 +226,6 @@ class TelemetryGenerator:
         self.ep_pos[active] += 1
         ended = active & (self.ep_pos >= self.ep_len)
         self.ep_scenario[ended] = -1
-        self.tick_count += 1
         return values, present, label, records
 
     # --- encoding ------------------------------------------------------------------------------

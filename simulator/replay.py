@@ -29,7 +29,7 @@ import pandas as pd
 from common.catalogue import CatalogueError
 from common.catalogue import load as load_catalogue
 from common.settings import Settings
-from simulator.sinks import FileSink, KafkaSink, NullSink, Sink
+from simulator.sinks import open_sink
 
 
 class DatasetError(ValueError):
@@ -204,13 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         f"replay: {len(datasets)} files, {rows:,} rows -> {a.output}", file=sys.stderr, flush=True
     )
 
-    sink: Sink
-    if a.output == "file":
-        sink = FileSink(a.path)
-    elif a.output == "null":
-        sink = NullSink()
-    else:
-        sink = KafkaSink(a.bootstrap, a.topic)
+    sink = open_sink(a.output, a.path, a.bootstrap, a.topic)
     sent = 0
     first_ts = None
     batch: list[tuple[bytes, bytes]] = []

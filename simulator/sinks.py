@@ -100,3 +100,14 @@ class KafkaSink(Sink):
         if remaining:
             self.errors += remaining
             self.first_error = self.first_error or f"{remaining} messages still queued after 60 s"
+
+
+def open_sink(output: str, path: Path | None, bootstrap: str, topic: str) -> Sink:
+    """The sink for an ``--output`` choice: kafka, file (needs ``path``) or null."""
+    if output == "file":
+        if path is None:
+            raise ValueError("--output file needs --path")
+        return FileSink(path)
+    if output == "null":
+        return NullSink()
+    return KafkaSink(bootstrap, topic)

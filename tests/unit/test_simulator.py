@@ -358,7 +358,8 @@ def test_cli_rejects_bad_options_with_a_reason(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_summary_counts_exactly_what_was_sent(tmp_path, capsys):
+@pytest.mark.parametrize("bad", [["--bad", "duplicate=0.05"], []])
+def test_summary_counts_exactly_what_was_sent(tmp_path, capsys, bad):
     dump = tmp_path / "d.jsonl"
     rc = simulator_main(
         [
@@ -372,8 +373,7 @@ def test_summary_counts_exactly_what_was_sent(tmp_path, capsys):
             str(dump),
             "--anomaly-rate",
             "0.05",
-            "--bad",
-            "duplicate=0.05",
+            *bad,
         ]
     )
     assert rc == 0
