@@ -27,8 +27,7 @@ psql: ## an SQL prompt on the results database of the local stack
 	@cmd=$$($(PY) -m deploy.local.stack psql) && eval "$$cmd"
 
 train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
-	@$(PY) -m simulator --devices 100 --seed 1 --anomaly-rate 0.0002 --duration-s 1800 --output file --path .state/training/events.jsonl
-	@$(PY) -m training.train --events .state/training/events.jsonl
+	@$(PY) -m deploy.local.stack train
 
 evaluate: setup ## accuracy on SKAB (its protocol) for our detectors beside the published leaderboard
 	@$(PY) -m training.evaluate

@@ -30,6 +30,7 @@ EVENT_COLUMNS = (
 def context(settings: Settings, **extra: object) -> dict[str, str]:
     """Placeholder values shared by every SQL file."""
     indent = ",\n  "
+    pg_columns = [f"{f.name} {PG_TYPES[f.aggregate.sql_type]}" for f in FEATURES]
     values: dict[str, object] = {
         "events_topic": settings.events_topic,
         "kafka_bootstrap": settings.kafka_bootstrap,
@@ -45,13 +46,9 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "flink_feature_columns": indent.join(
             f"`{f.name}` {f.aggregate.sql_type}" for f in FEATURES
         ),
-        "pg_feature_columns": indent.join(
-            f"{f.name} {PG_TYPES[f.aggregate.sql_type]}" for f in FEATURES
-        ),
+        "pg_feature_columns": indent.join(pg_columns),
         "pg_add_feature_columns": f"ALTER TABLE {settings.scores_table}\n  "
-        + ",\n  ".join(
-            f"ADD COLUMN IF NOT EXISTS {f.name} {PG_TYPES[f.aggregate.sql_type]}" for f in FEATURES
-        )
+        + ",\n  ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in pg_columns)
         + ";",
     }
     values.update(extra)

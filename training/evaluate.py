@@ -49,6 +49,11 @@ class EvaluationError(ValueError):
 # --- detectors --------------------------------------------------------------------------------
 
 
+def column_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of training rows (a constant column: sd 1e-12)."""
+    return x.mean(axis=0), np.maximum(x.std(axis=0), 1e-12)
+
+
 class ThreeSigma:
     """Per-metric static band: flag a row when any metric leaves mean +/- 3 sd of training."""
 
@@ -56,8 +61,7 @@ class ThreeSigma:
     threshold, log_scale = 3.0, True  # score: largest |z| over the metrics
 
     def fit(self, x: np.ndarray) -> ThreeSigma:
-        self.mean = x.mean(axis=0)
-        self.sd = np.maximum(x.std(axis=0), 1e-12)
+        self.mean, self.sd = column_scale(x)
         return self
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +101,7 @@ class PcaT2Q:
     def fit(self, x: np.ndarray) -> PcaT2Q:
         from sklearn.decomposition import PCA
 
-        self.mean = x.mean(axis=0)
-        self.sd = np.maximum(x.std(axis=0), 1e-12)
+        self.mean, self.sd = column_scale(x)
         z = (x - self.mean) / self.sd
         self.pca = PCA(n_components=self.variance, svd_solver="full").fit(z)
         t2, q = self._stats(z)

@@ -26,10 +26,11 @@ from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
 from common.models import set_current
 from common.settings import Settings
 from common.sql import render, strip_comments
+from training.onnx_export import ML_OPSET, ONNX_OPSET
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
 
 PARITY_TOLERANCE = 1e-5
-ONNX_OPSETS = {"": 17, "ai.onnx.ml": 3}  # as written by training/onnx_export.py
+ONNX_OPSETS = {"": ONNX_OPSET, "ai.onnx.ml": ML_OPSET}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
   python -m deploy.local.stack up        start what is not running (idempotent)
   python -m deploy.local.stack demo      up + first model + simulator + submit the job
   python -m deploy.local.stack status    what runs where
+  python -m deploy.local.stack train     simulate history and train the demo model (make train)
   python -m deploy.local.stack down      stop everything (data stays under .state/)
 
 Every service listens on 127.0.0.1 only and keeps its data, logs and pid files under the
@@ -595,39 +596,43 @@ def model_unusable(settings: Settings) -> str | None:
     return None
 
 
+def train_demo_model(settings: Settings) -> None:
+    """Simulate 30 min of mostly clean history for the demo fleet, train on it, make it CURRENT."""
+    dump = settings.state_dir / "training" / "events.jsonl"
+    log(f"simulating 30 min of history for {DEMO_DEVICES} devices into {dump}")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--devices",
+            str(DEMO_DEVICES),
+            "--seed",
+            str(DEMO_HISTORY_SEED),
+            "--anomaly-rate",
+            "0.0002",
+            "--duration-s",
+            "1800",
+            "--output",
+            "file",
+            "--path",
+            str(dump),
+        ],
+        check=True,
+        cwd=REPO_ROOT,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "training.train", "--events", str(dump)], check=True, cwd=REPO_ROOT
+    )
+
+
 def demo(settings: Settings) -> None:
 
     settings = up(settings)
     reason = model_unusable(settings)
     if reason:
-        dump = settings.state_dir / "training" / "events.jsonl"
-        log(f"{reason}: simulating 30 min of history for {DEMO_DEVICES} devices into {dump}")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "simulator",
-                "--devices",
-                str(DEMO_DEVICES),
-                "--seed",
-                str(DEMO_HISTORY_SEED),
-                "--anomaly-rate",
-                "0.0002",
-                "--duration-s",
-                "1800",
-                "--output",
-                "file",
-                "--path",
-                str(dump),
-            ],
-            check=True,
-            cwd=REPO_ROOT,
-        )
-        subprocess.run(
-            [sys.executable, "-m", "training.train", "--events", str(dump)],
-            check=True,
-            cwd=REPO_ROOT,
-        )
+        log(f"{reason}: training one")
+        train_demo_model(settings)
     Simulator(settings).start(
         [
             "--devices",
@@ -725,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m deploy.local.stack", description=__doc__.splitlines()[0]
     )
-    p.add_argument("command", choices=("up", "down", "demo", "status", "migrate", "psql"))
+    p.add_argument("command", choices=("up", "down", "demo", "status", "migrate", "psql", "train"))
     args = p.parse_args(argv)
     settings = Settings.from_env()
     try:
@@ -739,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
             return status(settings)
         elif args.command == "psql":
             print(psql_command(settings))
+        elif args.command == "train":
+            train_demo_model(settings)
         elif args.command == "migrate":
             from common.db import migrate
 
