@@ -41,6 +41,9 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "jdbc_url": settings.jdbc_url,
         "event_columns": indent.join(f"`{name}` {typ}" for name, typ in EVENT_COLUMNS),
         "feature_expressions": indent.join(f"{f.flink_expression} AS `{f.name}`" for f in FEATURES),
+        # Training only (training/train.py): labelled events per window, where the source
+        # carries labels; the streaming job scores without them.
+        "label_columns": "",
         "feature_list": indent.join(f"`{f.name}`" for f in FEATURES),
         "model_feature_list": ", ".join(f"`{name}`" for name in MODEL_FEATURE_NAMES),
         "flink_feature_columns": indent.join(

@@ -95,8 +95,10 @@ FLEET_DEVICES = 60
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, base_settings: Settings):
-    """A model trained by the real training pipeline (Flink batch features -> IF -> ONNX)."""
-    from training.train import TrainParams, train
+    """A model trained by the real training pipeline (Flink batch features -> per-device
+    normalisation -> the default model -> ONNX)."""
+    from training.detectors import DetectorParams
+    from training.train import train
 
     root = tmp_path_factory.mktemp("training")
     dump = root / "events.jsonl"
@@ -108,7 +110,8 @@ def trained(tmp_path_factory, base_settings: Settings):
     )
     settings = base_settings.replace(models_dir=root / "models")
     began = time.monotonic()
-    result = train(settings, dump, TrainParams(n_estimators=50), log=lambda m: None)
-    FIGURES["training (72k events, 50 trees) wall time"] = f"{time.monotonic() - began:.1f} s"
+    result = train(settings, dump, DetectorParams(), log=lambda m: None)
+    elapsed = time.monotonic() - began
+    FIGURES[f"training (72k events, {DetectorParams().model}) wall time"] = f"{elapsed:.1f} s"
     card = json.loads((result.model_dir / "card.json").read_text())
     return result, settings, card

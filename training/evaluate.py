@@ -1,11 +1,22 @@
-"""Honest accuracy on SKAB: our detectors under the benchmark's protocol, beside its leaderboard.
+"""Honest accuracy: our models beside baselines, on SKAB (its protocol) and on simulator data.
 
-  python -m training.evaluate                       # ../shared/datasets/skab/data
-  python -m training.evaluate --data DIR --json-out results.json
+  python -m training.evaluate                       # SKAB at ../shared/datasets/skab/data
+  python -m training.evaluate skab --data DIR --json-out results.json
+  python -m training.evaluate simulator             # labelled simulator data, window-wise
+  python -m training.evaluate simulator --model current   # the CURRENT model; figures -> card
 
-Protocol (SKAB's): for every labelled file, the first 400 rows (anomaly-free) train the
-detector, which then scores the remaining rows; metrics are pooled over all files. Every
-detector here is causal: a row's flag depends only on the training rows and the row itself.
+SKAB protocol: for every labelled file, the first 400 rows (anomaly-free) train, the rest are
+scored; metrics are pooled over all files. Our models run as the stream runs them: window
+features of the last 10 rows (SKAB has 1 row per second: the job's 10 s window, sliding by one
+row so that every row gets a causal score), normalised per file (a file is a device), ONE model
+for all files fitted on the union of their training rows, exported to ONNX and scored by the
+UDF's runtime. Baselines are fitted per file on raw rows. Every method is causal: a row's flag
+depends only on training rows and on rows up to itself.
+
+Simulator: a training dump and a labelled test dump of the same fleet (other noise, more
+failures); windows are the job's tumbling windows, computed by its Flink SQL; a window is
+anomalous when any of its events is labelled so; an event is a run of anomalous windows of one
+device.
 
 Point-wise: precision, recall, F1, FAR (false alarms / normal rows, %) and MAR (missed /
 anomalous rows, %). Per event (a run of consecutive anomalous rows): detected if any row inside
@@ -92,7 +103,7 @@ class PcaT2Q:
     """PCA on standardised training data: Hotelling's T-squared on the kept components and Q
     (squared prediction error) on the rest, each against its training quantile."""
 
-    name = "PCA T-squared + Q (ours)"
+    name = "PCA T-squared + Q raw rows (baseline)"
     threshold, log_scale = 1.0, True  # score: the larger of T2 and Q over their limits
 
     def __init__(self, variance: float = 0.95, quantile: float = 0.99):
@@ -122,6 +133,96 @@ class PcaT2Q:
 
 
 DETECTORS = (ThreeSigma, IsolationForestRaw, PcaT2Q)
+
+
+class PerFile:
+    """A baseline fitted on each file's own training rows, scoring the rest of that file."""
+
+    def __init__(self, detector_type):
+        self.detector_type = detector_type
+        self.name = detector_type.name
+        self.threshold, self.log_scale = detector_type.threshold, detector_type.log_scale
+
+    def run(self, files) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [self.detector_type().fit(x[:TRAIN_ROWS]).score(x[TRAIN_ROWS:]) for _, x, _ in files]
+
+
+def rolling_window_features(x: np.ndarray, metric_names, window_rows: int):
+    """(feature names, matrix): the job's modelled window aggregates (common.features) over the
+    last ``window_rows`` rows at every row (fewer at the start), in the job's feature order."""
+    import pandas as pd
+
+    from common.features import AGGREGATES
+
+    r = pd.DataFrame(np.asarray(x, dtype=np.float64)).rolling(window_rows, min_periods=1)
+    lo, hi = r.min().to_numpy(), r.max().to_numpy()
+    # Population std, exactly 0 on a flat window: the definition in common.features.
+    by_suffix = {
+        "mean": lambda: r.mean().to_numpy(),
+        "std": lambda: np.where(lo == hi, 0.0, r.std(ddof=0).to_numpy()),
+        "min": lambda: lo,
+        "max": lambda: hi,
+    }
+    aggregates = [a for a in AGGREGATES if a.modelled]
+    unknown = [a.suffix for a in aggregates if a.suffix not in by_suffix]
+    if unknown:
+        raise EvaluationError(f"no rolling implementation of aggregate(s) {unknown}")
+    values = {a.suffix: by_suffix[a.suffix]() for a in aggregates}
+    names = [f"{m}_{a.suffix}" for m in metric_names for a in aggregates]
+    columns = [values[a.suffix][:, j] for j in range(len(metric_names)) for a in aggregates]
+    return tuple(names), np.column_stack(columns)
+
+
+class StreamModel:
+    """Our model as the stream runs it (see the module docstring), on SKAB."""
+
+    def __init__(self, model: str, window_rows: int):
+        self.model, self.window_rows = model, window_rows
+        self.name = f"{model}, {window_rows} s windows (ours)"
+        self.log_scale = model == "pca-t2q"
+        self.threshold = None
+
+    def run(self, files) -> list[tuple[np.ndarray, np.ndarray]]:
+        import tempfile
+
+        from common.catalogue import load as load_catalogue
+        from training.detectors import DetectorParams
+        from training.train import fit_model
+        from udfs.onnx_scorer import OnnxModel
+
+        metrics = load_catalogue("skab").metric_names
+        feats = []
+        for _, x, _ in files:
+            names, f = rolling_window_features(x, metrics, self.window_rows)
+            feats.append(f)
+        ids = np.concatenate([np.full(TRAIN_ROWS, name, dtype=object) for name, _, _ in files])
+        train_x = np.concatenate([f[:TRAIN_ROWS] for f in feats])
+        out = []
+        with tempfile.TemporaryDirectory(prefix="eval-skab-") as tmp:
+            result = fit_model(
+                ids,
+                train_x,
+                feature_names=names,
+                window_seconds=self.window_rows,
+                params=DetectorParams(model=self.model),
+                models_dir=Path(tmp),
+                training={"source": f"SKAB, first {TRAIN_ROWS} rows of each file"},
+                log=lambda m: None,
+            )
+            model = OnnxModel.load(result.model_dir, names)
+            self.threshold = model.threshold
+            for (name, _, _), f in zip(files, feats, strict=True):
+                s = model.score(np.full(len(f) - TRAIN_ROWS, name, dtype=object), f[TRAIN_ROWS:])
+                out.append((s.score, s.flag.astype(bool)))
+        return out
+
+
+def skab_methods(window_rows: int) -> list:
+    return [
+        *(PerFile(d) for d in DETECTORS),
+        StreamModel("isolation-forest", window_rows),
+        StreamModel("pca-t2q", window_rows),
+    ]
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -217,66 +318,77 @@ def load_skab(data_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def evaluate(files, detector_types=DETECTORS) -> list[dict]:
-    results = []
-    for detector_type in detector_types:
+def summarise(name: str, labels, flags, events: tuple[int, int, list[int]], seconds) -> dict:
+    m = point_metrics(np.concatenate(labels), np.concatenate(flags))
+    n_events, n_detected, delays = events
+    return {
+        "method": name,
+        "f1": round(m.f1, 3),
+        "far_pct": round(m.far_pct, 2),
+        "mar_pct": round(m.mar_pct, 2),
+        "precision": round(m.precision, 3),
+        "recall": round(m.recall, 3),
+        "events": n_events,
+        "events_detected": n_detected,
+        "median_delay_s": float(np.median(delays)) if delays else None,
+        "seconds": round(seconds, 1),
+    }
+
+
+def evaluate(files, methods) -> tuple[list[dict], dict[str, list]]:
+    """(pooled metrics per method, each method's (scores, flags) per file)."""
+    results, outputs = [], {}
+    for method in methods:
         began = time.perf_counter()
-        labels, flags, delays = [], [], []
+        per_file = method.run(files)
+        outputs[method.name] = per_file
+        labels = [y[TRAIN_ROWS:] for _, _, y in files]
+        flags = [f for _, f in per_file]
         n_events = n_detected = 0
-        for _, x, y in files:
-            detector = detector_type().fit(x[:TRAIN_ROWS])
-            _, f = detector.score(x[TRAIN_ROWS:])
-            labels.append(y[TRAIN_ROWS:])
-            flags.append(f)
-            e, d, dl = event_metrics(y[TRAIN_ROWS:], f)
-            n_events, n_detected = n_events + e, n_detected + d
-            delays += dl
-        m = point_metrics(np.concatenate(labels), np.concatenate(flags))
+        delays: list[int] = []
+        for y, f in zip(labels, flags, strict=True):
+            e, d, dl = event_metrics(y, f)
+            n_events, n_detected, delays = n_events + e, n_detected + d, delays + dl
         results.append(
-            {
-                "method": detector_type.name,
-                "f1": round(m.f1, 3),
-                "far_pct": round(m.far_pct, 2),
-                "mar_pct": round(m.mar_pct, 2),
-                "precision": round(m.precision, 3),
-                "recall": round(m.recall, 3),
-                "events": n_events,
-                "events_detected": n_detected,
-                "median_delay_rows": float(np.median(delays)) if delays else None,
-                "seconds": round(time.perf_counter() - began, 1),
-            }
+            summarise(
+                method.name,
+                labels,
+                flags,
+                (n_events, n_detected, delays),
+                time.perf_counter() - began,
+            )
         )
-    return results
+        print(f"evaluate: {method.name}: done", file=sys.stderr, flush=True)
+    return results, outputs
 
 
-def plot_file(files, name: str, path: Path, detector_types=DETECTORS) -> Path:
-    """PNG of each detector's score and threshold against the labels of one file's scored rows."""
+def plot_file(files, name: str, path: Path, methods, outputs) -> Path:
+    """PNG of each method's score and threshold against the labels of one file's scored rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    match = [f for f in files if f[0] == name]
-    if not match:
+    index = [i for i, f in enumerate(files) if f[0] == name]
+    if not index:
         raise EvaluationError(f"no file {name!r}; files are named like {files[0][0]!r}")
-    _, x, y = match[0]
+    _, x, y = files[index[0]]
     labels = y[TRAIN_ROWS:]
     fig, axes = plt.subplots(
-        len(detector_types), 1, figsize=(12, 2.6 * len(detector_types)), sharex=True, squeeze=False
+        len(methods), 1, figsize=(12, 2.6 * len(methods)), sharex=True, squeeze=False
     )
     rows = np.arange(TRAIN_ROWS, len(x))
-    for ax, detector_type in zip(axes[:, 0], detector_types, strict=True):
-        detector = detector_type().fit(x[:TRAIN_ROWS])
-        score, flags = detector.score(x[TRAIN_ROWS:])
+    for ax, method in zip(axes[:, 0], methods, strict=True):
+        score, flags = outputs[method.name][index[0]]
         for start, end in anomaly_events(labels):
             ax.axvspan(rows[start], rows[end - 1], color="tab:red", alpha=0.15, lw=0)
         ax.plot(rows, score, lw=0.8, color="tab:blue", label="score")
-        ax.axhline(detector.threshold, color="black", lw=0.8, ls="--", label="threshold")
-        if detector.log_scale:
+        ax.axhline(method.threshold, color="black", lw=0.8, ls="--", label="threshold")
+        if method.log_scale:
             ax.set_yscale("log")
         m = point_metrics(labels, flags)
         ax.set_title(
-            f"{detector_type.name}: F1 {m.f1:.2f}, FAR {m.far_pct:.1f} %, MAR {m.mar_pct:.1f} %",
+            f"{method.name}: F1 {m.f1:.2f}, FAR {m.far_pct:.1f} %, MAR {m.mar_pct:.1f} %",
             fontsize=9,
             loc="left",
         )
@@ -289,20 +401,173 @@ def plot_file(files, name: str, path: Path, detector_types=DETECTORS) -> Path:
     return path
 
 
-def print_table(results: list[dict]) -> None:
+# --- simulator data ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimulatorRun:
+    devices: int = 100
+    train_s: int = 1800
+    test_s: int = 1800
+    fleet_seed: int = 0
+    train_seed: int = 1
+    test_seed: int = 11
+    train_anomaly_rate: float = 0.0002
+    test_anomaly_rate: float = 0.001
+
+    def describe(self) -> str:
+        return (
+            f"simulator, {self.devices} devices (fleet seed {self.fleet_seed}): train "
+            f"{self.train_s} s seed {self.train_seed} anomaly rate {self.train_anomaly_rate}; "
+            f"test {self.test_s} s seed {self.test_seed} anomaly rate {self.test_anomaly_rate}"
+        )
+
+
+def simulator_dump(path: Path, run: SimulatorRun, *, test: bool) -> Path:
+    """A labelled event dump of the run's fleet, written by the simulator's command line."""
+    import subprocess
+
+    args = [
+        sys.executable, "-m", "simulator",
+        "--devices", str(run.devices),
+        "--fleet-seed", str(run.fleet_seed),
+        "--seed", str(run.test_seed if test else run.train_seed),
+        "--anomaly-rate", str(run.test_anomaly_rate if test else run.train_anomaly_rate),
+        "--duration-s", str(run.test_s if test else run.train_s),
+        "--output", "file", "--path", str(path),
+    ]  # fmt: skip
+    done = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise EvaluationError(f"simulator failed: {done.stderr.strip()[-500:]}")
+    return path
+
+
+def window_event_metrics(device_ids, labels, flags) -> tuple[int, int, list[int]]:
+    """Events are runs of anomalous windows of one device (rows sorted by device, time)."""
+    n_events = n_detected = 0
+    delays: list[int] = []
+    device_ids = np.asarray(device_ids)
+    boundaries = np.flatnonzero(device_ids[1:] != device_ids[:-1]) + 1
+    for y, f in zip(np.split(labels, boundaries), np.split(flags, boundaries), strict=True):
+        e, d, dl = event_metrics(y, f)
+        n_events, n_detected, delays = n_events + e, n_detected + d, delays + dl
+    return n_events, n_detected, delays
+
+
+def evaluate_windows(name, test, flags, window_seconds, began) -> dict:
+    labels = test["labelled_events"].to_numpy() > 0
+    n, found, delays = window_event_metrics(test["device_id"].to_numpy(), labels, flags)
+    result = summarise(name, [labels], [flags], (n, found, delays), time.perf_counter() - began)
+    if result["median_delay_s"] is not None:
+        result["median_delay_s"] *= window_seconds  # delays were counted in windows
+    return result
+
+
+def complete_windows(features):
+    from common.features import MODEL_FEATURE_NAMES
+
+    x = features[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64)
+    keep = np.isfinite(x).all(axis=1)
+    return features[keep].reset_index(drop=True), x[keep]
+
+
+def evaluate_simulator(settings: Settings, run: SimulatorRun, model_dir: Path | None, workdir):
+    """Window-wise metrics on a labelled test dump: of ``model_dir`` alone, or of both our
+    models (trained on a training dump) beside the baselines."""
+    from sklearn.ensemble import IsolationForest
+
+    from common.features import MODEL_FEATURE_NAMES
+    from training.detectors import DetectorParams
+    from training.train import TrainingData, train, window_features_from_files
+    from udfs.calibration import DeviceNormaliser
+    from udfs.onnx_scorer import OnnxModel
+
+    def log(message):
+        print(f"evaluate: {message}", file=sys.stderr, flush=True)
+
+    log(f"{run.describe()}: simulating and computing window features with Flink")
+    test_dump = simulator_dump(workdir / "test.jsonl", run, test=True)
+    test, test_x = complete_windows(window_features_from_files(settings, test_dump))
+    ids = test["device_id"].astype(str).to_numpy(dtype=object)
+
+    def score_with(name, path):
+        began = time.perf_counter()
+        model = OnnxModel.load(path, MODEL_FEATURE_NAMES, settings.window_seconds)
+        flags = model.score(ids, test_x).flag.astype(bool)
+        return evaluate_windows(name, test, flags, settings.window_seconds, began)
+
+    if model_dir is not None:
+        return [score_with(f"model {model_dir.name}", model_dir)]
+    train_dump = simulator_dump(workdir / "train.jsonl", run, test=False)
+    train_features = window_features_from_files(settings, train_dump)
+    fit_rows, fit_x = complete_windows(train_features)
+    fit_rows, fit_x = (
+        fit_rows[fit_rows["labelled_events"].to_numpy() == 0],
+        fit_x[fit_rows["labelled_events"].to_numpy() == 0],
+    )
+    fit_ids = fit_rows["device_id"].astype(str).to_numpy(dtype=object)
+    results = []
+    began = time.perf_counter()
+    z = DeviceNormaliser.fit(fit_ids, fit_x).transform(ids, test_x)
+    flags = (np.abs(z) > 3.0).any(axis=1)
+    results.append(
+        evaluate_windows(
+            "3-sigma per device and feature (baseline)",
+            test,
+            flags,
+            settings.window_seconds,
+            began,
+        )
+    )
+    began = time.perf_counter()
+    forest = IsolationForest(n_estimators=1000, contamination=0.00125, random_state=42)
+    flags = forest.fit(fit_x).predict(test_x) == -1
+    results.append(
+        evaluate_windows(
+            "IsolationForest raw features (baseline)",
+            test,
+            flags,
+            settings.window_seconds,
+            began,
+        )
+    )
+    models = settings.replace(models_dir=workdir / "models")
+    data = TrainingData(train_features, str(train_dump))
+    for model in ("isolation-forest", "pca-t2q"):
+        trained = train(
+            models, data, DetectorParams(model=model), make_current=False, log=lambda m: None
+        )
+        results.append(score_with(f"{model} (ours)", trained.model_dir))
+    return results
+
+
+def record_in_card(model_dir: Path, key: str, value: dict) -> None:
+    """Evaluation figures go into the card beside the model (not part of its version)."""
+    from udfs.onnx_scorer import CARD_FILE
+
+    card_path = model_dir / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card.setdefault("evaluation", {})[key] = value
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def print_table(results: list[dict], leaderboard=()) -> None:
     print(
-        f"{'method':<34} {'F1':>5} {'FAR %':>7} {'MAR %':>7} {'events found':>13} "
+        f"{'method':<42} {'F1':>5} {'FAR %':>7} {'MAR %':>7} {'events found':>13} "
         f"{'median delay s':>15} {'causal':>7}"
     )
     for r in results:
-        delay = "" if r["median_delay_rows"] is None else f"{r['median_delay_rows']:.0f}"
+        delay = "" if r["median_delay_s"] is None else f"{r['median_delay_s']:.0f}"
         print(
-            f"{r['method']:<34} {r['f1']:>5.2f} {r['far_pct']:>7.2f} {r['mar_pct']:>7.2f} "
+            f"{r['method']:<42} {r['f1']:>5.2f} {r['far_pct']:>7.2f} {r['mar_pct']:>7.2f} "
             f"{r['events_detected']:>6}/{r['events']:<6} {delay:>15} {'yes':>7}"
         )
-    for name, f1, far, mar, causal in LEADERBOARD:
+    for name, f1, far, mar, causal in leaderboard:
         print(
-            f"{'published: ' + name:<34} {f1:>5.2f} {far:>7.2f} {mar:>7.2f} {'':>13} {'':>15} "
+            f"{'published: ' + name:<42} {f1:>5.2f} {far:>7.2f} {mar:>7.2f} {'':>13} {'':>15} "
             f"{'yes' if causal else 'no':>7}"
         )
 
@@ -312,23 +577,44 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training.evaluate",
         description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 2)[2],
+        epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SKAB data folder")
-    p.add_argument("--json-out", type=Path, default=settings.state_dir / "eval" / "skab.json")
+    p.add_argument("dataset", nargs="?", choices=("skab", "simulator"), default="skab")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="skab: the data folder")
     p.add_argument(
         "--plot",
         metavar="FILE",
         default="valve1/1.csv",
-        help="also save a PNG of score vs label for this file (default: %(default)s; '' for none)",
+        help="skab: also save a PNG of score vs label for this file (default: %(default)s; "
+        "'' for none)",
     )
+    p.add_argument(
+        "--model",
+        metavar="DIR|current",
+        help="simulator: evaluate only this model version folder (or the CURRENT one) and "
+        "record the figures in its card",
+    )
+    p.add_argument("--devices", type=int, default=SimulatorRun.devices, help="simulator: fleet")
+    p.add_argument("--json-out", type=Path, help="(default: .state/eval/<dataset>.json)")
     a = p.parse_args(argv)
+    json_out = a.json_out or settings.state_dir / "eval" / f"{a.dataset}.json"
     try:
-        files = load_skab(a.data)
-    except EvaluationError as exc:
+        if a.dataset == "skab":
+            report = run_skab(settings, a.data, a.plot, json_out)
+        else:
+            report = run_simulator(settings, a.model, a.devices)
+    except (EvaluationError, FileNotFoundError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nevaluate: results in {json_out}", file=sys.stderr)
+    return 0
+
+
+def run_skab(settings: Settings, data: Path, plot: str, json_out: Path) -> dict:
+    files = load_skab(data)
     rows = sum(len(x) - TRAIN_ROWS for _, x, _ in files)
     print(
         f"evaluate: {len(files)} SKAB files, {rows:,} rows scored "
@@ -336,26 +622,33 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    results = evaluate(files)
-    print_table(results)
-    a.json_out.parent.mkdir(parents=True, exist_ok=True)
-    a.json_out.write_text(
-        json.dumps(
-            {"dataset": str(a.data), "files": len(files), "rows_scored": rows, "results": results},
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nevaluate: results in {a.json_out}", file=sys.stderr)
-    if a.plot:
-        out = a.json_out.with_name(f"skab-{a.plot.replace('/', '-').removesuffix('.csv')}.png")
-        try:
-            plot_file(files, a.plot, out)
-        except EvaluationError as exc:
-            print(f"evaluate: {exc}", file=sys.stderr)
-            return 2
+    methods = skab_methods(settings.window_seconds)
+    results, outputs = evaluate(files, methods)
+    print_table(results, LEADERBOARD)
+    if plot:
+        out = json_out.with_name(f"skab-{plot.replace('/', '-').removesuffix('.csv')}.png")
+        plot_file(files, plot, out, methods, outputs)
         print(f"evaluate: plot in {out}", file=sys.stderr)
-    return 0
+    return {"dataset": str(data), "files": len(files), "rows_scored": rows, "results": results}
+
+
+def run_simulator(settings: Settings, model: str | None, devices: int) -> dict:
+    import tempfile
+
+    from common.models import resolve_model_dir
+
+    model_dir = None
+    if model is not None:
+        model_dir = resolve_model_dir(settings, None if model == "current" else Path(model))
+    run = SimulatorRun(devices=devices)
+    with tempfile.TemporaryDirectory(prefix="eval-sim-") as tmp:
+        results = evaluate_simulator(settings, run, model_dir, Path(tmp))
+    print_table(results)
+    report = {"dataset": run.describe(), "unit": "window", "results": results}
+    if model_dir is not None:
+        record_in_card(model_dir, "simulator", {"data": run.describe(), **results[0]})
+        print(f"evaluate: figures recorded in {model_dir / 'card.json'}", file=sys.stderr)
+    return report
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ followed by the few arithmetic nodes of scikit-learn's score:
     score_samples  = -2 ** (-sum_over_trees(path) / (n_trees * c(max_samples)))
     decision       = score_samples - offset_                    ("scores" output)
     label          = -1 if decision < 0 else 1                  ("label" output)
+    score          = -decision, in double                       ("score" output)
 
 with c(n) the average path length of an unsuccessful search in a binary search tree of n nodes.
-Outputs and input have the names and meaning of skl2onnx's export ("X" -> "label", "scores").
+Input and the outputs "label" and "scores" have the names and meaning of skl2onnx's export;
+"score" is the output every model of training/detectors.py has (higher = more anomalous).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def isolation_forest_to_onnx(model: IsolationForest, n_features: int, input_name
         helper.make_node("Neg", ["anomaly"], ["score_samples"]),
         helper.make_node("Sub", ["score_samples", "offset"], ["decision"]),
         helper.make_node("Cast", ["decision"], ["scores"], to=TensorProto.FLOAT),
+        helper.make_node("Neg", ["decision"], ["score"]),
         helper.make_node("Less", ["decision", "zero"], ["is_outlier"]),
         helper.make_node("Where", ["is_outlier", "minus_one", "one"], ["label"]),
     ]
@@ -118,6 +121,7 @@ def isolation_forest_to_onnx(model: IsolationForest, n_features: int, input_name
         [
             helper.make_tensor_value_info("label", TensorProto.INT64, [None, 1]),
             helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 1]),
+            helper.make_tensor_value_info("score", TensorProto.DOUBLE, [None, 1]),
         ],
         initializer=[
             const("denominator", denominator, TensorProto.DOUBLE),

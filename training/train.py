@@ -1,10 +1,16 @@
-"""Train the anomaly model from historical events and export it to ONNX.
+"""Train the anomaly model from history and export it to ONNX, with its model card.
 
-  python -m training.train --events dump.jsonl
+  python -m training.train --events dump.jsonl                   # a simulator dump
+  python -m training.train --csv data/ --label-column anomaly    # CSV dataset(s)
+  python -m training.train --postgres --since 2026-11-20T00:00Z  # windows the job stored
+  python -m training.train --events dump.jsonl --model pca-t2q   # the other model
 
 Window features are computed by the very Flink SQL the streaming job runs (batch mode over the
-file), so training sees exactly the features the stream scores. The exported ONNX model must
-reproduce scikit-learn's scores within 1e-5 on the training windows, or nothing is written.
+events), or read back from the PostgreSQL rows that job wrote, so training sees exactly the
+features the stream scores. Windows whose events the source labels anomalous are left out of
+the fit. Features are normalised per device; one model serves the whole fleet. The exported
+ONNX model must reproduce the scikit-learn/numpy reference within 1e-5 on the training windows
+and on held-out perturbed windows, or nothing is written.
 """
 
 from __future__ import annotations
@@ -13,43 +19,60 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import IsolationForest
 
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
 from common.models import set_current
 from common.settings import Settings
 from common.sql import render, strip_comments
-from training.onnx_export import ML_OPSET, ONNX_OPSET
+from training.detectors import ONNX_OPSETS, DetectorParams, make_detector
+from udfs.calibration import DeviceNormaliser, Severity
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
 
 PARITY_TOLERANCE = 1e-5
-ONNX_OPSETS = {"": ONNX_OPSET, "ai.onnx.ml": ML_OPSET}
+# Below this many usable windows per model feature, training refuses to fit.
+MIN_WINDOWS_PER_FEATURE = 2
+MIN_WINDOWS = 20
+
+
+class TrainingDataError(ValueError):
+    """The training input cannot give a trustworthy model; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    features: pd.DataFrame  # device_id, window_start, window_end, FEATURE_NAMES[, labelled_events]
+    source: str
 
 
 @dataclass(frozen=True)
 class TrainResult:
     model_dir: Path
-    model: IsolationForest
-    features: pd.DataFrame
+    version: str
+    detector: object  # training.detectors.*Detector, fitted
+    normaliser: DeviceNormaliser
+    severity: Severity
+    features: pd.DataFrame  # every window read, including those left out of the fit
+
+    def reference_scores(self, device_ids, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(score, flag) by scikit-learn/numpy, without ONNX: what the stream must reproduce."""
+        score = self.detector.score(self.normaliser.transform(device_ids, x))
+        return score, score > self.severity.threshold
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    n_estimators: int = 100
-    contamination: float = 0.005
-    max_samples: int = 256
-    random_state: int = 42
+# --- inputs -----------------------------------------------------------------------------------
 
 
 def window_features_from_files(settings: Settings, path: Path) -> pd.DataFrame:
-    """Window features of a JSONL event file (or folder), by the job's own Flink SQL."""
+    """Window features of a JSONL event file (or folder), by the job's own Flink SQL, with the
+    number of events per window that the source labels anomalous."""
     from common.flink_env import create_table_env
 
     if not path.exists():
@@ -58,159 +81,421 @@ def window_features_from_files(settings: Settings, path: Path) -> pd.DataFrame:
     t_env.execute_sql(
         strip_comments(render("flink/events_file.sql", settings, path=path.resolve().as_posix()))
     )
-    t_env.execute_sql(strip_comments(render("flink/window_features.sql", settings)))
-    frame = t_env.sql_query(
+    labels = ",\n  SUM(CASE WHEN is_anomaly THEN 1 ELSE 0 END) AS labelled_events"
+    t_env.execute_sql(
+        strip_comments(render("flink/window_features.sql", settings, label_columns=labels))
+    )
+    return t_env.sql_query(
         "SELECT * FROM window_features ORDER BY device_id, window_start"
     ).to_pandas()
+
+
+def window_features_from_csv(
+    settings: Settings,
+    paths: list[Path],
+    *,
+    timestamp_column: str,
+    label_column: str | None,
+    sep: str | None,
+) -> pd.DataFrame:
+    """CSV datasets (a timestamp column and the catalogue's metric columns, one device per
+    file) -> events -> the same Flink window features as a simulator dump."""
+    from common.features import CATALOGUE
+    from simulator.replay import csv_files, events, read_dataset
+
+    columns = {m.source_column or m.name: m.name for m in CATALOGUE.metrics}
+    datasets = [
+        read_dataset(
+            f,
+            timestamp_column=timestamp_column,
+            label_column=label_column,
+            sep=sep,
+            columns=columns,
+        )
+        for f in csv_files(paths)
+    ]
+    for d in datasets:
+        for name, values in d.metrics.items():
+            finite = values[np.isfinite(values)]
+            if len(finite) == 0:
+                raise TrainingDataError(f"{d.device_id}: column for metric {name!r} has no numbers")
+    pooled = {
+        name: np.concatenate([d.metrics[name] for d in datasets]) for name in datasets[0].metrics
+    }
+    constant = [n for n, v in pooled.items() if np.nanmin(v) == np.nanmax(v)]
+    if constant:
+        raise TrainingDataError(
+            f"metric(s) {constant} are constant over every row of the dataset: a model cannot "
+            f"learn their normal range; use a catalogue without them or more varied data"
+        )
+    with tempfile.TemporaryDirectory(prefix="train-csv-") as tmp:
+        dump = Path(tmp) / "events.jsonl"
+        with dump.open("wb") as out:
+            for d in datasets:
+                for _, _, value in events(d):
+                    out.write(value + b"\n")
+        return window_features_from_files(settings, dump)
+
+
+def window_features_from_postgres(
+    settings: Settings, since: datetime, until: datetime
+) -> pd.DataFrame:
+    """Windows the streaming job stored in the scores table, window_start in [since, until)."""
+    from psycopg2 import sql
+
+    from common.db import connect
+
+    query = sql.SQL(
+        "SELECT device_id, window_start, window_end, {} FROM {}"
+        " WHERE window_start >= %s AND window_start < %s ORDER BY device_id, window_start"
+    ).format(
+        sql.SQL(", ").join(sql.Identifier(f) for f in FEATURE_NAMES),
+        sql.Identifier(settings.scores_table),
+    )
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, (since, until))
+            rows = cur.fetchall()
+            names = [c.name for c in cur.description]
+    finally:
+        conn.close()
+    frame = pd.DataFrame(rows, columns=names)
+    for name in FEATURE_NAMES:
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(np.float64)
     return frame
 
 
-def fit(features: pd.DataFrame, params: TrainParams) -> IsolationForest:
-    x = model_matrix(features)
-    model = IsolationForest(
-        n_estimators=params.n_estimators,
-        contamination=params.contamination,
-        max_samples=min(params.max_samples, len(x)),
-        max_features=1.0,  # skl2onnx exports IsolationForest only with all features per tree
-        random_state=params.random_state,
-    )
-    return model.fit(x)
+# --- fitting ----------------------------------------------------------------------------------
 
 
-def model_matrix(features: pd.DataFrame) -> np.ndarray:
+def usable_windows(features: pd.DataFrame, source: str, log=print) -> pd.DataFrame:
+    """The windows to fit on: complete (every model feature present) and not labelled
+    anomalous by the source. Raises TrainingDataError naming what is wrong."""
     missing = [c for c in MODEL_FEATURE_NAMES if c not in features.columns]
     if missing:
-        raise ValueError(f"feature columns missing from the training data: {missing}")
+        raise TrainingDataError(f"feature columns missing from the training data: {missing}")
+    if len(features) == 0:
+        raise TrainingDataError(f"{source} holds no windows")
     x = features[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64)
     complete = np.isfinite(x).all(axis=1)
-    return x[complete].astype(np.float32)
-
-
-def export_onnx(model: IsolationForest) -> bytes:
-    """The forest as one ONNX tree-ensemble node (training/onnx_export.py): exports in well
-    under a second and scores far faster than skl2onnx's per-tree graph."""
-    from training.onnx_export import isolation_forest_to_onnx
-
-    return isolation_forest_to_onnx(model, len(MODEL_FEATURE_NAMES)).SerializeToString()
-
-
-def check_parity(model: IsolationForest, model_dir: Path, x: np.ndarray) -> float:
-    """Largest |ONNX score - scikit-learn score|; raises when above the tolerance."""
-    onnx_model = OnnxModel.load(model_dir, MODEL_FEATURE_NAMES)
-    onnx_scores, onnx_flags = onnx_model.score(x)
-    expected = -model.decision_function(x)
-    diff = float(np.max(np.abs(onnx_scores - expected))) if len(x) else 0.0
-    flags_agree = np.array_equal(onnx_flags.astype(bool), model.predict(x) == -1)
-    if diff > PARITY_TOLERANCE or not flags_agree:
-        raise RuntimeError(
-            f"exported ONNX model disagrees with scikit-learn (max score difference {diff:.3g}, "
-            f"flags agree: {flags_agree}); the model was not installed"
+    never = [
+        n
+        for n, seen in zip(MODEL_FEATURE_NAMES, np.isfinite(x).any(axis=0), strict=True)
+        if not seen
+    ]
+    if never:
+        raise TrainingDataError(
+            f"feature(s) {never} are missing (NaN/inf) in every window of {source}: "
+            "does the data carry those metrics?"
         )
-    return diff
+    labelled = np.zeros(len(features), dtype=bool)
+    if "labelled_events" in features.columns:
+        labelled = features["labelled_events"].fillna(0).to_numpy() > 0
+    keep = complete & ~labelled
+    if (~complete).any() or labelled.any():
+        log(
+            f"training: left out {int((~complete).sum()):,} windows with a missing feature and "
+            f"{int((complete & labelled).sum()):,} windows with events labelled anomalous"
+        )
+    needed = max(MIN_WINDOWS, MIN_WINDOWS_PER_FEATURE * len(MODEL_FEATURE_NAMES))
+    if keep.sum() < needed:
+        raise TrainingDataError(
+            f"only {int(keep.sum())} complete windows in {source}: training needs at least "
+            f"{needed} (generate or select a longer history)"
+        )
+    return features[keep]
+
+
+def check_parity(
+    model_dir: Path, feature_names, device_ids: np.ndarray, x: np.ndarray, reference
+) -> tuple[float, int]:
+    """Score ``x`` with the exported model as the stream loads it and with the reference;
+    returns (largest relative difference, rows compared). Raises when they disagree."""
+    onnx_model = OnnxModel.load(model_dir, feature_names)
+    got = onnx_model.score(device_ids, x)
+    expected, expected_flag = reference(device_ids, x)
+    diff = np.abs(got.score - expected) / np.maximum(1.0, np.abs(expected))
+    worst = float(np.max(diff)) if len(x) else 0.0
+    # Flags must agree wherever the reference score is not within the tolerance of the
+    # threshold (there, float rounding may decide).
+    clear = np.abs(expected - onnx_model.threshold) > PARITY_TOLERANCE
+    flags_agree = np.array_equal(got.flag[clear].astype(bool), expected_flag[clear])
+    if worst > PARITY_TOLERANCE or not flags_agree:
+        raise RuntimeError(
+            f"exported ONNX model disagrees with the reference (largest relative score "
+            f"difference {worst:.3g}, flags agree: {flags_agree}); the model was not installed"
+        )
+    return worst, len(x)
+
+
+def held_out_rows(
+    device_ids: np.ndarray, x: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Windows the model never saw: training windows with every feature jittered by up to 3
+    of its fleet standard deviations, half of them from a device it does not know."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(x), size=min(len(x), 2000), replace=False)
+    sd = x.std(axis=0)
+    rows = x[pick] + rng.uniform(-3, 3, size=(len(pick), x.shape[1])) * sd
+    ids = device_ids[pick].astype(object)
+    ids[: len(ids) // 2] = "__held-out-unknown-device__"
+    return ids, rows
+
+
+def version_of(onnx_bytes: bytes, scoring_card: dict) -> str:
+    """Content hash of everything that decides a score: the graph and the card's scoring
+    part. Same data, same parameters, same seed -> same version."""
+    h = hashlib.sha256(onnx_bytes)
+    h.update(json.dumps(scoring_card, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()[:12]
 
 
 def train(
     settings: Settings,
-    events: Path,
-    params: TrainParams,
+    data: TrainingData | Path,
+    params: DetectorParams | None = None,
     *,
     make_current: bool = True,
     log=print,
 ) -> TrainResult:
+    """Fit the model on window features (computed from a dump, or given) and install it."""
     began = time.monotonic()
-    log(f"training: computing {settings.window_seconds} s window features of {events} with Flink")
-    features = window_features_from_files(settings, events)
-    x = model_matrix(features)
-    if len(x) < 10:
-        raise ValueError(
-            f"only {len(x)} complete windows in {events}: training needs at least 10 "
-            "(generate a longer dump)"
-        )
-    log(f"training: {len(x):,} windows x {x.shape[1]} features; fitting IsolationForest {params}")
-    model = fit(features, params)
-    onnx_bytes = export_onnx(model)
-    version = hashlib.sha256(onnx_bytes).hexdigest()[:12]
-    model_dir = settings.models_dir / version
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / MODEL_FILE).write_bytes(onnx_bytes)
-    card = build_card(settings, version, features, x, model, params, events)
-    (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    diff = check_parity(model, model_dir, x)
-    card["parity_max_abs_diff"] = diff
-    (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    if make_current:
-        set_current(settings, version)
-    log(
-        f"training: model {version} written to {model_dir} (parity {diff:.2g}, "
-        f"{'now CURRENT' if make_current else 'not made current'}) "
-        f"in {time.monotonic() - began:.1f} s"
+    params = params or DetectorParams()
+    if isinstance(data, Path):
+        log(f"training: computing {settings.window_seconds} s window features of {data} with Flink")
+        data = TrainingData(window_features_from_files(settings, data), str(data))
+    fit_windows = usable_windows(data.features, data.source, log)
+    result = fit_model(
+        fit_windows["device_id"].astype(str).to_numpy(dtype=object),
+        fit_windows[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
+        feature_names=MODEL_FEATURE_NAMES,
+        window_seconds=settings.window_seconds,
+        params=params,
+        models_dir=settings.models_dir,
+        training={
+            "source": data.source,
+            "windows_read": len(data.features),
+            "first_window_start": str(fit_windows["window_start"].min()),
+            "last_window_start": str(fit_windows["window_start"].max()),
+        },
+        extra_card={"all_window_features": list(FEATURE_NAMES)},
+        log=log,
     )
-    return TrainResult(model_dir, model, features)
+    if make_current:
+        set_current(settings, result.version)
+    log(
+        f"training: model {result.version} "
+        f"{'is now CURRENT' if make_current else 'not made current'}; "
+        f"{time.monotonic() - began:.1f} s in all"
+    )
+    return replace(result, features=data.features)
 
 
-def build_card(
-    settings: Settings,
-    version: str,
-    features: pd.DataFrame,
+def fit_model(
+    device_ids: np.ndarray,
     x: np.ndarray,
-    model: IsolationForest,
-    params: TrainParams,
-    events: Path,
-) -> dict:
+    *,
+    feature_names: tuple[str, ...],
+    window_seconds: int,
+    params: DetectorParams,
+    models_dir: Path,
+    training: dict,
+    extra_card: dict | None = None,
+    log=print,
+) -> TrainResult:
+    """Normalise per device, fit, calibrate, export to ONNX, check parity and write
+    ``models_dir/<version>/{model.onnx,card.json}``. The core of every training input (and of
+    the SKAB evaluation, with its own features)."""
     import onnx
     import onnxruntime
     import sklearn
 
-    train_scores = -model.decision_function(x)
-    return {
+    normaliser = DeviceNormaliser.fit(device_ids, x)
+    z = normaliser.transform(device_ids, x)
+    constant = [n for n, lo, hi in zip(feature_names, x.min(0), x.max(0), strict=True) if lo == hi]
+    if constant:
+        log(
+            "training: features constant over all training windows (any change scores as "
+            f"unseen behaviour): {constant}"
+        )
+    log(
+        f"training: {len(x):,} windows x {x.shape[1]} features from "
+        f"{len(normaliser.devices):,} devices; fitting {params.model} {params.card()}"
+    )
+    detector = make_detector(params).fit(z)
+    train_scores = detector.score(z)
+    severity = Severity.fit(train_scores, detector.threshold)
+    onnx_bytes = detector.to_onnx().SerializeToString()
+    scoring = {
+        "model": params.model,
+        "feature_names": list(feature_names),
+        "window_seconds": window_seconds,
+        "normalisation": normaliser.to_card(),
+        "calibration": {
+            **severity.to_card(),
+            "threshold_quantile": 1.0 - params.contamination,
+        },
+    }
+    version = version_of(onnx_bytes, scoring)
+    card = {
         "version": version,
-        "model": "IsolationForest",
-        "params": params.__dict__,
-        "feature_names": list(MODEL_FEATURE_NAMES),
-        "all_window_features": list(FEATURE_NAMES),
-        "window_seconds": settings.window_seconds,
-        "score": "negated IsolationForest decision_function; > 0 is flagged",
+        **scoring,
+        "params": params.card(),
+        "detector": detector.card(),
+        **(extra_card or {}),
+        "score": "higher is more anomalous; flagged above calibration.threshold (severity 50)",
         "training": {
-            "source": str(events),
+            **training,
             "windows": len(x),
-            "devices": int(features["device_id"].nunique()),
-            "first_window_start": str(features["window_start"].min()),
-            "last_window_start": str(features["window_start"].max()),
-            "flagged_share": float(np.mean(train_scores > 0)),
+            "devices": len(normaliser.devices),
+            "constant_features": constant,
+            "flagged_share": float(np.mean(train_scores > detector.threshold)),
             "score_quantiles": {
-                q: float(np.quantile(train_scores, float(q))) for q in ("0.5", "0.9", "0.99")
+                q: float(np.quantile(train_scores, float(q)))
+                for q in ("0.5", "0.9", "0.99", "0.999", "1.0")
             },
         },
         "onnx_opsets": ONNX_OPSETS,
-        "onnx_exporter": "one TreeEnsembleRegressor node (training/onnx_export.py)",
         "libraries": {
             "scikit-learn": sklearn.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__,
         },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    model_dir = models_dir / version
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / MODEL_FILE).write_bytes(onnx_bytes)
+    (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+
+    def reference(ids, rows):
+        s = detector.score(normaliser.transform(ids, rows))
+        return s, s > detector.threshold
+
+    try:
+        train_diff, _ = check_parity(model_dir, feature_names, device_ids, x, reference)
+        held_ids, held_x = held_out_rows(device_ids, x, params.random_state)
+        held_diff, held_n = check_parity(model_dir, feature_names, held_ids, held_x, reference)
+    except Exception:
+        for f in (MODEL_FILE, CARD_FILE):
+            (model_dir / f).unlink(missing_ok=True)
+        model_dir.rmdir()
+        raise
+    card["parity"] = {
+        "tolerance": PARITY_TOLERANCE,
+        "max_relative_diff_training": train_diff,
+        "max_relative_diff_held_out": held_diff,
+        "held_out_rows": held_n,
+    }
+    (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    log(
+        f"training: model {version} ({params.model}) written to {model_dir}: threshold "
+        f"{severity.threshold:.4g}, {card['training']['flagged_share']:.3%} of training windows "
+        f"flagged, parity {max(train_diff, held_diff):.2g}"
+    )
+    return TrainResult(model_dir, version, detector, normaliser, severity, pd.DataFrame())
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO time such as 2026-11-20T00:00:00+00:00"
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = TrainParams()
+    import psycopg2
+
+    defaults = DetectorParams()
     p = argparse.ArgumentParser(
         prog="python -m training.train",
-        description=__doc__.splitlines()[1].strip(),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--events", type=Path, required=True, help="JSONL event dump (file or folder)")
-    p.add_argument("--n-estimators", type=int, default=defaults.n_estimators)
-    p.add_argument("--contamination", type=float, default=defaults.contamination)
-    p.add_argument("--seed", type=int, default=defaults.random_state)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", type=Path, help="JSONL event dump (file or folder)")
+    source.add_argument(
+        "--csv", type=Path, nargs="+", help="CSV files or folders (one device each)"
+    )
+    source.add_argument(
+        "--postgres", action="store_true", help="windows stored by the job in PostgreSQL"
+    )
+    csv = p.add_argument_group("--csv input")
+    csv.add_argument("--timestamp-column", default="timestamp", help="(default: %(default)s)")
+    csv.add_argument("--label-column", help="0/1 anomaly labels; labelled windows are not fitted")
+    csv.add_argument("--sep", help="field separator (default: detected)")
+    pg = p.add_argument_group("--postgres input")
+    pg.add_argument("--since", type=parse_time, help="first window_start (ISO time)")
+    pg.add_argument(
+        "--until", type=parse_time, help="window_start before this (ISO time; default now)"
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--model", choices=("isolation-forest", "pca-t2q"), default=defaults.model)
+    m.add_argument(
+        "--contamination",
+        type=float,
+        default=defaults.contamination,
+        help="share of training windows above the threshold (default: %(default)s)",
+    )
+    m.add_argument(
+        "--n-estimators",
+        type=int,
+        default=defaults.n_estimators,
+        help="isolation-forest trees (default: %(default)s)",
+    )
+    m.add_argument(
+        "--pca-variance",
+        type=float,
+        default=defaults.pca_variance,
+        help="pca-t2q: variance share the kept components explain (default: %(default)s)",
+    )
+    m.add_argument("--seed", type=int, default=defaults.random_state, help="(default: %(default)s)")
     p.add_argument(
         "--no-current", action="store_true", help="write the version but do not make it CURRENT"
     )
-    args = p.parse_args(argv)
-    params = TrainParams(args.n_estimators, args.contamination, defaults.max_samples, args.seed)
+    a = p.parse_args(argv)
+    if a.postgres and a.since is None:
+        p.error("--postgres needs --since")
+    settings = Settings.from_env()
     try:
-        train(Settings.from_env(), args.events, params, make_current=not args.no_current)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        params = DetectorParams(
+            model=a.model,
+            contamination=a.contamination,
+            random_state=a.seed,
+            n_estimators=a.n_estimators,
+            pca_variance=a.pca_variance,
+        )
+        if a.events:
+            data: TrainingData | Path = a.events
+        elif a.csv:
+            print(f"training: reading CSV {[str(c) for c in a.csv]}", flush=True)
+            features = window_features_from_csv(
+                settings,
+                a.csv,
+                timestamp_column=a.timestamp_column,
+                label_column=a.label_column,
+                sep=a.sep,
+            )
+            data = TrainingData(features, " ".join(str(c) for c in a.csv))
+        else:
+            until = a.until or datetime.now(UTC)
+            features = window_features_from_postgres(settings, a.since, until)
+            data = TrainingData(
+                features,
+                f"PostgreSQL {settings.scores_table} window_start in [{a.since.isoformat()}, "
+                f"{until.isoformat()})",
+            )
+        train(settings, data, params, make_current=not a.no_current)
+    except (FileNotFoundError, ValueError, RuntimeError, psycopg2.Error) as exc:
         print(f"training: failed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -597,7 +597,8 @@ def model_unusable(settings: Settings) -> str | None:
 
 
 def train_demo_model(settings: Settings) -> None:
-    """Simulate 30 min of mostly clean history for the demo fleet, train on it, make it CURRENT."""
+    """Simulate 30 min of mostly clean history for the demo fleet, train on it, make it CURRENT,
+    and record its accuracy on a labelled run of the same fleet in its card."""
     dump = settings.state_dir / "training" / "events.jsonl"
     log(f"simulating 30 min of history for {DEMO_DEVICES} devices into {dump}")
     subprocess.run(
@@ -624,6 +625,16 @@ def train_demo_model(settings: Settings) -> None:
     subprocess.run(
         [sys.executable, "-m", "training.train", "--events", str(dump)], check=True, cwd=REPO_ROOT
     )
+    log(
+        "measuring the new model on a labelled simulator run of the same fleet (figures go "
+        "into its card)"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "simulator", "--model", "current",
+         "--devices", str(DEMO_DEVICES)],
+        check=True,
+        cwd=REPO_ROOT,
+    )  # fmt: skip
 
 
 def demo(settings: Settings) -> None:

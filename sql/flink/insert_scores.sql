@@ -1,5 +1,5 @@
--- Score every window with the current model (one vectorized UDF call per Arrow batch) and
--- write features + score to the sink.
+-- Score every window with the current model (one vectorized UDF call per Arrow batch; the
+-- device id selects the per-device normalisation) and write features + score to the sink.
 INSERT INTO anomaly_scores_sink
 SELECT
   device_id,
@@ -7,8 +7,9 @@ SELECT
   window_end,
   ${feature_list},
   scored.s.anomaly_score,
+  scored.s.severity,
   scored.s.is_anomaly,
   scored.s.model_version
 FROM (
-  SELECT *, score_window(${model_feature_list}) AS s FROM window_features
+  SELECT *, score_window(device_id, ${model_feature_list}) AS s FROM window_features
 ) AS scored

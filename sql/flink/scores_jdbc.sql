@@ -9,6 +9,7 @@ CREATE TEMPORARY TABLE anomaly_scores_sink (
   window_end TIMESTAMP(3),
   ${flink_feature_columns},
   anomaly_score DOUBLE,
+  severity DOUBLE,
   is_anomaly BOOLEAN,
   model_version STRING,
   PRIMARY KEY (device_id, window_start) NOT ENFORCED

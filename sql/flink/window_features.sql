@@ -1,12 +1,14 @@
 -- Per-device tumbling-window features: mean, population stddev, min, max and sample count of
 -- each metric over ${window_seconds} s of event time. A window TVF emits append-only rows once
 -- the watermark passes the window end. Reads `telemetry_events` (Kafka, file or test data).
+-- Training fills label_columns with labelled_events: events of the window its source labels
+-- anomalous (the streaming job renders it empty).
 CREATE TEMPORARY VIEW window_features AS
 SELECT
   device_id,
   window_start,
   window_end,
-  ${feature_expressions}
+  ${feature_expressions}${label_columns}
 FROM TABLE(
   TUMBLE(TABLE telemetry_events, DESCRIPTOR(event_time), INTERVAL '${window_seconds}' SECOND)
 )

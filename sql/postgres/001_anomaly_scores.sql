@@ -1,6 +1,6 @@
 -- Scored windows: one row per device and tumbling window, upserted by the Flink JDBC sink.
--- anomaly_score: higher is more anomalous; > 0 means the model flags the window
--- (the negated IsolationForest decision function). NULL when a feature was missing.
+-- anomaly_score: the model's raw score, higher is more anomalous; is_anomaly: above the
+-- model's threshold (002 adds severity). NULL when a feature was missing.
 CREATE TABLE IF NOT EXISTS ${scores_table} (
   device_id     text        NOT NULL,
   window_start  timestamptz NOT NULL,

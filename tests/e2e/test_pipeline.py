@@ -86,12 +86,15 @@ def assert_rows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
             atol=1e-9,
             err_msg=name,
         )
-    # Scores: scikit-learn's own model on the independently computed features.
-    x = expected[list(MODEL_FEATURE_NAMES)].to_numpy(np.float32)
-    np.testing.assert_allclose(
-        rows["anomaly_score"].to_numpy(float), -result.model.decision_function(x), atol=1e-5
-    )
-    assert (rows["is_anomaly"].to_numpy(bool) == (result.model.predict(x) == -1)).all()
+    # Scores: the training-side reference (numpy / scikit-learn, no ONNX) on the independently
+    # computed features; severity from the card's calibration, above 50 exactly when flagged.
+    x = expected[list(MODEL_FEATURE_NAMES)].to_numpy(np.float64)
+    score, flag = result.reference_scores(expected["device_id"].to_numpy(dtype=object), x)
+    got = rows["anomaly_score"].to_numpy(float)
+    np.testing.assert_allclose(got, score, rtol=1e-5, atol=1e-5)
+    assert (rows["is_anomaly"].to_numpy(bool) == flag).all()
+    np.testing.assert_allclose(rows["severity"].to_numpy(float), result.severity(got), atol=1e-9)
+    assert ((rows["severity"].to_numpy(float) > 50) == flag).all()
     assert set(rows["model_version"]) == {card["version"]}
 
     # The injected anomalies are flagged; clean windows mostly are not.

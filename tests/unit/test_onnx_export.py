@@ -90,7 +90,19 @@ def test_graph_is_one_tree_ensemble_and_valid(data):
     onnx.checker.check_model(proto)
     kinds = [n.op_type for n in proto.graph.node]
     assert kinds.count("TreeEnsembleRegressor") == 1
-    assert [o.name for o in proto.graph.output] == ["label", "scores"]
+    assert [o.name for o in proto.graph.output] == ["label", "scores", "score"]
+
+
+def test_score_output_is_the_negated_decision_in_double(data):
+    import onnxruntime as ort
+
+    train, test = data
+    model = IsolationForest(n_estimators=40, contamination=0.01, random_state=4).fit(train)
+    s = ort.InferenceSession(isolation_forest_to_onnx(model, 8).SerializeToString())
+    (score,) = s.run(["score"], {"X": test})
+    assert score.dtype == np.float64
+    # The tree ensemble sums path lengths in float32: agreement to ~1e-7.
+    np.testing.assert_allclose(score.ravel(), -model.decision_function(test), atol=1e-6, rtol=0)
 
 
 def test_float32_floor_keeps_comparisons_exact():

@@ -1,0 +1,108 @@
+"""Per-device normalisation and severity calibration (udfs/calibration.py) on bounded inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from udfs.calibration import CalibrationError, DeviceNormaliser, Severity
+
+
+def test_normaliser_uses_each_devices_own_mean_and_sd():
+    ids = np.array(["a", "a", "a", "b", "b", "b"], dtype=object)
+    x = np.array([[1.0, 10], [2, 20], [3, 30], [100, 5], [102, 5], [104, 5]])
+    n = DeviceNormaliser.fit(ids, x)
+    assert n.devices == ("a", "b")
+    np.testing.assert_allclose(n.center, [[2, 20], [102, 5]])
+    sd_a = np.std([1.0, 2, 3])
+    assert n.scale[0, 0] == pytest.approx(sd_a) and n.scale[1, 0] == pytest.approx(2 * sd_a)
+    # b's second feature is flat: its scale is floored at 0.1 x the fleet median sd.
+    median_sd = np.median([np.std([10.0, 20, 30]), 0.0])
+    assert n.scale[1, 1] == pytest.approx(0.1 * median_sd)
+    z = n.transform(np.array(["a", "b"], dtype=object), np.array([[3.0, 20], [100, 5]]))
+    np.testing.assert_allclose(z, [[1 / sd_a, 0], [-1 / sd_a, 0]])
+
+
+def test_unknown_device_gets_the_fleet_normalisation():
+    rng = np.random.default_rng(0)
+    ids = np.repeat(["a", "b"], 50).astype(object)
+    x = rng.normal(size=(100, 3)) + np.repeat([[0.0], [10.0]], 50, axis=0)
+    n = DeviceNormaliser.fit(ids, x)
+    probe = np.array([[5.0, 5.0, 5.0]])
+    z = n.transform(np.array(["zzz"], dtype=object), probe)
+    np.testing.assert_allclose(z, (probe - x.mean(0)) / x.std(0))
+    assert list(n.known(np.array(["a", "zzz"], dtype=object))) == [True, False]
+
+
+def test_feature_flat_over_the_whole_fleet_scores_any_change_as_far_out():
+    ids = np.repeat(["a", "b"], 5).astype(object)
+    x = np.column_stack([np.arange(10.0), np.ones(10)])  # second feature: always 1 (link up)
+    n = DeviceNormaliser.fit(ids, x)
+    z = n.transform(np.array(["a"], dtype=object), np.array([[2.0, 0.0]]))
+    assert abs(z[0, 1]) >= 1e5
+
+
+def test_normaliser_survives_the_card_round_trip_exactly():
+    rng = np.random.default_rng(1)
+    ids = rng.choice(["x", "y", "z"], size=300).astype(object)
+    x = rng.normal(size=(300, 4)) * [1, 1e-3, 1e3, 7]
+    n = DeviceNormaliser.fit(ids, x)
+    back = DeviceNormaliser.from_card(json.loads(json.dumps(n.to_card())), 4)
+    probe_ids = np.array(["x", "y", "z", "new"], dtype=object)
+    probe = rng.normal(size=(4, 4))
+    assert np.array_equal(n.transform(probe_ids, probe), back.transform(probe_ids, probe))
+
+
+def test_normaliser_card_that_does_not_fit_the_model_is_refused():
+    n = DeviceNormaliser.fit(np.array(["a", "a"], dtype=object), np.array([[1.0, 2], [2, 3]]))
+    with pytest.raises(CalibrationError, match="has 2 features, the model 3"):
+        DeviceNormaliser.from_card(n.to_card(), 3)
+
+
+@pytest.mark.parametrize(
+    "train_scores",
+    [
+        np.random.default_rng(2).exponential(size=5000),
+        np.random.default_rng(3).normal(size=5000),
+        np.r_[np.zeros(4000), np.random.default_rng(4).exponential(size=1000)],  # many ties
+        np.full(100, 3.0),  # all equal
+    ],
+    ids=["exponential", "normal", "ties", "constant"],
+)
+def test_severity_is_monotone_bounded_and_50_at_the_threshold(train_scores):
+    threshold = float(np.quantile(train_scores, 0.999))
+    sev = Severity.fit(train_scores, threshold)
+    grid = np.sort(
+        np.r_[
+            train_scores,
+            np.linspace(train_scores.min() - 10, train_scores.max() + 100, 20_000),
+            threshold,
+            np.nextafter(threshold, np.inf),
+        ]
+    )
+    s = sev(grid)
+    assert np.all(np.diff(s) >= 0), "severity must never fall as the score rises"
+    assert s.min() >= 0 and s.max() <= 100
+    assert sev(np.array([threshold]))[0] == 50
+    assert ((s > 50) == (grid > threshold)).all(), "flagged exactly when severity is above 50"
+    assert sev(np.array([threshold + 1e6]))[0] == pytest.approx(100)
+    assert np.isnan(sev(np.array([np.nan]))[0])
+
+
+def test_severity_hits_its_knots_and_survives_the_card_round_trip():
+    train = np.random.default_rng(5).exponential(size=10_000)
+    threshold = float(np.quantile(train, 0.999))
+    sev = Severity.fit(train, threshold)
+    np.testing.assert_allclose(sev(np.quantile(train, [0.5, 0.9, 0.99])), [0, 10, 25], atol=1e-9)
+    back = Severity.from_card(json.loads(json.dumps(sev.to_card())))
+    probe = np.linspace(-1, 30, 1000)
+    assert np.array_equal(sev(probe), back(probe))
+
+
+def test_severity_card_with_knots_out_of_order_is_refused():
+    card = Severity.fit(np.arange(100.0), 99.0).to_card()
+    card["knots"][0], card["knots"][1] = card["knots"][1], card["knots"][0]
+    with pytest.raises(CalibrationError, match="rise strictly"):
+        Severity.from_card(card)

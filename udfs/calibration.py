@@ -1,0 +1,208 @@
+"""What turns model input and output into something comparable across devices and models:
+per-device normalisation of the features going in, and a severity 0-100 for the score coming
+out. Both are fitted at training time, stored in the model card, and applied by the scoring
+UDF exactly as training applied them (pure numpy; no scikit-learn at scoring time).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+# A device's scale for a feature is its own standard deviation over the training windows, but
+# at least this share of the fleet's median standard deviation for that feature (a device that
+# was flat in training must not turn every later wobble into an alarm), and at least
+# SCALE_FLOOR_RELATIVE of the feature's fleet mean magnitude (at least 1): a feature constant
+# over the whole fleet (an interface that was always up) then scores any change as far out.
+SCALE_FLOOR_SHARE_OF_FLEET = 0.1
+SCALE_FLOOR_RELATIVE = 1e-6
+
+# Severity knots: the score at these training quantiles maps to these severities; the
+# threshold maps to SEVERITY_AT_THRESHOLD; above it severity approaches 100 exponentially.
+SEVERITY_KNOTS = ((0.5, 0.0), (0.9, 10.0), (0.99, 25.0))
+SEVERITY_AT_THRESHOLD = 50.0
+
+
+class CalibrationError(ValueError):
+    """Normalisation or calibration cannot be fitted on this data, or a card's copy is broken."""
+
+
+@dataclass(frozen=True)
+class DeviceNormaliser:
+    """z = (x - center[device]) / scale[device]; devices not seen in training get the fleet's
+    center and scale (pooled over all training windows)."""
+
+    devices: tuple[str, ...]
+    center: np.ndarray  # [devices, features]
+    scale: np.ndarray  # [devices, features]
+    fleet_center: np.ndarray  # [features]
+    fleet_scale: np.ndarray  # [features]
+
+    @classmethod
+    def fit(cls, device_ids: np.ndarray, x: np.ndarray) -> DeviceNormaliser:
+        x = np.asarray(x, dtype=np.float64)
+        device_ids = np.asarray(device_ids, dtype=object)
+        if len(x) == 0:
+            raise CalibrationError("no training windows to normalise")
+        devices, inverse = np.unique(device_ids.astype(str), return_inverse=True)
+        counts = np.bincount(inverse, minlength=len(devices)).astype(np.float64)
+        center = np.zeros((len(devices), x.shape[1]))
+        np.add.at(center, inverse, x)
+        center /= counts[:, None]
+        sq = np.zeros_like(center)
+        np.add.at(sq, inverse, (x - center[inverse]) ** 2)
+        sd = np.sqrt(sq / counts[:, None])
+        fleet_center = x.mean(axis=0)
+        fleet_sd = x.std(axis=0)
+        floor = np.maximum(
+            SCALE_FLOOR_SHARE_OF_FLEET * np.median(sd, axis=0),
+            SCALE_FLOOR_RELATIVE * np.maximum(np.abs(fleet_center), 1.0),
+        )
+        return cls(
+            tuple(devices.tolist()),
+            center,
+            np.maximum(sd, floor),
+            fleet_center,
+            np.maximum(fleet_sd, floor),
+        )
+
+    def transform(self, device_ids, x: np.ndarray) -> np.ndarray:
+        """Normalised features (unknown devices: by the fleet's center and scale)."""
+        x = np.asarray(x, dtype=np.float64)
+        center, scale = self._rows(device_ids)
+        return (x - center) / scale
+
+    def known(self, device_ids) -> np.ndarray:
+        return self._indices(device_ids) >= 0
+
+    def _indices(self, device_ids) -> np.ndarray:
+        lookup = self._lookup
+        return np.fromiter(
+            (lookup.get(d, -1) for d in device_ids), dtype=np.int64, count=len(device_ids)
+        )
+
+    def _rows(self, device_ids) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._indices(device_ids)
+        center = np.vstack([self.center, self.fleet_center])  # row -1: the fleet
+        scale = np.vstack([self.scale, self.fleet_scale])
+        return center[idx], scale[idx]
+
+    @property
+    def _lookup(self) -> dict[str, int]:
+        cached = self.__dict__.get("_lookup_cache")
+        if cached is None:
+            cached = {d: i for i, d in enumerate(self.devices)}
+            object.__setattr__(self, "_lookup_cache", cached)
+        return cached
+
+    def to_card(self) -> dict:
+        return {
+            "method": "per-device standard score",
+            "scale_floor": (
+                f"max(device sd, {SCALE_FLOOR_SHARE_OF_FLEET} x fleet median sd, "
+                f"{SCALE_FLOOR_RELATIVE} x max(1, |fleet mean|))"
+            ),
+            "unknown_device": "fleet center and scale",
+            "fleet": {"center": self.fleet_center.tolist(), "scale": self.fleet_scale.tolist()},
+            "devices": {
+                d: {"center": c.tolist(), "scale": s.tolist()}
+                for d, c, s in zip(self.devices, self.center, self.scale, strict=True)
+            },
+        }
+
+    @classmethod
+    def from_card(cls, card: dict, n_features: int) -> DeviceNormaliser:
+        try:
+            devices = card["devices"]
+            fleet = card["fleet"]
+            names = tuple(devices)
+            center = np.array([devices[d]["center"] for d in names], dtype=np.float64)
+            scale = np.array([devices[d]["scale"] for d in names], dtype=np.float64)
+            fleet_center = np.array(fleet["center"], dtype=np.float64)
+            fleet_scale = np.array(fleet["scale"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"normalisation in the model card is malformed: {exc}") from exc
+        center = center.reshape(len(names), -1) if names else np.zeros((0, n_features))
+        scale = scale.reshape(len(names), -1) if names else np.zeros((0, n_features))
+        for name, a in (("center", center), ("scale", scale)):
+            if a.shape[1] != n_features:
+                raise CalibrationError(
+                    f"normalisation {name} has {a.shape[1]} features, the model {n_features}"
+                )
+        if fleet_center.shape != (n_features,) or fleet_scale.shape != (n_features,):
+            raise CalibrationError("fleet normalisation does not match the model's features")
+        if not (np.all(scale > 0) and np.all(fleet_scale > 0)):
+            raise CalibrationError("normalisation scales must be positive")
+        return cls(names, center, scale, fleet_center, fleet_scale)
+
+
+@dataclass(frozen=True)
+class Severity:
+    """Maps a raw score (higher = more anomalous) to 0-100, monotonically: piecewise linear
+    through the training-score quantile knots up to the threshold (severity 50), then
+    50 + 50 * (1 - exp(-(score - threshold) / tail_scale)) above it. A window is flagged
+    exactly when its score is above the threshold, i.e. when its severity is above 50."""
+
+    knot_scores: tuple[float, ...]
+    knot_severities: tuple[float, ...]
+    threshold: float
+    tail_scale: float
+
+    @classmethod
+    def fit(cls, train_scores: np.ndarray, threshold: float) -> Severity:
+        s = np.asarray(train_scores, dtype=np.float64)
+        s = s[np.isfinite(s)]
+        if len(s) == 0:
+            raise CalibrationError("no finite training scores to calibrate severity on")
+        xs, ys = [], []
+        for q, severity in SEVERITY_KNOTS:
+            v = float(np.quantile(s, q))
+            # Knots must rise strictly and stay below the threshold (ties among the training
+            # scores, or a threshold below the 99th percentile, drop knots).
+            if v < threshold and (not xs or v > xs[-1]):
+                xs.append(v)
+                ys.append(severity)
+        below = xs[-1] if xs else threshold - max(abs(threshold), 1.0)
+        tail = max(threshold - below, 1e-12)
+        return cls(tuple(xs), tuple(ys), float(threshold), float(tail))
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        xs = np.array([*self.knot_scores, self.threshold])
+        ys = np.array([*self.knot_severities, SEVERITY_AT_THRESHOLD])
+        out = np.interp(s, xs, ys, left=0.0)
+        above = s > self.threshold
+        out[above] = SEVERITY_AT_THRESHOLD + (100.0 - SEVERITY_AT_THRESHOLD) * (
+            1.0 - np.exp(-(s[above] - self.threshold) / self.tail_scale)
+        )
+        out[np.isnan(s)] = np.nan
+        return out
+
+    def to_card(self) -> dict:
+        return {
+            "threshold": self.threshold,
+            "knots": [[x, y] for x, y in zip(self.knot_scores, self.knot_severities, strict=True)]
+            + [[self.threshold, SEVERITY_AT_THRESHOLD]],
+            "tail_scale": self.tail_scale,
+            "formula": (
+                "piecewise linear through knots [score, severity] up to the threshold; above "
+                "it 50 + 50 * (1 - exp(-(score - threshold) / tail_scale))"
+            ),
+        }
+
+    @classmethod
+    def from_card(cls, card: dict) -> Severity:
+        try:
+            knots = [(float(x), float(y)) for x, y in card["knots"]][:-1]
+            threshold = float(card["threshold"])
+            tail = float(card["tail_scale"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"calibration in the model card is malformed: {exc}") from exc
+        xs = [x for x, _ in knots]
+        if any(b <= a for a, b in itertools.pairwise(xs)) or (xs and xs[-1] >= threshold):
+            raise CalibrationError("calibration knots must rise strictly below the threshold")
+        if not tail > 0:
+            raise CalibrationError("calibration tail_scale must be positive")
+        return cls(tuple(xs), tuple(y for _, y in knots), threshold, tail)
