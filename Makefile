@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train evaluate models rollback test test-unit bench-simulator bench-onnx lint format lock
+.PHONY: help setup demo up stop status psql train evaluate evaluate-simulator models rollback test test-unit bench-simulator bench-onnx lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,8 +29,11 @@ psql: ## an SQL prompt on the results database of the local stack
 train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
 	@$(PY) -m deploy.local.stack train
 
-evaluate: setup ## accuracy on SKAB (its protocol) for our detectors beside the published leaderboard
-	@$(PY) -m training.evaluate
+evaluate: setup ## accuracy on SKAB (its protocol): our models and baselines beside the published leaderboard
+	@$(PY) -m training.evaluate skab
+
+evaluate-simulator: setup ## accuracy on labelled simulator data: our models beside two baselines
+	@$(PY) -m training.evaluate simulator
 
 models: ## list model versions (* marks CURRENT)
 	@$(PY) -m common.models list
