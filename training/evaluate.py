@@ -404,6 +404,10 @@ def plot_file(files, name: str, path: Path, methods, outputs) -> Path:
 # --- simulator data ---------------------------------------------------------------------------
 
 
+# Fixed event times, so that window boundaries, and so the figures, are the same in every run.
+EVALUATION_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
 @dataclass(frozen=True)
 class SimulatorRun:
     devices: int = 100
@@ -434,6 +438,7 @@ def simulator_dump(path: Path, run: SimulatorRun, *, test: bool) -> Path:
         "--seed", str(run.test_seed if test else run.train_seed),
         "--anomaly-rate", str(run.test_anomaly_rate if test else run.train_anomaly_rate),
         "--duration-s", str(run.test_s if test else run.train_s),
+        "--start-ms", str(EVALUATION_START_MS),
         "--output", "file", "--path", str(path),
     ]  # fmt: skip
     done = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True)
