@@ -80,6 +80,18 @@ class ThreeSigma:
         return z, z > 3.0
 
 
+def classic_isolation_forest():
+    """scikit-learn's IsolationForest with the classic settings (training.detectors' defaults)."""
+    from sklearn.ensemble import IsolationForest
+
+    from training.detectors import DetectorParams
+
+    p = DetectorParams(model="isolation-forest")
+    return IsolationForest(
+        n_estimators=p.n_estimators, contamination=p.contamination, random_state=p.random_state
+    )
+
+
 class IsolationForestRaw:
     """IsolationForest with the classic settings on the raw sensor values."""
 
@@ -87,11 +99,7 @@ class IsolationForestRaw:
     threshold, log_scale = 0.0, False  # score: negated decision_function
 
     def fit(self, x: np.ndarray) -> IsolationForestRaw:
-        from sklearn.ensemble import IsolationForest
-
-        self.model = IsolationForest(n_estimators=1000, contamination=0.00125, random_state=42).fit(
-            x
-        )
+        self.model = classic_isolation_forest().fit(x)
         return self
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -479,11 +487,9 @@ def complete_windows(features):
 def evaluate_simulator(settings: Settings, run: SimulatorRun, model_dir: Path | None, workdir):
     """Window-wise metrics on a labelled test dump: of ``model_dir`` alone, or of both our
     models (trained on a training dump) beside the baselines."""
-    from sklearn.ensemble import IsolationForest
-
     from common.features import MODEL_FEATURE_NAMES
     from training.detectors import DetectorParams
-    from training.train import TrainingData, train, window_features_from_files
+    from training.train import TrainingData, train, usable_windows, window_features_from_files
     from udfs.calibration import DeviceNormaliser
     from udfs.onnx_scorer import OnnxModel
 
@@ -505,11 +511,9 @@ def evaluate_simulator(settings: Settings, run: SimulatorRun, model_dir: Path | 
         return [score_with(f"model {model_dir.name}", model_dir)]
     train_dump = simulator_dump(workdir / "train.jsonl", run, test=False)
     train_features = window_features_from_files(settings, train_dump)
-    fit_rows, fit_x = complete_windows(train_features)
-    fit_rows, fit_x = (
-        fit_rows[fit_rows["labelled_events"].to_numpy() == 0],
-        fit_x[fit_rows["labelled_events"].to_numpy() == 0],
-    )
+    # The windows our models fit on: complete and without labelled events.
+    fit_rows = usable_windows(train_features, str(train_dump), log=lambda m: None)
+    fit_x = fit_rows[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64)
     fit_ids = fit_rows["device_id"].astype(str).to_numpy(dtype=object)
     results = []
     began = time.perf_counter()
@@ -525,8 +529,7 @@ def evaluate_simulator(settings: Settings, run: SimulatorRun, model_dir: Path | 
         )
     )
     began = time.perf_counter()
-    forest = IsolationForest(n_estimators=1000, contamination=0.00125, random_state=42)
-    flags = forest.fit(fit_x).predict(test_x) == -1
+    flags = classic_isolation_forest().fit(fit_x).predict(test_x) == -1
     results.append(
         evaluate_windows(
             "IsolationForest raw features (baseline)",

@@ -21,7 +21,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,7 +59,6 @@ class TrainResult:
     detector: object  # training.detectors.*Detector, fitted
     normaliser: DeviceNormaliser
     severity: Severity
-    features: pd.DataFrame  # every window read, including those left out of the fit
 
     def reference_scores(self, device_ids, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(score, flag) by scikit-learn/numpy, without ONNX: what the stream must reproduce."""
@@ -208,11 +207,11 @@ def usable_windows(features: pd.DataFrame, source: str, log=print) -> pd.DataFra
 
 
 def check_parity(
-    model_dir: Path, feature_names, device_ids: np.ndarray, x: np.ndarray, reference
+    onnx_model: OnnxModel, device_ids: np.ndarray, x: np.ndarray, reference
 ) -> tuple[float, int]:
-    """Score ``x`` with the exported model as the stream loads it and with the reference;
-    returns (largest relative difference, rows compared). Raises when they disagree."""
-    onnx_model = OnnxModel.load(model_dir, feature_names)
+    """Score ``x`` with the exported model (loaded as the stream loads it) and with the
+    reference; returns (largest relative difference, rows compared). Raises when they
+    disagree."""
     got = onnx_model.score(device_ids, x)
     expected, expected_flag = reference(device_ids, x)
     diff = np.abs(got.score - expected) / np.maximum(1.0, np.abs(expected))
@@ -289,7 +288,7 @@ def train(
         f"{'is now CURRENT' if make_current else 'not made current'}; "
         f"{time.monotonic() - began:.1f} s in all"
     )
-    return replace(result, features=data.features)
+    return result
 
 
 def fit_model(
@@ -370,14 +369,12 @@ def fit_model(
     (model_dir / MODEL_FILE).write_bytes(onnx_bytes)
     (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
 
-    def reference(ids, rows):
-        s = detector.score(normaliser.transform(ids, rows))
-        return s, s > detector.threshold
-
+    result = TrainResult(model_dir, version, detector, normaliser, severity)
     try:
-        train_diff, _ = check_parity(model_dir, feature_names, device_ids, x, reference)
+        exported = OnnxModel.load(model_dir, feature_names)
+        train_diff, _ = check_parity(exported, device_ids, x, result.reference_scores)
         held_ids, held_x = held_out_rows(device_ids, x, params.random_state)
-        held_diff, held_n = check_parity(model_dir, feature_names, held_ids, held_x, reference)
+        held_diff, held_n = check_parity(exported, held_ids, held_x, result.reference_scores)
     except Exception:
         for f in (MODEL_FILE, CARD_FILE):
             (model_dir / f).unlink(missing_ok=True)
@@ -395,7 +392,7 @@ def fit_model(
         f"{severity.threshold:.4g}, {card['training']['flagged_share']:.3%} of training windows "
         f"flagged, parity {max(train_diff, held_diff):.2g}"
     )
-    return TrainResult(model_dir, version, detector, normaliser, severity, pd.DataFrame())
+    return result
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -70,32 +71,33 @@ class DeviceNormaliser:
 
     def transform(self, device_ids, x: np.ndarray) -> np.ndarray:
         """Normalised features (unknown devices: by the fleet's center and scale)."""
-        x = np.asarray(x, dtype=np.float64)
-        center, scale = self._rows(device_ids)
-        return (x - center) / scale
+        return self.transform_rows(self.indices(device_ids), x)
+
+    def transform_rows(self, indices: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``transform`` for device indices already looked up with ``indices``."""
+        center, scale = self._with_fleet_row
+        return (np.asarray(x, dtype=np.float64) - center[indices]) / scale[indices]
 
     def known(self, device_ids) -> np.ndarray:
-        return self._indices(device_ids) >= 0
+        return self.indices(device_ids) >= 0
 
-    def _indices(self, device_ids) -> np.ndarray:
-        lookup = self._lookup
-        return np.fromiter(
-            (lookup.get(d, -1) for d in device_ids), dtype=np.int64, count=len(device_ids)
+    def indices(self, device_ids) -> np.ndarray:
+        """Each device's row in ``center``/``scale``; -1 (the fleet row) for unknown ones."""
+        return self._device_index.get_indexer(np.asarray(device_ids, dtype=object))
+
+    @cached_property
+    def _device_index(self):
+        import pandas as pd
+
+        return pd.Index(self.devices, dtype=object)
+
+    @cached_property
+    def _with_fleet_row(self) -> tuple[np.ndarray, np.ndarray]:
+        """center and scale with the fleet's appended, so that index -1 selects the fleet."""
+        return (
+            np.vstack([self.center, self.fleet_center]),
+            np.vstack([self.scale, self.fleet_scale]),
         )
-
-    def _rows(self, device_ids) -> tuple[np.ndarray, np.ndarray]:
-        idx = self._indices(device_ids)
-        center = np.vstack([self.center, self.fleet_center])  # row -1: the fleet
-        scale = np.vstack([self.scale, self.fleet_scale])
-        return center[idx], scale[idx]
-
-    @property
-    def _lookup(self) -> dict[str, int]:
-        cached = self.__dict__.get("_lookup_cache")
-        if cached is None:
-            cached = {d: i for i, d in enumerate(self.devices)}
-            object.__setattr__(self, "_lookup_cache", cached)
-        return cached
 
     def to_card(self) -> dict:
         return {

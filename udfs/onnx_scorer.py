@@ -154,12 +154,13 @@ class OnnxModel:
             raise ValueError(f"{len(device_ids)} device ids for {len(x)} rows")
         scores = np.full(len(x), np.nan)
         flags = np.full(len(x), None, dtype=object)
+        rows = self.normaliser.indices(device_ids)
         complete = np.isfinite(x).all(axis=1)
         if complete.any():
-            ids = np.asarray(device_ids, dtype=object)[complete]
-            scores[complete] = self.raw_scores(self.normaliser.transform(ids, x[complete]))
+            z = self.normaliser.transform_rows(rows[complete], x[complete])
+            scores[complete] = self.raw_scores(z)
             flags[complete] = scores[complete] > self.threshold
-        return Scores(scores, self.severity(scores), flags, self.normaliser.known(device_ids))
+        return Scores(scores, self.severity(scores), flags, rows >= 0)
 
 
 class ScoreWindow(ScalarFunction):

@@ -140,6 +140,7 @@ def test_parity_check_refuses_a_different_model(trained):
         score, flag = trained.reference_scores(device_ids, rows)
         return score * 1.01 + 0.01, flag
 
-    assert check_parity(trained.model_dir, MODEL_FEATURE_NAMES, ids, x, trained.reference_scores)
+    exported = OnnxModel.load(trained.model_dir, MODEL_FEATURE_NAMES)
+    assert check_parity(exported, ids, x, trained.reference_scores)
     with pytest.raises(RuntimeError, match="disagrees"):
-        check_parity(trained.model_dir, MODEL_FEATURE_NAMES, ids, x, other)
+        check_parity(exported, ids, x, other)
