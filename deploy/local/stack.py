@@ -666,8 +666,8 @@ def demo(settings: Settings) -> None:
 
 
 LATEST_SCORES_SQL = (
-    "SELECT device_id, window_start, round(anomaly_score::numeric, 3) AS score, is_anomaly, "
-    "model_version FROM {table} ORDER BY window_start DESC, anomaly_score DESC LIMIT 20"
+    "SELECT device_id, window_start, round(severity::numeric, 1) AS severity, is_anomaly, "
+    "model_version FROM {table} ORDER BY window_start DESC, severity DESC LIMIT 20"
 )
 
 
