@@ -9,8 +9,23 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 30.0) -> bool:
-    """Create ``topic`` unless it exists; True when it was created now."""
+def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    timeout_s: float = 30.0,
+    max_message_bytes: int | None = None,
+) -> bool:
+    """Create ``topic`` unless it exists; True when it was created now.
+
+    ``max_message_bytes`` (default: the settings') is the largest message the broker accepts
+    on it: a bigger one is refused to its producer and never reaches the job.
+    """
+    if max_message_bytes is None:
+        from common.settings import Settings
+
+        max_message_bytes = Settings.from_env().max_message_bytes
+    configs = {"max.message.bytes": str(max_message_bytes)}
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -21,7 +36,16 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float =
             )
             if topic in admin.list_topics():
                 return False
-            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            admin.create_topics(
+                [
+                    NewTopic(
+                        topic,
+                        num_partitions=partitions,
+                        replication_factor=1,
+                        topic_configs=configs,
+                    )
+                ]
+            )
             return True
         except TopicAlreadyExistsError:
             return False

@@ -37,6 +37,11 @@ class Settings:
     events_topic: str = "telemetry-events"
     events_topic_partitions: int = 2
     kafka_group_id: str = "anomaly-scoring"
+    # Largest message batch the events topic accepts (set when the topic is created). The
+    # broker refuses bigger ones to their producer, so an oversized payload is the producer's
+    # error and never reaches the job. It bounds producer batches too (batch.size must stay
+    # below it), hence Kafka's usual 1 MiB rather than a few KiB.
+    max_message_bytes: int = 1_048_576
 
     # --- Windows and event time ----------------------------------------------------------
     window_seconds: int = 10
@@ -44,6 +49,12 @@ class Settings:
     watermark_delay_seconds: int = 5
     # A partition silent for this long stops holding back the watermark.
     idle_timeout_seconds: int = 5
+    # An event time further ahead of the broker's timestamp of its message than this is a
+    # wrong clock: the event goes to the dead letters instead of pushing the watermark (and so
+    # every later event) past it.
+    max_clock_skew_seconds: int = 600
+    # Longest device id accepted; longer ones are dead letters.
+    max_device_id_length: int = 128
 
     # --- PostgreSQL ----------------------------------------------------------------------
     pg_host: str = "127.0.0.1"
@@ -52,6 +63,10 @@ class Settings:
     pg_user: str = "anomaly"
     pg_password: str = field(default="", repr=False)
     scores_table: str = "anomaly_scores"
+    # Messages the job could not use, with the reason and where they came from.
+    dead_letters_table: str = "dead_letters"
+    # Valid events that arrived after their window had closed, with how late they were.
+    late_events_table: str = "late_events"
 
     # --- Flink ---------------------------------------------------------------------------
     flink_rest_url: str = "http://127.0.0.1:8081"
@@ -59,6 +74,14 @@ class Settings:
     parallelism: int = 1
     # Rows per Arrow batch handed to the pandas scoring UDF.
     arrow_batch_size: int = 10_000
+    # Checkpoints: a failed job restarts from the last one and the upserting sinks overwrite
+    # what it replays. 0 turns checkpointing off.
+    checkpoint_interval_seconds: int = 10
+    # hashmap (state on the heap, fast, bounded by memory) or rocksdb (on disk, large state).
+    state_backend: str = "hashmap"
+    # Where checkpoints go (a URI every Flink process can reach; default: the local stack's
+    # state folder). They are kept when the job is cancelled, so it can resume with `-s`.
+    checkpoint_dir: str = ""
 
     # --- Files ---------------------------------------------------------------------------
     state_dir: Path = field(default_factory=_default_state_dir)
@@ -90,6 +113,10 @@ class Settings:
     @property
     def secrets_file(self) -> Path:
         return self.state_dir / "secrets.env"
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return self.checkpoint_dir or (self.state_dir / "flink" / "checkpoints").resolve().as_uri()
 
     @property
     def current_model_pointer(self) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from common.features import FEATURES, METRIC_NAMES, MODEL_FEATURE_NAMES, PG_TYPES
+from common.features import FEATURES, METRIC_NAMES, METRICS, MODEL_FEATURE_NAMES, PG_TYPES
 from common.settings import REPO_ROOT, Settings
 
 SQL_DIR = REPO_ROOT / "sql"
@@ -27,6 +27,41 @@ EVENT_COLUMNS = (
 )
 
 
+def interval(seconds: int) -> str:
+    """A Flink SQL interval literal of any length (``INTERVAL 'n' SECOND`` stops at 99 s)."""
+    days, rest = divmod(int(seconds), 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}' DAY TO SECOND"
+
+
+def metric_checks() -> list[str]:
+    """CASE branches naming the first problem of each metric's text (checked_events.sql):
+    missing, not a number, not finite, outside the catalogue's physical range."""
+    branches = []
+    for m in METRICS:
+        col, typed = f"`{m.name}`", f"TRY_CAST(`{m.name}` AS DOUBLE)"
+        branches += [
+            f"WHEN {col} IS NULL THEN '{m.name}: missing or null'",
+            f"WHEN {typed} IS NULL THEN '{m.name}: not a number'",
+            f"WHEN NOT {typed} BETWEEN -1.7976931348623157E308 AND 1.7976931348623157E308"
+            f" THEN '{m.name}: not a finite number'",
+        ]
+        if m.min is not None:
+            branches.append(
+                f"WHEN {typed} < {m.min!r} THEN '{m.name}: below its minimum {m.min:g}'"
+            )
+        if m.max is not None:
+            branches.append(
+                f"WHEN {typed} > {m.max!r} THEN '{m.name}: above its maximum {m.max:g}'"
+            )
+    return branches
+
+
+# The fields of an event the streaming job reads; others (labels, extras) are ignored.
+SOURCE_FIELDS = ("device_id", "ts_ms", *METRIC_NAMES)
+
+
 def context(settings: Settings, **extra: object) -> dict[str, str]:
     """Placeholder values shared by every SQL file."""
     indent = ",\n  "
@@ -39,7 +74,24 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "watermark_delay_seconds": settings.watermark_delay_seconds,
         "scores_table": settings.scores_table,
         "jdbc_url": settings.jdbc_url,
+        "dead_letters_table": settings.dead_letters_table,
+        "late_events_table": settings.late_events_table,
+        "window_ms": settings.window_seconds * 1000,
+        "window_interval": interval(settings.window_seconds),
+        "watermark_interval": interval(settings.watermark_delay_seconds),
+        "clock_skew_interval": interval(settings.max_clock_skew_seconds),
+        "max_clock_skew_seconds": settings.max_clock_skew_seconds,
+        "max_device_id_length": settings.max_device_id_length,
         "event_columns": indent.join(f"`{name}` {typ}" for name, typ in EVENT_COLUMNS),
+        # The Kafka source reads every field as text; checked_events.sql types and checks it.
+        "source_event_columns": indent.join(f"`{name}` STRING" for name in SOURCE_FIELDS),
+        "metric_checks": "\n    ".join(metric_checks()),
+        "typed_metric_columns": indent.join(
+            f"TRY_CAST(`{name}` AS DOUBLE) AS `{name}`" for name in METRIC_NAMES
+        ),
+        "parsed_payload": "JSON_OBJECT("
+        + ", ".join(f"KEY '{name}' VALUE `{name}`" for name in SOURCE_FIELDS)
+        + ")",
         "feature_expressions": indent.join(f"{f.flink_expression} AS `{f.name}`" for f in FEATURES),
         # Training only (training/train.py): labelled events per window, where the source
         # carries labels; the streaming job scores without them.
@@ -78,6 +130,19 @@ def strip_comments(statement: str) -> str:
     """Drop ``--`` comment lines; Flink's ``execute_sql`` takes one bare statement."""
     lines = [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
     return "\n".join(lines).strip().rstrip(";")
+
+
+def statements(text: str) -> list[str]:
+    """The statements of a rendered Flink SQL file, comments dropped: each ends with a line
+    ending in ``;`` (or the end of the file)."""
+    out, current = [], []
+    for line in text.splitlines():
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            out.append(strip_comments("\n".join(current)))
+            current = []
+    out.append(strip_comments("\n".join(current)))
+    return [s for s in out if s]
 
 
 def postgres_migrations() -> list[Path]:

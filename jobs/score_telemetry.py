@@ -21,21 +21,41 @@ from pyflink.table import TableEnvironment, TableResult
 from common.features import MODEL_FEATURE_NAMES
 from common.models import resolve_model_dir
 from common.settings import Settings
-from common.sql import render, strip_comments
+from common.sql import render, statements
 from udfs.onnx_scorer import ModelCardError, OnnxModel, score_window_udf
 
 
+def execute_file(t_env: TableEnvironment, relative_path: str, settings: Settings, **extra) -> None:
+    for statement in statements(render(relative_path, settings, **extra)):
+        t_env.execute_sql(statement)
+
+
 def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: bool) -> None:
-    """Declare the Kafka source and the window-feature view."""
+    """Declare the Kafka sources, the event checks and the window-feature view."""
     bounded_option = "'scan.bounded.mode' = 'latest-offset'," if bounded else ""
-    t_env.execute_sql(
-        strip_comments(render("flink/events_kafka.sql", settings, bounded_option=bounded_option))
-    )
-    t_env.execute_sql(strip_comments(render("flink/window_features.sql", settings)))
+    execute_file(t_env, "flink/events_kafka.sql", settings, bounded_option=bounded_option)
+    execute_file(t_env, "flink/checked_events.sql", settings)
+    execute_file(t_env, "flink/window_features.sql", settings)
 
 
-def register_scoring(t_env: TableEnvironment, settings: Settings, model_dir: Path) -> None:
-    """Register the scoring UDF (model loads in the worker's open()) and the JDBC sink."""
+def jdbc_sink_options(settings: Settings) -> str:
+    """Connection and write options shared by every PostgreSQL sink. Rows are written in
+    batches (at most 5,000 rows or 1 s apart) and on every checkpoint; a failed write is
+    retried, then fails the job, which restarts from its last checkpoint."""
+    options = {
+        "connector": "jdbc",
+        "url": settings.jdbc_url,
+        "username": settings.pg_user,
+        "password": settings.pg_password,
+        "sink.buffer-flush.max-rows": "5000",
+        "sink.buffer-flush.interval": "1s",
+        "sink.max-retries": "5",
+    }
+    return ",\n  ".join(f"'{key}' = '{value}'" for key, value in options.items())
+
+
+def register_sinks(t_env: TableEnvironment, settings: Settings, model_dir: Path) -> None:
+    """Register the scoring UDF (model loads in the worker's open()) and the JDBC sinks."""
     # Load the model here too, before submitting: a model that does not fit this job (other
     # features or window) is refused at `flink run` time with the reason, instead of failing
     # in every TaskManager restart.
@@ -44,16 +64,34 @@ def register_scoring(t_env: TableEnvironment, settings: Settings, model_dir: Pat
         "score_window",
         score_window_udf(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds),
     )
-    t_env.execute_sql(
-        strip_comments(
-            render(
-                "flink/scores_jdbc.sql",
-                settings,
-                pg_user=settings.pg_user,
-                pg_password=settings.pg_password,
-            )
+    options = jdbc_sink_options(settings)
+    execute_file(t_env, "flink/scores_jdbc.sql", settings, jdbc_sink_options=options)
+    execute_file(t_env, "flink/rejects_jdbc.sql", settings, jdbc_sink_options=options)
+
+
+def configure_fault_tolerance(
+    t_env: TableEnvironment, settings: Settings, *, bounded: bool
+) -> None:
+    """Checkpoints, and restarts with backoff: after a crash or an outage the job resumes from
+    its last checkpoint and the upserting sinks overwrite what it replays, so the tables end
+    up as an undisturbed run leaves them."""
+    config = t_env.get_config()
+    if settings.checkpoint_interval_seconds > 0:
+        config.set("execution.checkpointing.interval", f"{settings.checkpoint_interval_seconds} s")
+        config.set("execution.checkpointing.mode", "EXACTLY_ONCE")
+        config.set("state.backend.type", settings.state_backend)
+        config.set("execution.checkpointing.dir", settings.checkpoint_uri)
+        # Kept after a cancel, so a job can be resubmitted from its last checkpoint (`-s`).
+        config.set(
+            "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
         )
-    )
+    # Back off from 1 s up to a minute between attempts; the web UI counts the restarts. A
+    # bounded run (a replay, a test) gives up after a few attempts with the real exception.
+    config.set("restart-strategy.type", "exponential-delay")
+    config.set("restart-strategy.exponential-delay.initial-backoff", "1 s")
+    config.set("restart-strategy.exponential-delay.max-backoff", "60 s")
+    if bounded:
+        config.set("restart-strategy.exponential-delay.attempts-before-reset-backoff", "4")
 
 
 def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> TableResult:
@@ -61,18 +99,14 @@ def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> 
 
     model_dir = resolve_model_dir(settings, model_dir)
     t_env = create_table_env(settings, streaming=True)
-    config = t_env.get_config()
-    if bounded:
-        # Replays and tests: fail at once with the real exception.
-        config.set("restart-strategy.type", "none")
-    else:
-        # The endless job rides out transient failures (a database restart, a broker blip),
-        # backing off up to a minute between attempts; the web UI counts the restarts.
-        config.set("restart-strategy.type", "exponential-delay")
-        config.set("restart-strategy.exponential-delay.max-backoff", "60 s")
+    configure_fault_tolerance(t_env, settings, bounded=bounded)
     register_features(t_env, settings, bounded=bounded)
-    register_scoring(t_env, settings, model_dir)
-    return t_env.execute_sql(strip_comments(render("flink/insert_scores.sql", settings)))
+    register_sinks(t_env, settings, model_dir)
+    job = t_env.create_statement_set()
+    for relative_path in ("flink/insert_scores.sql", "flink/insert_rejects.sql"):
+        for statement in statements(render(relative_path, settings)):
+            job.add_insert_sql(statement)
+    return job.execute()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,8 @@ class KafkaSink(Sink):
                 self.first_error = str(err)
 
     def send(self, messages: list[Message]) -> None:
+        from confluent_kafka import KafkaException
+
         produce, topic = self._producer.produce, self.topic
         for key, value in messages:
             while True:
@@ -93,6 +95,9 @@ class KafkaSink(Sink):
                     break
                 except BufferError:  # local queue full: let librdkafka drain it
                     self._producer.poll(0.05)
+                except KafkaException as exc:  # refused before sending, e.g. too large
+                    self._on_delivery(exc.args[0], None)
+                    break
         self._producer.poll(0)
 
     def close(self) -> None:

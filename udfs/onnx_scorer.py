@@ -31,6 +31,9 @@ SCORE_RESULT_TYPE = DataTypes.ROW(
         DataTypes.FIELD("severity", DataTypes.DOUBLE()),
         DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
         DataTypes.FIELD("model_version", DataTypes.STRING()),
+        # False for a device the model has no statistics of its own for (scored with the
+        # fleet's): new devices are scored from their first window, and marked.
+        DataTypes.FIELD("known_device", DataTypes.BOOLEAN()),
     ]
 )
 
@@ -165,7 +168,7 @@ class OnnxModel:
 
 class ScoreWindow(ScalarFunction):
     """``score_window(device_id, f1, ..., fn)`` ->
-    ``ROW<anomaly_score, severity, is_anomaly, model_version>``."""
+    ``ROW<anomaly_score, severity, is_anomaly, model_version, known_device>``."""
 
     def __init__(self, model_dir: str, feature_names: Sequence[str], window_seconds: int):
         self.model_dir = str(model_dir)
@@ -187,6 +190,7 @@ class ScoreWindow(ScalarFunction):
                 "severity": s.severity,
                 "is_anomaly": s.flag,
                 "model_version": self.model.version,
+                "known_device": s.known_device,
             }
         )
 

@@ -4,7 +4,7 @@
 CREATE TEMPORARY TABLE telemetry_events (
   ${event_columns},
   event_time AS TO_TIMESTAMP_LTZ(ts_ms, 3),
-  WATERMARK FOR event_time AS event_time - INTERVAL '${watermark_delay_seconds}' SECOND
+  WATERMARK FOR event_time AS event_time - ${watermark_interval}
 ) WITH (
   'connector' = 'filesystem',
   'path' = '${path}',

@@ -1,13 +1,33 @@
--- Telemetry events from Kafka: one JSON object per message, keyed by device id.
--- Event time is the event's own ts_ms (epoch milliseconds). The watermark trails the newest
--- event time by the allowed out-of-orderness; the job sets table.exec.source.idle-timeout so
--- that a quiet partition does not hold every window open.
+-- Telemetry events from Kafka: one JSON object per message, keyed by device id, read twice.
+--
+-- telemetry_source parses each message once with the JSON format, every field as text: a
+-- field of the wrong type reads as its text instead of failing the job, and checked_events
+-- (checked_events.sql) types and checks it. A message that is not a JSON object at all is
+-- skipped here, and telemetry_messages (the same messages as raw text) sends exactly those to
+-- the dead letters: Flink's JSON format and IS JSON OBJECT use the same parser, so the two
+-- agree on what is malformed.
+--
+-- Event time is the event's own ts_ms (epoch milliseconds), but only when it is plausible:
+-- an integer from 1970 on, at most ${max_clock_skew_seconds} s ahead of the broker's timestamp
+-- of the message. Otherwise event_time is NULL, which neither moves the watermark nor reaches
+-- a window (the event becomes a dead letter). The watermark trails the newest event time by
+-- the allowed out-of-orderness; the job sets table.exec.source.idle-timeout so that a quiet
+-- partition does not hold every window open.
 -- ${bounded_option} is empty for the endless job and stops the source at the offsets that were
 -- latest when the job started for bounded runs (tests, replays, benchmarks).
-CREATE TEMPORARY TABLE telemetry_events (
-  ${event_columns},
-  event_time AS TO_TIMESTAMP_LTZ(ts_ms, 3),
-  WATERMARK FOR event_time AS event_time - INTERVAL '${watermark_delay_seconds}' SECOND
+CREATE TEMPORARY TABLE telemetry_source (
+  ${source_event_columns},
+  `source_topic` STRING METADATA FROM 'topic' VIRTUAL,
+  `source_partition` INT METADATA FROM 'partition' VIRTUAL,
+  `source_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
+  `broker_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+  event_time AS CASE
+    WHEN TRY_CAST(`ts_ms` AS BIGINT) BETWEEN 0 AND 253402300799999
+      AND TO_TIMESTAMP_LTZ(TRY_CAST(`ts_ms` AS BIGINT), 3)
+          <= `broker_time` + ${clock_skew_interval}
+    THEN TO_TIMESTAMP_LTZ(TRY_CAST(`ts_ms` AS BIGINT), 3)
+  END,
+  WATERMARK FOR event_time AS event_time - ${watermark_interval}
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${events_topic}',
@@ -17,5 +37,21 @@ CREATE TEMPORARY TABLE telemetry_events (
   ${bounded_option}
   'format' = 'json',
   'json.fail-on-missing-field' = 'false',
-  'json.ignore-parse-errors' = 'false'
+  'json.ignore-parse-errors' = 'true'
+);
+
+CREATE TEMPORARY TABLE telemetry_messages (
+  `payload` STRING,
+  `source_topic` STRING METADATA FROM 'topic' VIRTUAL,
+  `source_partition` INT METADATA FROM 'partition' VIRTUAL,
+  `source_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
+  `broker_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${events_topic}',
+  'properties.bootstrap.servers' = '${kafka_bootstrap}',
+  'properties.group.id' = '${kafka_group_id}-messages',
+  'scan.startup.mode' = 'earliest-offset',
+  ${bounded_option}
+  'format' = 'raw'
 )

@@ -9,7 +9,8 @@ SELECT
   scored.s.anomaly_score,
   scored.s.severity,
   scored.s.is_anomaly,
-  scored.s.model_version
+  scored.s.model_version,
+  scored.s.known_device
 FROM (
   SELECT *, score_window(device_id, ${model_feature_list}) AS s FROM window_features
 ) AS scored

@@ -12,14 +12,9 @@ CREATE TEMPORARY TABLE anomaly_scores_sink (
   severity DOUBLE,
   is_anomaly BOOLEAN,
   model_version STRING,
+  known_device BOOLEAN,
   PRIMARY KEY (device_id, window_start) NOT ENFORCED
 ) WITH (
-  'connector' = 'jdbc',
-  'url' = '${jdbc_url}',
   'table-name' = '${scores_table}',
-  'username' = '${pg_user}',
-  'password' = '${pg_password}',
-  'sink.buffer-flush.max-rows' = '5000',
-  'sink.buffer-flush.interval' = '1s',
-  'sink.max-retries' = '5'
+  ${jdbc_sink_options}
 )

@@ -10,6 +10,6 @@ SELECT
   window_end,
   ${feature_expressions}${label_columns}
 FROM TABLE(
-  TUMBLE(TABLE telemetry_events, DESCRIPTOR(event_time), INTERVAL '${window_seconds}' SECOND)
+  TUMBLE(TABLE telemetry_events, DESCRIPTOR(event_time), ${window_interval})
 )
 GROUP BY device_id, window_start, window_end

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from simulator.generator import SimulatorConfig, TelemetryGenerator
 from simulator.sinks import KafkaSink
 from tests import reference
 from tests.conftest import FIGURES, FLEET_DEVICES
+from tests.pipeline import fetch_scores, job_env
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -40,36 +40,9 @@ def produce_events(settings: Settings, topic: str, ticks: int, seed: int) -> lis
     return events
 
 
-def job_env(settings: Settings, topic: str) -> dict[str, str]:
-    return {
-        "ANOMALY_EVENTS_TOPIC": topic,
-        "ANOMALY_PG_DATABASE": settings.pg_database,
-        "ANOMALY_JOB_NAME": f"anomaly-scoring-test-{topic}",
-        "ANOMALY_KAFKA_GROUP_ID": f"test-{uuid.uuid4().hex[:8]}",
-    }
-
-
-def fetch_scores(settings: Settings) -> pd.DataFrame:
-    from psycopg2 import sql
-
-    from common.db import connect
-
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT * FROM {} ORDER BY device_id, window_start").format(
-                sql.Identifier(settings.scores_table)
-            )
-        )
-        columns = [d.name for d in cur.description]
-        frame = pd.DataFrame(cur.fetchall(), columns=columns)
-    conn.close()
-    for col in ("window_start", "window_end"):
-        frame[col] = pd.to_datetime(frame[col], utc=True)
-    return frame
-
-
-def assert_rows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
+def assert_windows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
+    """Rows equal, by value, what the events must give: bounds, features, scores, severity,
+    model version, and whether the model knew the device."""
     result, _, card = trained
     expected = reference.window_features(events, 10)
     assert len(rows) == len(expected), f"{len(rows)} rows in PostgreSQL, {len(expected)} expected"
@@ -96,7 +69,12 @@ def assert_rows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
     np.testing.assert_allclose(rows["severity"].to_numpy(float), result.severity(got), atol=1e-9)
     assert ((rows["severity"].to_numpy(float) > 50) == flag).all()
     assert set(rows["model_version"]) == {card["version"]}
+    known = result.normaliser.known(expected["device_id"].to_numpy(dtype=object))
+    assert (rows["known_device"].to_numpy(bool) == known).all()
 
+
+def assert_rows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
+    assert_windows_exact(rows, events, trained)
     # The injected anomalies are flagged; clean windows mostly are not.
     all_anomalous, clean = reference.anomalous_windows(events, 10)
     flagged = {

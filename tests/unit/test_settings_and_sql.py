@@ -46,14 +46,14 @@ def test_plpgsql_dollar_quotes_survive_rendering():
     "path", sorted(p.relative_to(SQL_DIR).as_posix() for p in SQL_DIR.rglob("*.sql"))
 )
 def test_every_sql_file_renders_completely(path):
-    text = render(path, Settings(), bounded_option="", path="/x", pg_user="u", pg_password="p")
+    text = render(path, Settings(), bounded_option="", path="/x", jdbc_sink_options="")
     assert "${" not in text
 
 
 def test_feature_columns_agree_everywhere():
     """Flink sink, PostgreSQL schema and the model inputs all come from common.features."""
     pg = render("postgres/001_anomaly_scores.sql", Settings())
-    flink = render("flink/scores_jdbc.sql", Settings(), pg_user="u", pg_password="p")
+    flink = render("flink/scores_jdbc.sql", Settings(), jdbc_sink_options="")
     for name in FEATURE_NAMES:
         assert re.search(rf"\b{name} (double precision|bigint)", pg), name
         assert f"`{name}`" in flink, name

@@ -61,7 +61,13 @@ def test_batch_scores_equal_the_reference_on_held_out_windows(trained):
     ids[:40] = "never-seen-device"
     x[40:90] += 25.0 * (1.0 + np.arange(50) % 5)[:, None]  # far outliers for their devices
     out = opened(trained).eval(*batch(ids, x))
-    assert list(out.columns) == ["anomaly_score", "severity", "is_anomaly", "model_version"]
+    assert list(out.columns) == [
+        "anomaly_score",
+        "severity",
+        "is_anomaly",
+        "model_version",
+        "known_device",
+    ]
     expected, expected_flag = trained.reference_scores(ids, x)
     np.testing.assert_allclose(out["anomaly_score"].to_numpy(float), expected, rtol=1e-5, atol=1e-5)
     assert (out["is_anomaly"].to_numpy(bool) == expected_flag).all()
@@ -69,6 +75,7 @@ def test_batch_scores_equal_the_reference_on_held_out_windows(trained):
     assert out["is_anomaly"][40:90].all(), "planted outliers must be flagged"
     assert out["is_anomaly"][90:].mean() < 0.05
     assert set(out["model_version"]) == {trained.version}
+    assert not out["known_device"][:40].any() and out["known_device"][40:].all()
 
 
 def test_one_model_judges_each_device_by_its_own_baseline(trained):

@@ -1,0 +1,38 @@
+-- Every parsed event with its verdict: reject_reason names the first problem (NULL for a good
+-- event), is_late says that its window had already closed when it arrived.
+--
+-- A window closes once the watermark reaches its last millisecond; an event for a closed
+-- window would be dropped by the window operator without a trace, so it is routed to the late
+-- events here instead. This runs in the source's own task, whose watermark is never behind the
+-- window operator's: an event judged on time here is never dropped there.
+CREATE TEMPORARY VIEW checked_events AS
+SELECT
+  *,
+  CASE
+    WHEN `device_id` IS NULL THEN 'device_id: missing or null'
+    WHEN CHAR_LENGTH(TRIM(`device_id`)) = 0 THEN 'device_id: empty'
+    WHEN CHAR_LENGTH(`device_id`) > ${max_device_id_length}
+      THEN 'device_id: longer than ${max_device_id_length} characters'
+    WHEN `ts_ms` IS NULL THEN 'ts_ms: missing or null'
+    WHEN TRY_CAST(`ts_ms` AS BIGINT) IS NULL THEN 'ts_ms: not an integer'
+    WHEN event_time IS NULL
+      THEN 'ts_ms: before 1970 or more than ${max_clock_skew_seconds} s ahead of the broker'
+    ${metric_checks}
+  END AS reject_reason,
+  event_time IS NOT NULL
+    AND CURRENT_WATERMARK(event_time) IS NOT NULL
+    AND TO_TIMESTAMP_LTZ(
+          TRY_CAST(`ts_ms` AS BIGINT) - MOD(TRY_CAST(`ts_ms` AS BIGINT), ${window_ms})
+            + ${window_ms} - 1, 3)
+        <= CURRENT_WATERMARK(event_time) AS is_late
+FROM telemetry_source;
+
+-- Good, on-time events, typed: what the window features read.
+CREATE TEMPORARY VIEW telemetry_events AS
+SELECT
+  `device_id`,
+  TRY_CAST(`ts_ms` AS BIGINT) AS `ts_ms`,
+  ${typed_metric_columns},
+  event_time
+FROM checked_events
+WHERE reject_reason IS NULL AND NOT is_late
