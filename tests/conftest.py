@@ -68,16 +68,21 @@ def fresh_db(stack: Settings):
     from common.db import connect, migrate
 
     name = f"test_{uuid.uuid4().hex[:10]}"
-    admin = connect(stack)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    def admin(statement):
+        # A new connection each time: a test may restart the server in between.
+        conn = connect(stack)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement.format(sql.Identifier(name)))
+        finally:
+            conn.close()
+
+    admin(sql.SQL("CREATE DATABASE {}"))
     settings = stack.replace(pg_database=name)
     migrate(settings)
     yield settings
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    admin.close()
+    admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"))
 
 
 def write_dump(path: Path, config: SimulatorConfig, start_ms: int, ticks: int) -> list[dict]:

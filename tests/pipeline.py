@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import uuid
 
@@ -114,3 +115,69 @@ def reject_reason(value: bytes | None) -> str | None:
         if m.max is not None and number > m.max:
             return f"{m.name}: above its maximum {m.max:g}"
     return None
+
+
+class PacedProducer(threading.Thread):
+    """Sends a known list of messages in slices with pauses, as a live fleet would, then one
+    sentinel event per partition far enough ahead to close every window of the list."""
+
+    def __init__(self, settings: Settings, topic: str, messages: list, slices: int, pause_s: float):
+        super().__init__(daemon=True)
+        self.settings, self.topic, self.messages = settings, topic, messages
+        self.slices, self.pause_s = slices, pause_s
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from confluent_kafka import Producer
+
+        try:
+            producer = Producer(
+                {"bootstrap.servers": self.settings.kafka_bootstrap, "linger.ms": 5, "acks": "all"}
+            )
+            size = -(-len(self.messages) // self.slices)
+            for start in range(0, len(self.messages), size):
+                for key, value in self.messages[start : start + size]:
+                    producer.produce(self.topic, value, key)
+                producer.flush(120)
+                self.sent = min(start + size, len(self.messages))
+                time.sleep(self.pause_s)
+            events = [json.loads(v) for _, v in self.messages if reject_reason(v) is None]
+            last = max(e["ts_ms"] for e in events)
+            for partition in range(self.settings.events_topic_partitions):
+                # A good event (its own window never closes, so it leaves no row).
+                event = {**events[0], "device_id": f"sentinel-{partition}", "ts_ms": last + 60_000}
+                producer.produce(self.topic, json.dumps(event).encode(), partition=partition)
+            if producer.flush(120):
+                raise RuntimeError("sentinel events not delivered within 120 s")
+        except BaseException as exc:  # reported by the test thread
+            self.error = exc
+
+
+def count_rows(settings: Settings, table: str) -> int:
+    from psycopg2 import sql
+
+    from common.db import connect
+
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def wait_for_rows(settings: Settings, table: str, expected: int, timeout_s: float) -> float:
+    """Wait until ``table`` holds ``expected`` rows; returns when (monotonic clock)."""
+    deadline = time.monotonic() + timeout_s
+    got = -1
+    while time.monotonic() < deadline:
+        try:
+            got = count_rows(settings, table)
+        except Exception:  # the database may be down on purpose
+            got = -1
+        if got >= expected:
+            return time.monotonic()
+        time.sleep(0.5)
+    raise AssertionError(f"{table}: {got} rows after {timeout_s:.0f} s, {expected} expected")

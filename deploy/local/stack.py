@@ -451,6 +451,60 @@ class Flink:
         )
         log("Flink cluster stopped")
 
+    # --- processes, for operators and fault-injection tests -------------------------------------
+    DAEMONS = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}
+
+    def pids(self, daemon: str) -> list[int]:
+        """Live pids of the cluster's JobManager or TaskManager processes."""
+        live = []
+        for pid_file in self.root.glob(f"flink-*-{self.DAEMONS[daemon]}.pid"):
+            for line in pid_file.read_text().split():
+                try:
+                    os.kill(int(line), 0)
+                except (ValueError, ProcessLookupError, PermissionError):
+                    continue
+                live.append(int(line))
+        return live
+
+    def start_daemon(self, daemon: str) -> None:
+        """Start one more JobManager or TaskManager process (e.g. after one died)."""
+        subprocess.run(
+            [str(self.home / "bin" / f"{daemon}.sh"), "start"],
+            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def stop_with_savepoint(self, job_id: str, target: Path, timeout_s: float = 120) -> str:
+        """`flink stop`: take a savepoint, then stop the job; returns the savepoint's path.
+        Windows still open stay in the savepoint (no drain), for the next job version."""
+        body = json.dumps({"targetDirectory": target.resolve().as_uri(), "drain": False}).encode()
+        req = urllib.request.Request(
+            f"{self.s.flink_rest_url.rstrip('/')}/jobs/{job_id}/stop",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            trigger = json.loads(resp.read())["request-id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.rest(f"/jobs/{job_id}/savepoints/{trigger}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status["operation"]
+                if "failure-cause" in operation:
+                    raise StackError(f"savepoint of {job_id} failed: {operation['failure-cause']}")
+                return operation["location"]
+            time.sleep(0.5)
+        raise StackError(f"savepoint of job {job_id} not done within {timeout_s:.0f} s")
+
+    def latest_checkpoint(self, job_id: str) -> Path | None:
+        """The newest completed checkpoint a job left in the checkpoint folder (kept when the
+        job is cancelled or its JobManager dies), to resubmit from with ``-s``."""
+        folder = Path(self.s.checkpoint_uri.removeprefix("file://")) / job_id
+        done = [p for p in folder.glob("chk-*") if (p / "_metadata").exists()]
+        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
     def jobs(self) -> list[dict]:
         try:
             return self.rest("/jobs/overview").get("jobs", [])
@@ -468,12 +522,20 @@ class Flink:
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
-    def submit(self, job_args: list[str], env: dict[str, str] | None = None) -> str:
-        """`flink run -d` the job; returns the job id Flink prints."""
+    def submit(
+        self,
+        job_args: list[str],
+        env: dict[str, str] | None = None,
+        from_savepoint: str | Path | None = None,
+    ) -> str:
+        """`flink run -d` the job (from a savepoint or retained checkpoint if given); returns
+        the job id Flink prints."""
+        restore = ["--fromSavepoint", str(from_savepoint)] if from_savepoint else []
         cmd = [
             str(self.home / "bin" / "flink"),
             "run",
             "--detached",
+            *restore,
             "--jobmanager",
             self.s.flink_rest_url.removeprefix("http://"),
             "-pyexec",

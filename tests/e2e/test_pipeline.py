@@ -40,10 +40,9 @@ def produce_events(settings: Settings, topic: str, ticks: int, seed: int) -> lis
     return events
 
 
-def assert_windows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
-    """Rows equal, by value, what the events must give: bounds, features, scores, severity,
-    model version, and whether the model knew the device."""
-    result, _, card = trained
+def assert_windows_exact(rows: pd.DataFrame, events: list[dict], *trained) -> None:
+    """Rows equal, by value, what the events must give: bounds, features, and the scores,
+    severity and known-device mark of the model version each row names (one of ``trained``)."""
     expected = reference.window_features(events, 10)
     assert len(rows) == len(expected), f"{len(rows)} rows in PostgreSQL, {len(expected)} expected"
     assert list(rows["device_id"]) == list(expected["device_id"])
@@ -59,18 +58,23 @@ def assert_windows_exact(rows: pd.DataFrame, events: list[dict], trained) -> Non
             atol=1e-9,
             err_msg=name,
         )
-    # Scores: the training-side reference (numpy / scikit-learn, no ONNX) on the independently
-    # computed features; severity from the card's calibration, above 50 exactly when flagged.
-    x = expected[list(MODEL_FEATURE_NAMES)].to_numpy(np.float64)
-    score, flag = result.reference_scores(expected["device_id"].to_numpy(dtype=object), x)
-    got = rows["anomaly_score"].to_numpy(float)
-    np.testing.assert_allclose(got, score, rtol=1e-5, atol=1e-5)
-    assert (rows["is_anomaly"].to_numpy(bool) == flag).all()
-    np.testing.assert_allclose(rows["severity"].to_numpy(float), result.severity(got), atol=1e-9)
-    assert ((rows["severity"].to_numpy(float) > 50) == flag).all()
-    assert set(rows["model_version"]) == {card["version"]}
-    known = result.normaliser.known(expected["device_id"].to_numpy(dtype=object))
-    assert (rows["known_device"].to_numpy(bool) == known).all()
+    models = {card["version"]: result for result, _, card in trained}
+    assert set(rows["model_version"]) <= set(models), set(rows["model_version"])
+    for version, result in models.items():
+        mine = (rows["model_version"] == version).to_numpy()
+        # Scores: the training-side reference (numpy / scikit-learn, no ONNX) on the
+        # independently computed features; severity from the card's calibration, above 50
+        # exactly when flagged.
+        ids = expected["device_id"].to_numpy(dtype=object)[mine]
+        x = expected[list(MODEL_FEATURE_NAMES)].to_numpy(np.float64)[mine]
+        score, flag = result.reference_scores(ids, x)
+        got = rows["anomaly_score"].to_numpy(float)[mine]
+        np.testing.assert_allclose(got, score, rtol=1e-5, atol=1e-5)
+        assert (rows["is_anomaly"].to_numpy(bool)[mine] == flag).all()
+        severity = rows["severity"].to_numpy(float)[mine]
+        np.testing.assert_allclose(severity, result.severity(got), atol=1e-9)
+        assert ((severity > 50) == flag).all()
+        assert (rows["known_device"].to_numpy(bool)[mine] == result.normaliser.known(ids)).all()
 
 
 def assert_rows_exact(rows: pd.DataFrame, events: list[dict], trained) -> None:
