@@ -35,26 +35,34 @@ def interval(seconds: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}' DAY TO SECOND"
 
 
+def value_column(metric: str) -> str:
+    """The column holding a metric's number in checked_events.sql (NULL if not a number)."""
+    return f"{metric}__value"
+
+
 def metric_checks() -> list[str]:
-    """CASE branches naming the first problem of each metric's text (checked_events.sql):
-    missing, not a number, not finite, outside the catalogue's physical range."""
+    """CASE branches naming the first problem of each metric (checked_events.sql): missing,
+    not a number, not finite, outside the catalogue's physical range. A good event, the
+    common case, costs two comparisons per metric; the inner CASE runs for bad ones only."""
+    largest = "1.7976931348623157E308"
     branches = []
     for m in METRICS:
-        col, typed = f"`{m.name}`", f"TRY_CAST(`{m.name}` AS DOUBLE)"
-        branches += [
-            f"WHEN {col} IS NULL THEN '{m.name}: missing or null'",
-            f"WHEN {typed} IS NULL THEN '{m.name}: not a number'",
-            f"WHEN NOT {typed} BETWEEN -1.7976931348623157E308 AND 1.7976931348623157E308"
-            f" THEN '{m.name}: not a finite number'",
+        text, value = f"`{m.name}`", f"`{value_column(m.name)}`"
+        low = repr(m.min) if m.min is not None else f"-{largest}"
+        high = repr(m.max) if m.max is not None else largest
+        problem = [
+            f"WHEN NOT {value} BETWEEN -{largest} AND {largest}"
+            f" THEN '{m.name}: not a finite number'"
         ]
         if m.min is not None:
-            branches.append(
-                f"WHEN {typed} < {m.min!r} THEN '{m.name}: below its minimum {m.min:g}'"
-            )
+            problem.append(f"WHEN {value} < {low} THEN '{m.name}: below its minimum {m.min:g}'")
         if m.max is not None:
-            branches.append(
-                f"WHEN {typed} > {m.max!r} THEN '{m.name}: above its maximum {m.max:g}'"
-            )
+            problem.append(f"WHEN {value} > {high} THEN '{m.name}: above its maximum {m.max:g}'")
+        branches += [
+            f"WHEN {value} IS NULL THEN CASE WHEN {text} IS NULL"
+            f" THEN '{m.name}: missing or null' ELSE '{m.name}: not a number' END",
+            f"WHEN NOT {value} BETWEEN {low} AND {high} THEN CASE {' '.join(problem)} END",
+        ]
     return branches
 
 
@@ -86,8 +94,11 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         # The Kafka source reads every field as text; checked_events.sql types and checks it.
         "source_event_columns": indent.join(f"`{name}` STRING" for name in SOURCE_FIELDS),
         "metric_checks": "\n    ".join(metric_checks()),
+        "metric_values": indent.join(
+            f"TRY_CAST(`{name}` AS DOUBLE) AS `{value_column(name)}`" for name in METRIC_NAMES
+        ),
         "typed_metric_columns": indent.join(
-            f"TRY_CAST(`{name}` AS DOUBLE) AS `{name}`" for name in METRIC_NAMES
+            f"`{value_column(name)}` AS `{name}`" for name in METRIC_NAMES
         ),
         "parsed_payload": "JSON_OBJECT("
         + ", ".join(f"KEY '{name}' VALUE `{name}`" for name in SOURCE_FIELDS)

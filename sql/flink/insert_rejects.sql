@@ -32,9 +32,7 @@ SELECT
   CAST(broker_time AS TIMESTAMP(3)),
   device_id,
   CAST(event_time AS TIMESTAMP(3)),
-  CAST(TO_TIMESTAMP_LTZ(
-    TRY_CAST(`ts_ms` AS BIGINT) - MOD(TRY_CAST(`ts_ms` AS BIGINT), ${window_ms}), 3)
-    AS TIMESTAMP(3)),
+  CAST(TO_TIMESTAMP_LTZ(ts_value - MOD(ts_value, ${window_ms}), 3) AS TIMESTAMP(3)),
   CAST(CURRENT_WATERMARK(event_time) AS TIMESTAMP(3))
 FROM checked_events
 WHERE reject_reason IS NULL AND is_late
