@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train evaluate evaluate-simulator models rollback test test-unit bench-simulator bench-onnx lint format lock
+.PHONY: help setup demo up stop status psql train evaluate evaluate-simulator models upgrade rollback test test-unit bench-simulator bench-onnx lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ evaluate-simulator: setup ## accuracy on labelled simulator data: our models bes
 
 models: ## list model versions (* marks CURRENT)
 	@$(PY) -m common.models list
+
+upgrade: ## switch the running job to the CURRENT model / new code: stop with savepoint, resubmit from it
+	@$(PY) -m deploy.local.stack upgrade
 
 rollback: ## make the previously current model version current again
 	@$(PY) -m common.models rollback

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ENV_PREFIX = "ANOMALY_"
+_SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def _default_state_dir() -> Path:
@@ -87,6 +90,30 @@ class Settings:
     state_dir: Path = field(default_factory=_default_state_dir)
     jars_dir: Path = REPO_ROOT / ".deps" / "jars"
     models_dir: Path = REPO_ROOT / "models"
+
+    def __post_init__(self) -> None:
+        # Names reach SQL text and Flink options as they are: allow only plain identifiers, so
+        # that no setting can smuggle SQL or quotes into a statement.
+        for name in (
+            "scores_table",
+            "dead_letters_table",
+            "late_events_table",
+            "pg_database",
+            "pg_user",
+        ):
+            if not _SQL_NAME.fullmatch(getattr(self, name)):
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use lower-case letters,"
+                    " digits and _ (a plain SQL identifier, at most 63 characters)"
+                )
+        for name in ("events_topic", "kafka_group_id", "job_name"):
+            if not _KAFKA_NAME.fullmatch(getattr(self, name)):
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use letters, digits,"
+                    " '.', '_' and '-' only"
+                )
+        if "'" in self.pg_password:
+            raise ValueError("ANOMALY_PG_PASSWORD must not contain a single quote (')")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -68,6 +68,7 @@ def fresh_db(stack: Settings):
     from common.db import connect, migrate
 
     name = f"test_{uuid.uuid4().hex[:10]}"
+
     def admin(statement):
         # A new connection each time: a test may restart the server in between.
         conn = connect(stack)

@@ -727,6 +727,23 @@ def demo(settings: Settings) -> None:
     print_guide(settings, job_id)
 
 
+def upgrade(settings: Settings) -> None:
+    """Roll the running job over to the CURRENT model (or new job code) without losing or
+    doubling a window: stop it with a savepoint, submit the new version from that savepoint."""
+    flink = Flink(settings)
+    running = flink.running_jobs(settings.job_name)
+    if not running:
+        raise StackError(f"no running job named {settings.job_name}: `make demo` starts one")
+    old = running[0]["jid"]
+    target = settings.state_dir / "flink" / "savepoints"
+    log(f"stopping job {old} with a savepoint into {target}")
+    began = time.monotonic()
+    savepoint = flink.stop_with_savepoint(old, target)
+    log(f"savepoint {savepoint}; submitting the new version from it")
+    job_id = flink.submit([], from_savepoint=savepoint)
+    log(f"job {job_id} runs from the savepoint ({time.monotonic() - began:.1f} s switch-over)")
+
+
 LATEST_SCORES_SQL = (
     "SELECT device_id, window_start, round(severity::numeric, 1) AS severity, is_anomaly, "
     "model_version FROM {table} ORDER BY window_start DESC, severity DESC LIMIT 20"
@@ -803,7 +820,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m deploy.local.stack", description=__doc__.splitlines()[0]
     )
-    p.add_argument("command", choices=("up", "down", "demo", "status", "migrate", "psql", "train"))
+    p.add_argument(
+        "command",
+        choices=("up", "down", "demo", "status", "migrate", "psql", "train", "upgrade"),
+    )
     args = p.parse_args(argv)
     settings = Settings.from_env()
     try:
@@ -819,6 +839,8 @@ def main(argv: list[str] | None = None) -> int:
             print(psql_command(settings))
         elif args.command == "train":
             train_demo_model(settings)
+        elif args.command == "upgrade":
+            upgrade(settings)
         elif args.command == "migrate":
             from common.db import migrate
 

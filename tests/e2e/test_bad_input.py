@@ -15,7 +15,14 @@ from simulator.generator import SimulatorConfig, TelemetryGenerator
 from simulator.sinks import KafkaSink
 from tests.conftest import FIGURES, FLEET_DEVICES
 from tests.e2e.test_pipeline import T0, assert_windows_exact
-from tests.pipeline import fetch_scores, fetch_table, job_env, reject_reason, wait_for_state
+from tests.pipeline import (
+    fetch_scores,
+    fetch_table,
+    job_env,
+    reject_reason,
+    wait_for_rows,
+    wait_for_state,
+)
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -122,3 +129,32 @@ def test_bad_and_late_input_is_kept_aside_and_good_windows_stay_exact(
         f"{len(messages):,} messages ({sum(kinds.values())} corrupted: {dict(kinds)}) -> "
         f"{len(dead)} dead letters, {len(late)} late events, {len(rows):,} windows"
     )
+
+
+def test_a_silent_partition_does_not_hold_windows_open(stack, fresh_topic, fresh_db, trained):
+    """Every event goes to partition 0; partition 1 never sees one. The endless job must
+    still close windows (the idle timeout releases the watermark)."""
+    from confluent_kafka import Producer
+
+    from deploy.local.stack import Flink
+
+    gen = TelemetryGenerator(SimulatorConfig(devices=20, seed=41, anomaly_rate=0.0))
+    events = [e for tick in gen.events(T0, 60) for e in tick]
+    flink = Flink(stack)
+    job_id = flink.submit(
+        ["--model-dir", str(trained[0].model_dir)], env=job_env(fresh_db, fresh_topic)
+    )
+    wait_for_state(flink, job_id, ("RUNNING",), 60)
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    for e in events:
+        producer.produce(fresh_topic, json.dumps(e).encode(), e["device_id"].encode(), partition=0)
+    # One event 20 s later moves the watermark past every window above.
+    later = {**events[-1], "ts_ms": events[-1]["ts_ms"] + 20_000}
+    producer.produce(fresh_topic, json.dumps(later).encode(), partition=0)
+    assert producer.flush(60) == 0
+    expected = len({(e["device_id"], e["ts_ms"] // 10_000) for e in events})
+    try:
+        wait_for_rows(fresh_db, stack.scores_table, expected, timeout_s=90)
+    finally:
+        flink.cancel(job_id)
+    assert_windows_exact(fetch_scores(fresh_db), events, trained)

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from common.models import current_version
+from common.settings import Settings
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from tests.conftest import FIGURES, FLEET_DEVICES
 from tests.e2e.test_pipeline import T0, assert_windows_exact
@@ -187,14 +189,22 @@ def retrained(trained):
 
 
 def test_upgrade_through_savepoint_loses_and_doubles_nothing(
-    stack, fresh_topic, fresh_db, trained, retrained, tmp_path
+    stack, fresh_topic, fresh_db, trained, retrained, monkeypatch
 ):
+    from deploy.local import stack as local
+
     run = Streaming(stack, fresh_topic, fresh_db, trained, seed=33)
     run.producer.start()
     run.wait_mid_run()
+    # `make upgrade`: the job of these settings moves to their CURRENT model, the new one.
+    for name, value in {**run.env, "ANOMALY_MODELS_DIR": str(retrained[1].models_dir)}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    assert current_version(settings) == retrained[2]["version"]
     stopped = time.monotonic()
-    savepoint = run.flink.stop_with_savepoint(run.job_id, tmp_path / "savepoints")
-    job_id = run.submit(retrained[0].model_dir, from_savepoint=savepoint)
+    local.upgrade(settings)
+    (job,) = run.flink.running_jobs(settings.job_name)
+    job_id = job["jid"]
     running = run.wait_all_running(job_id)
     done = run.finish(job_id)
     rows = fetch_scores(fresh_db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import subprocess
 import sys
 
@@ -111,6 +112,27 @@ def test_services_listen_on_loopback_only(stack):
     assert {port for _, port in ours} == ports, f"not all services listen: {ours}"
     for addr, port in ours:
         assert addr in ("127.0.0.1", "::ffff:7f00:1"), f"port {port} listens on {addr}"
+
+
+def test_every_port_of_the_stack_processes_is_loopback(stack):
+    """Also the ports Flink and Kafka pick themselves (RPC, blob server, data, controller)."""
+    from deploy.local import stack as local
+
+    flink = local.Flink(stack)
+    pids = {*flink.pids("jobmanager"), *flink.pids("taskmanager")}
+    pids.add(local.pid_alive(local.Kafka(stack).pid_file))
+    pids.add(int((local.Postgres(stack).data / "postmaster.pid").read_text().split()[0]))
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    owned = []
+    for line in out.splitlines():
+        fields = line.split()
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            owned.append(fields[3])
+    assert len(owned) >= 6, f"expected the stack's listening sockets, saw {owned}"
+    for address in owned:
+        host = address.rsplit(":", 1)[0].strip("[]")
+        assert host in ("127.0.0.1", "::ffff:127.0.0.1"), f"{address} is not loopback-only"
 
 
 def test_repeatable_migration_reruns_only_when_its_text_changes(fresh_db, tmp_path):

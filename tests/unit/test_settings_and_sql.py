@@ -33,6 +33,20 @@ def test_password_from_secrets_file_and_never_in_repr(tmp_path):
     assert "s3cr3t" not in repr(s)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ANOMALY_SCORES_TABLE", "scores; DROP TABLE x"),
+        ("ANOMALY_DEAD_LETTERS_TABLE", 'a"b'),
+        ("ANOMALY_EVENTS_TOPIC", "t' , 'x"),
+        ("ANOMALY_PG_PASSWORD", "it's"),
+    ],
+)
+def test_names_that_could_change_a_statement_are_refused(variable, value):
+    with pytest.raises(ValueError, match=variable):
+        Settings.from_env({variable: value})
+
+
 def test_unknown_placeholder_is_an_error():
     with pytest.raises(KeyError, match="nope"):
         render_text("SELECT ${nope}", {}, source="x.sql")
