@@ -377,17 +377,25 @@ class Flink:
         return env
 
     def write_lib(self) -> None:
-        """The cluster's classpath: pyflink's lib/ plus opt/flink-python (the Python operators).
+        """The cluster's classpath: pyflink's lib/, opt/flink-python (the Python operators) and
+        the connector jars of pom-deps.txt.
 
         The TaskManager needs flink-python to run Python UDFs; the pip package keeps it in opt/.
-        Links in a folder of our own leave the installed package untouched.
+        The connectors sit in lib/ and load parent-first (flink-config.yaml), so every job and
+        every restart shares one copy of their classes: loaded per job from the job's jars, they
+        filled the TaskManager's metaspace after a dozen submissions. Links in a folder of our
+        own leave the installed package untouched.
         """
         if self.lib_dir.exists():
             shutil.rmtree(self.lib_dir)
         self.lib_dir.mkdir(parents=True)
-        jars = [*(self.home / "lib").glob("*.jar"), *(self.home / "opt").glob("flink-python-*.jar")]
+        jars = [
+            *(self.home / "lib").glob("*.jar"),
+            *(self.home / "opt").glob("flink-python-*.jar"),
+            *self.s.jars_dir.glob("*.jar"),
+        ]
         for jar in jars:
-            (self.lib_dir / jar.name).symlink_to(jar)
+            (self.lib_dir / jar.name).symlink_to(jar.resolve())
 
     def write_conf(self) -> None:
         """The package's config.yaml with the local stack's overrides on top."""
