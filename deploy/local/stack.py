@@ -821,7 +821,49 @@ def status(settings: Settings) -> int:
     )
     for job in flink.jobs():
         print(f"  job {job['jid']}  {job['state']:<10} {job['name']}")
+    if pg.running():
+        print_result_counts(settings)
     return 0
+
+
+def print_result_counts(settings: Settings) -> None:
+    """Rows in the result tables over the last hour: scored windows, flagged windows, and
+    what the job kept aside (dead letters by reason, late events)."""
+    from psycopg2 import sql
+
+    from common.db import connect
+
+    try:
+        conn = connect(settings)
+    except Exception as exc:  # status must not fail on a database it cannot read
+        print(f"  (result tables not readable: {exc})")
+        return
+    hour = sql.SQL("> now() - interval '1 hour'")
+    queries = {
+        "scored windows": sql.SQL(
+            "SELECT count(*)::text || ' (' || count(*) FILTER (WHERE is_anomaly) || ' flagged)'"
+            " FROM {} WHERE window_start {}"
+        ).format(sql.Identifier(settings.scores_table), hour),
+        "dead letters": sql.SQL(
+            "SELECT (SELECT count(*) FROM {table} WHERE broker_time {hour})::text"
+            " || coalesce(' (most: ' || string_agg(reason || ' ' || n, ', ' ORDER BY n DESC)"
+            " || ')', '') FROM (SELECT reason, count(*) AS n FROM {table}"
+            " WHERE broker_time {hour} GROUP BY reason ORDER BY n DESC LIMIT 3) AS r"
+        ).format(table=sql.Identifier(settings.dead_letters_table), hour=hour),
+        "late events": sql.SQL("SELECT count(*)::text FROM {} WHERE broker_time {}").format(
+            sql.Identifier(settings.late_events_table), hour
+        ),
+    }
+    print("last hour:")
+    try:
+        with conn, conn.cursor() as cur:
+            for label, query in queries.items():
+                cur.execute(query)
+                print(f"  {label:<15} {cur.fetchone()[0]}")
+    except Exception as exc:
+        print(f"  (result tables not readable: {exc})")
+    finally:
+        conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
 import re
 import subprocess
@@ -41,6 +43,27 @@ def test_status_names_every_service_without_secrets(stack):
         line = next(line for line in out.splitlines() if line.strip().startswith(name))
         assert "running" in line and where in line
     assert stack.pg_password not in out
+
+
+def test_status_counts_what_the_job_kept_aside(fresh_db):
+    """`make status` reads the result tables: dead letters by reason and late events."""
+    from deploy.local.stack import print_result_counts
+
+    conn = connect(fresh_db)
+    with conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dead_letters (source_topic, source_partition, source_offset, broker_time,"
+            " reason) VALUES ('t', 0, %s, now(), %s)",
+            [(1, "not a JSON object"), (2, "not a JSON object"), (3, "ts_ms: not an integer")],
+        )
+    conn.close()
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        print_result_counts(fresh_db)
+    lines = {line.split("  ")[1].strip(): line for line in buffer.getvalue().splitlines()[1:]}
+    assert lines["dead letters"].endswith("3 (most: not a JSON object 2, ts_ms: not an integer 1)")
+    assert lines["late events"].endswith(" 0")
+    assert lines["scored windows"].endswith("0 (0 flagged)")
 
 
 def test_migrations_apply_once_and_schema_matches_features(fresh_db):
