@@ -6,7 +6,7 @@ import pytest
 
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
 from common.settings import Settings
-from common.sql import SQL_DIR, context, render, render_text
+from common.sql import SQL_DIR, context, interval, render, render_text
 
 
 def test_env_overrides_and_types(tmp_path):
@@ -45,6 +45,15 @@ def test_password_from_secrets_file_and_never_in_repr(tmp_path):
 def test_names_that_could_change_a_statement_are_refused(variable, value):
     with pytest.raises(ValueError, match=variable):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize(
+    ("seconds", "literal"),
+    [(5, "0 00:00:05"), (600, "0 00:10:00"), (3600, "0 01:00:00"), (90_061, "1 01:01:01")],
+)
+def test_intervals_of_any_length_render_as_day_to_second(seconds, literal):
+    # INTERVAL 'n' SECOND is refused by Flink above 99 s; windows of an hour must work.
+    assert interval(seconds) == f"INTERVAL '{literal}' DAY TO SECOND"
 
 
 def test_unknown_placeholder_is_an_error():
