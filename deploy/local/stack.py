@@ -415,8 +415,16 @@ class Flink:
         merged["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
         (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
 
-    def rest(self, path: str, method: str = "GET", timeout: float = 5.0) -> dict:
-        req = urllib.request.Request(self.s.flink_rest_url.rstrip("/") + path, method=method)
+    def rest(
+        self, path: str, method: str = "GET", timeout: float = 5.0, body: dict | None = None
+    ) -> dict:
+        """One call of Flink's REST API; ``body`` goes out as JSON."""
+        req = urllib.request.Request(
+            self.s.flink_rest_url.rstrip("/") + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={} if body is None else {"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
         return json.loads(body) if body else {}
@@ -486,15 +494,12 @@ class Flink:
     def stop_with_savepoint(self, job_id: str, target: Path, timeout_s: float = 120) -> str:
         """`flink stop`: take a savepoint, then stop the job; returns the savepoint's path.
         Windows still open stay in the savepoint (no drain), for the next job version."""
-        body = json.dumps({"targetDirectory": target.resolve().as_uri(), "drain": False}).encode()
-        req = urllib.request.Request(
-            f"{self.s.flink_rest_url.rstrip('/')}/jobs/{job_id}/stop",
-            data=body,
+        trigger = self.rest(
+            f"/jobs/{job_id}/stop",
             method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            trigger = json.loads(resp.read())["request-id"]
+            timeout=10,
+            body={"targetDirectory": target.resolve().as_uri(), "drain": False},
+        )["request-id"]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.rest(f"/jobs/{job_id}/savepoints/{trigger}")
