@@ -19,7 +19,7 @@ from simulator.generator import SimulatorConfig, TelemetryGenerator
 from simulator.sinks import KafkaSink
 from tests import reference
 from tests.conftest import FIGURES, FLEET_DEVICES
-from tests.pipeline import fetch_scores, job_env
+from tests.pipeline import fetch_scores, job_env, wait_for_state
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -107,16 +107,9 @@ def test_flink_run_on_the_cluster_lands_exact_rows(stack, fresh_topic, fresh_db,
     assert job_id in listed, f"job {job_id} not in /jobs/overview: {list(listed)}"
     assert listed[job_id]["name"] == env["ANOMALY_JOB_NAME"]
 
-    deadline = time.monotonic() + 240
-    state = None
-    while time.monotonic() < deadline:
-        job = flink.rest(f"/jobs/{job_id}")
-        state = job["state"]
-        if state in ("FINISHED", "FAILED", "CANCELED"):
-            break
-        time.sleep(1)
-    assert state == "FINISHED", (
-        f"job {job_id} ended {state}: {flink.rest(f'/jobs/{job_id}/exceptions')}"
+    job = wait_for_state(flink, job_id, ("FINISHED", "FAILED", "CANCELED"), 240)
+    assert job["state"] == "FINISHED", (
+        f"job {job_id} ended {job['state']}: {flink.rest(f'/jobs/{job_id}/exceptions')}"
     )
 
     rows = fetch_scores(fresh_db)
