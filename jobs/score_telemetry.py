@@ -30,10 +30,32 @@ def execute_file(t_env: TableEnvironment, relative_path: str, settings: Settings
         t_env.execute_sql(statement)
 
 
+def options_sql(options: dict[str, str]) -> str:
+    return ",\n  ".join(f"'{key}' = '{value}'" for key, value in options.items())
+
+
+def kafka_source_options(settings: Settings, *, bounded: bool) -> str:
+    """What both Kafka sources of events_kafka.sql share: the topic, read from its earliest
+    offset; a bounded run stops at the offsets that are latest when it starts."""
+    options = {
+        "connector": "kafka",
+        "topic": settings.events_topic,
+        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        "scan.startup.mode": "earliest-offset",
+    }
+    if bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+    return options_sql(options)
+
+
 def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: bool) -> None:
     """Declare the Kafka sources, the event checks and the window-feature view."""
-    bounded_option = "'scan.bounded.mode' = 'latest-offset'," if bounded else ""
-    execute_file(t_env, "flink/events_kafka.sql", settings, bounded_option=bounded_option)
+    execute_file(
+        t_env,
+        "flink/events_kafka.sql",
+        settings,
+        kafka_source_options=kafka_source_options(settings, bounded=bounded),
+    )
     execute_file(t_env, "flink/checked_events.sql", settings)
     execute_file(t_env, "flink/window_features.sql", settings)
 
@@ -51,7 +73,7 @@ def jdbc_sink_options(settings: Settings) -> str:
         "sink.buffer-flush.interval": "1s",
         "sink.max-retries": "5",
     }
-    return ",\n  ".join(f"'{key}' = '{value}'" for key, value in options.items())
+    return options_sql(options)
 
 
 def register_sinks(t_env: TableEnvironment, settings: Settings, model_dir: Path) -> None:

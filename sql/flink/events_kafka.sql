@@ -16,8 +16,9 @@
 -- The watermark moves on every event rather than every 200 ms, so the late-event test in
 -- checked_events.sql sees it current, also just after a restart (Flink does not restore
 -- watermarks).
--- ${bounded_option} is empty for the endless job and stops the source at the offsets that were
--- latest when the job started for bounded runs (tests, replays, benchmarks).
+-- Both tables read the same topic from the same offsets (kafka_source_options, one definition
+-- in jobs/score_telemetry.py): endless, or for bounded runs (tests, replays, benchmarks) up to
+-- the offsets that were latest when the job started.
 CREATE TEMPORARY TABLE telemetry_source (
   ${source_event_columns},
   `source_topic` STRING METADATA FROM 'topic' VIRTUAL,
@@ -32,12 +33,8 @@ CREATE TEMPORARY TABLE telemetry_source (
   END,
   WATERMARK FOR event_time AS event_time - ${watermark_interval}
 ) WITH (
-  'connector' = 'kafka',
-  'topic' = '${events_topic}',
-  'properties.bootstrap.servers' = '${kafka_bootstrap}',
+  ${kafka_source_options},
   'properties.group.id' = '${kafka_group_id}',
-  'scan.startup.mode' = 'earliest-offset',
-  ${bounded_option}
   'format' = 'json',
   'json.fail-on-missing-field' = 'false',
   'json.ignore-parse-errors' = 'true',
@@ -51,11 +48,7 @@ CREATE TEMPORARY TABLE telemetry_messages (
   `source_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
   `broker_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
 ) WITH (
-  'connector' = 'kafka',
-  'topic' = '${events_topic}',
-  'properties.bootstrap.servers' = '${kafka_bootstrap}',
+  ${kafka_source_options},
   'properties.group.id' = '${kafka_group_id}-messages',
-  'scan.startup.mode' = 'earliest-offset',
-  ${bounded_option}
   'format' = 'raw'
 )
