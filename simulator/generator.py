@@ -272,6 +272,10 @@ class TelemetryGenerator:
             yield self.tick_events(start_ms + k * self.interval_ms)
             k += 1
 
-    def tick_events(self, ts_ms: int) -> list[dict]:
+    def tick_messages(self, ts_ms: int) -> list[tuple[bytes, bytes]]:
+        """One tick of every device as (key, JSON value) messages, ready for Kafka."""
         values, present, label, _ = self.tick(ts_ms)
-        return [json.loads(v) for _, v in self.encode(ts_ms, values, present, label)]
+        return self.encode(ts_ms, values, present, label)
+
+    def tick_events(self, ts_ms: int) -> list[dict]:
+        return [json.loads(v) for _, v in self.tick_messages(ts_ms)]

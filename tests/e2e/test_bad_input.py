@@ -50,10 +50,9 @@ def corrupted_messages(ticks: int, seed: int) -> tuple[list, list[dict]]:
     messages, records = [], []
     for k in range(ticks):
         ts = T0 + k * gen.interval_ms
-        values, present, label, _ = gen.tick(ts)
-        tick_messages, tick_records = bad.apply(gen.encode(ts, values, present, label))
-        messages += tick_messages
-        records += tick_records
+        batch, batch_records = bad.apply(gen.tick_messages(ts))
+        messages += batch
+        records += batch_records
         if k == ticks // 2:
             messages += EXTRA_MESSAGES
     return messages, records

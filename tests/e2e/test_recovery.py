@@ -41,8 +41,7 @@ def known_messages(seed: int) -> tuple[list, list[dict]]:
     messages = []
     for k in range(TICKS):
         ts = T0 + k * gen.interval_ms
-        values, present, label, _ = gen.tick(ts)
-        messages += gen.encode(ts, values, present, label)
+        messages += gen.tick_messages(ts)
         if k in (30, 90, 150):
             messages.append(BAD[(k // 60) % len(BAD)])
     events = [json.loads(v) for _, v in messages if reject_reason(v) is None]
