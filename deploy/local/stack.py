@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -514,7 +515,10 @@ class Flink:
     def latest_checkpoint(self, job_id: str) -> Path | None:
         """The newest completed checkpoint a job left in the checkpoint folder (kept when the
         job is cancelled or its JobManager dies), to resubmit from with ``-s``."""
-        folder = Path(self.s.checkpoint_uri.removeprefix("file://")) / job_id
+        uri = urllib.parse.urlparse(self.s.checkpoint_uri)
+        if uri.scheme != "file":
+            raise StackError(f"checkpoints are at {self.s.checkpoint_uri}: list them there")
+        folder = Path(urllib.parse.unquote(uri.path)) / job_id
         done = [p for p in folder.glob("chk-*") if (p / "_metadata").exists()]
         return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
