@@ -77,6 +77,10 @@ class Settings:
     parallelism: int = 1
     # Rows per Arrow batch handed to the pandas scoring UDF.
     arrow_batch_size: int = 10_000
+    # Hot reload: the scoring UDF re-reads the models folder's CURRENT pointer at most this
+    # often (seconds) and switches to a new version between two batches. 0: never (the job
+    # keeps the model it was submitted with).
+    model_reload_seconds: int = 5
     # Checkpoints: a failed job restarts from the last one and the upserting sinks overwrite
     # what it replays. 0 turns checkpointing off.
     checkpoint_interval_seconds: int = 10

@@ -76,15 +76,25 @@ def jdbc_sink_options(settings: Settings) -> str:
     return options_sql(options)
 
 
-def register_sinks(t_env: TableEnvironment, settings: Settings, model_dir: Path) -> None:
-    """Register the scoring UDF (model loads in the worker's open()) and the JDBC sinks."""
+def register_sinks(
+    t_env: TableEnvironment, settings: Settings, model_dir: Path, *, follow_current: bool
+) -> None:
+    """Register the scoring UDF (model loads in the worker's open()) and the JDBC sinks.
+    With ``follow_current`` the UDF switches to whatever version CURRENT names later."""
     # Load the model here too, before submitting: a model that does not fit this job (other
-    # features or window) is refused at `flink run` time with the reason, instead of failing
-    # in every TaskManager restart.
+    # features or window) or fails its card's checks is refused at `flink run` time with the
+    # reason, instead of failing in every TaskManager restart.
     OnnxModel.load(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds)
+    follow = follow_current and settings.model_reload_seconds > 0
     t_env.create_temporary_function(
         "score_window",
-        score_window_udf(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds),
+        score_window_udf(
+            model_dir,
+            MODEL_FEATURE_NAMES,
+            settings.window_seconds,
+            pointer=settings.current_model_pointer.resolve() if follow else None,
+            reload_seconds=settings.model_reload_seconds,
+        ),
     )
     options = jdbc_sink_options(settings)
     execute_file(t_env, "flink/scores_jdbc.sql", settings, jdbc_sink_options=options)
@@ -119,11 +129,13 @@ def configure_fault_tolerance(
 def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> TableResult:
     from common.flink_env import create_table_env
 
+    # A model folder given explicitly is pinned; otherwise the job follows CURRENT.
+    follow_current = model_dir is None
     model_dir = resolve_model_dir(settings, model_dir)
     t_env = create_table_env(settings, streaming=True)
     configure_fault_tolerance(t_env, settings, bounded=bounded)
     register_features(t_env, settings, bounded=bounded)
-    register_sinks(t_env, settings, model_dir)
+    register_sinks(t_env, settings, model_dir, follow_current=follow_current)
     job = t_env.create_statement_set()
     for relative_path in ("flink/insert_scores.sql", "flink/insert_rejects.sql"):
         for statement in statements(render(relative_path, settings)):
@@ -138,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stop at the Kafka offsets that are latest at start (tests, replays)",
     )
-    parser.add_argument("--model-dir", type=Path, help="model version folder (default: CURRENT)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="score with this model version folder only (default: follow the models "
+        "folder's CURRENT pointer, switching versions while running)",
+    )
     parser.add_argument(
         "--wait", action="store_true", help="block until the job ends (in-process runs)"
     )

@@ -121,3 +121,17 @@ def trained(tmp_path_factory, base_settings: Settings):
     FIGURES[f"training (72k events, {DetectorParams().model}) wall time"] = f"{elapsed:.1f} s"
     card = json.loads((result.model_dir / "card.json").read_text())
     return result, settings, card
+
+
+@pytest.fixture(scope="session")
+def retrained(trained):
+    """A second model version from the same history (other calibration): the upgrade."""
+    from training.detectors import DetectorParams
+    from training.train import train
+
+    result, settings, _ = trained
+    dump = result.model_dir.parent.parent / "events.jsonl"
+    second = train(settings, dump, DetectorParams(contamination=0.004), log=lambda m: None)
+    card = json.loads((second.model_dir / "card.json").read_text())
+    assert second.version != result.version
+    return second, settings, card

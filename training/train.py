@@ -40,6 +40,8 @@ PARITY_TOLERANCE = 1e-5
 # Below this many usable windows per model feature, training refuses to fit.
 MIN_WINDOWS_PER_FEATURE = 2
 MIN_WINDOWS = 20
+# Windows of training and of held-out data whose scores the card keeps for load-time checks.
+SELF_CHECK_ROWS = 4
 
 
 class TrainingDataError(ValueError):
@@ -364,6 +366,17 @@ def fit_model(
         },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    held_ids, held_x = held_out_rows(device_ids, x, params.random_state)
+    # What every load of this version checks (udfs/onnx_scorer.py): the graph file is this
+    # one, and it reproduces the reference scores of a few training and held-out windows.
+    card["model_sha256"] = hashlib.sha256(onnx_bytes).hexdigest()
+    check_ids = np.concatenate([device_ids[:SELF_CHECK_ROWS], held_ids[:SELF_CHECK_ROWS]])
+    check_x = np.vstack([x[:SELF_CHECK_ROWS], held_x[:SELF_CHECK_ROWS]])
+    card["self_check"] = {
+        "device_ids": [str(d) for d in check_ids],
+        "features": check_x.tolist(),
+        "scores": detector.score(normaliser.transform(check_ids, check_x)).tolist(),
+    }
     model_dir = models_dir / version
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / MODEL_FILE).write_bytes(onnx_bytes)
@@ -373,7 +386,6 @@ def fit_model(
     try:
         exported = OnnxModel.load(model_dir, feature_names)
         train_diff, _ = check_parity(exported, device_ids, x, result.reference_scores)
-        held_ids, held_x = held_out_rows(device_ids, x, params.random_state)
         held_diff, held_n = check_parity(exported, held_ids, held_x, result.reference_scores)
     except Exception:
         for f in (MODEL_FILE, CARD_FILE):

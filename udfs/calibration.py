@@ -75,8 +75,13 @@ class DeviceNormaliser:
 
     def transform_rows(self, indices: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``transform`` for device indices already looked up with ``indices``."""
+        center, scale = self.typical_rows(indices)
+        return (np.asarray(x, dtype=np.float64) - center) / scale
+
+    def typical_rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(center, scale) of each device index (-1: the fleet's): its typical values."""
         center, scale = self._with_fleet_row
-        return (np.asarray(x, dtype=np.float64) - center[indices]) / scale[indices]
+        return center[indices], scale[indices]
 
     def known(self, device_ids) -> np.ndarray:
         return self.indices(device_ids) >= 0

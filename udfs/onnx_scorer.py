@@ -2,14 +2,25 @@
 
 The model and its card are loaded once per Python worker in ``open()``; each call scores a
 whole Arrow batch of windows with one onnxruntime run: features normalised per device, the
-graph's score, the card's threshold and severity calibration (udfs/calibration.py).
+graph's score, the card's threshold and severity calibration (udfs/calibration.py), and for
+flagged windows an explanation (which metrics made the score, actual against typical).
+
+Hot reload: unless the job pins a model folder, the UDF follows the models folder's CURRENT
+pointer. It re-reads the pointer at most every ``reload_seconds`` (on the next batch) and
+switches to a new version between two batches: no window is skipped or scored twice, and
+every row names the version that scored it. A version that fails to load or fails its card's
+checks (file checksum, self-check scores) is refused: the old model keeps scoring, the error
+is logged and counted (metric ``model_load_failures``), and it is retried only when the
+pointer or the version's files change.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +45,18 @@ SCORE_RESULT_TYPE = DataTypes.ROW(
         # False for a device the model has no statistics of its own for (scored with the
         # fleet's): new devices are scored from their first window, and marked.
         DataTypes.FIELD("known_device", DataTypes.BOOLEAN()),
+        # Flagged windows only (NULL otherwise): the metric that contributes most, and a JSON
+        # array of the top metrics (see OnnxModel.explain).
+        DataTypes.FIELD("top_metric", DataTypes.STRING()),
+        DataTypes.FIELD("explanation", DataTypes.STRING()),
     ]
 )
+SCORE_RESULT_FIELDS = tuple(SCORE_RESULT_TYPE.field_names())
+
+# Metrics named in an explanation, at most.
+EXPLAIN_TOP = 3
+# Relative score difference the card's self-check tolerates (the training parity tolerance).
+SELF_CHECK_TOLERANCE = 1e-5
 
 
 class ModelCardError(ValueError):
@@ -48,6 +69,22 @@ class Scores:
     severity: np.ndarray  # 0-100; NaN where not scored
     flag: np.ndarray  # object array of True / False / None (not scored)
     known_device: np.ndarray  # bool: the device had its own normalisation in training
+    top_metric: np.ndarray  # object array: str for flagged rows, else None
+    explanation: np.ndarray  # object array: JSON text for flagged rows, else None
+
+
+def feature_metric(feature: str) -> str:
+    """The metric a window feature aggregates: features are named ``<metric>_<aggregate>``
+    (common/features.py) and aggregate suffixes hold no underscore."""
+    return feature.rsplit("_", 1)[0]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass
@@ -75,6 +112,9 @@ class OnnxModel:
         expected_features: Sequence[str],
         window_seconds: int | None = None,
     ) -> OnnxModel:
+        """Load a model version and run its card's checks: the features and window it was
+        trained on, the checksum of model.onnx, and the self-check rows, whose scores the
+        loaded graph must reproduce. Raises ModelCardError saying what is wrong."""
         import onnxruntime as ort
 
         model_dir = Path(model_dir)
@@ -83,6 +123,8 @@ class OnnxModel:
             card = json.loads(card_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelCardError(f"cannot read model card {card_path}: {exc}") from exc
+        if not isinstance(card, dict):
+            raise ModelCardError(f"model card {card_path} is not a JSON object")
         features = tuple(card.get("feature_names", ()))
         if features != tuple(expected_features):
             raise ModelCardError(
@@ -94,7 +136,7 @@ class OnnxModel:
                 f"model {model_dir} was trained on {card.get('window_seconds')} s windows, "
                 f"the job uses {window_seconds} s: retrain with `make train`"
             )
-        for key in ("version", "normalisation", "calibration"):
+        for key in ("version", "normalisation", "calibration", "model_sha256", "self_check"):
             if key not in card:
                 raise ModelCardError(
                     f"model card {card_path} has no {key!r} (written by an older training): "
@@ -105,6 +147,17 @@ class OnnxModel:
             severity = Severity.from_card(card["calibration"])
         except CalibrationError as exc:
             raise ModelCardError(f"model card {card_path}: {exc}") from exc
+        model_path = model_dir / MODEL_FILE
+        try:
+            digest = file_sha256(model_path)
+        except OSError as exc:
+            raise ModelCardError(f"cannot read {model_path}: {exc}") from exc
+        if digest != card["model_sha256"]:
+            raise ModelCardError(
+                f"{model_path} is not the file its card describes (sha256 {digest[:12]}…, "
+                f"card {str(card['model_sha256'])[:12]}…): a copy was cut short or changed; "
+                "copy the version folder again or retrain"
+            )
         options = ort.SessionOptions()
         # One intra-op thread: Flink already runs one Python worker per slot, and extra
         # threads only contend for the same cores.
@@ -112,19 +165,19 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         try:
             session = ort.InferenceSession(
-                str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+                str(model_path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelCardError(f"cannot load {model_dir / MODEL_FILE}: {exc}") from exc
+            raise ModelCardError(f"cannot load {model_path}: {exc}") from exc
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
         if "X" not in inputs or "score" not in outputs:
             raise ModelCardError(
-                f"{model_dir / MODEL_FILE} lacks the input 'X' or the output 'score' that "
+                f"{model_path} lacks the input 'X' or the output 'score' that "
                 "every exported model has: retrain with `make train`"
             )
         input_dtype = np.float64 if inputs["X"].type == "tensor(double)" else np.float32
-        return cls(
+        model = cls(
             str(card["version"]),
             str(card.get("model", "?")),
             features,
@@ -134,6 +187,27 @@ class OnnxModel:
             session,
             input_dtype,
         )
+        model.self_check(card["self_check"], card_path)
+        return model
+
+    def self_check(self, check: dict, card_path: Path) -> None:
+        """Score the card's self-check windows; the scores must equal those training computed
+        with the reference implementation."""
+        try:
+            ids = np.asarray(check["device_ids"], dtype=object)
+            x = np.asarray(check["features"], dtype=np.float64).reshape(len(ids), -1)
+            expected = np.asarray(check["scores"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelCardError(f"model card {card_path}: self_check is malformed: {exc}") from exc
+        if len(ids) == 0 or x.shape[1] != len(self.feature_names) or len(expected) != len(ids):
+            raise ModelCardError(f"model card {card_path}: self_check does not fit the model")
+        got = self.raw_scores(self.normaliser.transform(ids, x))
+        diff = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
+        if not np.all(diff <= SELF_CHECK_TOLERANCE):
+            raise ModelCardError(
+                f"model {self.version} fails its card's self-check: scores differ by up to "
+                f"{np.nanmax(diff):.3g} (tolerance {SELF_CHECK_TOLERANCE:g}); retrain"
+            )
 
     def raw_scores(self, z: np.ndarray) -> np.ndarray:
         """The graph's score of normalised, complete rows."""
@@ -141,12 +215,12 @@ class OnnxModel:
         return np.asarray(out, dtype=np.float64).reshape(-1)
 
     def score(self, device_ids: Sequence[str], features: np.ndarray) -> Scores:
-        """Score, severity and flag of each row (one device's window per row).
+        """Score, severity, flag and explanation of each row (one device's window per row).
 
         Rows are normalised by their device's training statistics, then scored by the ONNX
         graph; the card's threshold flags them and its calibration gives the severity. A row
         with a missing (NaN) feature is not scored: score and severity NaN, flag None (NULL in
-        SQL), rather than a guess either way.
+        SQL), rather than a guess either way. Flagged rows are explained (``explain``).
         """
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
@@ -157,48 +231,280 @@ class OnnxModel:
             raise ValueError(f"{len(device_ids)} device ids for {len(x)} rows")
         scores = np.full(len(x), np.nan)
         flags = np.full(len(x), None, dtype=object)
+        top = np.full(len(x), None, dtype=object)
+        explanation = np.full(len(x), None, dtype=object)
         rows = self.normaliser.indices(device_ids)
         complete = np.isfinite(x).all(axis=1)
         if complete.any():
             z = self.normaliser.transform_rows(rows[complete], x[complete])
-            scores[complete] = self.raw_scores(z)
-            flags[complete] = scores[complete] > self.threshold
-        return Scores(scores, self.severity(scores), flags, rows >= 0)
+            s = self.raw_scores(z)
+            scores[complete] = s
+            flagged = s > self.threshold
+            flags[complete] = flagged
+            if flagged.any():
+                where = np.flatnonzero(complete)[flagged]
+                top[where], explanation[where] = self.explain(
+                    rows[where], x[where], z[flagged], s[flagged]
+                )
+        return Scores(scores, self.severity(scores), flags, rows >= 0, top, explanation)
+
+    @property
+    def metric_columns(self) -> dict[str, np.ndarray]:
+        """Model input columns of each metric, in feature order."""
+        metrics: dict[str, list[int]] = {}
+        for j, name in enumerate(self.feature_names):
+            metrics.setdefault(feature_metric(name), []).append(j)
+        return {m: np.array(cols) for m, cols in metrics.items()}
+
+    def explain(
+        self, rows: np.ndarray, x: np.ndarray, z: np.ndarray, scores: np.ndarray
+    ) -> tuple[list[str | None], list[str]]:
+        """Which metrics made these windows' scores: for each metric, the window is scored
+        again with that metric's features set to the device's typical values (normalised 0);
+        the score it loses is the metric's contribution. The EXPLAIN_TOP metrics with the
+        largest positive contribution are named, each with its most deviating feature, the
+        direction, the window's actual value and the device's typical (training mean) value.
+        One onnxruntime run for all rows and metrics. Returns (top metric, JSON) per row."""
+        columns = self.metric_columns
+        names = list(columns)
+        occluded = np.repeat(z[None, :, :], len(names), axis=0)  # [metric, row, feature]
+        for i, m in enumerate(names):
+            occluded[i][:, columns[m]] = 0.0
+        without = self.raw_scores(occluded.reshape(-1, z.shape[1])).reshape(len(names), len(z))
+        contribution = scores[None, :] - without  # [metric, row]
+        center, _ = self.normaliser.typical_rows(rows)
+        tops: list[str | None] = []
+        texts: list[str] = []
+        for r in range(len(z)):
+            order = np.argsort(-contribution[:, r], kind="stable")
+            items = []
+            for i in order[:EXPLAIN_TOP]:
+                if not contribution[i, r] > 0 and items:
+                    break
+                cols = columns[names[i]]
+                j = int(cols[np.argmax(np.abs(z[r, cols]))])
+                items.append(
+                    {
+                        "metric": names[i],
+                        "feature": self.feature_names[j],
+                        "direction": "up" if z[r, j] > 0 else "down",
+                        "actual": _round(x[r, j]),
+                        "typical": _round(center[r, j]),
+                        "contribution": _round(contribution[i, r]),
+                    }
+                )
+            tops.append(items[0]["metric"] if items else None)
+            texts.append(json.dumps(items, separators=(",", ":")))
+        return tops, texts
+
+
+def _round(value: float) -> float:
+    """Six significant digits: enough to read, short in the table."""
+    return float(f"{float(value):.6g}")
+
+
+class ModelSource:
+    """The model that scores: a pinned version folder, or the version the models folder's
+    CURRENT pointer names, re-read at most every ``reload_seconds``.
+
+    ``refresh()`` switches to a new current version if it loads and passes its card's
+    checks; otherwise it keeps the model it has, logs the error and counts it in
+    ``load_failures``. A refused version is tried again only when the pointer or the
+    version's files change."""
+
+    def __init__(
+        self,
+        model_dir: Path | str,
+        feature_names: Sequence[str],
+        window_seconds: int | None,
+        *,
+        pointer: Path | str | None = None,
+        reload_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.model_dir = Path(model_dir)
+        self.feature_names = tuple(feature_names)
+        self.window_seconds = window_seconds
+        self.pointer = Path(pointer) if pointer else None
+        self.reload_seconds = reload_seconds
+        self.clock = clock
+        self.model: OnnxModel | None = None
+        self.loads = 0
+        self.load_failures = 0
+        self.last_error: str | None = None
+        self.loaded_at = 0.0  # wall-clock seconds of the last successful load
+        self._next_check = 0.0
+        self._refused: tuple | None = None
+
+    def open(self) -> OnnxModel:
+        """Load the current version (pinned: the folder given). If CURRENT names a version
+        that cannot be used, start with the folder given at submission, which passed its
+        checks then."""
+        if self.pointer is not None:
+            self.refresh(force=True)
+        if self.model is None:
+            self._install(OnnxModel.load(self.model_dir, self.feature_names, self.window_seconds))
+        return self.model
+
+    def _install(self, model: OnnxModel) -> None:
+        previous = self.model.version if self.model else None
+        self.model = model
+        self.loads += 1
+        self.loaded_at = time.time()
+        log.info("anomaly model %s now scores (was %s)", model.version, previous)
+
+    def _signature(self, version: str) -> tuple:
+        folder = self.pointer.parent / version
+        stamps = []
+        for name in (MODEL_FILE, CARD_FILE):
+            try:
+                stamps.append((folder / name).stat().st_mtime_ns)
+            except OSError:
+                stamps.append(None)
+        return (version, *stamps)
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Follow CURRENT; True when another version now scores."""
+        if self.pointer is None or (not force and self.clock() < self._next_check):
+            return False
+        self._next_check = self.clock() + self.reload_seconds
+        try:
+            version = self.pointer.read_text().strip()
+        except OSError as exc:
+            return self._refuse(("pointer", str(exc)), f"cannot read {self.pointer}: {exc}")
+        if not version or "/" in version or version in (".", ".."):
+            return self._refuse(("pointer", version), f"{self.pointer} names no version folder")
+        if self.model is not None and version == self.model.version:
+            return False
+        signature = self._signature(version)
+        if signature == self._refused:
+            return False
+        try:
+            model = OnnxModel.load(
+                self.pointer.parent / version, self.feature_names, self.window_seconds
+            )
+        except Exception as exc:  # anything a broken file can raise: keep scoring
+            return self._refuse(signature, str(exc))
+        self._install(model)
+        self._refused = None
+        self.last_error = None
+        return True
+
+    def _refuse(self, signature: tuple, error: str) -> bool:
+        if signature != self._refused:
+            self._refused = signature
+            self.load_failures += 1
+            self.last_error = error
+            kept = self.model.version if self.model else "none yet"
+            log.error("anomaly model refused, %s keeps scoring: %s", kept, error)
+        return False
 
 
 class ScoreWindow(ScalarFunction):
-    """``score_window(device_id, f1, ..., fn)`` ->
-    ``ROW<anomaly_score, severity, is_anomaly, model_version, known_device>``."""
+    """``score_window(device_id, f1, ..., fn)`` -> ``ROW<anomaly_score, severity,
+    is_anomaly, model_version, known_device, top_metric, explanation>``.
 
-    def __init__(self, model_dir: str, feature_names: Sequence[str], window_seconds: int):
+    Metrics (Flink web UI / REST, on the operator that runs the UDF): windows_scored,
+    anomalies, model_loads, model_load_failures, batch_latency_ms (last batch),
+    batch_rows (last batch), model_loaded_at_ms (epoch milliseconds) and
+    model_version.<version>.active (1 for the version scoring now)."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        feature_names: Sequence[str],
+        window_seconds: int,
+        pointer: str | None = None,
+        reload_seconds: float = 5.0,
+    ):
         self.model_dir = str(model_dir)
         self.feature_names = tuple(feature_names)
         self.window_seconds = window_seconds
-        self.model: OnnxModel | None = None
+        self.pointer = pointer
+        self.reload_seconds = reload_seconds
+        self.source: ModelSource | None = None
+        self.metrics: dict = {}
+
+    @property
+    def model(self) -> OnnxModel | None:
+        return self.source.model if self.source else None
 
     def open(self, function_context: FunctionContext | None) -> None:
-        self.model = OnnxModel.load(self.model_dir, self.feature_names, self.window_seconds)
-        log.info("loaded anomaly model %s from %s", self.model.version, self.model_dir)
+        self.source = ModelSource(
+            self.model_dir,
+            self.feature_names,
+            self.window_seconds,
+            pointer=self.pointer,
+            reload_seconds=self.reload_seconds,
+        )
+        self.source.open()
+        self.last_batch = (0.0, 0)
+        group = function_context.get_metric_group() if function_context else None
+        if group is not None:
+            self.metrics = {
+                "windows_scored": group.counter("windows_scored"),
+                "anomalies": group.counter("anomalies"),
+            }
+            group.gauge("model_loads", lambda: self.source.loads)
+            group.gauge("model_load_failures", lambda: self.source.load_failures)
+            group.gauge("model_loaded_at_ms", lambda: int(self.source.loaded_at * 1000))
+            group.gauge("batch_latency_ms", lambda: round(self.last_batch[0]))
+            group.gauge("batch_rows", lambda: self.last_batch[1])
+            self.metric_group = group
+            self._register_version()
+
+    def _register_version(self) -> None:
+        group = getattr(self, "metric_group", None)
+        if group is not None:
+            version = self.model.version
+            group.add_group("model_version", version).gauge(
+                "active", lambda: int(self.model.version == version)
+            )
 
     def eval(self, device_id: pd.Series, *columns: pd.Series) -> pd.DataFrame:
-        assert self.model is not None, "open() loads the model before eval()"
+        assert self.source is not None, "open() loads the model before eval()"
+        began = time.perf_counter()
+        if self.source.refresh():
+            self._register_version()
+        model = self.model
         x = np.column_stack([c.to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
-        s = self.model.score(device_id.to_numpy(dtype=object), x)
-        return pd.DataFrame(
+        s = model.score(device_id.to_numpy(dtype=object), x)
+        out = pd.DataFrame(
             {
                 "anomaly_score": s.score,
                 "severity": s.severity,
                 "is_anomaly": s.flag,
-                "model_version": self.model.version,
+                "model_version": model.version,
                 "known_device": s.known_device,
+                "top_metric": s.top_metric,
+                "explanation": s.explanation,
             }
         )
+        self.last_batch = ((time.perf_counter() - began) * 1000.0, len(x))
+        if self.metrics:
+            self.metrics["windows_scored"].inc(int(np.isfinite(s.score).sum()))
+            self.metrics["anomalies"].inc(int(sum(f is True for f in s.flag)))
+        return out
 
 
-def score_window_udf(model_dir: Path | str, feature_names: Sequence[str], window_seconds: int):
-    """The Flink UDF object to register as ``score_window``."""
+def score_window_udf(
+    model_dir: Path | str,
+    feature_names: Sequence[str],
+    window_seconds: int,
+    *,
+    pointer: Path | str | None = None,
+    reload_seconds: float = 5.0,
+):
+    """The Flink UDF object to register as ``score_window``. With ``pointer`` (the models
+    folder's CURRENT file) the UDF follows it; without, ``model_dir`` is pinned."""
     return udf(
-        ScoreWindow(str(model_dir), feature_names, window_seconds),
+        ScoreWindow(
+            str(model_dir),
+            feature_names,
+            window_seconds,
+            str(pointer) if pointer else None,
+            reload_seconds,
+        ),
         result_type=SCORE_RESULT_TYPE,
         func_type="pandas",
     )

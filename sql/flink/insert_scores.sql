@@ -1,5 +1,6 @@
 -- Score every window with the current model (one vectorized UDF call per Arrow batch; the
--- device id selects the per-device normalisation) and write features + score to the sink.
+-- device id selects the per-device normalisation) and write features, score and, for flagged
+-- windows, the explanation to the sink.
 INSERT INTO anomaly_scores_sink
 SELECT
   device_id,
@@ -10,7 +11,9 @@ SELECT
   scored.s.severity,
   scored.s.is_anomaly,
   scored.s.model_version,
-  scored.s.known_device
+  scored.s.known_device,
+  scored.s.top_metric,
+  scored.s.explanation
 FROM (
   SELECT *, score_window(device_id, ${model_feature_list}) AS s FROM window_features
 ) AS scored

@@ -13,6 +13,8 @@ CREATE TEMPORARY TABLE anomaly_scores_sink (
   is_anomaly BOOLEAN,
   model_version STRING,
   known_device BOOLEAN,
+  top_metric STRING,
+  explanation STRING,
   PRIMARY KEY (device_id, window_start) NOT ENFORCED
 ) WITH (
   'table-name' = '${scores_table}',

@@ -173,20 +173,6 @@ def test_killed_jobmanager_resubmitted_from_retained_checkpoint_exactly(
     )
 
 
-@pytest.fixture(scope="module")
-def retrained(trained):
-    """A second model version from the same history (other calibration): the upgrade."""
-    from training.detectors import DetectorParams
-    from training.train import train
-
-    result, settings, _ = trained
-    dump = result.model_dir.parent.parent / "events.jsonl"
-    second = train(settings, dump, DetectorParams(contamination=0.004), log=lambda m: None)
-    card = json.loads((second.model_dir / "card.json").read_text())
-    assert second.version != result.version
-    return second, settings, card
-
-
 def test_upgrade_through_savepoint_loses_and_doubles_nothing(
     stack, fresh_topic, fresh_db, trained, retrained, monkeypatch
 ):

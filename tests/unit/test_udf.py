@@ -4,6 +4,7 @@ per-device normalisation, severity, and the refusals of a model that does not fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -13,7 +14,16 @@ import pytest
 from common.features import MODEL_FEATURE_NAMES
 from training.detectors import DetectorParams
 from training.train import check_parity, fit_model
-from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, ModelCardError, OnnxModel, ScoreWindow
+from udfs.onnx_scorer import (
+    CARD_FILE,
+    MODEL_FILE,
+    SCORE_RESULT_FIELDS,
+    ModelCardError,
+    ModelSource,
+    OnnxModel,
+    ScoreWindow,
+    feature_metric,
+)
 
 N_FEATURES = len(MODEL_FEATURE_NAMES)
 DEVICES = 30
@@ -61,13 +71,7 @@ def test_batch_scores_equal_the_reference_on_held_out_windows(trained):
     ids[:40] = "never-seen-device"
     x[40:90] += 25.0 * (1.0 + np.arange(50) % 5)[:, None]  # far outliers for their devices
     out = opened(trained).eval(*batch(ids, x))
-    assert list(out.columns) == [
-        "anomaly_score",
-        "severity",
-        "is_anomaly",
-        "model_version",
-        "known_device",
-    ]
+    assert tuple(out.columns) == SCORE_RESULT_FIELDS
     expected, expected_flag = trained.reference_scores(ids, x)
     np.testing.assert_allclose(out["anomaly_score"].to_numpy(float), expected, rtol=1e-5, atol=1e-5)
     assert (out["is_anomaly"].to_numpy(bool) == expected_flag).all()
@@ -135,8 +139,98 @@ def test_card_with_broken_normalisation_is_refused(trained, tmp_path):
 def test_corrupt_model_file_is_refused(trained, tmp_path):
     path = copy_model(trained, tmp_path)
     (path / MODEL_FILE).write_bytes(b"\x08\x07garbage")
+    with pytest.raises(ModelCardError, match="not the file its card describes"):
+        OnnxModel.load(path, MODEL_FEATURE_NAMES)
+    # Even with a card that vouches for the broken file, onnxruntime refuses it.
+    path = copy_model(trained, tmp_path, model_sha256=hashlib.sha256(b"x").hexdigest())
+    (path / MODEL_FILE).write_bytes(b"x")
     with pytest.raises(ModelCardError, match="cannot load"):
         OnnxModel.load(path, MODEL_FEATURE_NAMES)
+
+
+def test_model_that_fails_its_self_check_is_refused(trained, tmp_path):
+    card = json.loads((trained.model_dir / CARD_FILE).read_text())
+    check = card["self_check"]
+    check["scores"] = [s + 0.5 for s in check["scores"]]
+    path = copy_model(trained, tmp_path, self_check=check)
+    with pytest.raises(ModelCardError, match="fails its card's self-check"):
+        OnnxModel.load(path, MODEL_FEATURE_NAMES)
+
+
+def perturbed_rows(strong: str, weak: str, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of known devices at their own level, with every feature of one metric 60 of
+    the device's spreads up and of another 30 spreads up."""
+    ids = np.array([f"dev-{d:02d}" for d in range(n)], dtype=object)
+    x = np.arange(n)[:, None] * 100.0 + np.zeros((n, N_FEATURES))
+    spread = (1.0 + np.arange(n) % 5)[:, None]
+    for metric, k in ((strong, 60.0), (weak, 30.0)):
+        cols = [j for j, f in enumerate(MODEL_FEATURE_NAMES) if feature_metric(f) == metric]
+        x[:, cols] += k * spread
+    return ids, x
+
+
+def test_explanation_names_the_perturbed_metrics_with_actual_and_typical(trained):
+    fn = opened(trained)
+    metrics = list(dict.fromkeys(feature_metric(f) for f in MODEL_FEATURE_NAMES))
+    for strong, weak in ((metrics[0], metrics[3]), (metrics[4], metrics[1])):
+        ids, x = perturbed_rows(strong, weak)
+        out = fn.eval(*batch(ids, x))
+        assert out["is_anomaly"].all()
+        assert (out["top_metric"] == strong).all(), list(out["top_metric"])
+        center, _ = fn.model.normaliser.typical_rows(fn.model.normaliser.indices(ids))
+        for r, text in enumerate(out["explanation"]):
+            items = json.loads(text)
+            assert 2 <= len(items) <= 3
+            assert [i["metric"] for i in items[:2]] == [strong, weak]
+            for item in items[:2]:
+                j = MODEL_FEATURE_NAMES.index(item["feature"])
+                assert feature_metric(item["feature"]) == item["metric"]
+                assert item["direction"] == "up" and item["contribution"] > 0
+                assert item["actual"] == pytest.approx(x[r, j], rel=1e-5)
+                assert item["typical"] == pytest.approx(center[r, j], rel=1e-5, abs=1e-3)
+            contributions = [i["contribution"] for i in items]
+            assert contributions == sorted(contributions, reverse=True)
+    # Windows that are not flagged carry no explanation.
+    quiet = fn.eval(*batch(np.array(["dev-05"], dtype=object), np.full((1, N_FEATURES), 500.0)))
+    assert quiet["top_metric"][0] is None and quiet["explanation"][0] is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def models_folder(tmp_path, *results) -> list[str]:
+    """A models folder holding copies of these versions; CURRENT names the first."""
+    versions = []
+    for result in results:
+        target = tmp_path / result.version
+        target.mkdir(exist_ok=True)
+        for name in (MODEL_FILE, CARD_FILE):
+            (target / name).write_bytes((result.model_dir / name).read_bytes())
+        versions.append(result.version)
+    (tmp_path / "CURRENT").write_text(versions[0] + "\n")
+    return versions
+
+
+@pytest.fixture(scope="module")
+def second(trained, tmp_path_factory):
+    """Another version of the same kind (other contamination, so another threshold)."""
+    rng = np.random.default_rng(0)
+    ids, x = fleet_windows(rng, 120)
+    return fit_model(
+        ids,
+        x,
+        feature_names=MODEL_FEATURE_NAMES,
+        window_seconds=10,
+        params=DetectorParams(n_estimators=50, contamination=0.03),
+        models_dir=tmp_path_factory.mktemp("models2"),
+        training={"source": "test"},
+        log=lambda m: None,
+    )
 
 
 def test_parity_check_refuses_a_different_model(trained):
@@ -151,3 +245,89 @@ def test_parity_check_refuses_a_different_model(trained):
     assert check_parity(exported, ids, x, trained.reference_scores)
     with pytest.raises(RuntimeError, match="disagrees"):
         check_parity(exported, ids, x, other)
+
+
+def test_source_follows_current_within_its_reload_interval(trained, second, tmp_path):
+    first_version, second_version = models_folder(tmp_path, trained, second)
+    clock = Clock()
+    source = ModelSource(
+        tmp_path / first_version,
+        MODEL_FEATURE_NAMES,
+        10,
+        pointer=tmp_path / "CURRENT",
+        reload_seconds=5,
+        clock=clock,
+    )
+    assert source.open().version == first_version
+    (tmp_path / "CURRENT").write_text(second_version + "\n")
+    clock.now = 4.9
+    assert not source.refresh() and source.model.version == first_version
+    clock.now = 5.0
+    assert source.refresh() and source.model.version == second_version
+    assert (source.loads, source.load_failures) == (2, 0)
+
+
+def test_source_refuses_a_broken_version_keeps_scoring_and_counts_it_once(
+    trained, second, tmp_path
+):
+    first_version, second_version = models_folder(tmp_path, trained, second)
+    (tmp_path / second_version / MODEL_FILE).write_bytes(b"truncated")
+    clock = Clock()
+    source = ModelSource(
+        tmp_path / first_version,
+        MODEL_FEATURE_NAMES,
+        10,
+        pointer=tmp_path / "CURRENT",
+        reload_seconds=1,
+        clock=clock,
+    )
+    source.open()
+    (tmp_path / "CURRENT").write_text(second_version + "\n")
+    for step in range(1, 4):
+        clock.now = step
+        assert not source.refresh()
+    assert source.model.version == first_version
+    assert source.load_failures == 1 and "not the file its card describes" in source.last_error
+    # A pointer to nothing is refused the same way.
+    (tmp_path / "CURRENT").write_text("no-such-version\n")
+    clock.now = 10
+    assert not source.refresh() and source.load_failures == 2
+    assert source.model.version == first_version
+    # Once the version's files are mended, it is taken.
+    (tmp_path / "CURRENT").write_text(second_version + "\n")
+    (tmp_path / second_version / MODEL_FILE).write_bytes(
+        (second.model_dir / MODEL_FILE).read_bytes()
+    )
+    clock.now = 20
+    assert source.refresh() and source.model.version == second_version
+    assert source.last_error is None
+
+
+def test_source_starts_with_the_submitted_model_when_current_is_unusable(trained, tmp_path):
+    (version,) = models_folder(tmp_path, trained)
+    (tmp_path / "CURRENT").write_text("gone\n")
+    source = ModelSource(tmp_path / version, MODEL_FEATURE_NAMES, 10, pointer=tmp_path / "CURRENT")
+    assert source.open().version == version and source.load_failures == 1
+
+
+def test_udf_switches_versions_between_batches(trained, second, tmp_path):
+    first_version, second_version = models_folder(tmp_path, trained, second)
+    fn = ScoreWindow(
+        str(tmp_path / first_version),
+        MODEL_FEATURE_NAMES,
+        10,
+        str(tmp_path / "CURRENT"),
+        reload_seconds=0,
+    )
+    fn.open(None)
+    rng = np.random.default_rng(5)
+    ids, x = fleet_windows(rng, 2)
+    before = fn.eval(*batch(ids, x))
+    (tmp_path / "CURRENT").write_text(second_version + "\n")
+    after = fn.eval(*batch(ids, x))
+    assert set(before["model_version"]) == {first_version}
+    assert set(after["model_version"]) == {second_version}
+    expected, _ = second.reference_scores(ids, x)
+    np.testing.assert_allclose(
+        after["anomaly_score"].to_numpy(float), expected, rtol=1e-5, atol=1e-5
+    )
