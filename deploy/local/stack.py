@@ -763,7 +763,7 @@ def upgrade(settings: Settings) -> None:
 
 LATEST_SCORES_SQL = (
     "SELECT device_id, window_start, round(severity::numeric, 1) AS severity, is_anomaly, "
-    "model_version FROM {table} ORDER BY window_start DESC, severity DESC LIMIT 20"
+    "model_version, top_metric FROM {table} ORDER BY window_start DESC, severity DESC LIMIT 20"
 )
 
 
