@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train evaluate evaluate-simulator models upgrade rollback test test-unit bench-simulator bench-onnx lint format lock
+.PHONY: help setup demo up stop status psql train evaluate evaluate-simulator models upgrade rollback test test-unit bench-simulator bench-onnx bench-udf lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ bench-simulator: up ## simulator events/s into the local Kafka, 1 and 2 processe
 
 bench-onnx: setup ## IsolationForest scoring: scikit-learn vs skl2onnx vs one-node ONNX (1000 trees)
 	@$(PY) -m bench.onnx_scoring $(BENCH_ARGS)
+
+bench-udf: setup ## the scoring UDF alone: vectorized ONNX vs per-row ONNX vs per-row scikit-learn
+	@$(PY) -m bench.scoring_udf $(BENCH_ARGS)
 
 lint: setup ## ruff lint + format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .

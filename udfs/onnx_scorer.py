@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +249,7 @@ class OnnxModel:
                 )
         return Scores(scores, self.severity(scores), flags, rows >= 0, top, explanation)
 
-    @property
+    @cached_property
     def metric_columns(self) -> dict[str, np.ndarray]:
         """Model input columns of each metric, in feature order."""
         metrics: dict[str, list[int]] = {}
@@ -272,35 +273,42 @@ class OnnxModel:
             occluded[i][:, columns[m]] = 0.0
         without = self.raw_scores(occluded.reshape(-1, z.shape[1])).reshape(len(names), len(z))
         contribution = scores[None, :] - without  # [metric, row]
+        # Each metric's most deviating feature in each row.
+        best = np.empty(contribution.shape, dtype=np.int64)
+        for i, m in enumerate(names):
+            best[i] = columns[m][np.argmax(np.abs(z[:, columns[m]]), axis=1)]
+        order = np.argsort(-contribution, axis=0, kind="stable")[:EXPLAIN_TOP]  # [top, row]
         center, _ = self.normaliser.typical_rows(rows)
         tops: list[str | None] = []
         texts: list[str] = []
         for r in range(len(z)):
-            order = np.argsort(-contribution[:, r], kind="stable")
             items = []
-            for i in order[:EXPLAIN_TOP]:
-                if not contribution[i, r] > 0 and items:
+            for i in order[:, r]:
+                if items and not contribution[i, r] > 0:
                     break
-                cols = columns[names[i]]
-                j = int(cols[np.argmax(np.abs(z[r, cols]))])
+                j = best[i, r]
+                # Metric and feature names are plain identifiers: no JSON escaping needed.
                 items.append(
-                    {
-                        "metric": names[i],
-                        "feature": self.feature_names[j],
-                        "direction": "up" if z[r, j] > 0 else "down",
-                        "actual": _round(x[r, j]),
-                        "typical": _round(center[r, j]),
-                        "contribution": _round(contribution[i, r]),
-                    }
+                    _EXPLANATION_ITEM
+                    % (
+                        names[i],
+                        self.feature_names[j],
+                        "up" if z[r, j] > 0 else "down",
+                        x[r, j],
+                        center[r, j],
+                        contribution[i, r],
+                    )
                 )
-            tops.append(items[0]["metric"] if items else None)
-            texts.append(json.dumps(items, separators=(",", ":")))
+            tops.append(names[order[0, r]])
+            texts.append("[" + ",".join(items) + "]")
         return tops, texts
 
 
-def _round(value: float) -> float:
-    """Six significant digits: enough to read, short in the table."""
-    return float(f"{float(value):.6g}")
+# Six significant digits: enough to read, short in the table.
+_EXPLANATION_ITEM = (
+    '{"metric":"%s","feature":"%s","direction":"%s",'
+    '"actual":%.6g,"typical":%.6g,"contribution":%.6g}'
+)
 
 
 class ModelSource:

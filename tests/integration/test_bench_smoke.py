@@ -42,3 +42,19 @@ def test_onnx_scoring_bench_runs_and_checks_parity(tmp_path, capsys):
     names = [r["name"] for r in result["results"]]
     assert names == ["scikit-learn", "onnx one-node (ours)", "onnx skl2onnx"]
     assert all(r["max_abs_diff"] < 1e-5 for r in result["results"])
+
+
+def test_scoring_udf_bench_runs_and_agrees_across_variants(tmp_path, capsys):
+    from bench.scoring_udf import main as udf_bench_main
+
+    out = tmp_path / "udf.json"
+    args = ["--devices", "50", "--rows", "2000", "--seconds", "0.05", "--json-out", str(out)]
+    assert udf_bench_main(args) == 0
+    result = json.loads(out.read_text())
+    assert [r["variant"] for r in result["results"]][:3] == [
+        "vectorized ONNX (the UDF)",
+        "per-row ONNX",
+        "per-row scikit-learn",
+    ]
+    assert result["max_abs_score_diff"] < 1e-5 and result["flagged"] > 0
+    assert "vectorized is x faster" in capsys.readouterr().out
