@@ -77,6 +77,9 @@ class Settings:
     parallelism: int = 1
     # Rows per Arrow batch handed to the pandas scoring UDF.
     arrow_batch_size: int = 10_000
+    # on: score every window; off: store window features only (score columns NULL), e.g. to
+    # measure what scoring costs.
+    scoring: str = "on"
     # Hot reload: the scoring UDF re-reads the models folder's CURRENT pointer at most this
     # often (seconds) and switches to a new version between two batches. 0: never (the job
     # keeps the model it was submitted with).
@@ -116,6 +119,8 @@ class Settings:
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use letters, digits,"
                     " '.', '_' and '-' only"
                 )
+        if self.scoring not in ("on", "off"):
+            raise ValueError(f"{ENV_PREFIX}SCORING={self.scoring!r}: use on or off")
         if "'" in self.pg_password:
             raise ValueError("ANOMALY_PG_PASSWORD must not contain a single quote (')")
 

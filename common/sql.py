@@ -109,6 +109,11 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "label_columns": "",
         "feature_list": indent.join(f"`{f.name}`" for f in FEATURES),
         "model_feature_list": ", ".join(f"`{name}`" for name in MODEL_FEATURE_NAMES),
+        # How insert_scores.sql scores a window (the job swaps in a NULL row when scoring is
+        # off).
+        "score_call": "score_window(device_id, "
+        + ", ".join(f"`{name}`" for name in MODEL_FEATURE_NAMES)
+        + ")",
         "flink_feature_columns": indent.join(
             f"`{f.name}` {f.aggregate.sql_type}" for f in FEATURES
         ),

@@ -3,7 +3,8 @@
 Submit to a cluster:   flink run -pyexec .venv/bin/python -py jobs/score_telemetry.py
 Run in-process:        python -m jobs.score_telemetry --bounded --wait
 
-Settings come from ANOMALY_* environment variables (common/settings.py).
+Settings come from ANOMALY_* environment variables (common/settings.py). Without --model-dir
+the job follows the models folder's CURRENT pointer while it runs (hot reload).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pyflink.table import TableEnvironment, TableResult
 from common.features import MODEL_FEATURE_NAMES
 from common.models import resolve_model_dir
 from common.settings import Settings
-from common.sql import render, statements
-from udfs.onnx_scorer import ModelCardError, OnnxModel, score_window_udf
+from common.sql import context, render, statements
+from udfs.onnx_scorer import SCORE_RESULT_SQL_TYPE, ModelCardError, OnnxModel, score_window_udf
 
 
 def execute_file(t_env: TableEnvironment, relative_path: str, settings: Settings, **extra) -> None:
@@ -76,16 +77,18 @@ def jdbc_sink_options(settings: Settings) -> str:
     return options_sql(options)
 
 
-def register_sinks(
-    t_env: TableEnvironment, settings: Settings, model_dir: Path, *, follow_current: bool
-) -> None:
-    """Register the scoring UDF (model loads in the worker's open()) and the JDBC sinks.
-    With ``follow_current`` the UDF switches to whatever version CURRENT names later."""
+def register_scoring(t_env: TableEnvironment, settings: Settings, model_dir: Path | None) -> str:
+    """Register the scoring UDF (the model loads in the worker's open()); returns the SQL
+    expression that scores a window of window_features. ``model_dir`` pins a version;
+    without it the UDF follows the models folder's CURRENT pointer."""
+    if settings.scoring == "off":
+        return f"CAST(NULL AS {SCORE_RESULT_SQL_TYPE})"
+    follow = model_dir is None and settings.model_reload_seconds > 0
+    model_dir = resolve_model_dir(settings, model_dir)
     # Load the model here too, before submitting: a model that does not fit this job (other
     # features or window) or fails its card's checks is refused at `flink run` time with the
     # reason, instead of failing in every TaskManager restart.
     OnnxModel.load(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds)
-    follow = follow_current and settings.model_reload_seconds > 0
     t_env.create_temporary_function(
         "score_window",
         score_window_udf(
@@ -96,6 +99,11 @@ def register_sinks(
             reload_seconds=settings.model_reload_seconds,
         ),
     )
+    return context(settings)["score_call"]
+
+
+def register_sinks(t_env: TableEnvironment, settings: Settings) -> None:
+    """The JDBC sinks of scores, dead letters and late events."""
     options = jdbc_sink_options(settings)
     execute_file(t_env, "flink/scores_jdbc.sql", settings, jdbc_sink_options=options)
     execute_file(t_env, "flink/rejects_jdbc.sql", settings, jdbc_sink_options=options)
@@ -129,16 +137,14 @@ def configure_fault_tolerance(
 def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> TableResult:
     from common.flink_env import create_table_env
 
-    # A model folder given explicitly is pinned; otherwise the job follows CURRENT.
-    follow_current = model_dir is None
-    model_dir = resolve_model_dir(settings, model_dir)
     t_env = create_table_env(settings, streaming=True)
     configure_fault_tolerance(t_env, settings, bounded=bounded)
     register_features(t_env, settings, bounded=bounded)
-    register_sinks(t_env, settings, model_dir, follow_current=follow_current)
+    score_call = register_scoring(t_env, settings, model_dir)
+    register_sinks(t_env, settings)
     job = t_env.create_statement_set()
     for relative_path in ("flink/insert_scores.sql", "flink/insert_rejects.sql"):
-        for statement in statements(render(relative_path, settings)):
+        for statement in statements(render(relative_path, settings, score_call=score_call)):
             job.add_insert_sql(statement)
     return job.execute()
 

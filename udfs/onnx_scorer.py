@@ -37,22 +37,27 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
 
-SCORE_RESULT_TYPE = DataTypes.ROW(
-    [
-        DataTypes.FIELD("anomaly_score", DataTypes.DOUBLE()),
-        DataTypes.FIELD("severity", DataTypes.DOUBLE()),
-        DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
-        DataTypes.FIELD("model_version", DataTypes.STRING()),
-        # False for a device the model has no statistics of its own for (scored with the
-        # fleet's): new devices are scored from their first window, and marked.
-        DataTypes.FIELD("known_device", DataTypes.BOOLEAN()),
-        # Flagged windows only (NULL otherwise): the metric that contributes most, and a JSON
-        # array of the top metrics (see OnnxModel.explain).
-        DataTypes.FIELD("top_metric", DataTypes.STRING()),
-        DataTypes.FIELD("explanation", DataTypes.STRING()),
-    ]
+# What score_window returns per window: (name, Flink SQL type).
+SCORE_RESULT_COLUMNS = (
+    ("anomaly_score", "DOUBLE"),
+    ("severity", "DOUBLE"),
+    ("is_anomaly", "BOOLEAN"),
+    ("model_version", "STRING"),
+    # False for a device the model has no statistics of its own for (scored with the
+    # fleet's): new devices are scored from their first window, and marked.
+    ("known_device", "BOOLEAN"),
+    # Flagged windows only (NULL otherwise): the metric that contributes most, and a JSON
+    # array of the top metrics (see OnnxModel.explain).
+    ("top_metric", "STRING"),
+    ("explanation", "STRING"),
 )
-SCORE_RESULT_FIELDS = tuple(SCORE_RESULT_TYPE.field_names())
+SCORE_RESULT_FIELDS = tuple(name for name, _ in SCORE_RESULT_COLUMNS)
+_DATA_TYPES = {"DOUBLE": DataTypes.DOUBLE, "BOOLEAN": DataTypes.BOOLEAN, "STRING": DataTypes.STRING}
+SCORE_RESULT_TYPE = DataTypes.ROW(
+    [DataTypes.FIELD(name, _DATA_TYPES[sql]()) for name, sql in SCORE_RESULT_COLUMNS]
+)
+# The same row type in Flink SQL (a job with scoring off writes CAST(NULL AS <this>)).
+SCORE_RESULT_SQL_TYPE = "ROW<" + ", ".join(f"`{n}` {t}" for n, t in SCORE_RESULT_COLUMNS) + ">"
 
 # Metrics named in an explanation, at most.
 EXPLAIN_TOP = 3

@@ -47,6 +47,13 @@ def test_names_that_could_change_a_statement_are_refused(variable, value):
         Settings.from_env({variable: value})
 
 
+def test_scoring_is_on_or_off():
+    assert Settings.from_env({}).scoring == "on"
+    assert Settings.from_env({"ANOMALY_SCORING": "off"}).scoring == "off"
+    with pytest.raises(ValueError, match="ANOMALY_SCORING='no': use on or off"):
+        Settings.from_env({"ANOMALY_SCORING": "no"})
+
+
 @pytest.mark.parametrize(
     ("seconds", "literal"),
     [(5, "0 00:00:05"), (600, "0 00:10:00"), (3600, "0 01:00:00"), (90_061, "1 01:01:01")],

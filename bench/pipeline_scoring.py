@@ -1,0 +1,172 @@
+"""Benchmark: what scoring costs the whole pipeline, Kafka to PostgreSQL, on the local stack.
+
+  python -m bench.pipeline_scoring                       # 1M events, 10k devices
+  python -m bench.pipeline_scoring --events 200000 --devices 1000
+
+Preloads the events into a new topic with the simulator, then runs the job bounded (`flink
+run`, parallelism from settings) over them twice into a scratch database: once with scoring
+off (window features only, score columns NULL) and once with the CURRENT model scoring and
+explaining every window. Reports job time (from Flink's REST API, start-up included),
+events/s, windows written, and the on/off ratio. Topic and database are removed afterwards.
+Writes JSON to .state/bench/pipeline_scoring.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from common.settings import REPO_ROOT, Settings
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def execute(settings: Settings, statement: str, name: str):
+    """Run ``statement`` with ``{}`` as the quoted identifier ``name``; returns its first row
+    (None for statements that return none)."""
+    from psycopg2 import sql
+
+    from common.db import connect
+
+    conn = connect(settings)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL(statement).format(sql.Identifier(name)))
+            return cur.fetchone() if cur.description else None
+    finally:
+        conn.close()
+
+
+def preload(settings: Settings, topic: str, devices: int, events: int) -> float:
+    from common.kafka_admin import ensure_topic
+
+    ensure_topic(settings.kafka_bootstrap, topic, settings.events_topic_partitions)
+    log(f"preloading {events:,} events from {devices:,} devices into topic {topic}")
+    began = time.monotonic()
+    subprocess.run(
+        [
+            sys.executable, "-m", "simulator", "--devices", str(devices), "--count", str(events),
+            "--topic", topic, "--processes", "2", "--progress-s", "10",
+        ],
+        check=True,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return time.monotonic() - began
+
+
+def run_job(flink, settings: Settings, topic: str, database: str, scoring: str) -> dict:
+    env = {
+        "ANOMALY_EVENTS_TOPIC": topic,
+        "ANOMALY_PG_DATABASE": database,
+        "ANOMALY_SCORING": scoring,
+        "ANOMALY_JOB_NAME": f"bench-scoring-{scoring}",
+        "ANOMALY_KAFKA_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+    }
+    log(f"running the job over the topic with scoring {scoring}")
+    job_id = flink.submit(["--bounded"], env=env)
+    while True:
+        job = flink.rest(f"/jobs/{job_id}")
+        if job["state"] in ("FINISHED", "FAILED", "CANCELED"):
+            break
+        time.sleep(1)
+    if job["state"] != "FINISHED":
+        raise RuntimeError(
+            f"job {job_id} ended {job['state']}: {flink.rest(f'/jobs/{job_id}/exceptions')}"
+        )
+    db = settings.replace(pg_database=database)
+    windows, scored, flagged = execute(
+        db,
+        "SELECT count(*), count(anomaly_score), count(*) FILTER (WHERE is_anomaly) FROM {}",
+        settings.scores_table,
+    )
+    execute(db, "TRUNCATE {}", settings.scores_table)
+    return {
+        "scoring": scoring,
+        "job_s": job["duration"] / 1000,
+        "windows": windows,
+        "scored": scored,
+        "flagged": flagged,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common.db import migrate
+    from deploy.local.stack import Flink, model_unusable
+
+    settings = Settings.from_env()
+    p = argparse.ArgumentParser(prog="python -m bench.pipeline_scoring", description=__doc__)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--devices", type=int, default=10_000)
+    p.add_argument(
+        "--json-out", type=Path, default=settings.state_dir / "bench" / "pipeline_scoring.json"
+    )
+    a = p.parse_args(argv)
+    flink = Flink(settings)
+    if not flink.overview():
+        print("bench: the local stack is not running: `make up` starts it", file=sys.stderr)
+        return 2
+    reason = model_unusable(settings)
+    if reason:
+        print(f"bench: {reason}: `make train` makes one", file=sys.stderr)
+        return 2
+
+    tag = uuid.uuid4().hex[:8]
+    topic, database = f"bench-scoring-{tag}", f"bench_{tag}"
+    execute(settings, "CREATE DATABASE {}", database)
+    try:
+        migrate(settings.replace(pg_database=database))
+        preload_s = preload(settings, topic, a.devices, a.events)
+        runs = [run_job(flink, settings, topic, database, s) for s in ("off", "on")]
+    finally:
+        execute(settings, "DROP DATABASE IF EXISTS {} WITH (FORCE)", database)
+        from confluent_kafka.admin import AdminClient
+
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([topic])
+    for r in runs:
+        r["events_per_s"] = round(a.events / r["job_s"])
+    off, on = runs
+    ratio = on["job_s"] / off["job_s"]
+
+    print(
+        f"\npipeline Kafka -> PostgreSQL, {a.events:,} events from {a.devices:,} devices "
+        f"(preloaded in {preload_s:.1f} s), parallelism {settings.parallelism}, "
+        f"{os.cpu_count()} cores; job time includes start-up"
+    )
+    print(f"{'scoring':<9} {'job time s':>10} {'events/s':>10} {'windows':>9} {'flagged':>8}")
+    for r in runs:
+        print(
+            f"{r['scoring']:<9} {r['job_s']:>10.1f} {r['events_per_s']:>10,} "
+            f"{r['windows']:>9,} {r['flagged']:>8,}"
+        )
+    print(f"scoring on / off job time: {ratio:.2f}x ({(ratio - 1) * 100:+.0f} %)")
+    out = {
+        "events": a.events,
+        "devices": a.devices,
+        "parallelism": settings.parallelism,
+        "preload_s": round(preload_s, 1),
+        "runs": runs,
+        "on_over_off_job_time": round(ratio, 3),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+    }
+    a.json_out.parent.mkdir(parents=True, exist_ok=True)
+    a.json_out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"written to {a.json_out}")
+    ok = off["windows"] == on["windows"] and off["scored"] == 0 < on["scored"]
+    if not ok:
+        print("bench: the two runs wrote different windows", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
