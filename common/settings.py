@@ -70,6 +70,14 @@ class Settings:
     dead_letters_table: str = "dead_letters"
     # Valid events that arrived after their window had closed, with how late they were.
     late_events_table: str = "late_events"
+    # Device reference data (site, region, kind, criticality, owner), joined to every window.
+    devices_table: str = "devices"
+    # Consecutive flagged windows of a device, merged while no more than this many seconds of
+    # unflagged windows lie between them.
+    incidents_table: str = "incidents"
+    incident_quiet_seconds: int = 60
+    # How long the job caches a device's reference row (and the absence of one).
+    device_cache_seconds: int = 60
 
     # --- Flink ---------------------------------------------------------------------------
     flink_rest_url: str = "http://127.0.0.1:8081"
@@ -105,6 +113,8 @@ class Settings:
             "scores_table",
             "dead_letters_table",
             "late_events_table",
+            "devices_table",
+            "incidents_table",
             "pg_database",
             "pg_user",
         ):

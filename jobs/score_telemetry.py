@@ -61,15 +61,21 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
     execute_file(t_env, "flink/window_features.sql", settings)
 
 
+def jdbc_connection_options(settings: Settings) -> dict[str, str]:
+    return {
+        "connector": "jdbc",
+        "url": settings.jdbc_url,
+        "username": settings.pg_user,
+        "password": settings.pg_password,
+    }
+
+
 def jdbc_sink_options(settings: Settings) -> str:
     """Connection and write options shared by every PostgreSQL sink. Rows are written in
     batches (at most 5,000 rows or 1 s apart) and on every checkpoint; a failed write is
     retried, then fails the job, which restarts from its last checkpoint."""
     options = {
-        "connector": "jdbc",
-        "url": settings.jdbc_url,
-        "username": settings.pg_user,
-        "password": settings.pg_password,
+        **jdbc_connection_options(settings),
         "sink.buffer-flush.max-rows": "5000",
         "sink.buffer-flush.interval": "1s",
         "sink.max-retries": "5",
@@ -103,10 +109,14 @@ def register_scoring(t_env: TableEnvironment, settings: Settings, model_dir: Pat
 
 
 def register_sinks(t_env: TableEnvironment, settings: Settings) -> None:
-    """The JDBC sinks of scores, dead letters and late events."""
+    """The JDBC sinks of scores, incidents, dead letters and late events."""
     options = jdbc_sink_options(settings)
-    execute_file(t_env, "flink/scores_jdbc.sql", settings, jdbc_sink_options=options)
-    execute_file(t_env, "flink/rejects_jdbc.sql", settings, jdbc_sink_options=options)
+    for relative_path in ("scores_jdbc.sql", "incidents_jdbc.sql", "rejects_jdbc.sql"):
+        execute_file(t_env, f"flink/{relative_path}", settings, jdbc_sink_options=options)
+
+
+# The job's INSERT statements, run together as one statement set (one Flink job).
+INSERTS = ("insert_scores.sql", "insert_incidents.sql", "insert_rejects.sql")
 
 
 def configure_fault_tolerance(
@@ -141,11 +151,21 @@ def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> 
     configure_fault_tolerance(t_env, settings, bounded=bounded)
     register_features(t_env, settings, bounded=bounded)
     score_call = register_scoring(t_env, settings, model_dir)
+    execute_file(
+        t_env,
+        "flink/devices_jdbc.sql",
+        settings,
+        jdbc_connection_options=options_sql(jdbc_connection_options(settings)),
+    )
+    execute_file(t_env, "flink/scored_windows.sql", settings, score_call=score_call)
     register_sinks(t_env, settings)
     job = t_env.create_statement_set()
-    for relative_path in ("flink/insert_scores.sql", "flink/insert_rejects.sql"):
-        for statement in statements(render(relative_path, settings, score_call=score_call)):
-            job.add_insert_sql(statement)
+    for relative_path in INSERTS:
+        for statement in statements(render(f"flink/{relative_path}", settings)):
+            if statement.lstrip().upper().startswith("INSERT"):
+                job.add_insert_sql(statement)
+            else:  # the views an INSERT reads
+                t_env.execute_sql(statement)
     return job.execute()
 
 

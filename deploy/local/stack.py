@@ -723,6 +723,11 @@ def demo(settings: Settings) -> None:
     if reason:
         log(f"{reason}: training one")
         train_demo_model(settings)
+    from simulator.devices import fleet_reference, upsert_devices
+    from simulator.generator import SimulatorConfig
+
+    written = upsert_devices(settings, fleet_reference(SimulatorConfig(devices=DEMO_DEVICES)))
+    log(f"{written} device reference rows in table {settings.devices_table}")
     Simulator(settings).start(
         [
             "--devices",
@@ -836,8 +841,8 @@ def status(settings: Settings) -> int:
 
 
 def print_result_counts(settings: Settings) -> None:
-    """Rows in the result tables over the last hour: scored windows, flagged windows, and
-    what the job kept aside (dead letters by reason, late events)."""
+    """Rows in the result tables over the last hour: scored windows, flagged windows,
+    incidents, and what the job kept aside (dead letters by reason, late events)."""
     from psycopg2 import sql
 
     from common.db import connect
@@ -862,6 +867,10 @@ def print_result_counts(settings: Settings) -> None:
         "late events": sql.SQL("SELECT count(*)::text FROM {} WHERE broker_time {}").format(
             sql.Identifier(settings.late_events_table), hour
         ),
+        "incidents": sql.SQL(
+            "SELECT count(*)::text || ' (' || count(*) FILTER (WHERE status = 'open')"
+            " || ' open now)' FROM incident_status WHERE ended_at {}"
+        ).format(hour),
     }
     print("last hour:")
     try:

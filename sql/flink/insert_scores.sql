@@ -1,7 +1,5 @@
--- Score every window with the current model (one vectorized UDF call per Arrow batch; the
--- device id selects the per-device normalisation) and write features, score and, for flagged
--- windows, the explanation to the sink. With scoring off (ANOMALY_SCORING=off) score_call is
--- a NULL row: features only, e.g. to measure what scoring costs.
+-- Write features, score, reference data and, for flagged windows, the explanation of every
+-- window to the sink. With scoring off (ANOMALY_SCORING=off) the score columns are NULL.
 INSERT INTO anomaly_scores_sink
 SELECT
   device_id,
@@ -14,7 +12,10 @@ SELECT
   scored.s.model_version,
   scored.s.known_device,
   scored.s.top_metric,
-  scored.s.explanation
-FROM (
-  SELECT *, ${score_call} AS s FROM window_features
-) AS scored
+  scored.s.explanation,
+  site,
+  region,
+  device_kind,
+  criticality,
+  in_inventory
+FROM scored_windows AS scored

@@ -15,6 +15,11 @@ CREATE TEMPORARY TABLE anomaly_scores_sink (
   known_device BOOLEAN,
   top_metric STRING,
   explanation STRING,
+  site STRING,
+  region STRING,
+  device_kind STRING,
+  criticality STRING,
+  in_inventory BOOLEAN,
   PRIMARY KEY (device_id, window_start) NOT ENFORCED
 ) WITH (
   'table-name' = '${scores_table}',

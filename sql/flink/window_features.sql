@@ -8,8 +8,10 @@ SELECT
   device_id,
   window_start,
   window_end,
+  -- The window's event time (window_end - 1 ms), for what is computed over windows later.
+  window_time,
   ${feature_expressions}${label_columns}
 FROM TABLE(
   TUMBLE(TABLE telemetry_events, DESCRIPTOR(event_time), ${window_interval})
 )
-GROUP BY device_id, window_start, window_end
+GROUP BY device_id, window_start, window_end, window_time

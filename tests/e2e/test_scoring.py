@@ -186,3 +186,135 @@ def test_running_job_switches_models_refuses_a_broken_one_and_explains(
         f"{refused - broken_written:.1f} s without a restart; {checked} explanations checked "
         "against the metric the failure moved"
     )
+
+
+# Windows (index from T0) of planted failures, and the incidents they must make with a quiet
+# period of 30 s: windows 3-5 and 8 merge (20 s apart), 15-16 are 60 s later: a new incident.
+PLANTED = {"dev-00003": (3, 4, 5, 8, 15, 16), "dev-00007": (10,)}
+QUIET_S = 30
+EXPECTED_INCIDENTS = {"dev-00003": [(3, 9, 4), (15, 17, 2)], "dev-00007": [(10, 11, 1)]}
+GHOST = "ghost-0001"  # in neither the model nor the inventory
+
+
+def planted_events(seed: int, ticks: int = 300) -> list[dict]:
+    """A quiet fleet (no simulator failures), with latency 20x and heavy packet loss in the
+    PLANTED windows, and a device nobody knows sending a copy of dev-00000's values."""
+    gen = TelemetryGenerator(SimulatorConfig(devices=FLEET_DEVICES, seed=seed, anomaly_rate=0.0))
+    events = []
+    for k in range(ticks):
+        tick = gen.tick_events(T0 + k * gen.interval_ms)
+        events += [*tick, {**tick[0], "device_id": GHOST}]
+    for e in events:
+        if (e["ts_ms"] - T0) // 10_000 in PLANTED.get(e["device_id"], ()):
+            e["latency_ms"] *= 20
+            e["packet_loss_pct"] = min(100.0, e["packet_loss_pct"] + 30)
+    return events
+
+
+def reference_incidents(rows, quiet_s: int) -> list[tuple]:
+    """Independent merge: a device's flagged windows in time order, a new incident whenever
+    one starts more than ``quiet_s`` after the previous one ended."""
+    out: list[list] = []
+    flagged = rows[rows["is_anomaly"] == True].sort_values(["device_id", "window_start"])  # noqa: E712
+    last: dict[str, object] = {}
+    for r in flagged.itertuples():
+        previous = last.get(r.device_id)
+        if previous is None or (r.window_start - previous).total_seconds() > quiet_s:
+            out.append([r.device_id, r.window_start, r.window_end, 0, -1.0, set()])
+        incident = out[-1]
+        incident[2] = max(incident[2], r.window_end)
+        incident[3] += 1
+        incident[4] = max(incident[4], r.severity)
+        incident[5].add(r.top_metric)
+        last[r.device_id] = r.window_end
+    return sorted((d, s, e, n, round(p, 9), frozenset(m)) for d, s, e, n, p, m in out)
+
+
+def test_incidents_merge_flagged_windows_and_windows_carry_reference_data(
+    stack, fresh_topic, fresh_db, trained
+):
+    import pandas as pd
+
+    from common.db import connect
+    from deploy.local.stack import Flink
+    from simulator.devices import fleet_reference, upsert_devices
+    from simulator.sinks import KafkaSink
+    from tests.pipeline import fetch_table
+
+    # Two devices in three have a reference row.
+    inventory = [
+        r
+        for r in fleet_reference(SimulatorConfig(devices=FLEET_DEVICES))
+        if int(r["device_id"][-5:]) % 3 != 1
+    ]
+    upsert_devices(fresh_db, inventory)
+    events = planted_events(seed=43)
+    sink = KafkaSink(stack.kafka_bootstrap, fresh_topic)
+    sink.send_many(events)
+    sink.close()
+    assert sink.errors == 0, sink.first_error
+
+    flink = Flink(stack)
+    env = job_env(fresh_db, fresh_topic, ANOMALY_INCIDENT_QUIET_SECONDS=str(QUIET_S))
+    job_id = flink.submit(["--bounded", "--model-dir", str(trained[0].model_dir)], env=env)
+    job = wait_for_state(flink, job_id, ("FINISHED", "FAILED", "CANCELED"), 240)
+    assert job["state"] == "FINISHED", flink.rest(f"/jobs/{job_id}/exceptions")
+
+    rows = fetch_scores(fresh_db)
+    assert_windows_exact(rows, events, trained)
+
+    # Enrichment: reference columns from the devices table, NULL and marked for the others;
+    # the unknown device is scored all the same.
+    reference = pd.DataFrame(inventory).rename(columns={"kind": "device_kind"})
+    merged = rows.merge(reference, on="device_id", how="left", suffixes=("", "_expected"))
+    listed = merged["device_id"].isin(reference["device_id"])
+    assert (
+        merged.loc[listed, "in_inventory"].all() and not merged.loc[~listed, "in_inventory"].any()
+    )
+    for column in ("site", "region", "device_kind", "criticality"):
+        assert (merged.loc[listed, column] == merged.loc[listed, f"{column}_expected"]).all()
+        assert merged.loc[~listed, column].isna().all()
+    ghost = rows[rows["device_id"] == GHOST]
+    assert len(ghost) == 30 and ghost["anomaly_score"].notna().all()
+    assert not ghost["known_device"].any() and not ghost["in_inventory"].any()
+
+    # Incidents: exactly the independent merge of the flagged windows, and the planted ones.
+    incidents = fetch_table(fresh_db, stack.incidents_table, "device_id, started_at")
+    for column in ("started_at", "ended_at"):
+        incidents[column] = pd.to_datetime(incidents[column], utc=True)
+    got = sorted(
+        (
+            r.device_id,
+            r.started_at,
+            r.ended_at,
+            r.windows,
+            round(r.peak_severity, 9),
+            frozenset(r.top_metrics.split(",")),
+        )
+        for r in incidents.itertuples()
+    )
+    assert got == reference_incidents(rows, QUIET_S)
+    t0 = pd.Timestamp(T0, unit="ms", tz="UTC")
+    for device, expected in EXPECTED_INCIDENTS.items():
+        mine = [(s, e, n) for d, s, e, n, _, _ in got if d == device]
+        assert mine == [
+            (t0 + pd.Timedelta(seconds=10 * a), t0 + pd.Timedelta(seconds=10 * b), n)
+            for a, b, n in expected
+        ], device
+    planted = incidents[incidents["device_id"] == "dev-00003"]
+    assert (
+        planted["site"] == next(r["site"] for r in inventory if r["device_id"] == "dev-00003")
+    ).all()
+
+    # Old incidents read as closed; one that ended a moment ago is open.
+    status = fetch_table(fresh_db, "incident_status", "device_id, started_at")
+    assert len(status) == len(incidents) and (status["status"] == "closed").all()
+    conn = connect(fresh_db)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {stack.incidents_table} (device_id, started_at, ended_at, windows)"  # noqa: S608
+            " VALUES ('now-device', now() - interval '20 s', now() - interval '10 s', 1)"
+        )
+        cur.execute("SELECT status FROM incident_status WHERE device_id = 'now-device'")
+        assert cur.fetchone() == ("open",)
+    conn.close()

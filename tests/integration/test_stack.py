@@ -46,7 +46,8 @@ def test_status_names_every_service_without_secrets(stack):
 
 
 def test_status_counts_what_the_job_kept_aside(fresh_db):
-    """`make status` reads the result tables: dead letters by reason and late events."""
+    """`make status` reads the result tables: dead letters by reason, late events and
+    incidents (open and closed)."""
     from deploy.local.stack import print_result_counts
 
     conn = connect(fresh_db)
@@ -56,6 +57,11 @@ def test_status_counts_what_the_job_kept_aside(fresh_db):
             " reason) VALUES ('t', 0, %s, now(), %s)",
             [(1, "not a JSON object"), (2, "not a JSON object"), (3, "ts_ms: not an integer")],
         )
+        cur.execute(
+            "INSERT INTO incidents (device_id, started_at, ended_at, windows) VALUES"
+            " ('a', now() - interval '20 min', now() - interval '10 min', 3),"
+            " ('b', now() - interval '20 s', now() - interval '10 s', 1)"
+        )
     conn.close()
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
@@ -64,6 +70,7 @@ def test_status_counts_what_the_job_kept_aside(fresh_db):
     assert lines["dead letters"].endswith("3 (most: not a JSON object 2, ts_ms: not an integer 1)")
     assert lines["late events"].endswith(" 0")
     assert lines["scored windows"].endswith("0 (0 flagged)")
+    assert lines["incidents"].endswith("2 (1 open now)")
 
 
 def test_migrations_apply_once_and_schema_matches_features(fresh_db):

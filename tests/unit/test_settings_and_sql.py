@@ -76,7 +76,8 @@ def test_plpgsql_dollar_quotes_survive_rendering():
     "path", sorted(p.relative_to(SQL_DIR).as_posix() for p in SQL_DIR.rglob("*.sql"))
 )
 def test_every_sql_file_renders_completely(path):
-    text = render(path, Settings(), kafka_source_options="", path="/x", jdbc_sink_options="")
+    extra = {"kafka_source_options": "", "jdbc_sink_options": "", "jdbc_connection_options": ""}
+    text = render(path, Settings(), path="/x", **extra)
     assert "${" not in text
 
 

@@ -1,0 +1,20 @@
+-- Device reference data from PostgreSQL, read by a lookup join (scored_windows.sql): a device's
+-- row is fetched on first sight and cached for ${device_cache_seconds} s, devices without a row
+-- too, so the table is queried at most once per device and cache period.
+CREATE TEMPORARY TABLE devices_lookup (
+  device_id STRING,
+  site STRING,
+  region STRING,
+  kind STRING,
+  criticality STRING,
+  owner STRING,
+  PRIMARY KEY (device_id) NOT ENFORCED
+) WITH (
+  'table-name' = '${devices_table}',
+  'lookup.cache' = 'PARTIAL',
+  'lookup.partial-cache.expire-after-write' = '${device_cache_seconds} s',
+  'lookup.partial-cache.max-rows' = '1000000',
+  'lookup.partial-cache.cache-missing-key' = 'true',
+  'lookup.max-retries' = '3',
+  ${jdbc_connection_options}
+)

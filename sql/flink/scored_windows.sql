@@ -1,0 +1,18 @@
+-- Every window with its device's reference data (lookup join; a device without a row keeps
+-- NULLs and in_inventory = false) and its score (one vectorized UDF call per Arrow batch; the
+-- device id selects the per-device normalisation). Scores, incidents and the health table
+-- all read this one view.
+CREATE TEMPORARY VIEW enriched_windows AS
+SELECT
+  f.*,
+  d.site,
+  d.region,
+  d.kind AS device_kind,
+  d.criticality,
+  d.device_id IS NOT NULL AS in_inventory
+FROM (SELECT *, PROCTIME() AS proc_time FROM window_features) AS f
+LEFT JOIN devices_lookup FOR SYSTEM_TIME AS OF f.proc_time AS d
+  ON f.device_id = d.device_id;
+
+CREATE TEMPORARY VIEW scored_windows AS
+SELECT *, ${score_call} AS s FROM enriched_windows

@@ -1,0 +1,13 @@
+-- Incidents with their state: open while a new flagged window could still extend them, i.e.
+-- until the quiet period, plus the time the job needs to close a window (window length and
+-- allowed lateness), has passed since the last flagged window ended.
+CREATE OR REPLACE VIEW incident_status AS
+SELECT
+  i.*,
+  CASE
+    WHEN i.ended_at + make_interval(secs => ${incident_quiet_seconds} + ${window_seconds}
+                                    + ${watermark_delay_seconds}) > now()
+    THEN 'open' ELSE 'closed'
+  END AS status,
+  i.ended_at - i.started_at AS duration
+FROM ${incidents_table} AS i;
