@@ -79,6 +79,32 @@ class Scenario:
     failure_effects: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
+# Window aggregates a rule can test (the feature suffixes of common/features.py).
+RULE_AGGREGATES = ("mean", "std", "min", "max", "count")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A threshold rule beside the model: fires on a window when the metric's aggregate is
+    above (or below) a fixed value, or the device's own limit from the devices table
+    (``threshold is None``: column <metric>_high for above, <metric>_low for below)."""
+
+    name: str
+    metric: str
+    aggregate: str
+    direction: str  # "above" or "below"
+    threshold: float | None
+    severity: float
+
+    @property
+    def feature(self) -> str:
+        return f"{self.metric}_{self.aggregate}"
+
+    @property
+    def limit_column(self) -> str:
+        return f"{self.metric}_{'high' if self.direction == 'above' else 'low'}"
+
+
 @dataclass(frozen=True)
 class Catalogue:
     name: str
@@ -88,6 +114,7 @@ class Catalogue:
     kinds: tuple[Kind, ...]
     scenarios: tuple[Scenario, ...]
     path: Path
+    rules: tuple[Rule, ...] = ()
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -237,4 +264,35 @@ def _parse(raw: dict, path: Path) -> Catalogue:
         kinds=tuple(kinds),
         scenarios=tuple(scenarios),
         path=path,
+        rules=tuple(_rules(raw.get("rules") or {}, names, path)),
     )
+
+
+def _rules(raw: dict, metric_names: list[str], path: Path) -> list[Rule]:
+    rules = []
+    for name, r in raw.items():
+        where = f"{path}: rules.{name}"
+        if not str(name).isidentifier() or str(name).lower() != str(name):
+            raise CatalogueError(f"{where}: a rule name must be a lower-case identifier")
+        if r.get("metric") not in metric_names:
+            raise CatalogueError(f"{where}: metric {r.get('metric')!r} is not in `metrics`")
+        aggregate = r.get("aggregate", "mean")
+        if aggregate not in RULE_AGGREGATES:
+            raise CatalogueError(
+                f"{where}: aggregate {aggregate!r} is not one of {RULE_AGGREGATES}"
+            )
+        directions = [d for d in ("above", "below") if d in r]
+        if len(directions) != 1:
+            raise CatalogueError(f"{where}: give exactly one of `above` or `below`")
+        value = r[directions[0]]
+        if value == "reference":
+            threshold = None
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            threshold = float(value)
+        else:
+            raise CatalogueError(f"{where}: {directions[0]} must be a number or 'reference'")
+        severity = float(r.get("severity", 75))
+        if not 0 < severity <= 100:
+            raise CatalogueError(f"{where}: severity must be in (0, 100]")
+        rules.append(Rule(str(name), r["metric"], aggregate, directions[0], threshold, severity))
+    return rules

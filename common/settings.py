@@ -76,6 +76,15 @@ class Settings:
     # unflagged windows lie between them.
     incidents_table: str = "incidents"
     incident_quiet_seconds: int = 60
+    # Alerts: flagged windows (source 'model') and windows a catalogue rule fires on
+    # (source 'rule:<name>').
+    alerts_table: str = "alerts"
+    # Latest state per device: health 0-100 = 100 - the highest severity (model or rule) of
+    # its windows over the last health_seconds.
+    health_table: str = "device_health"
+    health_seconds: int = 300
+    # Links between devices (from the inventory); the link_health view reads them.
+    links_table: str = "device_links"
     # How long the job caches a device's reference row (and the absence of one).
     device_cache_seconds: int = 60
 
@@ -115,6 +124,9 @@ class Settings:
             "late_events_table",
             "devices_table",
             "incidents_table",
+            "alerts_table",
+            "health_table",
+            "links_table",
             "pg_database",
             "pg_user",
         ):

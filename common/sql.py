@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from common.features import FEATURES, METRIC_NAMES, METRICS, MODEL_FEATURE_NAMES, PG_TYPES
+from common.features import (
+    CATALOGUE,
+    FEATURES,
+    METRIC_NAMES,
+    METRICS,
+    MODEL_FEATURE_NAMES,
+    PG_TYPES,
+)
 from common.settings import REPO_ROOT, Settings
 
 SQL_DIR = REPO_ROOT / "sql"
@@ -70,6 +77,56 @@ def metric_checks() -> list[str]:
 SOURCE_FIELDS = ("device_id", "ts_ms", *METRIC_NAMES)
 
 
+def limit_columns() -> list[str]:
+    """Per-metric limits of a device in the devices table (the `reference` of a rule)."""
+    return [f"{m}_{side}" for m in METRIC_NAMES for side in ("low", "high")]
+
+
+def _number(value: float) -> str:
+    return f"CAST({value!r} AS DOUBLE)"
+
+
+def rule_threshold(rule) -> str:
+    """A rule's threshold: its number, or the device's limit column (NULL: never fires)."""
+    return f"`{rule.limit_column}`" if rule.threshold is None else _number(rule.threshold)
+
+
+def rule_condition(rule) -> str:
+    """The Flink SQL condition under which a rule fires on a row of enriched_windows."""
+    op = ">" if rule.direction == "above" else "<"
+    return f"`{rule.feature}` {op} {rule_threshold(rule)}"
+
+
+def rule_alerts() -> str:
+    """UNION ALL branches of the alerts view (insert_alerts.sql): one per catalogue rule,
+    a row for each window it fires on (read from incident_windows)."""
+    branches = []
+    for rule in CATALOGUE.rules:
+        branches.append(
+            "UNION ALL\nSELECT device_id, window_start, window_end, window_time, "
+            f"CAST('rule:{rule.name}' AS STRING), {_number(rule.severity)}, "
+            f"CAST('{rule.metric}' AS STRING), CAST(`{rule.feature}` AS DOUBLE), "
+            f"{rule_threshold(rule)}, "
+            "CAST(NULL AS STRING), CAST(NULL AS STRING), site, region, criticality, "
+            f"incident_start\nFROM incident_windows WHERE {rule_condition(rule)}"
+        )
+    return "\n".join(branches)
+
+
+def rule_fires() -> str:
+    """Whether any catalogue rule fires on a window."""
+    return " OR ".join(["FALSE", *(f"({rule_condition(r)}) IS TRUE" for r in CATALOGUE.rules)])
+
+
+def rule_severity() -> str:
+    """The highest severity of the rules that fire on a window (0 if none)."""
+    cases = [
+        f"CASE WHEN {rule_condition(r)} THEN {_number(r.severity)} ELSE {_number(0.0)} END"
+        for r in CATALOGUE.rules
+    ]
+    return f"GREATEST({', '.join([_number(0.0), *cases])})"
+
+
 def context(settings: Settings, **extra: object) -> dict[str, str]:
     """Placeholder values shared by every SQL file."""
     indent = ",\n  "
@@ -89,6 +146,19 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "incident_quiet_interval": interval(settings.incident_quiet_seconds),
         "incident_quiet_seconds": settings.incident_quiet_seconds,
         "device_cache_seconds": settings.device_cache_seconds,
+        "alerts_table": settings.alerts_table,
+        "health_table": settings.health_table,
+        "links_table": settings.links_table,
+        "health_seconds": settings.health_seconds,
+        "health_interval": interval(settings.health_seconds),
+        "device_limit_columns": indent.join(f"`{c}` DOUBLE" for c in limit_columns()),
+        "device_limit_select": indent.join(f"d.`{c}`" for c in limit_columns()),
+        "pg_add_device_limit_columns": f"ALTER TABLE {settings.devices_table}\n  "
+        + ",\n  ".join(f"ADD COLUMN IF NOT EXISTS {c} double precision" for c in limit_columns())
+        + ";",
+        "rule_alerts": rule_alerts(),
+        "rule_severity": rule_severity(),
+        "rule_fires": rule_fires(),
         "window_ms": settings.window_seconds * 1000,
         "window_interval": interval(settings.window_seconds),
         "watermark_interval": interval(settings.watermark_delay_seconds),

@@ -109,14 +109,26 @@ def register_scoring(t_env: TableEnvironment, settings: Settings, model_dir: Pat
 
 
 def register_sinks(t_env: TableEnvironment, settings: Settings) -> None:
-    """The JDBC sinks of scores, incidents, dead letters and late events."""
+    """The JDBC sinks of scores, alerts, device health, incidents, dead letters and late
+    events."""
     options = jdbc_sink_options(settings)
-    for relative_path in ("scores_jdbc.sql", "incidents_jdbc.sql", "rejects_jdbc.sql"):
+    for relative_path in (
+        "scores_jdbc.sql",
+        "alerts_jdbc.sql",
+        "incidents_jdbc.sql",
+        "rejects_jdbc.sql",
+    ):
         execute_file(t_env, f"flink/{relative_path}", settings, jdbc_sink_options=options)
 
 
 # The job's INSERT statements, run together as one statement set (one Flink job).
-INSERTS = ("insert_scores.sql", "insert_incidents.sql", "insert_rejects.sql")
+INSERTS = (
+    "insert_scores.sql",
+    "insert_alerts.sql",
+    "insert_incidents.sql",
+    "insert_health.sql",
+    "insert_rejects.sql",
+)
 
 
 def configure_fault_tolerance(

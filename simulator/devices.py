@@ -1,5 +1,6 @@
-"""Reference data of the simulated fleet (site, region, kind, criticality, owner), written to
-the devices table that the streaming job joins to every window.
+"""Reference data of the simulated fleet (site, region, kind, criticality, owner, per-metric
+limits) and its links, written to the devices and device_links tables that the streaming job
+and the link_health view read.
 
   python -m simulator.devices --devices 200              # upsert the fleet's rows
   python -m simulator.devices --devices 200 --print      # show them instead
@@ -22,34 +23,58 @@ CRITICALITY = {"router": "critical", "switch": "high", "server": "medium"}
 OWNER = {"router": "netops", "switch": "netops", "server": "platform"}
 
 
+# A device's own limits: its baseline plus or minus this many of its standard deviations
+# (within the metric's physical range), for the catalogue's `reference` rules.
+LIMIT_SPREADS = 15.0
+
+
 def fleet_reference(config: SimulatorConfig) -> list[dict]:
-    """One reference row per device of the simulated fleet."""
+    """One reference row per device of the simulated fleet, with per-metric limits."""
     gen = TelemetryGenerator(config)
     rows = []
     for d, device in enumerate(gen.device_ids):
         kind = gen.catalogue.kinds[int(gen.kind[d])].name
         region = REGIONS[d % len(REGIONS)]
-        rows.append(
-            {
-                "device_id": device,
-                "site": f"{region}-{(d // len(REGIONS)) % SITES_PER_REGION + 1:02d}",
-                "region": region,
-                "kind": kind,
-                "criticality": CRITICALITY.get(kind, "low"),
-                "owner": OWNER.get(kind, "operations"),
-            }
-        )
+        row = {
+            "device_id": device,
+            "site": f"{region}-{(d // len(REGIONS)) % SITES_PER_REGION + 1:02d}",
+            "region": region,
+            "kind": kind,
+            "criticality": CRITICALITY.get(kind, "low"),
+            "owner": OWNER.get(kind, "operations"),
+        }
+        for j, metric in enumerate(gen.metrics):
+            base, sd = float(gen.baseline[j, d]), float(gen.stddev[j, d])
+            low, high = base - LIMIT_SPREADS * sd, base + LIMIT_SPREADS * sd
+            if metric.min is not None:
+                low = max(low, metric.min)
+            if metric.max is not None:
+                high = min(high, metric.max)
+            row[f"{metric.name}_low"] = round(low, 6)
+            row[f"{metric.name}_high"] = round(high, 6)
+        rows.append(row)
     return rows
 
 
-def upsert_devices(settings, rows: list[dict]) -> int:
-    """Insert or update the rows in the devices table; returns how many were written."""
+def fleet_links(config: SimulatorConfig) -> list[tuple[str, str]]:
+    """The fleet's links (a device of a kind with `links` to each of its neighbours)."""
+    gen = TelemetryGenerator(config)
+    return sorted(
+        (gen.device_ids[d], gen.device_ids[int(n)])
+        for d, neighbours in gen.neighbours.items()
+        for n in neighbours
+    )
+
+
+def upsert_devices(settings, rows: list[dict], links: list[tuple[str, str]] = ()) -> int:
+    """Insert or update the rows in the devices table (and the links); returns how many
+    device rows were written."""
     from psycopg2 import sql
     from psycopg2.extras import execute_values
 
     from common.db import connect
 
-    columns = ("device_id", "site", "region", "kind", "criticality", "owner")
+    columns = tuple(rows[0]) if rows else ("device_id",)
     statement = sql.SQL(
         "INSERT INTO {} ({}) VALUES %s ON CONFLICT (device_id) DO UPDATE SET {}, updated_at = now()"
     ).format(
@@ -62,7 +87,13 @@ def upsert_devices(settings, rows: list[dict]) -> int:
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            execute_values(cur, statement, [tuple(r[c] for c in columns) for r in rows])
+            if rows:
+                execute_values(cur, statement, [tuple(r[c] for c in columns) for r in rows])
+            if links:
+                insert_links = sql.SQL(
+                    "INSERT INTO {} (device_a, device_b) VALUES %s ON CONFLICT DO NOTHING"
+                ).format(sql.Identifier(settings.links_table))
+                execute_values(cur, insert_links, list(links))
     finally:
         conn.close()
     return len(rows)
@@ -84,17 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         catalogue=a.catalogue or settings.catalogue, devices=a.devices, fleet_seed=a.fleet_seed
     )
     rows = fleet_reference(config)
+    links = fleet_links(config)
     if a.print:
         for r in rows:
             print("\t".join(str(v) for v in r.values()))
         return 0
     try:
-        written = upsert_devices(settings, rows)
+        written = upsert_devices(settings, rows, links)
     except Exception as exc:  # connection or schema problems: say what to do
         print(f"simulator.devices: cannot write to PostgreSQL: {exc} (is `make up` running?)",
               file=sys.stderr)  # fmt: skip
         return 1
-    print(f"simulator.devices: {written} device rows in table {settings.devices_table}")
+    print(
+        f"simulator.devices: {written} device rows in table {settings.devices_table}, "
+        f"{len(links)} links"
+    )
     return 0
 
 

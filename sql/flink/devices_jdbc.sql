@@ -8,6 +8,8 @@ CREATE TEMPORARY TABLE devices_lookup (
   kind STRING,
   criticality STRING,
   owner STRING,
+  -- The device's own limits per metric (NULL: none), for rules with `reference` thresholds.
+  ${device_limit_columns},
   PRIMARY KEY (device_id) NOT ENFORCED
 ) WITH (
   'table-name' = '${devices_table}',

@@ -7,6 +7,7 @@ CREATE TEMPORARY TABLE incidents_sink (
   windows BIGINT,
   peak_severity DOUBLE,
   top_metrics STRING,
+  sources STRING,
   model_version STRING,
   site STRING,
   region STRING,

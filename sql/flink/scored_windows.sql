@@ -1,7 +1,7 @@
 -- Every window with its device's reference data (lookup join; a device without a row keeps
 -- NULLs and in_inventory = false) and its score (one vectorized UDF call per Arrow batch; the
--- device id selects the per-device normalisation). Scores, incidents and the health table
--- all read this one view.
+-- device id selects the per-device normalisation). Scores, alerts, incidents and device
+-- health all read these views.
 CREATE TEMPORARY VIEW enriched_windows AS
 SELECT
   f.*,
@@ -9,7 +9,8 @@ SELECT
   d.region,
   d.kind AS device_kind,
   d.criticality,
-  d.device_id IS NOT NULL AS in_inventory
+  d.device_id IS NOT NULL AS in_inventory,
+  ${device_limit_select}
 FROM (SELECT *, PROCTIME() AS proc_time FROM window_features) AS f
 LEFT JOIN devices_lookup FOR SYSTEM_TIME AS OF f.proc_time AS d
   ON f.device_id = d.device_id;

@@ -192,7 +192,12 @@ def test_running_job_switches_models_refuses_a_broken_one_and_explains(
 # period of 30 s: windows 3-5 and 8 merge (20 s apart), 15-16 are 60 s later: a new incident.
 PLANTED = {"dev-00003": (3, 4, 5, 8, 15, 16), "dev-00007": (10,)}
 QUIET_S = 30
-EXPECTED_INCIDENTS = {"dev-00003": [(3, 9, 4), (15, 17, 2)], "dev-00007": [(10, 11, 1)]}
+EXPECTED_INCIDENTS = {
+    "dev-00003": [(3, 9, 4), (15, 17, 2)],
+    "dev-00007": [(10, 11, 1)],
+    "dev-00009": [(0, 30, 30)],  # its own latency limit is 0: a rule alert in every window
+}
+LIMITED = "dev-00009"
 GHOST = "ghost-0001"  # in neither the model nor the inventory
 
 
@@ -211,33 +216,58 @@ def planted_events(seed: int, ticks: int = 300) -> list[dict]:
     return events
 
 
-def reference_incidents(rows, quiet_s: int) -> list[tuple]:
-    """Independent merge: a device's flagged windows in time order, a new incident whenever
+def reference_incidents(alerts, quiet_s: int) -> list[tuple]:
+    """Independent merge: a device's alert windows in time order, a new incident whenever
     one starts more than ``quiet_s`` after the previous one ended."""
     out: list[list] = []
-    flagged = rows[rows["is_anomaly"] == True].sort_values(["device_id", "window_start"])  # noqa: E712
     last: dict[str, object] = {}
-    for r in flagged.itertuples():
+    for r in alerts.sort_values(["device_id", "window_start"]).itertuples():
         previous = last.get(r.device_id)
         if previous is None or (r.window_start - previous).total_seconds() > quiet_s:
-            out.append([r.device_id, r.window_start, r.window_end, 0, -1.0, set()])
+            out.append([r.device_id, r.window_start, r.window_end, set(), -1.0, set(), set()])
         incident = out[-1]
         incident[2] = max(incident[2], r.window_end)
-        incident[3] += 1
+        incident[3].add(r.window_start)
         incident[4] = max(incident[4], r.severity)
-        incident[5].add(r.top_metric)
-        last[r.device_id] = r.window_end
-    return sorted((d, s, e, n, round(p, 9), frozenset(m)) for d, s, e, n, p, m in out)
+        incident[5].add(r.metric)
+        incident[6].add(r.source)
+        last[r.device_id] = max(previous or r.window_end, r.window_end)
+    return sorted(
+        (d, s, e, len(w), round(p, 9), frozenset(m), frozenset(src))
+        for d, s, e, w, p, m, src in out
+    )
 
 
-def test_incidents_merge_flagged_windows_and_windows_carry_reference_data(
+def reference_rule_alerts(rows, inventory: list[dict]) -> set[tuple]:
+    """(device, window_start, source, value, threshold) of every rule that must fire, from
+    the job's window features and the catalogue's rules, evaluated here with pandas."""
+    from common.features import CATALOGUE
+
+    limits = {r["device_id"]: r for r in inventory}
+    fired = set()
+    for rule in CATALOGUE.rules:
+        for r in rows.itertuples():
+            value = getattr(r, rule.feature)
+            if rule.threshold is None:
+                threshold = limits.get(r.device_id, {}).get(rule.limit_column)
+            else:
+                threshold = rule.threshold
+            if threshold is None:
+                continue
+            if (value > threshold) if rule.direction == "above" else (value < threshold):
+                fired.add((r.device_id, r.window_start, f"rule:{rule.name}", value, threshold))
+    return fired
+
+
+def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     stack, fresh_topic, fresh_db, trained
 ):
     import pandas as pd
 
     from common.db import connect
+    from common.features import CATALOGUE
     from deploy.local.stack import Flink
-    from simulator.devices import fleet_reference, upsert_devices
+    from simulator.devices import fleet_links, fleet_reference, upsert_devices
     from simulator.sinks import KafkaSink
     from tests.pipeline import fetch_table
 
@@ -247,7 +277,11 @@ def test_incidents_merge_flagged_windows_and_windows_carry_reference_data(
         for r in fleet_reference(SimulatorConfig(devices=FLEET_DEVICES))
         if int(r["device_id"][-5:]) % 3 != 1
     ]
-    upsert_devices(fresh_db, inventory)
+    for row in inventory:
+        if row["device_id"] == LIMITED:
+            row["latency_ms_high"] = 0.0
+    links = fleet_links(SimulatorConfig(devices=FLEET_DEVICES))
+    upsert_devices(fresh_db, inventory, links)
     events = planted_events(seed=43)
     sink = KafkaSink(stack.kafka_bootstrap, fresh_topic)
     sink.send_many(events)
@@ -278,7 +312,24 @@ def test_incidents_merge_flagged_windows_and_windows_carry_reference_data(
     assert len(ghost) == 30 and ghost["anomaly_score"].notna().all()
     assert not ghost["known_device"].any() and not ghost["in_inventory"].any()
 
-    # Incidents: exactly the independent merge of the flagged windows, and the planted ones.
+    # Alerts: a 'model' row for each flagged window, a rule row for each rule that fires.
+    alerts = fetch_table(fresh_db, stack.alerts_table, "device_id, window_start, source")
+    model = alerts[alerts["source"] == "model"]
+    flagged = rows[rows["is_anomaly"] == True]  # noqa: E712
+    assert sorted(zip(model["device_id"], model["window_start"], strict=True)) == sorted(
+        zip(flagged["device_id"], flagged["window_start"], strict=True)
+    )
+    assert (model["metric"].to_numpy() == flagged["top_metric"].to_numpy()).all()
+    rules = alerts[alerts["source"] != "model"]
+    got_rules = {
+        (r.device_id, r.window_start, r.source, r.value, r.threshold) for r in rules.itertuples()
+    }
+    assert got_rules == reference_rule_alerts(rows, inventory)
+    assert {"rule:packet_loss_high", "rule:latency_over_device_limit"} <= set(rules["source"])
+    # The device whose latency limit is 0 alerts in every window: one long incident.
+    assert (rules["device_id"] == LIMITED).sum() == 30
+
+    # Incidents: exactly the independent merge of the alerts, and the planted ones.
     incidents = fetch_table(fresh_db, stack.incidents_table, "device_id, started_at")
     for column in ("started_at", "ended_at"):
         incidents[column] = pd.to_datetime(incidents[column], utc=True)
@@ -290,13 +341,19 @@ def test_incidents_merge_flagged_windows_and_windows_carry_reference_data(
             r.windows,
             round(r.peak_severity, 9),
             frozenset(r.top_metrics.split(",")),
+            frozenset(r.sources.split(",")),
         )
         for r in incidents.itertuples()
     )
-    assert got == reference_incidents(rows, QUIET_S)
+    assert got == reference_incidents(alerts, QUIET_S)
+    # Each alert names the incident it belongs to.
+    alerts["incident_start"] = pd.to_datetime(alerts["incident_start"], utc=True)
+    spans = {(d, s): e for d, s, e, *_ in got}
+    for a in alerts.itertuples():
+        assert a.incident_start <= a.window_start < spans[(a.device_id, a.incident_start)]
     t0 = pd.Timestamp(T0, unit="ms", tz="UTC")
     for device, expected in EXPECTED_INCIDENTS.items():
-        mine = [(s, e, n) for d, s, e, n, _, _ in got if d == device]
+        mine = [(s, e, n) for d, s, e, n, _, _, _ in got if d == device]
         assert mine == [
             (t0 + pd.Timedelta(seconds=10 * a), t0 + pd.Timedelta(seconds=10 * b), n)
             for a, b, n in expected
@@ -318,3 +375,27 @@ def test_incidents_merge_flagged_windows_and_windows_carry_reference_data(
         cur.execute("SELECT status FROM incident_status WHERE device_id = 'now-device'")
         assert cur.fetchone() == ("open",)
     conn.close()
+
+    # Health: one row per device, 100 minus the highest model or rule severity of its windows
+    # in the last 300 s of event time (here: all 30 of them), as of its last window.
+    health = fetch_table(fresh_db, stack.health_table, "device_id").set_index("device_id")
+    rule_severity = {f"rule:{r.name}": r.severity for r in CATALOGUE.rules}
+    worst: dict[str, float] = {}
+    for r in rows.itertuples():
+        model_severity = 0.0 if np.isnan(r.severity) else r.severity
+        worst[r.device_id] = max(worst.get(r.device_id, 0.0), model_severity)
+    for r in rules.itertuples():
+        worst[r.device_id] = max(worst[r.device_id], rule_severity[r.source])
+    assert sorted(health.index) == sorted(worst)
+    expected_health = pd.Series({d: 100.0 - w for d, w in worst.items()}).sort_index()
+    np.testing.assert_allclose(health["health"].sort_index(), expected_health, atol=1e-9)
+    assert (health["window_end"] == t0 + pd.Timedelta(seconds=300)).all()
+    assert health.loc[LIMITED, "health"] <= 30
+    assert health.loc["dev-00003", "health"] < 50 and health.loc["dev-00001", "health"] > 50
+
+    # Links: as healthy as their less healthy end.
+    link_health = fetch_table(fresh_db, "link_health", "device_a, device_b")
+    assert len(link_health) == len(links) > 0
+    for r in link_health.itertuples():
+        ends = [health.loc[d, "health"] for d in (r.device_a, r.device_b) if d in health.index]
+        assert r.health == min(ends)

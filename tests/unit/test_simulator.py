@@ -243,6 +243,45 @@ def test_catalogue_errors_name_the_problem(tmp_path):
         load_catalogue("no-such-catalogue")
 
 
+@pytest.mark.parametrize(
+    "rule, message",
+    [
+        ("{metric: pressure, above: 5}", "metric .pressure. is not in"),
+        ("{metric: temperature_c, aggregate: median, above: 5}", "aggregate 'median'"),
+        ("{metric: temperature_c, above: 5, below: 1}", "exactly one of `above` or `below`"),
+        ("{metric: temperature_c, above: warm}", "a number or 'reference'"),
+        ("{metric: temperature_c, above: 5, severity: 0}", r"severity must be in \(0, 100\]"),
+    ],
+)
+def test_catalogue_rule_errors_name_the_problem(tmp_path, rule, message):
+    good = (load_catalogue("iot").path).read_text()
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"{good}\nrules:\n  hot: {rule}\n")
+    with pytest.raises(CatalogueError, match=rf"rules\.hot: .*{message}"):
+        load_catalogue(str(path))
+
+
+def test_catalogue_rules_parse_fixed_and_reference_thresholds(tmp_path):
+    good = (load_catalogue("iot").path).read_text()
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        f"{good}\nrules:\n  hot: {{metric: temperature_c, aggregate: max, above: 80}}\n"
+        "  cold: {metric: temperature_c, below: reference, severity: 60}\n"
+    )
+    hot, cold = load_catalogue(str(path)).rules
+    assert (hot.feature, hot.direction, hot.threshold, hot.severity) == (
+        "temperature_c_max",
+        "above",
+        80.0,
+        75.0,
+    )
+    assert (cold.feature, cold.threshold, cold.limit_column) == (
+        "temperature_c_mean",
+        None,
+        "temperature_c_low",
+    )
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 
