@@ -1,9 +1,21 @@
 -- Incidents with their state: open while a new flagged window could still extend them, i.e.
 -- until the quiet period, plus the time the job needs to close a window (window length and
--- allowed lateness), has passed since the last flagged window ended.
-CREATE OR REPLACE VIEW incident_status AS
+-- allowed lateness), has passed since the last alert window ended. Re-created (repeatable
+-- migration) whenever the settings it renders or its columns change.
+DROP VIEW IF EXISTS incident_status;
+CREATE VIEW incident_status AS
 SELECT
-  i.*,
+  i.device_id,
+  i.started_at,
+  i.ended_at,
+  i.windows,
+  i.peak_severity,
+  i.top_metrics,
+  i.sources,
+  i.model_version,
+  i.site,
+  i.region,
+  i.criticality,
   CASE
     WHEN i.ended_at + make_interval(secs => ${incident_quiet_seconds} + ${window_seconds}
                                     + ${watermark_delay_seconds}) > now()
