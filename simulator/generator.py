@@ -277,5 +277,16 @@ class TelemetryGenerator:
         values, present, label, _ = self.tick(ts_ms)
         return self.encode(ts_ms, values, present, label)
 
+    def run_messages(self, start_ms: int, ticks: int) -> tuple[list, list[dict]]:
+        """``ticks`` ticks from ``start_ms`` as Kafka messages, with the ground-truth records
+        of the failure episodes that started in them."""
+        messages, records = [], []
+        for k in range(ticks):
+            ts = start_ms + k * self.interval_ms
+            values, present, label, started = self.tick(ts)
+            records += started
+            messages += self.encode(ts, values, present, label)
+        return messages, records
+
     def tick_events(self, ts_ms: int) -> list[dict]:
         return [json.loads(v) for _, v in self.tick_messages(ts_ms)]

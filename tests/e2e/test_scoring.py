@@ -38,13 +38,7 @@ def episodes_and_messages(seed: int) -> tuple[list[dict], list]:
     config = SimulatorConfig(
         devices=FLEET_DEVICES, seed=seed, anomaly_rate=0.003, scenarios=SINGLE_METRIC_SCENARIOS
     )
-    gen = TelemetryGenerator(config)
-    messages, episodes = [], []
-    for k in range(TICKS):
-        ts = T0 + k * gen.interval_ms
-        values, present, label, records = gen.tick(ts)
-        episodes += records
-        messages += gen.encode(ts, values, present, label)
+    messages, episodes = TelemetryGenerator(config).run_messages(T0, TICKS)
     return episodes, messages
 
 

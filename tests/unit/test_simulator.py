@@ -29,14 +29,8 @@ def by_device(events: list[dict]) -> dict[str, list[dict]]:
 
 
 def episodes_of(config: SimulatorConfig, ticks: int) -> tuple[list[dict], list[dict]]:
-    gen = TelemetryGenerator(config)
-    events, records = [], []
-    for k in range(ticks):
-        ts = T0 + k * gen.interval_ms
-        values, present, label, rec = gen.tick(ts)
-        records += rec
-        events += [json.loads(v) for _, v in gen.encode(ts, values, present, label)]
-    return events, records
+    messages, records = TelemetryGenerator(config).run_messages(T0, ticks)
+    return [json.loads(v) for _, v in messages], records
 
 
 # --- determinism ------------------------------------------------------------------------------

@@ -195,6 +195,18 @@ def test_explanation_names_the_perturbed_metrics_with_actual_and_typical(trained
     assert quiet["top_metric"][0] is None and quiet["explanation"][0] is None
 
 
+def following(folder, version: str, reload_seconds: float, clock) -> ModelSource:
+    """A model source that starts on ``version`` and follows the folder's CURRENT."""
+    return ModelSource(
+        folder / version,
+        MODEL_FEATURE_NAMES,
+        10,
+        pointer=folder / "CURRENT",
+        reload_seconds=reload_seconds,
+        clock=clock,
+    )
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -250,14 +262,7 @@ def test_parity_check_refuses_a_different_model(trained):
 def test_source_follows_current_within_its_reload_interval(trained, second, tmp_path):
     first_version, second_version = models_folder(tmp_path, trained, second)
     clock = Clock()
-    source = ModelSource(
-        tmp_path / first_version,
-        MODEL_FEATURE_NAMES,
-        10,
-        pointer=tmp_path / "CURRENT",
-        reload_seconds=5,
-        clock=clock,
-    )
+    source = following(tmp_path, first_version, 5, clock)
     assert source.open().version == first_version
     (tmp_path / "CURRENT").write_text(second_version + "\n")
     clock.now = 4.9
@@ -273,14 +278,7 @@ def test_source_refuses_a_broken_version_keeps_scoring_and_counts_it_once(
     first_version, second_version = models_folder(tmp_path, trained, second)
     (tmp_path / second_version / MODEL_FILE).write_bytes(b"truncated")
     clock = Clock()
-    source = ModelSource(
-        tmp_path / first_version,
-        MODEL_FEATURE_NAMES,
-        10,
-        pointer=tmp_path / "CURRENT",
-        reload_seconds=1,
-        clock=clock,
-    )
+    source = following(tmp_path, first_version, 1, clock)
     source.open()
     (tmp_path / "CURRENT").write_text(second_version + "\n")
     for step in range(1, 4):
