@@ -16,7 +16,16 @@ def create_table_env(settings: Settings, *, streaming: bool = True) -> TableEnvi
         if streaming
         else EnvironmentSettings.in_batch_mode()
     )
-    t_env = TableEnvironment.create(env_settings)
+    if streaming:
+        # A StreamTableEnvironment, so that the job can hand its scored windows through one
+        # DataStream to every branch that reads them (jobs/score_telemetry.py).
+        from pyflink.datastream import StreamExecutionEnvironment
+        from pyflink.table import StreamTableEnvironment
+
+        stream_env = StreamExecutionEnvironment.get_execution_environment()
+        t_env = StreamTableEnvironment.create(stream_env, env_settings)
+    else:
+        t_env = TableEnvironment.create(env_settings)
     # In-process runs execute the JDBC sink in this JVM: it must run in UTC for window
     # timestamps to reach PostgreSQL unshifted (the cluster sets -Duser.timezone=UTC).
     jvm = get_gateway().jvm

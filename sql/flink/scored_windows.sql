@@ -1,7 +1,7 @@
 -- Every window with its device's reference data (lookup join; a device without a row keeps
 -- NULLs and in_inventory = false) and its score (one vectorized UDF call per Arrow batch; the
 -- device id selects the per-device normalisation). Scores, alerts, incidents and device
--- health all read these views.
+-- health all read scored_windows.
 CREATE TEMPORARY VIEW enriched_windows AS
 SELECT
   f.*,
@@ -15,5 +15,7 @@ FROM (SELECT *, PROCTIME() AS proc_time FROM window_features) AS f
 LEFT JOIN devices_lookup FOR SYSTEM_TIME AS OF f.proc_time AS d
   ON f.device_id = d.device_id;
 
-CREATE TEMPORARY VIEW scored_windows AS
+-- The job registers this query's result as `scored_windows` through one DataStream (see
+-- jobs/score_telemetry.py), so that every branch shares one scoring.
+CREATE TEMPORARY VIEW scored_windows_query AS
 SELECT *, ${score_call} AS s FROM enriched_windows
