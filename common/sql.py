@@ -97,6 +97,17 @@ def rule_condition(rule) -> str:
     return f"`{rule.feature}` {op} {rule_threshold(rule)}"
 
 
+def rule_flag(rule) -> str:
+    """The column of scored_windows saying whether the rule fires on the window."""
+    return f"`rule_{rule.name}`"
+
+
+def rule_flag_columns() -> str:
+    """Each rule's condition, evaluated once per window in scored_windows.sql (FALSE where a
+    value or limit is missing); everything downstream reads the flag."""
+    return "".join(f",\n  ({rule_condition(r)}) IS TRUE AS {rule_flag(r)}" for r in CATALOGUE.rules)
+
+
 def rule_alerts() -> str:
     """UNION ALL branches of the alerts view (insert_alerts.sql): one per catalogue rule,
     a row for each window it fires on (read from incident_windows)."""
@@ -108,20 +119,20 @@ def rule_alerts() -> str:
             f"CAST('{rule.metric}' AS STRING), CAST(`{rule.feature}` AS DOUBLE), "
             f"{rule_threshold(rule)}, "
             "CAST(NULL AS STRING), CAST(NULL AS STRING), site, region, criticality, "
-            f"incident_start\nFROM incident_windows WHERE {rule_condition(rule)}"
+            f"incident_start\nFROM incident_windows WHERE {rule_flag(rule)}"
         )
     return "\n".join(branches)
 
 
 def rule_fires() -> str:
     """Whether any catalogue rule fires on a window."""
-    return " OR ".join(["FALSE", *(f"({rule_condition(r)}) IS TRUE" for r in CATALOGUE.rules)])
+    return " OR ".join(["FALSE", *(rule_flag(r) for r in CATALOGUE.rules)])
 
 
 def rule_severity() -> str:
     """The highest severity of the rules that fire on a window (0 if none)."""
     cases = [
-        f"CASE WHEN {rule_condition(r)} THEN {_number(r.severity)} ELSE {_number(0.0)} END"
+        f"CASE WHEN {rule_flag(r)} THEN {_number(r.severity)} ELSE {_number(0.0)} END"
         for r in CATALOGUE.rules
     ]
     return f"GREATEST({', '.join([_number(0.0), *cases])})"
@@ -159,6 +170,7 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "rule_alerts": rule_alerts(),
         "rule_severity": rule_severity(),
         "rule_fires": rule_fires(),
+        "rule_flag_columns": rule_flag_columns(),
         "window_ms": settings.window_seconds * 1000,
         "window_interval": interval(settings.window_seconds),
         "watermark_interval": interval(settings.watermark_delay_seconds),

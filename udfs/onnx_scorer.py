@@ -496,7 +496,8 @@ class ScoreWindow(ScalarFunction):
         self.last_batch = ((time.perf_counter() - began) * 1000.0, len(x))
         if self.metrics:
             self.metrics["windows_scored"].inc(int(np.isfinite(s.score).sum()))
-            self.metrics["anomalies"].inc(int(sum(f is True for f in s.flag)))
+            # Flagged exactly where the score is above the threshold (NaN: not scored).
+            self.metrics["anomalies"].inc(int(np.count_nonzero(s.score > model.threshold)))
         return out
 
 

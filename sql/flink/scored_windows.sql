@@ -16,6 +16,7 @@ LEFT JOIN devices_lookup FOR SYSTEM_TIME AS OF f.proc_time AS d
   ON f.device_id = d.device_id;
 
 -- The job registers this query's result as `scored_windows` through one DataStream (see
--- jobs/score_telemetry.py), so that every branch shares one scoring.
+-- jobs/score_telemetry.py), so that every branch shares one scoring. rule_<name> says
+-- whether a catalogue rule fires on the window (common/sql.py rule_flag_columns).
 CREATE TEMPORARY VIEW scored_windows_query AS
-SELECT *, ${score_call} AS s FROM enriched_windows
+SELECT *, ${score_call} AS s${rule_flag_columns} FROM enriched_windows
