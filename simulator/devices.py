@@ -28,8 +28,9 @@ OWNER = {"router": "netops", "switch": "netops", "server": "platform"}
 LIMIT_SPREADS = 15.0
 
 
-def fleet_reference(config: SimulatorConfig) -> list[dict]:
-    """One reference row per device of the simulated fleet, with per-metric limits."""
+def fleet_inventory(config: SimulatorConfig) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The simulated fleet's reference rows (one per device, with per-metric limits) and its
+    links (a device of a kind with `links` to each of its neighbours)."""
     gen = TelemetryGenerator(config)
     rows = []
     for d, device in enumerate(gen.device_ids):
@@ -53,17 +54,12 @@ def fleet_reference(config: SimulatorConfig) -> list[dict]:
             row[f"{metric.name}_low"] = round(low, 6)
             row[f"{metric.name}_high"] = round(high, 6)
         rows.append(row)
-    return rows
-
-
-def fleet_links(config: SimulatorConfig) -> list[tuple[str, str]]:
-    """The fleet's links (a device of a kind with `links` to each of its neighbours)."""
-    gen = TelemetryGenerator(config)
-    return sorted(
+    links = sorted(
         (gen.device_ids[d], gen.device_ids[int(n)])
         for d, neighbours in gen.neighbours.items()
         for n in neighbours
     )
+    return rows, links
 
 
 def upsert_devices(settings, rows: list[dict], links: list[tuple[str, str]] = ()) -> int:
@@ -114,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     config = SimulatorConfig(
         catalogue=a.catalogue or settings.catalogue, devices=a.devices, fleet_seed=a.fleet_seed
     )
-    rows = fleet_reference(config)
-    links = fleet_links(config)
+    rows, links = fleet_inventory(config)
     if a.print:
         for r in rows:
             print("\t".join(str(v) for v in r.values()))

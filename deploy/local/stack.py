@@ -723,11 +723,10 @@ def demo(settings: Settings) -> None:
     if reason:
         log(f"{reason}: training one")
         train_demo_model(settings)
-    from simulator.devices import fleet_links, fleet_reference, upsert_devices
+    from simulator.devices import fleet_inventory, upsert_devices
     from simulator.generator import SimulatorConfig
 
-    fleet = SimulatorConfig(devices=DEMO_DEVICES)
-    written = upsert_devices(settings, fleet_reference(fleet), fleet_links(fleet))
+    written = upsert_devices(settings, *fleet_inventory(SimulatorConfig(devices=DEMO_DEVICES)))
     log(f"{written} device reference rows in table {settings.devices_table}")
     Simulator(settings).start(
         [

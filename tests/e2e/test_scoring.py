@@ -261,20 +261,16 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     from common.db import connect
     from common.features import CATALOGUE
     from deploy.local.stack import Flink
-    from simulator.devices import fleet_links, fleet_reference, upsert_devices
+    from simulator.devices import fleet_inventory, upsert_devices
     from simulator.sinks import KafkaSink
     from tests.pipeline import fetch_table
 
     # Two devices in three have a reference row.
-    inventory = [
-        r
-        for r in fleet_reference(SimulatorConfig(devices=FLEET_DEVICES))
-        if int(r["device_id"][-5:]) % 3 != 1
-    ]
+    fleet, links = fleet_inventory(SimulatorConfig(devices=FLEET_DEVICES))
+    inventory = [r for r in fleet if int(r["device_id"][-5:]) % 3 != 1]
     for row in inventory:
         if row["device_id"] == LIMITED:
             row["latency_ms_high"] = 0.0
-    links = fleet_links(SimulatorConfig(devices=FLEET_DEVICES))
     upsert_devices(fresh_db, inventory, links)
     events = planted_events(seed=43)
     sink = KafkaSink(stack.kafka_bootstrap, fresh_topic)
