@@ -8,6 +8,7 @@ or a feature reads it from here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from common.catalogue import Metric
@@ -49,22 +50,85 @@ AGGREGATES: tuple[Aggregate, ...] = (
 
 
 @dataclass(frozen=True)
+class Horizon:
+    """A longer horizon of context around each window, named with its size ("1m", "1h").
+
+    Its statistics are taken over the device's window means and refreshed every
+    ``refresh_seconds`` (about a sixth of the horizon, see Settings.context_horizon_seconds):
+    Flink keeps that many partial aggregates per device and horizon, not every window of it.
+    """
+
+    name: str
+    seconds: int
+    refresh_seconds: int
+
+
+# Statistics of each metric over a horizon: the mean ("avg") and population spread ("sd") of
+# the device's window means, and the window mean's deviation from that mean ("dev", 0 where the
+# device has no context yet). The model sees the deviation; the mean and spread are stored
+# (the "typical" band of a metric).
+CONTEXT_STATS: tuple[tuple[str, bool], ...] = (("avg", False), ("sd", False), ("dev", True))
+
+
+_CONTEXT_NAME = re.compile(
+    r"_(?:" + "|".join(stat for stat, _ in CONTEXT_STATS) + r")([0-9]+[smhd])$"
+)
+
+
+def context_horizon_of(feature_name: str) -> str | None:
+    """The horizon a context feature's name carries ("cpu_dev1h" -> "1h"); None otherwise."""
+    match = _CONTEXT_NAME.search(feature_name)
+    return match.group(1) if match else None
+
+
+def horizons(settings: Settings) -> tuple[Horizon, ...]:
+    return tuple(Horizon(*h) for h in settings.context_horizon_seconds)
+
+
+@dataclass(frozen=True)
 class Feature:
+    """A model input or stored column, always named ``<metric>_<aggregate>`` where the
+    aggregate part has no underscore (explanations group features by metric this way)."""
+
     name: str
     metric: str
-    aggregate: Aggregate
+    sql_type: str
+    modelled: bool
+    # A window feature: the aggregate over the window's events.
+    aggregate: Aggregate | None = None
+    # A context feature: the statistic over the horizon.
+    horizon: Horizon | None = None
+    stat: str = ""
 
     @property
     def flink_expression(self) -> str:
+        assert self.aggregate is not None, self.name
         return self.aggregate.flink_sql.format(col=f"`{self.metric}`")
 
 
-FEATURES: tuple[Feature, ...] = tuple(
-    Feature(f"{metric}_{agg.suffix}", metric, agg) for metric in METRIC_NAMES for agg in AGGREGATES
-)
+def features_of(metric_names, horizon_list) -> tuple[Feature, ...]:
+    """Every feature of these metrics: the window aggregates, then each horizon's context."""
+    window = tuple(
+        Feature(f"{metric}_{agg.suffix}", metric, agg.sql_type, agg.modelled, aggregate=agg)
+        for metric in metric_names
+        for agg in AGGREGATES
+    )
+    context = tuple(
+        Feature(f"{metric}_{stat}{h.name}", metric, "DOUBLE", modelled, horizon=h, stat=stat)
+        for metric in metric_names
+        for h in horizon_list
+        for stat, modelled in CONTEXT_STATS
+    )
+    return window + context
+
+
+HORIZONS: tuple[Horizon, ...] = horizons(Settings.from_env())
+FEATURES: tuple[Feature, ...] = features_of(METRIC_NAMES, HORIZONS)
+WINDOW_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.aggregate is not None)
+CONTEXT_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.horizon is not None)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 # The model's input columns, in order. Stored in each model card and checked when it loads.
-MODEL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.aggregate.modelled)
+MODEL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.modelled)
 
 # PostgreSQL column types for Flink SQL types used above.
 PG_TYPES = {"DOUBLE": "double precision", "BIGINT": "bigint"}

@@ -22,6 +22,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "ANOMALY_"
 _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_HORIZON = re.compile(r"([1-9][0-9]*)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+# Each context horizon is refreshed (at most) this many times over its length, so Flink keeps as
+# many partial aggregates per device and horizon (common.features.Horizon).
+CONTEXT_REFRESHES = 6
 
 
 def _default_state_dir() -> Path:
@@ -50,6 +55,11 @@ class Settings:
     window_seconds: int = 10
     # Events may arrive this much out of order before their window closes.
     watermark_delay_seconds: int = 5
+    # Longer horizons of context around each window, comma-separated sizes (s, m, h, d): each
+    # adds, per metric, the mean and spread of the device's window means over that horizon and
+    # the window's deviation from it. Each must be a multiple of the window; it is refreshed
+    # every sixth of its length. Changing them changes the model's features: retrain.
+    context_horizons: str = "1m,1h"
     # A partition silent for this long stops holding back the watermark.
     idle_timeout_seconds: int = 5
     # An event time further ahead of the broker's timestamp of its message than this is a
@@ -141,6 +151,7 @@ class Settings:
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use letters, digits,"
                     " '.', '_' and '-' only"
                 )
+        self.context_horizon_seconds  # noqa: B018 -- validates the horizons
         if self.scoring not in ("on", "off"):
             raise ValueError(f"{ENV_PREFIX}SCORING={self.scoring!r}: use on or off")
         if "'" in self.pg_password:
@@ -175,6 +186,38 @@ class Settings:
     @property
     def checkpoint_uri(self) -> str:
         return self.checkpoint_dir or (self.state_dir / "flink" / "checkpoints").resolve().as_uri()
+
+    @property
+    def context_horizon_seconds(self) -> tuple[tuple[str, int, int], ...]:
+        """The context horizons as (name, seconds, refresh seconds), e.g. ("1h", 3600, 600).
+        A horizon is refreshed every sixth of it, or as near as whole windows allow (the
+        smallest multiple of the window at least that long that divides the horizon)."""
+        out: list[tuple[str, int, int]] = []
+        window = self.window_seconds
+        for name in (part.strip() for part in self.context_horizons.split(",")):
+            if not name:
+                continue
+            match = _HORIZON.fullmatch(name)
+            problem = None
+            if match is None:
+                problem = "write each as a number and a unit s, m, h or d, e.g. 1m,1h"
+            else:
+                seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+                if seconds % window or seconds < 2 * window:
+                    problem = f"{name} is not a multiple of the {window} s window (at least 2)"
+                elif any(seconds == s for _, s, _ in out):
+                    problem = f"{name} is given twice"
+            if problem:
+                raise ValueError(
+                    f"{ENV_PREFIX}CONTEXT_HORIZONS={self.context_horizons!r}: {problem}"
+                )
+            refresh = next(
+                r
+                for r in range(window, seconds + 1, window)
+                if seconds % r == 0 and r * CONTEXT_REFRESHES >= seconds
+            )
+            out.append((name, seconds, refresh))
+        return tuple(out)
 
     @property
     def current_model_pointer(self) -> Path:

@@ -12,12 +12,17 @@ import re
 from pathlib import Path
 
 from common.features import (
+    AGGREGATES,
     CATALOGUE,
+    CONTEXT_FEATURES,
     FEATURES,
+    HORIZONS,
     METRIC_NAMES,
     METRICS,
     MODEL_FEATURE_NAMES,
     PG_TYPES,
+    WINDOW_FEATURES,
+    Horizon,
 )
 from common.settings import REPO_ROOT, Settings
 
@@ -138,10 +143,111 @@ def rule_severity() -> str:
     return f"GREATEST({', '.join([_number(0.0), *cases])})"
 
 
+# --- window features and their context (window_features.sql, window_context.sql) ----------
+
+# Training only: per window, the events its source labels anomalous (name, aggregate, type).
+LABEL_COLUMNS = (("labelled_events", "SUM(CASE WHEN is_anomaly THEN 1 ELSE 0 END)", "INT"),)
+_MEAN, _SPREAD = (next(a for a in AGGREGATES if a.suffix == s) for s in ("mean", "std"))
+
+
+def _null(sql_type: str) -> str:
+    return f"CAST(NULL AS {sql_type})"
+
+
+def _context_end(h: Horizon) -> str:
+    return f"`context_end_{h.name}`"
+
+
+def _context_columns(h: Horizon) -> list[tuple[str, str]]:
+    """(name, expression over the HOP) of the columns a horizon's statistics rows carry."""
+    # As text: LAST_VALUE takes no TIMESTAMP in batch mode (training).
+    columns = [(_context_end(h), "CAST(window_end AS STRING)")]
+    for metric in METRIC_NAMES:
+        mean = f"{metric}_{_MEAN.suffix}"
+        columns.append((f"`{metric}_avg{h.name}`", _MEAN.flink_sql.format(col=f"`{mean}`")))
+        columns.append((f"`{metric}_sd{h.name}`", _SPREAD.flink_sql.format(col=f"`{mean}`")))
+    return columns
+
+
+def _context_nulls(keep: Horizon | None = None) -> list[str]:
+    """Every horizon's statistics columns: NULL, except ``keep``'s own (a statistics row)."""
+    out = []
+    for h in HORIZONS:
+        for name, _ in _context_columns(h):
+            typ = "STRING" if name == _context_end(h) else "DOUBLE"
+            out.append(name if h == keep else f"{_null(typ)} AS {name}")
+    return out
+
+
+def context_placeholders(labelled: bool) -> dict[str, str]:
+    """The generated parts of window_context.sql (see its header for the design)."""
+    indent = ",\n  "
+    labels = "".join(f",\n  `{name}`" for name, _, _ in LABEL_COLUMNS) if labelled else ""
+    views, branches, last_values, features = [], [], [], []
+    for h in HORIZONS:
+        stats = ",\n  ".join(f"{expr} AS {name}" for name, expr in _context_columns(h))
+        views.append(
+            f"CREATE TEMPORARY VIEW window_context_{h.name} AS\n"
+            f"SELECT\n  device_id,\n  window_time,\n  {stats}\n"
+            f"FROM TABLE(\n  HOP(TABLE window_means, DESCRIPTOR(mean_time), "
+            f"{interval(h.refresh_seconds)}, {interval(h.seconds)}, INTERVAL '-0.001' SECOND)\n)\n"
+            "GROUP BY device_id, window_start, window_end, window_time;"
+        )
+        window_nulls = [f"{_null(f.sql_type)} AS `{f.name}`" for f in WINDOW_FEATURES]
+        if labelled:
+            window_nulls += [f"{_null(t)} AS `{n}`" for n, _, t in LABEL_COLUMNS]
+        branches.append(
+            "UNION ALL\nSELECT device_id, window_time, FALSE, "
+            f"{_null('TIMESTAMP(3)')}, {_null('TIMESTAMP(3)')},\n  "
+            + indent.join(window_nulls + _context_nulls(keep=h))
+            + f"\nFROM window_context_{h.name}"
+        )
+        for name, _ in _context_columns(h):
+            last_values.append(f"LAST_VALUE({name}) OVER w AS `last_{name.strip('`')}`")
+    for f in CONTEXT_FEATURES:
+        h = f.horizon
+        fresh = (
+            f"CASE WHEN CAST(`last_context_end_{h.name}` AS TIMESTAMP(3)) >= window_end - "
+            f"{interval(h.refresh_seconds)} THEN `last_{f.metric}_"
+        )
+        mean = f"`{f.metric}_{_MEAN.suffix}`"
+        if f.stat == "dev":
+            avg = f"{fresh}avg{h.name}` END"
+            features.append(f"{mean} - COALESCE({avg}, {mean}) AS `{f.name}`")
+        else:
+            features.append(f"{fresh}{f.stat}{h.name}` END AS `{f.name}`")
+    return {
+        "context_views": "\n\n".join(views),
+        "context_branches": "\n".join(branches),
+        "context_nulls": indent.join(_context_nulls()),
+        "context_last_values": indent.join(last_values),
+        "context_features": indent.join(features),
+        "window_feature_list": indent.join(f"`{f.name}`" for f in WINDOW_FEATURES),
+        "window_mean_list": ", ".join(f"`{m}_{_MEAN.suffix}`" for m in METRIC_NAMES),
+        "label_list": labels,
+        "label_columns": "".join(f",\n  {expr} AS `{n}`" for n, expr, _ in LABEL_COLUMNS)
+        if labelled
+        else "",
+    }
+
+
+def window_feature_statements(settings: Settings, *, labelled: bool = False) -> list[str]:
+    """The statements that define the ``window_features`` view over ``telemetry_events``:
+    window aggregates, then (with context horizons) their context. ``labelled`` adds the
+    training labels of LABEL_COLUMNS."""
+    extra = context_placeholders(labelled)
+    out = statements(render("flink/window_features.sql", settings, **extra))
+    if HORIZONS:
+        out += statements(render("flink/window_context.sql", settings, **extra))
+    else:
+        out.append("CREATE TEMPORARY VIEW window_features AS SELECT * FROM window_aggregates")
+    return out
+
+
 def context(settings: Settings, **extra: object) -> dict[str, str]:
     """Placeholder values shared by every SQL file."""
     indent = ",\n  "
-    pg_columns = [f"{f.name} {PG_TYPES[f.aggregate.sql_type]}" for f in FEATURES]
+    pg_columns = [f"{f.name} {PG_TYPES[f.sql_type]}" for f in FEATURES]
     values: dict[str, object] = {
         "events_topic": settings.events_topic,
         "kafka_bootstrap": settings.kafka_bootstrap,
@@ -190,10 +296,9 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "parsed_payload": "JSON_OBJECT("
         + ", ".join(f"KEY '{name}' VALUE `{name}`" for name in SOURCE_FIELDS)
         + ")",
-        "feature_expressions": indent.join(f"{f.flink_expression} AS `{f.name}`" for f in FEATURES),
-        # Training only (training/train.py): labelled events per window, where the source
-        # carries labels; the streaming job scores without them.
-        "label_columns": "",
+        "feature_expressions": indent.join(
+            f"{f.flink_expression} AS `{f.name}`" for f in WINDOW_FEATURES
+        ),
         "feature_list": indent.join(f"`{f.name}`" for f in FEATURES),
         "model_feature_list": ", ".join(f"`{name}`" for name in MODEL_FEATURE_NAMES),
         # How insert_scores.sql scores a window (the job swaps in a NULL row when scoring is
@@ -201,9 +306,7 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "score_call": "score_window(device_id, "
         + ", ".join(f"`{name}`" for name in MODEL_FEATURE_NAMES)
         + ")",
-        "flink_feature_columns": indent.join(
-            f"`{f.name}` {f.aggregate.sql_type}" for f in FEATURES
-        ),
+        "flink_feature_columns": indent.join(f"`{f.name}` {f.sql_type}" for f in FEATURES),
         "pg_feature_columns": indent.join(pg_columns),
         "pg_add_feature_columns": f"ALTER TABLE {settings.scores_table}\n  "
         + ",\n  ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in pg_columns)

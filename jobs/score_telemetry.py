@@ -23,7 +23,7 @@ from pyflink.table.expressions import col
 from common.features import MODEL_FEATURE_NAMES
 from common.models import resolve_model_dir
 from common.settings import Settings
-from common.sql import context, render, statements
+from common.sql import context, render, statements, window_feature_statements
 from udfs.onnx_scorer import SCORE_RESULT_SQL_TYPE, ModelCardError, OnnxModel, score_window_udf
 
 
@@ -59,7 +59,8 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
         kafka_source_options=kafka_source_options(settings, bounded=bounded),
     )
     execute_file(t_env, "flink/checked_events.sql", settings)
-    execute_file(t_env, "flink/window_features.sql", settings)
+    for statement in window_feature_statements(settings):
+        t_env.execute_sql(statement)
 
 
 def jdbc_connection_options(settings: Settings) -> dict[str, str]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.features import METRIC_NAMES
+from common.features import HORIZONS, METRIC_NAMES
 
 
-def window_features(events: list[dict], window_seconds: int) -> pd.DataFrame:
-    """Per device and tumbling window: mean, population std, min, max, count of each metric."""
+def window_features(
+    events: list[dict], window_seconds: int, horizons: tuple = HORIZONS
+) -> pd.DataFrame:
+    """Per device and tumbling window: mean, population std, min, max, count of each metric,
+    and its context over each horizon (window_context)."""
     window_ms = window_seconds * 1000
     rows: dict[tuple[str, int], dict[str, list[float]]] = {}
     for e in events:
@@ -33,7 +36,40 @@ def window_features(events: list[dict], window_seconds: int) -> pd.DataFrame:
             row[f"{m}_max"] = v.max() if len(v) else np.nan
             row[f"{m}_count"] = len(v)
         out.append(row)
-    return pd.DataFrame(out).sort_values(["device_id", "window_start"]).reset_index(drop=True)
+    frame = pd.DataFrame(out).sort_values(["device_id", "window_start"]).reset_index(drop=True)
+    return window_context(frame, window_seconds, horizons)
+
+
+def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.DataFrame:
+    """Each window's context over each horizon (name, seconds, refresh_seconds), as
+    sql/flink/window_context.sql defines it: at the latest refresh boundary b <= the window's
+    end, the mean and population std of the device's window means over the windows starting
+    in [b - horizon - window, b - window) (none there: NULL, deviation 0)."""
+    window_ms = window_seconds * 1000
+    frame = frame.copy()
+    starts = frame["window_start"].map(lambda t: t.value // 1_000_000).to_numpy()
+    devices = frame["device_id"].to_numpy()
+    for h in horizons:
+        horizon_ms, refresh_ms = h.seconds * 1000, h.refresh_seconds * 1000
+        for m in METRIC_NAMES:
+            means = frame[f"{m}_mean"].to_numpy(dtype=np.float64)
+            avg, sd = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+            for i in range(len(frame)):
+                b = ((starts[i] + window_ms) // refresh_ms) * refresh_ms
+                inside = (
+                    (devices == devices[i])
+                    & (starts >= b - horizon_ms - window_ms)
+                    & (starts < b - window_ms)
+                )
+                values = means[inside]
+                values = values[~np.isnan(values)]
+                if len(values):
+                    avg[i] = values.mean()
+                    sd[i] = 0.0 if values.min() == values.max() else values.std(ddof=0)
+            frame[f"{m}_avg{h.name}"] = avg
+            frame[f"{m}_sd{h.name}"] = sd
+            frame[f"{m}_dev{h.name}"] = means - np.where(np.isnan(avg), means, avg)
+    return frame
 
 
 def anomalous_windows(events: list[dict], window_seconds: int) -> tuple[set, set]:

@@ -8,10 +8,11 @@
 SKAB protocol: for every labelled file, the first 400 rows (anomaly-free) train, the rest are
 scored; metrics are pooled over all files. Our models run as the stream runs them: window
 features of the last 10 rows (SKAB has 1 row per second: the job's 10 s window, sliding by one
-row so that every row gets a causal score), normalised per file (a file is a device), ONE model
-for all files fitted on the union of their training rows, exported to ONNX and scored by the
-UDF's runtime. Baselines are fitted per file on raw rows. Every method is causal: a row's flag
-depends only on training rows and on rows up to itself.
+row so that every row gets a causal score; one variant adds the context horizons whose first
+refresh falls inside the training rows, 1m by default), normalised per file (a file is a
+device), ONE model for all files fitted on the union of their training rows, exported to ONNX
+and scored by the UDF's runtime. Baselines are fitted per file on raw rows. Every method is
+causal: a row's flag depends only on training rows and on rows up to itself.
 
 Simulator: a training dump and a labelled test dump of the same fleet (other noise, more
 failures); windows are the job's tumbling windows, computed by its Flink SQL; a window is
@@ -155,38 +156,82 @@ class PerFile:
         return [self.detector_type().fit(x[:TRAIN_ROWS]).score(x[TRAIN_ROWS:]) for _, x, _ in files]
 
 
-def rolling_window_features(x: np.ndarray, metric_names, window_rows: int):
-    """(feature names, matrix): the job's modelled window aggregates (common.features) over the
-    last ``window_rows`` rows at every row (fewer at the start), in the job's feature order."""
+def rolling_window_features(x: np.ndarray, metric_names, window_rows: int, horizon_list=()):
+    """(feature names, matrix): the job's modelled features (common.features) at every row of
+    1 Hz data, in the job's order: the window aggregates over the last ``window_rows`` rows
+    (fewer at the start), and each horizon's context over the windows before that one, aligned
+    with it (see rolling_context)."""
     import pandas as pd
 
-    from common.features import AGGREGATES
+    from common.features import features_of
 
     r = pd.DataFrame(np.asarray(x, dtype=np.float64)).rolling(window_rows, min_periods=1)
     lo, hi = r.min().to_numpy(), r.max().to_numpy()
+    means = r.mean().to_numpy()
     # Population std, exactly 0 on a flat window: the definition in common.features.
     by_suffix = {
-        "mean": lambda: r.mean().to_numpy(),
+        "mean": lambda: means,
         "std": lambda: np.where(lo == hi, 0.0, r.std(ddof=0).to_numpy()),
         "min": lambda: lo,
         "max": lambda: hi,
     }
-    aggregates = [a for a in AGGREGATES if a.modelled]
-    unknown = [a.suffix for a in aggregates if a.suffix not in by_suffix]
+    features = [f for f in features_of(metric_names, horizon_list) if f.modelled]
+    unknown = sorted({f.aggregate.suffix for f in features if f.aggregate} - set(by_suffix))
     if unknown:
         raise EvaluationError(f"no rolling implementation of aggregate(s) {unknown}")
-    values = {a.suffix: by_suffix[a.suffix]() for a in aggregates}
-    names = [f"{m}_{a.suffix}" for m in metric_names for a in aggregates]
-    columns = [values[a.suffix][:, j] for j in range(len(metric_names)) for a in aggregates]
-    return tuple(names), np.column_stack(columns)
+    values = {a: compute() for a, compute in by_suffix.items()}
+    context = {h.name: rolling_context(means, window_rows, h) for h in horizon_list}
+    index = {m: j for j, m in enumerate(metric_names)}
+    columns = []
+    for f in features:
+        j = index[f.metric]
+        if f.aggregate is not None:
+            columns.append(values[f.aggregate.suffix][:, j])
+        else:
+            columns.append(context[f.horizon.name][f.stat][:, j])
+    return tuple(f.name for f in features), np.column_stack(columns)
+
+
+def rolling_context(means: np.ndarray, window_rows: int, horizon) -> dict[str, np.ndarray]:
+    """A horizon's context (common.features.CONTEXT_STATS) at every row, as
+    sql/flink/window_context.sql defines it for tumbling windows, with the windows aligned
+    with each row's own: statistics of the window means at the latest refresh boundary b
+    before the row's window end, over the windows starting in [b - horizon - window,
+    b - window). Rows are seconds (1 Hz data)."""
+    n, w = len(means), window_rows
+    size, refresh = horizon.seconds, horizon.refresh_seconds
+    avg = np.full(means.shape, np.nan)
+    sd = np.full(means.shape, np.nan)
+    for i in range(n):
+        end = i + 1
+        b = end - ((end // w) * w) % refresh
+        last_rows = b - w * np.arange(1, size // w + 1) - 1  # the window means' rows
+        inside = means[last_rows[last_rows >= 0]]
+        if not len(inside):
+            continue
+        seen = ~np.isnan(inside)
+        for j in range(means.shape[1]):
+            v = inside[seen[:, j], j]
+            if len(v):
+                avg[i, j] = v.mean()
+                sd[i, j] = 0.0 if v.min() == v.max() else v.std(ddof=0)
+    return {"avg": avg, "sd": sd, "dev": means - np.where(np.isnan(avg), means, avg)}
 
 
 class StreamModel:
     """Our model as the stream runs it (see the module docstring), on SKAB."""
 
-    def __init__(self, model: str, window_rows: int):
+    def __init__(self, model: str, window_rows: int, *, context: bool = False):
+        from common.features import HORIZONS
+
         self.model, self.window_rows = model, window_rows
-        self.name = f"{model}, {window_rows} s windows (ours)"
+        # The job's context horizons that fit SKAB: a horizon whose first refresh comes after
+        # the 400 training rows has no context to learn from (training refuses it).
+        self.horizons = (
+            tuple(h for h in HORIZONS if h.refresh_seconds < TRAIN_ROWS) if context else ()
+        )
+        extra = f" + {'/'.join(h.name for h in self.horizons)} context" if self.horizons else ""
+        self.name = f"{model}, {window_rows} s windows{extra} (ours)"
         self.log_scale = model == "pca-t2q"
         self.threshold = None
 
@@ -201,7 +246,7 @@ class StreamModel:
         metrics = load_catalogue("skab").metric_names
         feats = []
         for _, x, _ in files:
-            names, f = rolling_window_features(x, metrics, self.window_rows)
+            names, f = rolling_window_features(x, metrics, self.window_rows, self.horizons)
             feats.append(f)
         ids = np.concatenate([np.full(TRAIN_ROWS, name, dtype=object) for name, _, _ in files])
         train_x = np.concatenate([f[:TRAIN_ROWS] for f in feats])
@@ -230,6 +275,7 @@ def skab_methods(window_rows: int) -> list:
         *(PerFile(d) for d in DETECTORS),
         StreamModel("isolation-forest", window_rows),
         StreamModel("pca-t2q", window_rows),
+        StreamModel("pca-t2q", window_rows, context=True),
     ]
 
 

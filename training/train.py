@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
+from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES, context_horizon_of
 from common.models import set_current
 from common.settings import Settings
-from common.sql import render, strip_comments
+from common.sql import render, strip_comments, window_feature_statements
 from training.detectors import ONNX_OPSETS, DetectorParams, make_detector
 from udfs.calibration import DeviceNormaliser, Severity
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
@@ -82,10 +82,8 @@ def window_features_from_files(settings: Settings, path: Path) -> pd.DataFrame:
     t_env.execute_sql(
         strip_comments(render("flink/events_file.sql", settings, path=path.resolve().as_posix()))
     )
-    labels = ",\n  SUM(CASE WHEN is_anomaly THEN 1 ELSE 0 END) AS labelled_events"
-    t_env.execute_sql(
-        strip_comments(render("flink/window_features.sql", settings, label_columns=labels))
-    )
+    for statement in window_feature_statements(settings, labelled=True):
+        t_env.execute_sql(statement)
     return t_env.sql_query(
         "SELECT * FROM window_features ORDER BY device_id, window_start"
     ).to_pandas()
@@ -312,9 +310,18 @@ def fit_model(
     import onnxruntime
     import sklearn
 
+    constant = [n for n, lo, hi in zip(feature_names, x.min(0), x.max(0), strict=True) if lo == hi]
+    no_context = sorted({h for h in map(context_horizon_of, constant) if h})
+    if no_context:
+        raise TrainingDataError(
+            f"context horizon(s) {no_context}: their features never vary in the training "
+            "windows, because the history is shorter than the horizon's first refresh (a "
+            "sixth of it, aligned to the clock); a model fitted so would alarm on any context "
+            "later. Train on a longer history, or leave the horizon out with "
+            "ANOMALY_CONTEXT_HORIZONS (the job must then run with the same value)"
+        )
     normaliser = DeviceNormaliser.fit(device_ids, x)
     z = normaliser.transform(device_ids, x)
-    constant = [n for n, lo, hi in zip(feature_names, x.min(0), x.max(0), strict=True) if lo == hi]
     if constant:
         log(
             "training: features constant over all training windows (any change scores as "

@@ -151,7 +151,7 @@ def test_rolling_features_equal_the_tumbling_features_where_windows_align():
     """The SKAB evaluation's sliding window features are the job's tumbling features at every
     10th row of 1 Hz data (checked against the independent reference of tests/reference.py,
     which the Flink SQL is itself checked against)."""
-    from common.features import METRIC_NAMES, MODEL_FEATURE_NAMES
+    from common.features import HORIZONS, METRIC_NAMES, MODEL_FEATURE_NAMES
     from tests import reference
     from training.evaluate import rolling_window_features
 
@@ -166,7 +166,7 @@ def test_rolling_features_equal_the_tumbling_features_where_windows_align():
         }
         for i, row in enumerate(x.tolist())
     ]
-    names, rolling = rolling_window_features(x, METRIC_NAMES, 10)
+    names, rolling = rolling_window_features(x, METRIC_NAMES, 10, HORIZONS)
     assert names == MODEL_FEATURE_NAMES
     tumbling = reference.window_features(events, 10)[list(names)].to_numpy()
     np.testing.assert_allclose(rolling[9::10], tumbling, rtol=1e-9, atol=1e-12)

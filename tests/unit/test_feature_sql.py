@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.features import FEATURE_NAMES, METRIC_NAMES
+from common.features import FEATURE_NAMES, HORIZONS, METRIC_NAMES
 from common.settings import Settings
-from common.sql import render, strip_comments
+from common.sql import window_feature_statements
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from tests import reference
 
@@ -51,9 +51,10 @@ def flink_window_features(t_env, settings: Settings, events: list[dict]) -> pd.D
         "CREATE TEMPORARY VIEW telemetry_events AS "
         "SELECT *, TO_TIMESTAMP_LTZ(ts_ms, 3) AS event_time FROM raw_events"
     )
-    t_env.execute_sql(strip_comments(render("flink/window_features.sql", settings)))
+    for statement in window_feature_statements(settings):
+        t_env.execute_sql(statement)
     out = t_env.sql_query("SELECT * FROM window_features").to_pandas()
-    for name in ("window_features", "telemetry_events", "raw_events"):
+    for name in t_env.list_temporary_views():
         t_env.drop_temporary_view(name)
     out["window_start"] = pd.to_datetime(out["window_start"]).dt.tz_localize("UTC")
     out["window_end"] = pd.to_datetime(out["window_end"]).dt.tz_localize("UTC")
@@ -111,3 +112,49 @@ def test_simulated_fleet_matches_numpy(batch_env, base_settings):
     # ticks at +3.5 s .. +97.5 s fall in 10 windows (fewer where a device's data went missing)
     assert 25 * 9 < len(actual) <= 25 * 10
     assert_features_equal(actual, expected)
+
+
+def test_context_horizons_match_numpy(batch_env, base_settings):
+    """Two hours of windows: a steady device, one silent for longer than the longest horizon
+    and one silent for less, against the reference definition; the short horizon is the
+    rolling mean of exactly the preceding windows."""
+    rng = np.random.default_rng(7)
+    window_ms = base_settings.window_seconds * 1000
+    horizon = max(HORIZONS, key=lambda h: h.seconds)
+    longest = horizon.seconds * 1000
+    # A boundary's statistics cover the horizon before it: silent for longer than horizon +
+    # refresh leaves none.
+    silence = longest + horizon.refresh_seconds * 1000 + 60_000
+    span = 2 * longest + 30 * 60_000
+    gaps = {"steady": None, "long-gap": (30 * 60_000, 30 * 60_000 + silence)}
+    gaps["short-gap"] = (40 * 60_000, 55 * 60_000)
+    events = []
+    for device, gap in gaps.items():
+        for offset in range(0, span, window_ms):
+            if gap and gap[0] <= offset < gap[1]:
+                continue
+            values = {m: float(rng.normal(50.0, 5.0)) for m in METRIC_NAMES}
+            events.append({**values, "device_id": device, "ts_ms": T0 + offset + 1})
+    actual = flink_window_features(batch_env, base_settings, events)
+    expected = reference.window_features(events, base_settings.window_seconds)
+    assert_features_equal(actual, expected)
+
+    first, shortest = METRIC_NAMES[0], min(HORIZONS, key=lambda h: h.seconds)
+    steady = actual[actual["device_id"] == "steady"].reset_index(drop=True)
+    preceding = shortest.seconds // base_settings.window_seconds
+    rolling = steady[f"{first}_mean"].rolling(preceding).mean().shift(1)
+    np.testing.assert_allclose(
+        steady[f"{first}_avg{shortest.name}"][preceding:], rolling[preceding:], rtol=1e-12
+    )
+    # The first window of a device has nothing to deviate from.
+    assert np.isnan(steady[f"{first}_avg{shortest.name}"][0])
+    assert steady[f"{first}_dev{shortest.name}"][0] == 0.0
+    # Back after more than the longest horizon (and its refresh) of silence: no context.
+    back = actual[actual["device_id"] == "long-gap"]
+    back = back[back["window_start"] == pd.Timestamp(T0 + gaps["long-gap"][1], unit="ms", tz="UTC")]
+    for h in HORIZONS:
+        assert np.isnan(back[f"{first}_avg{h.name}"].iloc[0]), h.name
+        assert back[f"{first}_dev{h.name}"].iloc[0] == 0.0, h.name
+    # Every horizon has context somewhere in the data.
+    for h in HORIZONS:
+        assert actual[f"{first}_avg{h.name}"].notna().sum() > len(actual) / 2, h.name

@@ -6,7 +6,7 @@ import pytest
 
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
 from common.settings import Settings
-from common.sql import SQL_DIR, context, interval, render, render_text
+from common.sql import SQL_DIR, context, context_placeholders, interval, render, render_text
 
 
 def test_env_overrides_and_types(tmp_path):
@@ -18,6 +18,25 @@ def test_env_overrides_and_types(tmp_path):
         }
     )
     assert s.events_topic == "t1" and s.window_seconds == 30
+    # Each horizon refreshes every sixth of it, in whole windows that divide it.
+    assert s.context_horizon_seconds == (("1m", 60, 30), ("1h", 3600, 600))
+
+
+@pytest.mark.parametrize(
+    "horizons, problem",
+    [
+        ("1m,1x", "write each as a number and a unit"),
+        ("15s", "15s is not a multiple of the 10 s window"),
+        ("10s", "10s is not a multiple of the 10 s window (at least 2)"),
+        ("1m,60s", "60s is given twice"),
+    ],
+)
+def test_bad_context_horizons_are_refused(horizons, problem):
+    with pytest.raises(ValueError, match=re.escape(f"ANOMALY_CONTEXT_HORIZONS={horizons!r}: ")):
+        Settings.from_env({"ANOMALY_CONTEXT_HORIZONS": horizons})
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        Settings.from_env({"ANOMALY_CONTEXT_HORIZONS": horizons})
+    assert Settings.from_env({"ANOMALY_CONTEXT_HORIZONS": ""}).context_horizon_seconds == ()
 
 
 def test_bad_number_names_the_variable():
@@ -77,6 +96,7 @@ def test_plpgsql_dollar_quotes_survive_rendering():
 )
 def test_every_sql_file_renders_completely(path):
     extra = {"kafka_source_options": "", "jdbc_sink_options": "", "jdbc_connection_options": ""}
+    extra.update(context_placeholders(labelled=False))
     text = render(path, Settings(), path="/x", **extra)
     assert "${" not in text
 

@@ -9,10 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.features import CATALOGUE, METRIC_NAMES, MODEL_FEATURE_NAMES
+from common.features import CATALOGUE, HORIZONS, METRIC_NAMES, MODEL_FEATURE_NAMES
 from common.settings import Settings
 from training.detectors import DetectorParams
-from training.train import TrainingDataError, fit_model, usable_windows
+from training.train import (
+    MIN_WINDOWS,
+    MIN_WINDOWS_PER_FEATURE,
+    TrainingDataError,
+    fit_model,
+    usable_windows,
+)
 from training.train import main as train_main
 
 
@@ -61,6 +67,9 @@ def test_windows_with_missing_features_or_labels_are_left_out():
     assert len(kept) == 197 and not {3, 5, 6} & set(kept.index)
 
 
+NEEDED = max(MIN_WINDOWS, MIN_WINDOWS_PER_FEATURE * len(MODEL_FEATURE_NAMES))
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -69,7 +78,8 @@ def test_windows_with_missing_features_or_labels_are_left_out():
         (lambda f: f.drop(columns=[MODEL_FEATURE_NAMES[1]]),
          f"feature columns missing from the training data: ['{MODEL_FEATURE_NAMES[1]}']"),
         (lambda f: f.iloc[:0], "holds no windows"),
-        (lambda f: f.iloc[:30], "only 30 complete windows in test: training needs at least 40"),
+        (lambda f: f.iloc[:NEEDED - 10],
+         f"only {NEEDED - 10} complete windows in test: training needs at least {NEEDED}"),
     ],
 )  # fmt: skip
 def test_unusable_windows_name_the_problem(mutate, message):
@@ -135,8 +145,10 @@ def test_classic_isolation_forest_settings_are_the_defaults():
         DetectorParams(contamination=0.0)
 
 
-def write_csv_dataset(folder, *, rows=400, seed=0, constant=None, drop=None):
-    """Two CSV files (one device each) with the active catalogue's metric columns, 1 Hz."""
+def write_csv_dataset(folder, *, rows=900, seed=0, constant=None, drop=None):
+    """Two CSV files (one device each) with the active catalogue's metric columns, 1 Hz, from
+    a 10-minute boundary: 15 min by default, so that the 1h context's first refresh (10 min)
+    falls inside."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     columns = [m.source_column or m.name for m in CATALOGUE.metrics]
@@ -160,13 +172,26 @@ def test_csv_dataset_trains_on_its_unlabelled_windows(tmp_path, monkeypatch, cap
     assert train_main(["--csv", str(folder), "--label-column", "label", "--no-current"]) == 0
     (card_path,) = (tmp_path / "models").glob("*/card.json")
     card = json.loads(card_path.read_text())
-    # 2 files x 400 s = 80 windows of 10 s; the 2 labelled windows of each file are left out.
-    assert card["training"]["windows_read"] == 80 and card["training"]["windows"] == 76
+    # 2 files x 900 s = 180 windows of 10 s; the 2 labelled windows of each file are left out.
+    assert card["training"]["windows_read"] == 180 and card["training"]["windows"] == 176
     assert set(card["normalisation"]["devices"]) == {"csv-site0", "csv-site1"}
     assert (
         "left out 0 windows with a missing feature and 4 windows with events labelled anomalous"
         in capsys.readouterr().out
     )
+
+
+def test_history_shorter_than_a_horizon_is_refused(tmp_path, monkeypatch, capsys):
+    """400 s of data: the longest horizon never refreshes, so its context never varies."""
+    late = [h.name for h in HORIZONS if h.refresh_seconds > 400]
+    if not late:
+        pytest.skip("every configured horizon refreshes within 400 s")
+    folder = write_csv_dataset(tmp_path / "csv", rows=400)
+    monkeypatch.setenv("ANOMALY_MODELS_DIR", str(tmp_path / "models"))
+    assert train_main(["--csv", str(folder), "--no-current"]) == 1
+    err = capsys.readouterr().err
+    assert f"context horizon(s) {late}: their features never vary" in err
+    assert "ANOMALY_CONTEXT_HORIZONS" in err
 
 
 @pytest.mark.parametrize(
