@@ -61,12 +61,14 @@ class Horizon:
     name: str
     seconds: int
     refresh_seconds: int
+    # Whether the model sees this horizon's deviations (ANOMALY_CONTEXT_MODELLED).
+    modelled: bool = True
 
 
 # Statistics of each metric over a horizon: the mean ("avg") and population spread ("sd") of
 # the device's window means, and the window mean's deviation from that mean ("dev", 0 where the
-# device has no context yet). The model sees the deviation; the mean and spread are stored
-# (the "typical" band of a metric).
+# device has no context yet). The model sees the deviation (of the horizons in
+# ANOMALY_CONTEXT_MODELLED); the mean and spread are stored (the "typical" band of a metric).
 CONTEXT_STATS: tuple[tuple[str, bool], ...] = (("avg", False), ("sd", False), ("dev", True))
 
 
@@ -82,7 +84,8 @@ def context_horizon_of(feature_name: str) -> str | None:
 
 
 def horizons(settings: Settings) -> tuple[Horizon, ...]:
-    return tuple(Horizon(*h) for h in settings.context_horizon_seconds)
+    modelled = settings.context_modelled_names
+    return tuple(Horizon(*h, modelled=h[0] in modelled) for h in settings.context_horizon_seconds)
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,14 @@ def features_of(metric_names, horizon_list) -> tuple[Feature, ...]:
         for agg in AGGREGATES
     )
     context = tuple(
-        Feature(f"{metric}_{stat}{h.name}", metric, "DOUBLE", modelled, horizon=h, stat=stat)
+        Feature(
+            f"{metric}_{stat}{h.name}",
+            metric,
+            "DOUBLE",
+            modelled and h.modelled,
+            horizon=h,
+            stat=stat,
+        )
         for metric in metric_names
         for h in horizon_list
         for stat, modelled in CONTEXT_STATS

@@ -27,6 +27,7 @@ it is flagged, and the detection delay in rows (seconds at SKAB's 1 Hz) to the f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -228,7 +229,13 @@ class StreamModel:
         # The job's context horizons that fit SKAB: a horizon whose first refresh comes after
         # the 400 training rows has no context to learn from (training refuses it).
         self.horizons = (
-            tuple(h for h in HORIZONS if h.refresh_seconds < TRAIN_ROWS) if context else ()
+            tuple(
+                dataclasses.replace(h, modelled=True)
+                for h in HORIZONS
+                if h.refresh_seconds < TRAIN_ROWS
+            )
+            if context
+            else ()
         )
         extra = f" + {'/'.join(h.name for h in self.horizons)} context" if self.horizons else ""
         self.name = f"{model}, {window_rows} s windows{extra} (ours)"

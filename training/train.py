@@ -317,8 +317,8 @@ def fit_model(
             f"context horizon(s) {no_context}: their features never vary in the training "
             "windows, because the history is shorter than the horizon's first refresh (a "
             "sixth of it, aligned to the clock); a model fitted so would alarm on any context "
-            "later. Train on a longer history, or leave the horizon out with "
-            "ANOMALY_CONTEXT_HORIZONS (the job must then run with the same value)"
+            "later. Train on a longer history, or keep the horizon out of the model with "
+            "ANOMALY_CONTEXT_MODELLED (the job must then run with the same value)"
         )
     normaliser = DeviceNormaliser.fit(device_ids, x)
     z = normaliser.transform(device_ids, x)

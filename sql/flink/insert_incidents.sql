@@ -1,5 +1,7 @@
 -- Incidents: the running aggregate of each incident's alerts (insert_alerts.sql), upserted
--- as it grows (one row per device and start).
+-- as it grows (one row per device and start). A device's alerts arrive in event-time order,
+-- so LAST_VALUE is the model version of its latest model alert (rule alerts carry NULL,
+-- which LAST_VALUE skips): after a hot reload, the version now judging the incident.
 INSERT INTO incidents_sink
 SELECT
   device_id,
@@ -9,7 +11,7 @@ SELECT
   MAX(severity),
   LISTAGG(DISTINCT metric),
   LISTAGG(DISTINCT source),
-  MAX(model_version),
+  LAST_VALUE(model_version),
   MAX(site),
   MAX(region),
   MAX(criticality)

@@ -9,6 +9,7 @@ import shutil
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from simulator.generator import SimulatorConfig, TelemetryGenerator
@@ -18,6 +19,7 @@ from tests.pipeline import (
     PacedProducer,
     count_rows,
     fetch_scores,
+    fetch_table,
     job_env,
     operator_metrics,
     wait_for_rows,
@@ -142,6 +144,16 @@ def test_running_job_switches_models_refuses_a_broken_one_and_explains(
     last_first = rows[rows["model_version"] == first]["window_end"].max()
     first_second = rows[rows["model_version"] == second]["window_end"].min()
     assert last_first <= first_second, (last_first, first_second)
+    # An incident names the version of its latest model alert (the one judging it now).
+    alerts = fetch_table(fresh_db, stack.alerts_table, "device_id, window_start")
+    alerts = alerts[alerts["source"] == "model"]
+    alerts["started_at"] = pd.to_datetime(alerts["incident_start"], utc=True)
+    latest = alerts.groupby(["device_id", "started_at"])["model_version"].last()
+    incidents = fetch_table(fresh_db, stack.incidents_table, "device_id, started_at")
+    incidents["started_at"] = pd.to_datetime(incidents["started_at"], utc=True)
+    named = incidents.dropna(subset=["model_version"]).set_index(["device_id", "started_at"])
+    assert len(named) > 0
+    assert named["model_version"].to_dict() == latest.loc[named.index].to_dict()
 
     # The job's metrics count what landed; the refused version was counted once.
     assert final["windows_scored"] == scored
@@ -263,7 +275,6 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     from deploy.local.stack import Flink
     from simulator.devices import fleet_inventory, upsert_devices
     from simulator.sinks import KafkaSink
-    from tests.pipeline import fetch_table
 
     # Two devices in three have a reference row.
     fleet, links = fleet_inventory(SimulatorConfig(devices=FLEET_DEVICES))

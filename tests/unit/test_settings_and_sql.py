@@ -36,7 +36,14 @@ def test_bad_context_horizons_are_refused(horizons, problem):
         Settings.from_env({"ANOMALY_CONTEXT_HORIZONS": horizons})
     with pytest.raises(ValueError, match=re.escape(problem)):
         Settings.from_env({"ANOMALY_CONTEXT_HORIZONS": horizons})
-    assert Settings.from_env({"ANOMALY_CONTEXT_HORIZONS": ""}).context_horizon_seconds == ()
+    no_context = {"ANOMALY_CONTEXT_HORIZONS": "", "ANOMALY_CONTEXT_MODELLED": ""}
+    assert Settings.from_env(no_context).context_horizon_seconds == ()
+
+
+def test_modelled_horizons_must_be_computed():
+    with pytest.raises(ValueError, match=re.escape("['1d'] not among the horizons")):
+        Settings.from_env({"ANOMALY_CONTEXT_MODELLED": "1h,1d"})
+    assert Settings.from_env({"ANOMALY_CONTEXT_MODELLED": ""}).context_modelled_names == ()
 
 
 def test_bad_number_names_the_variable():

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.features import CATALOGUE, HORIZONS, METRIC_NAMES, MODEL_FEATURE_NAMES
+from common.features import CATALOGUE, METRIC_NAMES, MODEL_FEATURE_NAMES
 from common.settings import Settings
 from training.detectors import DetectorParams
 from training.train import (
@@ -181,17 +181,27 @@ def test_csv_dataset_trains_on_its_unlabelled_windows(tmp_path, monkeypatch, cap
     )
 
 
-def test_history_shorter_than_a_horizon_is_refused(tmp_path, monkeypatch, capsys):
-    """400 s of data: the longest horizon never refreshes, so its context never varies."""
-    late = [h.name for h in HORIZONS if h.refresh_seconds > 400]
-    if not late:
-        pytest.skip("every configured horizon refreshes within 400 s")
-    folder = write_csv_dataset(tmp_path / "csv", rows=400)
-    monkeypatch.setenv("ANOMALY_MODELS_DIR", str(tmp_path / "models"))
-    assert train_main(["--csv", str(folder), "--no-current"]) == 1
-    err = capsys.readouterr().err
-    assert f"context horizon(s) {late}: their features never vary" in err
-    assert "ANOMALY_CONTEXT_HORIZONS" in err
+def test_a_modelled_horizon_that_never_varies_is_refused(tmp_path):
+    """History shorter than a horizon's first refresh: its deviation is 0 in every training
+    window, and a model fitted so would alarm on any context later."""
+    rng = np.random.default_rng(0)
+    names = (*MODEL_FEATURE_NAMES, f"{METRIC_NAMES[0]}_dev1h")
+    x = rng.normal(size=(200, len(names)))
+    x[:, -1] = 0.0
+    with pytest.raises(TrainingDataError) as info:
+        fit_model(
+            np.array(["d"] * 200, dtype=object),
+            x,
+            feature_names=names,
+            window_seconds=10,
+            params=DetectorParams(),
+            models_dir=tmp_path,
+            training={"source": "test"},
+            log=lambda m: None,
+        )
+    assert "context horizon(s) ['1h']: their features never vary" in str(info.value)
+    assert "ANOMALY_CONTEXT_MODELLED" in str(info.value)
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
