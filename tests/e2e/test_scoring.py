@@ -101,7 +101,7 @@ def test_running_job_switches_models_refuses_a_broken_one_and_explains(
         ANOMALY_MODEL_RELOAD_SECONDS="1",
         ANOMALY_CHECKPOINT_INTERVAL_SECONDS="2",
     )
-    producer = PacedProducer(stack, fresh_topic, messages, slices=30, pause_s=1.0)
+    producer = PacedProducer(stack, fresh_topic, messages, slices=60, pause_s=1.0)
     job_id = flink.submit([], env=env)  # no --model-dir: the job follows CURRENT
     wait_for_state(flink, job_id, ("RUNNING",), 60)
     producer.start()
