@@ -158,34 +158,56 @@ def _context_end(h: Horizon) -> str:
     return f"`context_end_{h.name}`"
 
 
-def _context_columns(h: Horizon) -> list[tuple[str, str]]:
-    """(name, expression over the HOP) of the columns a horizon's statistics rows carry."""
+def _context_columns(h: Horizon) -> list[tuple[str, str, str]]:
+    """(name, expression over the HOP, type) of the columns a horizon's statistics rows
+    carry."""
     # As text: LAST_VALUE takes no TIMESTAMP in batch mode (training).
-    columns = [(_context_end(h), "CAST(window_end AS STRING)")]
+    columns = [(_context_end(h), "CAST(window_end AS STRING)", "STRING")]
     for metric in METRIC_NAMES:
-        mean = f"{metric}_{_MEAN.suffix}"
-        columns.append((f"`{metric}_avg{h.name}`", _MEAN.flink_sql.format(col=f"`{mean}`")))
-        columns.append((f"`{metric}_sd{h.name}`", _SPREAD.flink_sql.format(col=f"`{mean}`")))
+        mean = f"`{metric}_{_MEAN.suffix}`"
+        columns.append((f"`{metric}_avg{h.name}`", _MEAN.flink_sql.format(col=mean), "DOUBLE"))
+        columns.append((f"`{metric}_sd{h.name}`", _SPREAD.flink_sql.format(col=mean), "DOUBLE"))
     return columns
 
 
 def _context_nulls(keep: Horizon | None = None) -> list[str]:
     """Every horizon's statistics columns: NULL, except ``keep``'s own (a statistics row)."""
-    out = []
-    for h in HORIZONS:
-        for name, _ in _context_columns(h):
-            typ = "STRING" if name == _context_end(h) else "DOUBLE"
-            out.append(name if h == keep else f"{_null(typ)} AS {name}")
-    return out
+    return [
+        name if h == keep else f"{_null(typ)} AS {name}"
+        for h in HORIZONS
+        for name, _, typ in _context_columns(h)
+    ]
+
+
+def _latest_context(f) -> str:
+    """A context feature's value for a window: the latest statistics of its horizon, if they
+    are from the latest refresh boundary (NULL otherwise; the deviation is then 0)."""
+    h = f.horizon
+    mean = f"`{f.metric}_{_MEAN.suffix}`"
+
+    def latest(stat: str) -> str:
+        return (
+            f"CASE WHEN CAST(`last_context_end_{h.name}` AS TIMESTAMP(3)) >= window_end - "
+            f"{interval(h.refresh_seconds)} THEN `last_{f.metric}_{stat}{h.name}` END"
+        )
+
+    if f.stat == "dev":
+        return f"{mean} - COALESCE({latest('avg')}, {mean})"
+    return latest(f.stat)
 
 
 def context_placeholders(labelled: bool) -> dict[str, str]:
     """The generated parts of window_context.sql (see its header for the design)."""
     indent = ",\n  "
     labels = "".join(f",\n  `{name}`" for name, _, _ in LABEL_COLUMNS) if labelled else ""
-    views, branches, last_values, features = [], [], [], []
+    # A statistics row has no window features (nor labels).
+    window_nulls = [f"{_null(f.sql_type)} AS `{f.name}`" for f in WINDOW_FEATURES]
+    if labelled:
+        window_nulls += [f"{_null(t)} AS `{n}`" for n, _, t in LABEL_COLUMNS]
+    views, branches, last_values = [], [], []
     for h in HORIZONS:
-        stats = ",\n  ".join(f"{expr} AS {name}" for name, expr in _context_columns(h))
+        columns = _context_columns(h)
+        stats = ",\n  ".join(f"{expr} AS {name}" for name, expr, _ in columns)
         views.append(
             f"CREATE TEMPORARY VIEW window_context_{h.name} AS\n"
             f"SELECT\n  device_id,\n  window_time,\n  {stats}\n"
@@ -193,35 +215,23 @@ def context_placeholders(labelled: bool) -> dict[str, str]:
             f"{interval(h.refresh_seconds)}, {interval(h.seconds)}, INTERVAL '-0.001' SECOND)\n)\n"
             "GROUP BY device_id, window_start, window_end, window_time;"
         )
-        window_nulls = [f"{_null(f.sql_type)} AS `{f.name}`" for f in WINDOW_FEATURES]
-        if labelled:
-            window_nulls += [f"{_null(t)} AS `{n}`" for n, _, t in LABEL_COLUMNS]
         branches.append(
             "UNION ALL\nSELECT device_id, window_time, FALSE, "
             f"{_null('TIMESTAMP(3)')}, {_null('TIMESTAMP(3)')},\n  "
             + indent.join(window_nulls + _context_nulls(keep=h))
             + f"\nFROM window_context_{h.name}"
         )
-        for name, _ in _context_columns(h):
-            last_values.append(f"LAST_VALUE({name}) OVER w AS `last_{name.strip('`')}`")
-    for f in CONTEXT_FEATURES:
-        h = f.horizon
-        fresh = (
-            f"CASE WHEN CAST(`last_context_end_{h.name}` AS TIMESTAMP(3)) >= window_end - "
-            f"{interval(h.refresh_seconds)} THEN `last_{f.metric}_"
-        )
-        mean = f"`{f.metric}_{_MEAN.suffix}`"
-        if f.stat == "dev":
-            avg = f"{fresh}avg{h.name}` END"
-            features.append(f"{mean} - COALESCE({avg}, {mean}) AS `{f.name}`")
-        else:
-            features.append(f"{fresh}{f.stat}{h.name}` END AS `{f.name}`")
+        last_values += [
+            f"LAST_VALUE({name}) OVER w AS `last_{name.strip('`')}`" for name, _, _ in columns
+        ]
     return {
         "context_views": "\n\n".join(views),
         "context_branches": "\n".join(branches),
         "context_nulls": indent.join(_context_nulls()),
         "context_last_values": indent.join(last_values),
-        "context_features": indent.join(features),
+        "context_features": indent.join(
+            f"{_latest_context(f)} AS `{f.name}`" for f in CONTEXT_FEATURES
+        ),
         "window_feature_list": indent.join(f"`{f.name}`" for f in WINDOW_FEATURES),
         "window_mean_list": ", ".join(f"`{m}_{_MEAN.suffix}`" for m in METRIC_NAMES),
         "label_list": labels,

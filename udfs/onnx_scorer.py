@@ -80,8 +80,9 @@ class Scores:
 
 
 def feature_metric(feature: str) -> str:
-    """The metric a window feature aggregates: features are named ``<metric>_<aggregate>``
-    (common/features.py) and aggregate suffixes hold no underscore."""
+    """The metric a feature describes: features (window aggregates and context statistics)
+    are named ``<metric>_<aggregate>`` (common/features.py), the aggregate part holding no
+    underscore."""
     return feature.rsplit("_", 1)[0]
 
 
