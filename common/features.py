@@ -53,14 +53,12 @@ AGGREGATES: tuple[Aggregate, ...] = (
 class Horizon:
     """A longer horizon of context around each window, named with its size ("1m", "1h").
 
-    Its statistics are taken over the device's window means and refreshed every
-    ``refresh_seconds`` (about a sixth of the horizon, see Settings.context_horizon_seconds):
-    Flink keeps that many partial aggregates per device and horizon, not every window of it.
+    Its statistics are taken over the device's window means in the ``seconds`` before the
+    window (sql/flink/window_context.sql).
     """
 
     name: str
     seconds: int
-    refresh_seconds: int
     # Whether the model sees this horizon's deviations (ANOMALY_CONTEXT_MODELLED).
     modelled: bool = True
 

@@ -24,9 +24,6 @@ _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HORIZON = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-# Each context horizon is refreshed (at most) this many times over its length, so Flink keeps as
-# many partial aggregates per device and horizon (common.features.Horizon).
-CONTEXT_REFRESHES = 6
 
 
 def _default_state_dir() -> Path:
@@ -57,8 +54,9 @@ class Settings:
     watermark_delay_seconds: int = 5
     # Longer horizons of context around each window, comma-separated sizes (s, m, h, d): each
     # adds, per metric, the mean and spread of the device's window means over that horizon and
-    # the window's deviation from it. Each must be a multiple of the window; it is refreshed
-    # every sixth of its length. Changing them changes the model's features: retrain.
+    # the window's deviation from it. Each must be a multiple of the window (at least 2). Flink
+    # keeps each device's window rows of the longest horizon in state (1h of 10 s windows: 360
+    # rows). Changing them changes the model's features: retrain.
     context_horizons: str = "1m,1h"
     # The horizons whose deviations the model sees (comma-separated; the others are computed
     # and stored only). None by default: measured on our data they cost accuracy. A short
@@ -157,7 +155,7 @@ class Settings:
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use letters, digits,"
                     " '.', '_' and '-' only"
                 )
-        names = [name for name, _, _ in self.context_horizon_seconds]
+        names = [name for name, _ in self.context_horizon_seconds]
         unknown = sorted(set(self.context_modelled_names) - set(names))
         if unknown:
             raise ValueError(
@@ -204,11 +202,9 @@ class Settings:
         return tuple(n.strip() for n in self.context_modelled.split(",") if n.strip())
 
     @property
-    def context_horizon_seconds(self) -> tuple[tuple[str, int, int], ...]:
-        """The context horizons as (name, seconds, refresh seconds), e.g. ("1h", 3600, 600).
-        A horizon is refreshed every sixth of it, or as near as whole windows allow (the
-        smallest multiple of the window at least that long that divides the horizon)."""
-        out: list[tuple[str, int, int]] = []
+    def context_horizon_seconds(self) -> tuple[tuple[str, int], ...]:
+        """The context horizons as (name, seconds), e.g. ("1h", 3600)."""
+        out: list[tuple[str, int]] = []
         window = self.window_seconds
         for name in (part.strip() for part in self.context_horizons.split(",")):
             if not name:
@@ -221,18 +217,13 @@ class Settings:
                 seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
                 if seconds % window or seconds < 2 * window:
                     problem = f"{name} is not a multiple of the {window} s window (at least 2)"
-                elif any(seconds == s for _, s, _ in out):
+                elif any(seconds == s for _, s in out):
                     problem = f"{name} is given twice"
             if problem:
                 raise ValueError(
                     f"{ENV_PREFIX}CONTEXT_HORIZONS={self.context_horizons!r}: {problem}"
                 )
-            refresh = next(
-                r
-                for r in range(window, seconds + 1, window)
-                if seconds % r == 0 and r * CONTEXT_REFRESHES >= seconds
-            )
-            out.append((name, seconds, refresh))
+            out.append((name, seconds))
         return tuple(out)
 
     @property

@@ -147,93 +147,76 @@ def rule_severity() -> str:
 
 # Training only: per window, the events its source labels anomalous (name, aggregate, type).
 LABEL_COLUMNS = (("labelled_events", "SUM(CASE WHEN is_anomaly THEN 1 ELSE 0 END)", "INT"),)
-_MEAN, _SPREAD = (next(a for a in AGGREGATES if a.suffix == s) for s in ("mean", "std"))
+_MEAN = next(a for a in AGGREGATES if a.suffix == "mean")
 
 
-def _null(sql_type: str) -> str:
-    return f"CAST(NULL AS {sql_type})"
+def _context_view(h: Horizon) -> str:
+    return f"window_context_{h.name}"
 
 
-def _context_end(h: Horizon) -> str:
-    return f"`context_end_{h.name}`"
+def _sums(h: Horizon, metric: str) -> tuple[str, str, str]:
+    """The columns holding, over a horizon (the window included), how many windows have a
+    mean of the metric, and the sum and sum of squares of those means."""
+    return tuple(f"`ctx_{part}{h.name}_{metric}`" for part in ("n", "sum", "sumsq"))
 
 
-def _context_columns(h: Horizon) -> list[tuple[str, str, str]]:
-    """(name, expression over the HOP, type) of the columns a horizon's statistics rows
-    carry."""
-    # As text: LAST_VALUE takes no TIMESTAMP in batch mode (training).
-    columns = [(_context_end(h), "CAST(window_end AS STRING)", "STRING")]
-    for metric in METRIC_NAMES:
-        mean = f"`{metric}_{_MEAN.suffix}`"
-        columns.append((f"`{metric}_avg{h.name}`", _MEAN.flink_sql.format(col=mean), "DOUBLE"))
-        columns.append((f"`{metric}_sd{h.name}`", _SPREAD.flink_sql.format(col=mean), "DOUBLE"))
-    return columns
+def _context_feature(f) -> str:
+    """A context feature from its horizon's sums, the window's own mean left out: the mean and
+    population spread of the preceding windows' means (NULL if there are none), and the
+    window mean's deviation from that mean (0 then; NULL if the window has no mean)."""
+    h, mean = f.horizon, f"`{f.metric}_{_MEAN.suffix}`"
+    count, total, squares = _sums(h, f.metric)
+    own = f"COALESCE({mean}, 0E0)"
+    preceding = f"{count} - CASE WHEN {mean} IS NULL THEN 0 ELSE 1 END"
+    avg = f"({total} - {own}) / NULLIF({preceding}, 0)"
+    if f.stat == "avg":
+        return avg
+    if f.stat == "sd":
+        # Population variance as E[x^2] - E[x]^2, as Flink's STDDEV_POP computes it: within
+        # ~1e-6 of 0 where it is 0, exactly 0 for a single window.
+        var = f"({squares} - {own} * {own}) / NULLIF({preceding}, 0) - POWER({avg}, 2)"
+        return f"CASE WHEN {preceding} = 1 THEN 0E0 ELSE SQRT(GREATEST({var}, 0)) END"
+    return f"{mean} - COALESCE({avg}, {mean})"
 
 
-def _context_nulls(keep: Horizon | None = None) -> list[str]:
-    """Every horizon's statistics columns: NULL, except ``keep``'s own (a statistics row)."""
-    return [
-        name if h == keep else f"{_null(typ)} AS {name}"
-        for h in HORIZONS
-        for name, _, typ in _context_columns(h)
-    ]
-
-
-def _latest_context(f) -> str:
-    """A context feature's value for a window: the latest statistics of its horizon, if they
-    are from the latest refresh boundary (NULL otherwise; the deviation is then 0)."""
-    h = f.horizon
-    mean = f"`{f.metric}_{_MEAN.suffix}`"
-
-    def latest(stat: str) -> str:
-        return (
-            f"CASE WHEN CAST(`last_context_end_{h.name}` AS TIMESTAMP(3)) >= window_end - "
-            f"{interval(h.refresh_seconds)} THEN `last_{f.metric}_{stat}{h.name}` END"
-        )
-
-    if f.stat == "dev":
-        return f"{mean} - COALESCE({latest('avg')}, {mean})"
-    return latest(f.stat)
-
-
-def context_placeholders(labelled: bool) -> dict[str, str]:
-    """The generated parts of window_context.sql (see its header for the design)."""
+def context_placeholders(labelled: bool, batch: bool = False) -> dict[str, str]:
+    """The generated parts of window_context.sql (see its header for the design). ``batch``:
+    for Flink's batch mode (training), which cannot range over timestamps; its OVERs range
+    over the windows' start in seconds instead (the same windows)."""
     indent = ",\n  "
     labels = "".join(f",\n  `{name}`" for name, _, _ in LABEL_COLUMNS) if labelled else ""
-    # A statistics row has no window features (nor labels).
-    window_nulls = [f"{_null(f.sql_type)} AS `{f.name}`" for f in WINDOW_FEATURES]
-    if labelled:
-        window_nulls += [f"{_null(t)} AS `{n}`" for n, _, t in LABEL_COLUMNS]
-    views, branches, last_values = [], [], []
-    for h in HORIZONS:
-        columns = _context_columns(h)
-        stats = ",\n  ".join(f"{expr} AS {name}" for name, expr, _ in columns)
+    views, source = [], "window_aggregates"
+    order = "window_time"
+    if batch:
+        order = "`ctx_second`"
+        seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
+        source = f"(SELECT *, {seconds} AS {order} FROM window_aggregates)"  # noqa: S608
+    # The longest horizon first: its OVER keeps the most rows, so it gets the narrowest ones.
+    for h in sorted(HORIZONS, key=lambda h: -h.seconds):
+        bound = str(h.seconds) if batch else interval(h.seconds)
+        sums = []
+        for metric in METRIC_NAMES:
+            mean = f"`{metric}_{_MEAN.suffix}`"
+            count, total, squares = _sums(h, metric)
+            sums += [
+                f"COUNT({mean}) OVER w AS {count}",
+                f"SUM({mean}) OVER w AS {total}",
+                f"SUM({mean} * {mean}) OVER w AS {squares}",
+            ]
         views.append(
-            f"CREATE TEMPORARY VIEW window_context_{h.name} AS\n"
-            f"SELECT\n  device_id,\n  window_time,\n  {stats}\n"
-            f"FROM TABLE(\n  HOP(TABLE window_means, DESCRIPTOR(mean_time), "
-            f"{interval(h.refresh_seconds)}, {interval(h.seconds)}, INTERVAL '-0.001' SECOND)\n)\n"
-            "GROUP BY device_id, window_start, window_end, window_time;"
+            f"CREATE TEMPORARY VIEW {_context_view(h)} AS\n"
+            f"SELECT\n  *,\n  {indent.join(sums)}\nFROM {source}\n"
+            f"WINDOW w AS (\n  PARTITION BY device_id ORDER BY {order}\n"
+            f"  RANGE BETWEEN {bound} PRECEDING AND CURRENT ROW\n);"
         )
-        branches.append(
-            "UNION ALL\nSELECT device_id, window_time, FALSE, "
-            f"{_null('TIMESTAMP(3)')}, {_null('TIMESTAMP(3)')},\n  "
-            + indent.join(window_nulls + _context_nulls(keep=h))
-            + f"\nFROM window_context_{h.name}"
-        )
-        last_values += [
-            f"LAST_VALUE({name}) OVER w AS `last_{name.strip('`')}`" for name, _, _ in columns
-        ]
+        source = _context_view(h)
     return {
         "context_views": "\n\n".join(views),
-        "context_branches": "\n".join(branches),
-        "context_nulls": indent.join(_context_nulls()),
-        "context_last_values": indent.join(last_values),
+        "context_source": source,
         "context_features": indent.join(
-            f"{_latest_context(f)} AS `{f.name}`" for f in CONTEXT_FEATURES
+            f"{_context_feature(f)} AS `{f.name}`" for f in CONTEXT_FEATURES
         ),
         "window_feature_list": indent.join(f"`{f.name}`" for f in WINDOW_FEATURES),
-        "window_mean_list": ", ".join(f"`{m}_{_MEAN.suffix}`" for m in METRIC_NAMES),
         "label_list": labels,
         "label_columns": "".join(f",\n  {expr} AS `{n}`" for n, expr, _ in LABEL_COLUMNS)
         if labelled
@@ -241,11 +224,13 @@ def context_placeholders(labelled: bool) -> dict[str, str]:
     }
 
 
-def window_feature_statements(settings: Settings, *, labelled: bool = False) -> list[str]:
+def window_feature_statements(
+    settings: Settings, *, labelled: bool = False, batch: bool = False
+) -> list[str]:
     """The statements that define the ``window_features`` view over ``telemetry_events``:
     window aggregates, then (with context horizons) their context. ``labelled`` adds the
     training labels of LABEL_COLUMNS."""
-    extra = context_placeholders(labelled)
+    extra = context_placeholders(labelled, batch)
     out = statements(render("flink/window_features.sql", settings, **extra))
     if HORIZONS:
         out += statements(render("flink/window_context.sql", settings, **extra))

@@ -66,7 +66,10 @@ class KafkaSink(Sink):
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
-                "acks": 1,
+                # Each event lands once and in order, also when a broker restarts mid-send (a
+                # retried batch is not written twice): duplicates would skew window features.
+                "enable.idempotence": True,
+                "acks": "all",
                 "linger.ms": 20,
                 "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 500_000,

@@ -133,7 +133,12 @@ class PacedProducer(threading.Thread):
 
         try:
             producer = Producer(
-                {"bootstrap.servers": self.settings.kafka_bootstrap, "linger.ms": 5, "acks": "all"}
+                {
+                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    "linger.ms": 5,
+                    # Once and in order across a broker outage (the recovery tests stop it).
+                    "enable.idempotence": True,
+                }
             )
             size = -(-len(self.messages) // self.slices)
             for start in range(0, len(self.messages), size):

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.features import HORIZONS, METRIC_NAMES
+from common.features import CONTEXT_FEATURES, HORIZONS, METRIC_NAMES
+
+_SPREADS = {f.name for f in CONTEXT_FEATURES if f.stat == "sd"}
+
+
+def atol(feature: str) -> float:
+    """Absolute tolerance of a feature computed by Flink against this module. The context
+    spreads come from sums of squares of window means, the window's own left out: where the
+    spread is 0 they come out up to ~1e-6 above it."""
+    return 1e-5 if feature in _SPREADS else 1e-9
 
 
 def window_features(
@@ -41,25 +50,23 @@ def window_features(
 
 
 def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.DataFrame:
-    """Each window's context over each horizon (name, seconds, refresh_seconds), as
-    sql/flink/window_context.sql defines it: at the latest refresh boundary b <= the window's
-    end, the mean and population std of the device's window means over the windows starting
-    in [b - horizon - window, b - window) (none there: NULL, deviation 0)."""
-    window_ms = window_seconds * 1000
+    """Each window's context over each horizon (name, seconds), as
+    sql/flink/window_context.sql defines it: the mean and population std of the device's window
+    means over the windows starting in [start - horizon, start) (none there: NULL, deviation
+    0)."""
     frame = frame.copy()
     starts = frame["window_start"].map(lambda t: t.value // 1_000_000).to_numpy()
     devices = frame["device_id"].to_numpy()
     for h in horizons:
-        horizon_ms, refresh_ms = h.seconds * 1000, h.refresh_seconds * 1000
+        horizon_ms = h.seconds * 1000
         for m in METRIC_NAMES:
             means = frame[f"{m}_mean"].to_numpy(dtype=np.float64)
             avg, sd = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
             for i in range(len(frame)):
-                b = ((starts[i] + window_ms) // refresh_ms) * refresh_ms
                 inside = (
                     (devices == devices[i])
-                    & (starts >= b - horizon_ms - window_ms)
-                    & (starts < b - window_ms)
+                    & (starts >= starts[i] - horizon_ms)
+                    & (starts < starts[i])
                 )
                 values = means[inside]
                 values = values[~np.isnan(values)]

@@ -8,8 +8,8 @@
 SKAB protocol: for every labelled file, the first 400 rows (anomaly-free) train, the rest are
 scored; metrics are pooled over all files. Our models run as the stream runs them: window
 features of the last 10 rows (SKAB has 1 row per second: the job's 10 s window, sliding by one
-row so that every row gets a causal score; one variant adds the context horizons whose first
-refresh falls inside the training rows, 1m by default), normalised per file (a file is a
+row so that every row gets a causal score; one variant adds the context horizons no longer
+than the training rows, 1m by default), normalised per file (a file is a
 device), ONE model for all files fitted on the union of their training rows, exported to ONNX
 and scored by the UDF's runtime. Baselines are fitted per file on raw rows. Every method is
 causal: a row's flag depends only on training rows and on rows up to itself.
@@ -196,17 +196,13 @@ def rolling_window_features(x: np.ndarray, metric_names, window_rows: int, horiz
 def rolling_context(means: np.ndarray, window_rows: int, horizon) -> dict[str, np.ndarray]:
     """A horizon's context (common.features.CONTEXT_STATS) at every row, as
     sql/flink/window_context.sql defines it for tumbling windows, with the windows aligned
-    with each row's own: statistics of the window means at the latest refresh boundary b
-    before the row's window end, over the windows starting in [b - horizon - window,
-    b - window). Rows are seconds (1 Hz data)."""
+    with each row's own: statistics of the means of the windows in the horizon before the
+    row's window. Rows are seconds (1 Hz data)."""
     n, w = len(means), window_rows
-    size, refresh = horizon.seconds, horizon.refresh_seconds
     avg = np.full(means.shape, np.nan)
     sd = np.full(means.shape, np.nan)
     for i in range(n):
-        end = i + 1
-        b = end - ((end // w) * w) % refresh
-        last_rows = b - w * np.arange(1, size // w + 1) - 1  # the window means' rows
+        last_rows = i - w * np.arange(1, horizon.seconds // w + 1)  # the window means' rows
         inside = means[last_rows[last_rows >= 0]]
         if not len(inside):
             continue
@@ -226,13 +222,11 @@ class StreamModel:
         from common.features import HORIZONS
 
         self.model, self.window_rows = model, window_rows
-        # The job's context horizons that fit SKAB: a horizon whose first refresh comes after
-        # the 400 training rows has no context to learn from (training refuses it).
+        # The job's context horizons that fit SKAB: one longer than the 400 training rows
+        # never fills in training, so the model would learn a context it never sees later.
         self.horizons = (
             tuple(
-                dataclasses.replace(h, modelled=True)
-                for h in HORIZONS
-                if h.refresh_seconds < TRAIN_ROWS
+                dataclasses.replace(h, modelled=True) for h in HORIZONS if h.seconds <= TRAIN_ROWS
             )
             if context
             else ()

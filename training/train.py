@@ -82,7 +82,7 @@ def window_features_from_files(settings: Settings, path: Path) -> pd.DataFrame:
     t_env.execute_sql(
         strip_comments(render("flink/events_file.sql", settings, path=path.resolve().as_posix()))
     )
-    for statement in window_feature_statements(settings, labelled=True):
+    for statement in window_feature_statements(settings, labelled=True, batch=True):
         t_env.execute_sql(statement)
     return t_env.sql_query(
         "SELECT * FROM window_features ORDER BY device_id, window_start"
@@ -315,10 +315,10 @@ def fit_model(
     if no_context:
         raise TrainingDataError(
             f"context horizon(s) {no_context}: their features never vary in the training "
-            "windows, because the history is shorter than the horizon's first refresh (a "
-            "sixth of it, aligned to the clock); a model fitted so would alarm on any context "
-            "later. Train on a longer history, or keep the horizon out of the model with "
-            "ANOMALY_CONTEXT_MODELLED (the job must then run with the same value)"
+            "windows (each device's history is a single window, or its metrics never move); "
+            "a model fitted so would alarm on any context later. Train on a longer history, "
+            "or keep the horizon out of the model with ANOMALY_CONTEXT_MODELLED (the job must "
+            "then run with the same value)"
         )
     normaliser = DeviceNormaliser.fit(device_ids, x)
     z = normaliser.transform(device_ids, x)

@@ -1,34 +1,22 @@
 -- Longer-horizon context of every window (ANOMALY_CONTEXT_HORIZONS, e.g. 1m and 1h): per
--- metric, the mean and spread of the device's window means over the horizon, and the window
--- mean's deviation from that mean. Named <metric>_avg<h>, <metric>_sd<h>, <metric>_dev<h>.
+-- metric, the mean and population spread of the device's window means over the horizon before
+-- the window, and the window mean's deviation from that mean. Named <metric>_avg<h>,
+-- <metric>_sd<h>, <metric>_dev<h>.
 --
--- State stays small at any horizon: a HOP over the window rows (cascaded on their window_time)
--- keeps six partial aggregates per device and horizon and emits the horizon's statistics every
--- sixth of it. The HOP is shifted by -1 ms, so the statistics emitted at refresh boundary b
--- cover the windows starting in [b - horizon - window, b - window): exactly the horizon before
--- the window [b - window, b), which has a later event time (b - 1 ms) than the statistics
--- (b - 2 ms). Windows and statistics then flow as one stream in event-time order per device,
--- and each window takes the latest statistics (LAST_VALUE over ROWS UNBOUNDED PRECEDING keeps
--- one value per device, not the rows): the horizon before it, or for a coarser refresh the
--- horizon before the window at the latest boundary. Statistics from an older boundary (the
--- device sent nothing over the last horizon) are not used: avg/sd NULL, dev 0.
-CREATE TEMPORARY VIEW window_means AS
-SELECT device_id, window_time AS mean_time, ${window_mean_list}
-FROM window_aggregates;
-
+-- One OVER per horizon runs on the window rows themselves. RANGE <horizon> PRECEDING AND
+-- CURRENT ROW takes the window and the device's windows of the horizon before it, and the
+-- statistics leave the window's own mean out: (sum - mean) / (windows - 1). A device has no
+-- context on its first window, or after a silence longer than the horizon: avg and sd are
+-- NULL, dev is 0.
+--
+-- Why not compute the statistics apart and merge them back into the windows: a merge of two
+-- streams is ordered by watermarks. After the sources idle (a quiet fleet, a broker outage),
+-- Flink lets the merge advance on one input before the other has caught up, and drops the
+-- other's rows as late. The OVERs see each window once, in event-time order, on one path.
+-- Their cost: each keeps the device's window rows of its horizon in state (1h of 10 s
+-- windows: 360 rows per device). Flink clears a device's rows once it has been silent for
+-- 1.5 horizons.
 ${context_views}
-
-CREATE TEMPORARY VIEW window_and_context_rows AS
-SELECT
-  device_id,
-  window_time,
-  TRUE AS is_window,
-  window_start,
-  window_end,
-  ${window_feature_list}${label_list},
-  ${context_nulls}
-FROM window_aggregates
-${context_branches};
 
 CREATE TEMPORARY VIEW window_features AS
 SELECT
@@ -38,14 +26,4 @@ SELECT
   window_time,
   ${window_feature_list}${label_list},
   ${context_features}
-FROM (
-  SELECT
-    *,
-    ${context_last_values}
-  FROM window_and_context_rows
-  WINDOW w AS (
-    PARTITION BY device_id ORDER BY window_time
-    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-  )
-)
-WHERE is_window
+FROM ${context_source}

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.features import CONTEXT_FEATURES, FEATURE_NAMES, MODEL_FEATURE_NAMES
+from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
 from common.settings import REPO_ROOT, Settings
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from simulator.sinks import KafkaSink
@@ -49,15 +49,13 @@ def assert_windows_exact(rows: pd.DataFrame, events: list[dict], *trained) -> No
     assert (rows["window_start"].to_numpy() == expected["window_start"].to_numpy()).all()
     assert (rows["window_end"].to_numpy() == expected["window_end"].to_numpy()).all()
     # Flink's STDDEV_POP uses sums of squares: stds agree to ~1e-11 absolute, not always
-    # 1e-9 relative when the spread is small; over a horizon of window means (squares summed
-    # over up to 360 windows) a small spread came out 1.7e-9 off.
-    spreads = {f.name for f in CONTEXT_FEATURES if f.stat == "sd"}
+    # 1e-9 relative when the spread is small.
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(
             rows[name].to_numpy(float),
             expected[name].to_numpy(float),
             rtol=1e-9,
-            atol=1e-7 if name in spreads else 1e-9,
+            atol=reference.atol(name),
             err_msg=name,
         )
     models = {card["version"]: result for result, _, card in trained}

@@ -51,7 +51,7 @@ def flink_window_features(t_env, settings: Settings, events: list[dict]) -> pd.D
         "CREATE TEMPORARY VIEW telemetry_events AS "
         "SELECT *, TO_TIMESTAMP_LTZ(ts_ms, 3) AS event_time FROM raw_events"
     )
-    for statement in window_feature_statements(settings):
+    for statement in window_feature_statements(settings, batch=True):
         t_env.execute_sql(statement)
     out = t_env.sql_query("SELECT * FROM window_features").to_pandas()
     for name in t_env.list_temporary_views():
@@ -77,7 +77,7 @@ def assert_features_equal(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
             actual[name].to_numpy(dtype=float),
             expected[name].to_numpy(dtype=float),
             rtol=1e-9,
-            atol=1e-9,
+            atol=reference.atol(name),
             err_msg=name,
         )
 
@@ -115,41 +115,44 @@ def test_simulated_fleet_matches_numpy(batch_env, base_settings):
 
 
 def test_context_horizons_match_numpy(batch_env, base_settings):
-    """Two hours of windows: a steady device, one silent for longer than the longest horizon
-    and one silent for less, against the reference definition; the short horizon is the
-    rolling mean of exactly the preceding windows."""
+    """Two and a half hours of windows: a steady device, one silent for longer than the
+    longest horizon, one silent for less and one with windows missing a metric, against the
+    reference definition; every horizon's mean is the rolling mean of exactly the preceding
+    windows."""
     rng = np.random.default_rng(7)
     window_ms = base_settings.window_seconds * 1000
     horizon = max(HORIZONS, key=lambda h: h.seconds)
     longest = horizon.seconds * 1000
-    # A boundary's statistics cover the horizon before it: silent for longer than horizon +
-    # refresh leaves none.
-    silence = longest + horizon.refresh_seconds * 1000 + 60_000
+    silence = longest + 60_000
     span = 2 * longest + 30 * 60_000
     gaps = {"steady": None, "long-gap": (30 * 60_000, 30 * 60_000 + silence)}
     gaps["short-gap"] = (40 * 60_000, 55 * 60_000)
+    gaps["holes"] = None  # the first metric missing from every 7th window: NULL mean
     events = []
     for device, gap in gaps.items():
         for offset in range(0, span, window_ms):
             if gap and gap[0] <= offset < gap[1]:
                 continue
             values = {m: float(rng.normal(50.0, 5.0)) for m in METRIC_NAMES}
+            if device == "holes" and offset // window_ms % 7 == 3:
+                values[METRIC_NAMES[0]] = None
             events.append({**values, "device_id": device, "ts_ms": T0 + offset + 1})
     actual = flink_window_features(batch_env, base_settings, events)
     expected = reference.window_features(events, base_settings.window_seconds)
     assert_features_equal(actual, expected)
 
-    first, shortest = METRIC_NAMES[0], min(HORIZONS, key=lambda h: h.seconds)
+    first = METRIC_NAMES[0]
     steady = actual[actual["device_id"] == "steady"].reset_index(drop=True)
-    preceding = shortest.seconds // base_settings.window_seconds
-    rolling = steady[f"{first}_mean"].rolling(preceding).mean().shift(1)
-    np.testing.assert_allclose(
-        steady[f"{first}_avg{shortest.name}"][preceding:], rolling[preceding:], rtol=1e-12
-    )
-    # The first window of a device has nothing to deviate from.
-    assert np.isnan(steady[f"{first}_avg{shortest.name}"][0])
-    assert steady[f"{first}_dev{shortest.name}"][0] == 0.0
-    # Back after more than the longest horizon (and its refresh) of silence: no context.
+    for h in HORIZONS:
+        preceding = h.seconds // base_settings.window_seconds
+        rolling = steady[f"{first}_mean"].rolling(preceding).mean().shift(1)
+        np.testing.assert_allclose(
+            steady[f"{first}_avg{h.name}"][preceding:], rolling[preceding:], rtol=1e-10
+        )
+        # The first window of a device has nothing to deviate from.
+        assert np.isnan(steady[f"{first}_avg{h.name}"][0])
+        assert steady[f"{first}_dev{h.name}"][0] == 0.0
+    # Back after more than the longest horizon of silence: no context.
     back = actual[actual["device_id"] == "long-gap"]
     back = back[back["window_start"] == pd.Timestamp(T0 + gaps["long-gap"][1], unit="ms", tz="UTC")]
     for h in HORIZONS:

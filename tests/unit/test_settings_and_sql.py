@@ -18,8 +18,7 @@ def test_env_overrides_and_types(tmp_path):
         }
     )
     assert s.events_topic == "t1" and s.window_seconds == 30
-    # Each horizon refreshes every sixth of it, in whole windows that divide it.
-    assert s.context_horizon_seconds == (("1m", 60, 30), ("1h", 3600, 600))
+    assert s.context_horizon_seconds == (("1m", 60), ("1h", 3600))
 
 
 @pytest.mark.parametrize(

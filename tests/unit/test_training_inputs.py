@@ -146,9 +146,8 @@ def test_classic_isolation_forest_settings_are_the_defaults():
 
 
 def write_csv_dataset(folder, *, rows=900, seed=0, constant=None, drop=None):
-    """Two CSV files (one device each) with the active catalogue's metric columns, 1 Hz, from
-    a 10-minute boundary: 15 min by default, so that the 1h context's first refresh (10 min)
-    falls inside."""
+    """Two CSV files (one device each) with the active catalogue's metric columns, 1 Hz:
+    15 min by default."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     columns = [m.source_column or m.name for m in CATALOGUE.metrics]
@@ -182,8 +181,8 @@ def test_csv_dataset_trains_on_its_unlabelled_windows(tmp_path, monkeypatch, cap
 
 
 def test_a_modelled_horizon_that_never_varies_is_refused(tmp_path):
-    """History shorter than a horizon's first refresh: its deviation is 0 in every training
-    window, and a model fitted so would alarm on any context later."""
+    """A horizon whose deviation is 0 in every training window (e.g. one window per device):
+    a model fitted so would alarm on any context later."""
     rng = np.random.default_rng(0)
     names = (*MODEL_FEATURE_NAMES, f"{METRIC_NAMES[0]}_dev1h")
     x = rng.normal(size=(200, len(names)))
