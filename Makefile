@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train evaluate evaluate-simulator models upgrade rollback test test-unit bench-simulator bench-onnx bench-udf bench-scoring lint format lock
+.PHONY: help setup demo up stop status psql train evaluate evaluate-simulator models upgrade rollback test test-unit bench-simulator bench-onnx bench-udf bench-scoring bench-state lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-udf: setup ## the scoring UDF alone: vectorized ONNX vs per-row ONNX vs pe
 
 bench-scoring: up ## pipeline Kafka -> PostgreSQL with scoring off vs on (1M events, 10k devices)
 	@$(PY) -m bench.pipeline_scoring $(BENCH_ARGS)
+
+bench-state: up ## the job's Flink state per stage once 1,000 devices have filled the context horizons
+	@$(PY) -m bench.job_state $(BENCH_ARGS)
 
 lint: setup ## ruff lint + format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -14,6 +14,7 @@ Writes JSON to .state/bench/pipeline_scoring.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -47,17 +48,35 @@ def execute(settings: Settings, statement: str, name: str):
         conn.close()
 
 
-def preload(settings: Settings, topic: str, devices: int, events: int) -> float:
+@contextlib.contextmanager
+def scratch(settings: Settings, prefix: str):
+    """A new topic name and a new migrated database (topic ``<prefix>-<tag>``, database
+    ``bench_<tag>``), both removed afterwards."""
+    from confluent_kafka.admin import AdminClient
+
+    from common.db import migrate
+
+    tag = uuid.uuid4().hex[:8]
+    topic, database = f"{prefix}-{tag}", f"bench_{tag}"
+    execute(settings, "CREATE DATABASE {}", database)
+    try:
+        migrate(settings.replace(pg_database=database))
+        yield topic, database
+    finally:
+        execute(settings, "DROP DATABASE IF EXISTS {} WITH (FORCE)", database)
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([topic])
+
+
+def preload(settings: Settings, topic: str, simulator_args: list[str], what: str) -> float:
+    """Fill a new topic with the simulator (two processes); returns the seconds it took."""
     from common.kafka_admin import ensure_topic
 
     ensure_topic(settings.kafka_bootstrap, topic, settings.events_topic_partitions)
-    log(f"preloading {events:,} events from {devices:,} devices into topic {topic}")
+    log(f"preloading {what} into topic {topic}")
     began = time.monotonic()
     subprocess.run(
-        [
-            sys.executable, "-m", "simulator", "--devices", str(devices), "--count", str(events),
-            "--topic", topic, "--processes", "2", "--progress-s", "10",
-        ],
+        [sys.executable, "-m", "simulator", *simulator_args, "--topic", topic,
+         "--processes", "2", "--progress-s", "10"],
         check=True,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
@@ -101,7 +120,6 @@ def run_job(flink, settings: Settings, topic: str, database: str, scoring: str) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common.db import migrate
     from deploy.local.stack import Flink, model_unusable
 
     settings = Settings.from_env()
@@ -121,18 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {reason}: `make train` makes one", file=sys.stderr)
         return 2
 
-    tag = uuid.uuid4().hex[:8]
-    topic, database = f"bench-scoring-{tag}", f"bench_{tag}"
-    execute(settings, "CREATE DATABASE {}", database)
-    try:
-        migrate(settings.replace(pg_database=database))
-        preload_s = preload(settings, topic, a.devices, a.events)
+    with scratch(settings, "bench-scoring") as (topic, database):
+        preload_s = preload(
+            settings,
+            topic,
+            ["--devices", str(a.devices), "--count", str(a.events)],
+            f"{a.events:,} events from {a.devices:,} devices",
+        )
         runs = [run_job(flink, settings, topic, database, s) for s in ("off", "on")]
-    finally:
-        execute(settings, "DROP DATABASE IF EXISTS {} WITH (FORCE)", database)
-        from confluent_kafka.admin import AdminClient
-
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([topic])
     for r in runs:
         r["events_per_s"] = round(a.events / r["job_s"])
     off, on = runs
