@@ -83,11 +83,19 @@ class Scenario:
 RULE_AGGREGATES = ("mean", "std", "min", "max", "count")
 
 
+# Where a rule's threshold comes from: a number in the catalogue, the device's own limit (the
+# devices table), or the device's limit for the time of day the window falls in (the segment
+# limits table: one row per device and segment of the day).
+RULE_REFERENCES = {"reference": "device", "segment_reference": "segment"}
+
+
 @dataclass(frozen=True)
 class Rule:
     """A threshold rule beside the model: fires on a window when the metric's aggregate is
-    above (or below) a fixed value, or the device's own limit from the devices table
-    (``threshold is None``: column <metric>_high for above, <metric>_low for below)."""
+    above (or below) a fixed value, the device's own limit from the devices table
+    (``reference == "device"``), or the device's limit for the window's time-of-day segment
+    (``reference == "segment"``); a limit is column <metric>_high for above, <metric>_low
+    for below."""
 
     name: str
     metric: str
@@ -95,6 +103,8 @@ class Rule:
     direction: str  # "above" or "below"
     threshold: float | None
     severity: float
+    # None (a fixed threshold), "device" or "segment".
+    reference: str | None = None
 
     @property
     def feature(self) -> str:
@@ -285,14 +295,20 @@ def _rules(raw: dict, metric_names: list[str], path: Path) -> list[Rule]:
         if len(directions) != 1:
             raise CatalogueError(f"{where}: give exactly one of `above` or `below`")
         value = r[directions[0]]
-        if value == "reference":
+        reference = RULE_REFERENCES.get(value) if isinstance(value, str) else None
+        if reference is not None:
             threshold = None
         elif isinstance(value, int | float) and not isinstance(value, bool):
             threshold = float(value)
         else:
-            raise CatalogueError(f"{where}: {directions[0]} must be a number or 'reference'")
+            raise CatalogueError(
+                f"{where}: {directions[0]} must be a number, 'reference' (the device's limit) "
+                "or 'segment_reference' (the device's limit for the window's time of day)"
+            )
         severity = float(r.get("severity", 75))
         if not 0 < severity <= 100:
             raise CatalogueError(f"{where}: severity must be in (0, 100]")
-        rules.append(Rule(str(name), r["metric"], aggregate, directions[0], threshold, severity))
+        rules.append(
+            Rule(str(name), r["metric"], aggregate, directions[0], threshold, severity, reference)
+        )
     return rules

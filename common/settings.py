@@ -101,6 +101,12 @@ class Settings:
     links_table: str = "device_links"
     # How long the job caches a device's reference row (and the absence of one).
     device_cache_seconds: int = 60
+    # Limits per device and time-of-day segment, for rules with `segment_reference`
+    # thresholds ("traffic at station S between 08:00 and 09:00 above its reference"). A
+    # segment is this many seconds of the UTC day (3600: hours 0-23); it must divide the day
+    # and be a multiple of the window, so that a window lies in one segment.
+    segment_limits_table: str = "device_segment_limits"
+    reference_segment_seconds: int = 3600
 
     # --- Flink ---------------------------------------------------------------------------
     flink_rest_url: str = "http://127.0.0.1:8081"
@@ -141,6 +147,7 @@ class Settings:
             "alerts_table",
             "health_table",
             "links_table",
+            "segment_limits_table",
             "pg_database",
             "pg_user",
         ):
@@ -161,6 +168,13 @@ class Settings:
             raise ValueError(
                 f"{ENV_PREFIX}CONTEXT_MODELLED={self.context_modelled!r}: {unknown} not among "
                 f"the horizons of {ENV_PREFIX}CONTEXT_HORIZONS ({names})"
+            )
+        segment = self.reference_segment_seconds
+        if segment <= 0 or 86_400 % segment or segment % self.window_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}REFERENCE_SEGMENT_SECONDS={segment}: use a length that divides "
+                f"the day (86400 s) and is a multiple of the {self.window_seconds} s window, "
+                "e.g. 3600 for hours"
             )
         if self.scoring not in ("on", "off"):
             raise ValueError(f"{ENV_PREFIX}SCORING={self.scoring!r}: use on or off")

@@ -91,9 +91,38 @@ def _number(value: float) -> str:
     return f"CAST({value!r} AS DOUBLE)"
 
 
+def segment_limit_column(limit_column: str) -> str:
+    """The column of enriched_windows holding a device's limit for the window's segment."""
+    return f"segment_{limit_column}"
+
+
 def rule_threshold(rule) -> str:
-    """A rule's threshold: its number, or the device's limit column (NULL: never fires)."""
-    return f"`{rule.limit_column}`" if rule.threshold is None else _number(rule.threshold)
+    """A rule's threshold: its number, the device's limit column, or the device's limit for
+    the window's time-of-day segment (a NULL limit: the rule never fires)."""
+    if rule.reference == "device":
+        return f"`{rule.limit_column}`"
+    if rule.reference == "segment":
+        return f"`{segment_limit_column(rule.limit_column)}`"
+    return _number(rule.threshold)
+
+
+def segment_placeholders(settings: Settings) -> dict[str, str]:
+    """The parts of scored_windows.sql that look up each window's segment limits; empty
+    when no catalogue rule reads them (no second lookup join then). The segment is the
+    window start's second of the UTC day over the segment length (integers divide to an
+    integer in Flink SQL, as in Java)."""
+    if not any(r.reference == "segment" for r in CATALOGUE.rules):
+        return {"segment_key": "", "segment_join": "", "segment_limit_select": ""}
+    second = "HOUR(window_start) * 3600 + MINUTE(window_start) * 60 + SECOND(window_start)"
+    length = settings.reference_segment_seconds
+    return {
+        "segment_key": f",\n    CAST(({second}) / {length} AS INT) AS reference_segment",
+        "segment_join": "\nLEFT JOIN segment_limits_lookup FOR SYSTEM_TIME AS OF f.proc_time AS g"
+        "\n  ON f.device_id = g.device_id AND f.reference_segment = g.segment",
+        "segment_limit_select": "".join(
+            f",\n  g.`{c}` AS `{segment_limit_column(c)}`" for c in limit_columns()
+        ),
+    }
 
 
 def rule_condition(rule) -> str:
@@ -239,6 +268,14 @@ def window_feature_statements(
     return out
 
 
+def _pg_add_limit_columns(table: str) -> str:
+    return (
+        f"ALTER TABLE {table}\n  "
+        + ",\n  ".join(f"ADD COLUMN IF NOT EXISTS {c} double precision" for c in limit_columns())
+        + ";"
+    )
+
+
 def context(settings: Settings, **extra: object) -> dict[str, str]:
     """Placeholder values shared by every SQL file."""
     indent = ",\n  "
@@ -265,9 +302,11 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "health_interval": interval(settings.health_seconds),
         "device_limit_columns": indent.join(f"`{c}` DOUBLE" for c in limit_columns()),
         "device_limit_select": indent.join(f"d.`{c}`" for c in limit_columns()),
-        "pg_add_device_limit_columns": f"ALTER TABLE {settings.devices_table}\n  "
-        + ",\n  ".join(f"ADD COLUMN IF NOT EXISTS {c} double precision" for c in limit_columns())
-        + ";",
+        "pg_add_device_limit_columns": _pg_add_limit_columns(settings.devices_table),
+        "pg_add_segment_limit_columns": _pg_add_limit_columns(settings.segment_limits_table),
+        "segment_limits_table": settings.segment_limits_table,
+        "reference_segment_seconds": settings.reference_segment_seconds,
+        **segment_placeholders(settings),
         "rule_alerts": rule_alerts(),
         "rule_severity": rule_severity(),
         "rule_fires": rule_fires(),

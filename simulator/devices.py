@@ -62,29 +62,57 @@ def fleet_inventory(config: SimulatorConfig) -> tuple[list[dict], list[tuple[str
     return rows, links
 
 
-def upsert_devices(settings, rows: list[dict], links: list[tuple[str, str]] = ()) -> int:
-    """Insert or update the rows in the devices table (and the links); returns how many
-    device rows were written."""
+def segment_limits(rows: list[dict], segment_seconds: int) -> list[dict]:
+    """Each device's limits for every time-of-day segment (for `segment_reference` rules).
+    The simulator has no daily cycle, so a device's limits are the same in every segment;
+    an inventory with daily profiles writes one row per segment of its own."""
+    limits = [c for c in (rows[0] if rows else {}) if c.endswith(("_low", "_high"))]
+    return [
+        {"device_id": r["device_id"], "segment": segment, **{c: r[c] for c in limits}}
+        for r in rows
+        for segment in range(86_400 // segment_seconds)
+    ]
+
+
+def _upsert(cur, table: str, rows: list[dict], key: tuple[str, ...]) -> None:
+    from psycopg2 import sql
+    from psycopg2.extras import execute_values
+
+    columns = tuple(rows[0])
+    statement = sql.SQL(
+        "INSERT INTO {} ({}) VALUES %s ON CONFLICT ({}) DO UPDATE SET {}, updated_at = now()"
+    ).format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(map(sql.Identifier, key)),
+        sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns if c not in key
+        ),
+    )
+    execute_values(cur, statement, [tuple(r[c] for c in columns) for r in rows], page_size=5000)
+
+
+def upsert_devices(
+    settings,
+    rows: list[dict],
+    links: list[tuple[str, str]] = (),
+    segments: list[dict] = (),
+) -> int:
+    """Insert or update the rows in the devices table (and the links, and the limits per
+    time-of-day segment); returns how many device rows were written."""
     from psycopg2 import sql
     from psycopg2.extras import execute_values
 
     from common.db import connect
 
-    columns = tuple(rows[0]) if rows else ("device_id",)
-    statement = sql.SQL(
-        "INSERT INTO {} ({}) VALUES %s ON CONFLICT (device_id) DO UPDATE SET {}, updated_at = now()"
-    ).format(
-        sql.Identifier(settings.devices_table),
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns[1:]
-        ),
-    )
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
             if rows:
-                execute_values(cur, statement, [tuple(r[c] for c in columns) for r in rows])
+                _upsert(cur, settings.devices_table, rows, ("device_id",))
+            if segments:
+                key = ("device_id", "segment")
+                _upsert(cur, settings.segment_limits_table, list(segments), key)
             if links:
                 insert_links = sql.SQL(
                     "INSERT INTO {} (device_a, device_b) VALUES %s ON CONFLICT DO NOTHING"
@@ -93,6 +121,18 @@ def upsert_devices(settings, rows: list[dict], links: list[tuple[str, str]] = ()
     finally:
         conn.close()
     return len(rows)
+
+
+def write_fleet(settings, config: SimulatorConfig) -> str:
+    """Write the simulated fleet's reference rows, links and segment limits; returns a
+    one-line summary."""
+    rows, links = fleet_inventory(config)
+    segments = segment_limits(rows, settings.reference_segment_seconds)
+    written = upsert_devices(settings, rows, links, segments)
+    return (
+        f"{written} device rows in table {settings.devices_table}, {len(links)} links, "
+        f"{len(segments)} segment limits in {settings.segment_limits_table}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,21 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     config = SimulatorConfig(
         catalogue=a.catalogue or settings.catalogue, devices=a.devices, fleet_seed=a.fleet_seed
     )
-    rows, links = fleet_inventory(config)
     if a.print:
-        for r in rows:
+        for r in fleet_inventory(config)[0]:
             print("\t".join(str(v) for v in r.values()))
         return 0
     try:
-        written = upsert_devices(settings, rows, links)
+        summary = write_fleet(settings, config)
     except Exception as exc:  # connection or schema problems: say what to do
         print(f"simulator.devices: cannot write to PostgreSQL: {exc} (is `make up` running?)",
               file=sys.stderr)  # fmt: skip
         return 1
-    print(
-        f"simulator.devices: {written} device rows in table {settings.devices_table}, "
-        f"{len(links)} links"
-    )
+    print(f"simulator.devices: {summary}")
     return 0
 
 

@@ -723,11 +723,10 @@ def demo(settings: Settings) -> None:
     if reason:
         log(f"{reason}: training one")
         train_demo_model(settings)
-    from simulator.devices import fleet_inventory, upsert_devices
+    from simulator.devices import write_fleet
     from simulator.generator import SimulatorConfig
 
-    written = upsert_devices(settings, *fleet_inventory(SimulatorConfig(devices=DEMO_DEVICES)))
-    log(f"{written} device reference rows in table {settings.devices_table}")
+    log(f"reference data: {write_fleet(settings, SimulatorConfig(devices=DEMO_DEVICES))}")
     Simulator(settings).start(
         [
             "--devices",

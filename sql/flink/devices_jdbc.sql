@@ -19,4 +19,22 @@ CREATE TEMPORARY TABLE devices_lookup (
   'lookup.partial-cache.cache-missing-key' = 'true',
   'lookup.max-retries' = '3',
   ${jdbc_connection_options}
+);
+
+-- Each device's limits per time-of-day segment (${segment_limits_table}), for rules with
+-- `segment_reference` thresholds, read by a second lookup join on (device, segment) and cached
+-- like the devices' rows. The job joins it only when a catalogue rule needs it.
+CREATE TEMPORARY TABLE segment_limits_lookup (
+  device_id STRING,
+  segment INT,
+  ${device_limit_columns},
+  PRIMARY KEY (device_id, segment) NOT ENFORCED
+) WITH (
+  'table-name' = '${segment_limits_table}',
+  'lookup.cache' = 'PARTIAL',
+  'lookup.partial-cache.expire-after-write' = '${device_cache_seconds} s',
+  'lookup.partial-cache.max-rows' = '1000000',
+  'lookup.partial-cache.cache-missing-key' = 'true',
+  'lookup.max-retries' = '3',
+  ${jdbc_connection_options}
 )

@@ -198,10 +198,15 @@ def test_running_job_switches_models_refuses_a_broken_one_and_explains(
 # period of 30 s: windows 3-5 and 8 merge (20 s apart), 15-16 are 60 s later: a new incident.
 PLANTED = {"dev-00003": (3, 4, 5, 8, 15, 16), "dev-00007": (10,)}
 QUIET_S = 30
+# Segments of one minute: T0 is 02:00 UTC, so windows 6-11 lie in segment 121 and 18-23 in
+# segment 123, where dev-00012's traffic limit is 0.
+SEGMENT_S = 60
+SEGMENT_LIMITED = {"dev-00012": (121, 123)}
 EXPECTED_INCIDENTS = {
     "dev-00003": [(3, 9, 4), (15, 17, 2)],
     "dev-00007": [(10, 11, 1)],
     "dev-00009": [(0, 30, 30)],  # its own latency limit is 0: a rule alert in every window
+    "dev-00012": [(6, 12, 6), (18, 24, 6)],  # its segment limits
 }
 LIMITED = "dev-00009"
 GHOST = "ghost-0001"  # in neither the model nor the inventory
@@ -244,18 +249,25 @@ def reference_incidents(alerts, quiet_s: int) -> list[tuple]:
     )
 
 
-def reference_rule_alerts(rows, inventory: list[dict]) -> set[tuple]:
+def reference_rule_alerts(rows, inventory: list[dict], segments: list[dict]) -> set[tuple]:
     """(device, window_start, source, value, threshold) of every rule that must fire, from
-    the job's window features and the catalogue's rules, evaluated here with pandas."""
+    the job's window features, the reference rows and the catalogue's rules, evaluated here
+    with pandas."""
     from common.features import CATALOGUE
 
     limits = {r["device_id"]: r for r in inventory}
+    segment_limits = {(r["device_id"], r["segment"]): r for r in segments}
     fired = set()
     for rule in CATALOGUE.rules:
         for r in rows.itertuples():
             value = getattr(r, rule.feature)
-            if rule.threshold is None:
+            start = r.window_start
+            segment = (start.hour * 3600 + start.minute * 60 + start.second) // SEGMENT_S
+            if rule.reference == "device":
                 threshold = limits.get(r.device_id, {}).get(rule.limit_column)
+            elif rule.reference == "segment":
+                row = segment_limits.get((r.device_id, segment), {})
+                threshold = row.get(rule.limit_column)
             else:
                 threshold = rule.threshold
             if threshold is None:
@@ -273,16 +285,20 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     from common.db import connect
     from common.features import CATALOGUE
     from deploy.local.stack import Flink
-    from simulator.devices import fleet_inventory, upsert_devices
+    from simulator.devices import fleet_inventory, segment_limits, upsert_devices
     from simulator.sinks import KafkaSink
 
-    # Two devices in three have a reference row.
+    # Two devices in three have a reference row, and limits per segment of the day.
     fleet, links = fleet_inventory(SimulatorConfig(devices=FLEET_DEVICES))
     inventory = [r for r in fleet if int(r["device_id"][-5:]) % 3 != 1]
     for row in inventory:
         if row["device_id"] == LIMITED:
             row["latency_ms_high"] = 0.0
-    upsert_devices(fresh_db, inventory, links)
+    segments = segment_limits(inventory, SEGMENT_S)
+    for row in segments:
+        if row["segment"] in SEGMENT_LIMITED.get(row["device_id"], ()):
+            row["throughput_mbps_high"] = 0.0
+    upsert_devices(fresh_db, inventory, links, segments)
     events = planted_events(seed=43)
     sink = KafkaSink(stack.kafka_bootstrap, fresh_topic)
     sink.send_many(events)
@@ -290,7 +306,12 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     assert sink.errors == 0, sink.first_error
 
     flink = Flink(stack)
-    env = job_env(fresh_db, fresh_topic, ANOMALY_INCIDENT_QUIET_SECONDS=str(QUIET_S))
+    env = job_env(
+        fresh_db,
+        fresh_topic,
+        ANOMALY_INCIDENT_QUIET_SECONDS=str(QUIET_S),
+        ANOMALY_REFERENCE_SEGMENT_SECONDS=str(SEGMENT_S),
+    )
     job_id = flink.submit(["--bounded", "--model-dir", str(trained[0].model_dir)], env=env)
     job = wait_for_state(flink, job_id, ("FINISHED", "FAILED", "CANCELED"), 240)
     assert job["state"] == "FINISHED", flink.rest(f"/jobs/{job_id}/exceptions")
@@ -325,10 +346,20 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     got_rules = {
         (r.device_id, r.window_start, r.source, r.value, r.threshold) for r in rules.itertuples()
     }
-    assert got_rules == reference_rule_alerts(rows, inventory)
-    assert {"rule:packet_loss_high", "rule:latency_over_device_limit"} <= set(rules["source"])
+    assert got_rules == reference_rule_alerts(rows, inventory, segments)
+    assert {
+        "rule:packet_loss_high",
+        "rule:latency_over_device_limit",
+        "rule:traffic_over_segment_limit",
+    } <= set(rules["source"])
     # The device whose latency limit is 0 alerts in every window: one long incident.
     assert (rules["device_id"] == LIMITED).sum() == 30
+    # The segment rule fires in the limited segments only: their 12 windows.
+    by_segment = rules[rules["source"] == "rule:traffic_over_segment_limit"]
+    t0 = pd.Timestamp(T0, unit="ms", tz="UTC")
+    assert sorted(zip(by_segment["device_id"], by_segment["window_start"], strict=True)) == [
+        ("dev-00012", t0 + pd.Timedelta(seconds=10 * k)) for k in (*range(6, 12), *range(18, 24))
+    ]
 
     # Incidents: exactly the independent merge of the alerts, and the planted ones.
     incidents = fetch_table(fresh_db, stack.incidents_table, "device_id, started_at")
@@ -352,7 +383,6 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     spans = {(d, s): e for d, s, e, *_ in got}
     for a in alerts.itertuples():
         assert a.incident_start <= a.window_start < spans[(a.device_id, a.incident_start)]
-    t0 = pd.Timestamp(T0, unit="ms", tz="UTC")
     for device, expected in EXPECTED_INCIDENTS.items():
         mine = [(s, e, n) for d, s, e, n, _, _, _ in got if d == device]
         assert mine == [

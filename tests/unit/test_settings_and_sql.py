@@ -116,3 +116,29 @@ def test_feature_columns_agree_everywhere():
         assert f"`{name}`" in flink, name
     assert set(MODEL_FEATURE_NAMES) < set(FEATURE_NAMES)
     assert context(Settings())["model_feature_list"].count("`") == 2 * len(MODEL_FEATURE_NAMES)
+
+
+@pytest.mark.parametrize("seconds", ["0", "7", "25", "7200000"])
+def test_reference_segments_must_divide_the_day_into_whole_windows(seconds):
+    with pytest.raises(ValueError, match=f"ANOMALY_REFERENCE_SEGMENT_SECONDS={seconds}: "):
+        Settings.from_env({"ANOMALY_REFERENCE_SEGMENT_SECONDS": seconds})
+    assert Settings.from_env({"ANOMALY_REFERENCE_SEGMENT_SECONDS": "900"})
+
+
+def test_segment_limits_are_joined_only_for_segment_rules(monkeypatch):
+    import dataclasses
+
+    from common import sql as sql_module
+
+    settings = Settings(reference_segment_seconds=900)
+    parts = sql_module.segment_placeholders(settings)
+    assert "/ 900 AS INT) AS reference_segment" in parts["segment_key"]
+    assert "f.reference_segment = g.segment" in parts["segment_join"]
+    without = dataclasses.replace(
+        sql_module.CATALOGUE,
+        rules=tuple(r for r in sql_module.CATALOGUE.rules if r.reference != "segment"),
+    )
+    monkeypatch.setattr(sql_module, "CATALOGUE", without)
+    assert set(sql_module.segment_placeholders(settings).values()) == {""}
+    rendered = render("flink/scored_windows.sql", settings, score_call="")
+    assert "segment_limits_lookup" not in rendered

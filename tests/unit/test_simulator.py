@@ -243,7 +243,7 @@ def test_catalogue_errors_name_the_problem(tmp_path):
         ("{metric: pressure, above: 5}", "metric .pressure. is not in"),
         ("{metric: temperature_c, aggregate: median, above: 5}", "aggregate 'median'"),
         ("{metric: temperature_c, above: 5, below: 1}", "exactly one of `above` or `below`"),
-        ("{metric: temperature_c, above: warm}", "a number or 'reference'"),
+        ("{metric: temperature_c, above: warm}", "a number, 'reference' .* or 'segment_refer"),
         ("{metric: temperature_c, above: 5, severity: 0}", r"severity must be in \(0, 100\]"),
     ],
 )
@@ -261,8 +261,9 @@ def test_catalogue_rules_parse_fixed_and_reference_thresholds(tmp_path):
     path.write_text(
         f"{good}\nrules:\n  hot: {{metric: temperature_c, aggregate: max, above: 80}}\n"
         "  cold: {metric: temperature_c, below: reference, severity: 60}\n"
+        "  night: {metric: sound_level_db, above: segment_reference}\n"
     )
-    hot, cold = load_catalogue(str(path)).rules
+    hot, cold, night = load_catalogue(str(path)).rules
     assert (hot.feature, hot.direction, hot.threshold, hot.severity) == (
         "temperature_c_max",
         "above",
@@ -274,6 +275,8 @@ def test_catalogue_rules_parse_fixed_and_reference_thresholds(tmp_path):
         None,
         "temperature_c_low",
     )
+    assert (hot.reference, cold.reference, night.reference) == (None, "device", "segment")
+    assert (night.threshold, night.limit_column) == (None, "sound_level_db_high")
 
 
 # --- bad input --------------------------------------------------------------------------------
