@@ -1,8 +1,15 @@
-"""PostgreSQL access and schema migrations (sql/postgres/NNN_*.sql, applied in order once)."""
+"""PostgreSQL access and schema migrations (sql/postgres/NNN_*.sql, applied in order once).
+
+python -m common.db migrate    apply what is pending, then list every version and when
+python -m common.db status     list the versions applied, and the pending ones
+python -m common.db prune      delete rows past their retention (plain PostgreSQL; cron)
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import sys
 from pathlib import Path
 
 import psycopg2
@@ -13,13 +20,72 @@ from common.sql import context, postgres_migrations, render_text
 MIGRATIONS_TABLE = "schema_migrations"
 
 
-def connect(settings: Settings, database: str | None = None):
-    if not settings.pg_password:
+def connect(settings: Settings, database: str | None = None, role: str = "owner"):
+    """A connection as one of the database roles: owner (migrations, tests), writer (what
+    the Flink job may do) or reader (Grafana, the HTTP API)."""
+    user, password = settings.pg_role(role)
+    if not password:
         raise RuntimeError(
-            "no PostgreSQL password: set ANOMALY_PG_PASSWORD or start the local stack "
-            "(`make up` writes one to .state/secrets.env)"
+            f"no PostgreSQL password for {user} ({role}): set ANOMALY_PG_"
+            f"{'' if role == 'owner' else role.upper() + '_'}PASSWORD or start the local "
+            "stack (`make up` writes them to .state/secrets.env)"
         )
-    return psycopg2.connect(**settings.pg_dsn(database))
+    return psycopg2.connect(**settings.pg_dsn(database, role=role))
+
+
+def ensure_roles(cur, settings: Settings) -> None:
+    """Create or update the writer and reader login roles with their passwords (needs a
+    role that may create roles; the local stack runs it as the server's superuser). The
+    reader's sessions are read-only by default and time out after 30 s per statement."""
+    from psycopg2 import sql
+
+    for role in ("writer", "reader"):
+        user, password = settings.pg_role(role)
+        if not password:
+            raise RuntimeError(f"no password for the {role} role {user}")
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(
+            sql.SQL("{} ROLE {} LOGIN PASSWORD %s").format(sql.SQL(verb), sql.Identifier(user)),
+            (password,),
+        )
+    reader = sql.Identifier(settings.pg_reader_user)
+    cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(reader))
+    cur.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = '30s'").format(reader))
+
+
+def _applied(cur) -> dict[str, tuple[str, object]]:
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+        " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(),"
+        " checksum text)"
+    )
+    cur.execute(f"ALTER TABLE {MIGRATIONS_TABLE} ADD COLUMN IF NOT EXISTS checksum text")
+    cur.execute(f"SELECT version, checksum, applied_at FROM {MIGRATIONS_TABLE}")  # noqa: S608
+    return {version: (checksum, at) for version, checksum, at in cur.fetchall()}
+
+
+def _rendered(path: Path, values: dict[str, str]) -> tuple[str, str]:
+    statement = render_text(path.read_text(), values, source=str(path))
+    return statement, hashlib.sha256(statement.encode()).hexdigest()[:16]
+
+
+def pending(settings: Settings, migrations: list[Path] | None = None) -> list[str]:
+    """The migrations ``migrate`` would apply now."""
+    values = context(settings)
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            done = _applied(cur)
+    finally:
+        conn.close()
+    out = []
+    for path in migrations if migrations is not None else postgres_migrations():
+        _, checksum = _rendered(path, values)
+        repeatable = path.stem.startswith("R__")
+        if path.stem not in done or (repeatable and done[path.stem][0] != checksum):
+            out.append(path.stem)
+    return out
 
 
 def migrate(settings: Settings, migrations: list[Path] | None = None) -> list[str]:
@@ -33,30 +99,106 @@ def migrate(settings: Settings, migrations: list[Path] | None = None) -> list[st
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(),"
-                " checksum text)"
-            )
-            cur.execute(f"ALTER TABLE {MIGRATIONS_TABLE} ADD COLUMN IF NOT EXISTS checksum text")
-            cur.execute(f"SELECT version, checksum FROM {MIGRATIONS_TABLE}")  # noqa: S608
-            done = dict(cur.fetchall())
+            done = _applied(cur)
         for path in migrations if migrations is not None else postgres_migrations():
             version = path.stem
-            statement = render_text(path.read_text(), values, source=str(path))
-            checksum = hashlib.sha256(statement.encode()).hexdigest()[:16]
+            statement, checksum = _rendered(path, values)
             repeatable = version.startswith("R__")
-            if version in done and (not repeatable or done[version] == checksum):
+            if version in done and (not repeatable or done[version][0] == checksum):
                 continue
-            with conn, conn.cursor() as cur:
-                cur.execute(statement)
-                cur.execute(
-                    f"INSERT INTO {MIGRATIONS_TABLE} (version, checksum) VALUES (%s, %s)"  # noqa: S608
-                    " ON CONFLICT (version) DO UPDATE"
-                    " SET checksum = EXCLUDED.checksum, applied_at = now()",
-                    (version, checksum),
-                )
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(statement)
+                    cur.execute(
+                        f"INSERT INTO {MIGRATIONS_TABLE} (version, checksum) VALUES (%s, %s)"  # noqa: S608
+                        " ON CONFLICT (version) DO UPDATE"
+                        " SET checksum = EXCLUDED.checksum, applied_at = now()",
+                        (version, checksum),
+                    )
+            except psycopg2.Error as exc:
+                raise MigrationError(
+                    f"migration {version} failed, nothing of it applied: "
+                    f"{str(exc).strip()} (fix it and run `python -m common.db migrate` again)"
+                ) from exc
             applied_now.append(version)
     finally:
         conn.close()
     return applied_now
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def timescaledb_version(settings: Settings) -> str | None:
+    """The TimescaleDB extension's version in the database, None on plain PostgreSQL."""
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
+def status_lines(settings: Settings) -> list[str]:
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            done = _applied(cur)
+    finally:
+        conn.close()
+    waiting = set(pending(settings))
+    lines = []
+    for path in postgres_migrations():
+        v = path.stem
+        if v in done and v not in waiting:
+            lines.append(f"  applied  {v}  ({done[v][1]:%Y-%m-%d %H:%M:%S %Z})")
+        else:
+            lines.append(f"  pending  {v}" + ("  (changed since applied)" if v in done else ""))
+    ts = timescaledb_version(settings)
+    lines.append(f"  TimescaleDB {ts}" if ts else "  plain PostgreSQL (no TimescaleDB extension)")
+    return lines
+
+
+def prune(settings: Settings) -> list[tuple[str, int]]:
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT table_name, rows_deleted FROM prune_expired()")
+            return [(t, int(n)) for t, n in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m common.db", description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("migrate", "status", "prune"))
+    a = p.parse_args(argv)
+    settings = Settings.from_env()
+    where = f"{settings.pg_database} on {settings.pg_host}:{settings.pg_port}"
+    try:
+        if a.command == "migrate":
+            applied = migrate(settings)
+            for version in applied:
+                print(f"applied {version}")
+            print(f"database {where}:")
+            print("\n".join(status_lines(settings)))
+            print(f"migrate: {len(applied)} applied, schema up to date")
+        elif a.command == "status":
+            print(f"database {where}:")
+            print("\n".join(status_lines(settings)))
+        else:
+            results = prune(settings)
+            for table, rows in results:
+                print(f"  {table}: {rows} rows deleted")
+            print(f"prune: {sum(n for _, n in results)} rows past their retention deleted")
+    except (psycopg2.Error, RuntimeError) as exc:
+        print(f"common.db {a.command}: {str(exc).strip()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,13 @@
 """Where model versions live: models/<version>/{model.onnx,card.json}, a CURRENT pointer and
 a HISTORY of what was current, so that a rollback is one command:
 
-  python -m common.models list          versions, newest first, * marks CURRENT
-  python -m common.models use VERSION   make VERSION current
-  python -m common.models rollback      make the previously current version current again
+  python -m common.models list              versions, newest first, * marks CURRENT
+  python -m common.models use VERSION       make VERSION current
+  python -m common.models rollback          make the previously current version current again
+  python -m common.models register [V ...]  record versions (default: all) in PostgreSQL
+
+`use`, `rollback` and training also record the version in the database's model_versions
+table, whose training score quantiles the drift check compares recent scores with.
 """
 
 from __future__ import annotations
@@ -97,6 +101,69 @@ def versions(settings: Settings) -> list[dict]:
     return sorted(found, key=lambda v: v["created_at"], reverse=True)
 
 
+# Card entries too large or too private for the database copy: per-device statistics and
+# the self-check windows.
+_UNREGISTERED = ("normalisation", "self_check")
+
+
+def register(settings: Settings, versions: list[str], *, current: str | None = None) -> int:
+    """Upsert the cards of ``versions`` into the models table; ``current`` (one of them) is
+    stamped as current now. Returns how many were written."""
+    from psycopg2 import sql
+    from psycopg2.extras import Json
+
+    from common.db import connect
+
+    rows = []
+    for version in versions:
+        card_path = settings.models_dir / version / "card.json"
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise FileNotFoundError(f"model version {version!r}: no readable card ({exc})") from exc
+        rows.append(
+            (
+                version,
+                card["model"],
+                card["created_at"],
+                card["window_seconds"],
+                card["feature_names"],
+                card["calibration"]["threshold"],
+                card.get("training", {}).get("windows"),
+                Json(card["training"]["score_quantiles"]),
+                Json({k: v for k, v in card.items() if k not in _UNREGISTERED}),
+                version == current,
+            )
+        )
+    statement = sql.SQL(
+        "INSERT INTO {table} (version, model, created_at, window_seconds, features, threshold,"
+        " training_windows, score_quantiles, card, current_since)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)"
+        " ON CONFLICT (version) DO UPDATE SET card = EXCLUDED.card,"
+        " score_quantiles = EXCLUDED.score_quantiles, registered_at = now(),"
+        " current_since = COALESCE(EXCLUDED.current_since, {table}.current_since)"
+    ).format(table=sql.Identifier(settings.models_table))
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.executemany(statement, rows)
+    finally:
+        conn.close()
+    return len(rows)
+
+
+def register_quietly(settings: Settings, version: str, *, current: bool, log=print) -> None:
+    """Record a version in the database if it can be reached; say so when it cannot (the
+    model works all the same; the drift check then names it unregistered)."""
+    try:
+        register(settings, [version], current=version if current else None)
+    except Exception as exc:  # no database, no password, old schema: not fatal here
+        log(
+            f"models: {version} not recorded in PostgreSQL ({str(exc).strip()}); run "
+            "`python -m common.models register` once the database is up"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m common.models", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -104,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     use = sub.add_parser("use", help="make VERSION current")
     use.add_argument("version")
     sub.add_parser("rollback", help="make the previously current version current again")
+    reg = sub.add_parser("register", help="record versions in PostgreSQL (default: all)")
+    reg.add_argument("version", nargs="*")
     a = p.parse_args(argv)
     settings = Settings.from_env()
     try:
@@ -118,8 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "use":
             set_current(settings, a.version)
             print(f"CURRENT is now {a.version}")
+            register_quietly(settings, a.version, current=True)
+        elif a.command == "rollback":
+            version = rollback(settings)
+            print(f"rolled back: CURRENT is now {version}")
+            register_quietly(settings, version, current=True)
         else:
-            print(f"rolled back: CURRENT is now {rollback(settings)}")
+            chosen = a.version or [v["version"] for v in versions(settings)]
+            written = register(settings, chosen)
+            print(f"registered {written} model version(s) in {settings.models_table}")
     except FileNotFoundError as exc:
         print(f"models: {exc}", file=sys.stderr)
         return 1

@@ -77,8 +77,16 @@ class Settings:
     pg_host: str = "127.0.0.1"
     pg_port: int = 5433
     pg_database: str = "anomaly"
+    # The schema's owner: runs the migrations (python -m common.db migrate).
     pg_user: str = "anomaly"
     pg_password: str = field(default="", repr=False)
+    # The Flink job's role: reads reference data, inserts and updates results; cannot change
+    # the schema.
+    pg_writer_user: str = "anomaly_writer"
+    pg_writer_password: str = field(default="", repr=False)
+    # Grafana, the HTTP API and analysts: read-only (SELECT and the query functions).
+    pg_reader_user: str = "anomaly_reader"
+    pg_reader_password: str = field(default="", repr=False)
     scores_table: str = "anomaly_scores"
     # Messages the job could not use, with the reason and where they came from.
     dead_letters_table: str = "dead_letters"
@@ -107,6 +115,26 @@ class Settings:
     # and be a multiple of the window, so that a window lies in one segment.
     segment_limits_table: str = "device_segment_limits"
     reference_segment_seconds: int = 3600
+
+    # The local stack loads TimescaleDB where it is installed (auto); off: plain PostgreSQL.
+    pg_timescaledb: str = "auto"
+    # Registered model versions (card facts: training score quantiles for the drift check).
+    models_table: str = "model_versions"
+    # Every raw event as it arrived (off by default: about one row per second per device).
+    raw_events_table: str = "raw_events"
+    # on: the job also lands every good event in raw_events within seconds.
+    raw_events: str = "off"
+    # How long rows are kept (TimescaleDB retention policies; on plain PostgreSQL the function
+    # prune_expired() deletes the same rows, e.g. from cron), and after how many days
+    # TimescaleDB compresses a chunk. Raw events are many: they are kept less long.
+    retention_days: int = 30
+    raw_events_retention_days: int = 3
+    compress_after_days: int = 7
+    # Drift check (drift_check() in SQL, GET /drift): population stability index of the
+    # recent scores over the training scores' quantile bins above which retraining is
+    # advised, and the fewest scored windows it judges.
+    drift_psi_retrain: float = 0.25
+    drift_min_windows: int = 200
 
     # --- Flink ---------------------------------------------------------------------------
     flink_rest_url: str = "http://127.0.0.1:8081"
@@ -148,8 +176,12 @@ class Settings:
             "health_table",
             "links_table",
             "segment_limits_table",
+            "models_table",
+            "raw_events_table",
             "pg_database",
             "pg_user",
+            "pg_writer_user",
+            "pg_reader_user",
         ):
             if not _SQL_NAME.fullmatch(getattr(self, name)):
                 raise ValueError(
@@ -176,10 +208,22 @@ class Settings:
                 f"the day (86400 s) and is a multiple of the {self.window_seconds} s window, "
                 "e.g. 3600 for hours"
             )
-        if self.scoring not in ("on", "off"):
-            raise ValueError(f"{ENV_PREFIX}SCORING={self.scoring!r}: use on or off")
-        if "'" in self.pg_password:
-            raise ValueError("ANOMALY_PG_PASSWORD must not contain a single quote (')")
+        for name, allowed in (
+            ("scoring", ("on", "off")),
+            ("raw_events", ("on", "off")),
+            ("pg_timescaledb", ("auto", "off")),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()}={value!r}: use {' or '.join(allowed)}"
+                )
+        for name in SECRET_FIELDS:
+            if "'" in getattr(self, name):
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} must not contain a single quote (')")
+        for name in ("retention_days", "raw_events_retention_days", "compress_after_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: at least 1 day")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -193,11 +237,12 @@ class Settings:
             values[f.name] = _convert(f.name, f.type, raw)
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
-        if not settings.pg_password:
-            password = env.get("ANOMALY_PG_PASSWORD") or _read_secret(
-                Path(env.get("ANOMALY_SECRETS_FILE", settings.secrets_file)), "ANOMALY_PG_PASSWORD"
-            )
-            settings = dataclasses.replace(settings, pg_password=password or "")
+        secrets_file = Path(env.get("ANOMALY_SECRETS_FILE", settings.secrets_file))
+        for name in SECRET_FIELDS:
+            if not getattr(settings, name):
+                key = ENV_PREFIX + name.upper()
+                value = env.get(key) or _read_secret(secrets_file, key) or ""
+                settings = dataclasses.replace(settings, **{name: value})
         return settings
 
     def replace(self, **changes: object) -> Settings:
@@ -248,14 +293,22 @@ class Settings:
     def jdbc_url(self) -> str:
         return f"jdbc:postgresql://{self.pg_host}:{self.pg_port}/{self.pg_database}"
 
-    def pg_dsn(self, database: str | None = None) -> dict[str, object]:
-        """Keyword arguments for ``psycopg2.connect``."""
+    def pg_role(self, role: str) -> tuple[str, str]:
+        """(user, password) of a database role: owner, writer or reader."""
+        if role not in ROLES:
+            raise ValueError(f"unknown database role {role!r}: use one of {ROLES}")
+        prefix = "pg" if role == "owner" else f"pg_{role}"
+        return getattr(self, f"{prefix}_user"), getattr(self, f"{prefix}_password")
+
+    def pg_dsn(self, database: str | None = None, role: str = "owner") -> dict[str, object]:
+        """Keyword arguments for ``psycopg2.connect``, as the given role."""
+        user, password = self.pg_role(role)
         return {
             "host": self.pg_host,
             "port": self.pg_port,
             "dbname": database or self.pg_database,
-            "user": self.pg_user,
-            "password": self.pg_password,
+            "user": user,
+            "password": password,
             "connect_timeout": 5,
         }
 
@@ -269,11 +322,19 @@ class Settings:
         return [jar.resolve().as_uri() for jar in jars]
 
 
+# Passwords: from ANOMALY_<FIELD> in the environment or the secrets file, never defaults.
+SECRET_FIELDS = ("pg_password", "pg_writer_password", "pg_reader_password")
+# The database roles: owner (migrations), writer (the Flink job), reader (Grafana, the API).
+ROLES = ("owner", "writer", "reader")
+
+
 def _convert(name: str, type_name: object, raw: str) -> object:
     kind = str(type_name)
     try:
         if kind == "int":
             return int(raw)
+        if kind == "float":
+            return float(raw)
         if kind == "Path":
             return Path(raw)
     except ValueError as exc:

@@ -268,6 +268,40 @@ def window_feature_statements(
     return out
 
 
+def _metric_case(column: str) -> str:
+    """A CASE over the query layer's p_metric picking the metric's column of a scores row
+    (``column`` names it from {metric}); NULL for a column that does not exist."""
+    names = {f.name for f in FEATURES}
+    branches = " ".join(
+        f"WHEN '{m}' THEN s.{column.format(metric=m)}"
+        for m in METRIC_NAMES
+        if column.format(metric=m) in names
+    )
+    return f"CASE p_metric {branches} END" if branches else "NULL::double precision"
+
+
+def band_horizon() -> Horizon | None:
+    """The context whose mean and spread give a metric its typical band: the longest."""
+    return max(HORIZONS, key=lambda h: h.seconds, default=None)
+
+
+def query_layer_placeholders() -> dict[str, str]:
+    """The catalogue-dependent parts of R__query_layer.sql."""
+    band = band_horizon()
+    suffix = band.name if band else "none"
+    return {
+        "metric_names_array": "ARRAY[" + ", ".join(f"'{m}'" for m in METRIC_NAMES) + "]::text[]",
+        "metric_case_mean": _metric_case("{metric}_mean"),
+        "metric_case_min": _metric_case("{metric}_min"),
+        "metric_case_max": _metric_case("{metric}_max"),
+        "metric_case_typical": _metric_case(f"{{metric}}_avg{suffix}"),
+        "metric_case_spread": _metric_case(f"{{metric}}_sd{suffix}"),
+        "band_horizon": band.name if band else "(no context horizon: NULL)",
+        # Every good event has every metric: one metric's sample count is the event count.
+        "events_count_column": f"{METRIC_NAMES[0]}_count",
+    }
+
+
 def _pg_add_limit_columns(table: str) -> str:
     return (
         f"ALTER TABLE {table}\n  "
@@ -307,6 +341,17 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "segment_limits_table": settings.segment_limits_table,
         "reference_segment_seconds": settings.reference_segment_seconds,
         **segment_placeholders(settings),
+        **query_layer_placeholders(),
+        "models_table": settings.models_table,
+        "raw_events_table": settings.raw_events_table,
+        "pg_metric_columns": indent.join(f"{m} double precision" for m in METRIC_NAMES),
+        "retention_days": settings.retention_days,
+        "raw_events_retention_days": settings.raw_events_retention_days,
+        "compress_after_days": settings.compress_after_days,
+        "pg_writer_user": settings.pg_writer_user,
+        "pg_reader_user": settings.pg_reader_user,
+        "drift_psi_retrain": repr(float(settings.drift_psi_retrain)),
+        "drift_min_windows": settings.drift_min_windows,
         "rule_alerts": rule_alerts(),
         "rule_severity": rule_severity(),
         "rule_fires": rule_fires(),

@@ -64,11 +64,19 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
 
 
 def jdbc_connection_options(settings: Settings) -> dict[str, str]:
+    """The job connects as the writer role: it reads reference data and upserts results,
+    and may not change the schema or delete rows (sql/postgres/R__grants.sql)."""
+    user, password = settings.pg_role("writer")
+    if not password:
+        raise FileNotFoundError(
+            f"no password for the database role {user}: set ANOMALY_PG_WRITER_PASSWORD "
+            "(the local stack writes one to .state/secrets.env)"
+        )
     return {
         "connector": "jdbc",
         "url": settings.jdbc_url,
-        "username": settings.pg_user,
-        "password": settings.pg_password,
+        "username": user,
+        "password": password,
     }
 
 

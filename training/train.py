@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES, context_horizon_of
-from common.models import set_current
+from common.models import register_quietly, set_current
 from common.settings import Settings
 from common.sql import render, strip_comments, window_feature_statements
 from training.detectors import ONNX_OPSETS, DetectorParams, make_detector
@@ -510,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"PostgreSQL {settings.scores_table} window_start in [{a.since.isoformat()}, "
                 f"{until.isoformat()})",
             )
-        train(settings, data, params, make_current=not a.no_current)
+        result = train(settings, data, params, make_current=not a.no_current)
+        register_quietly(settings, result.version, current=not a.no_current)
     except (FileNotFoundError, ValueError, RuntimeError, psycopg2.Error) as exc:
         print(f"training: failed: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from common.settings import REPO_ROOT, Settings
+from common.settings import ENV_PREFIX, REPO_ROOT, SECRET_FIELDS, Settings
 
 HERE = Path(__file__).resolve().parent
 KAFKA_LIBS = REPO_ROOT / ".deps" / "kafka" / "libs"
@@ -150,6 +150,14 @@ class Postgres:
     def running(self) -> bool:
         return port_open(self.s.pg_host, self.s.pg_port) and (self.data / "postmaster.pid").exists()
 
+    def timescaledb_available(self) -> bool:
+        """Whether the server has the TimescaleDB extension installed (it is in no package
+        source this stack installs from; where someone installed it, the stack uses it)."""
+        if self.s.pg_timescaledb == "off":
+            return False
+        major = self.bin_dir().parent.name
+        return Path(f"/usr/share/postgresql/{major}/extension/timescaledb.control").is_file()
+
     def start(self) -> None:
         if self.running():
             log(f"PostgreSQL already running on {self.s.pg_host}:{self.s.pg_port}")
@@ -168,6 +176,13 @@ class Postgres:
                 f"-c listen_addresses={self.s.pg_host} -c port={self.s.pg_port} "
                 f"-c unix_socket_directories={self.run_dir}"
             )
+            if self.timescaledb_available():
+                # The migrations then make hypertables, continuous aggregates and policies.
+                # No telemetry: the stack talks to nothing beyond loopback.
+                options += (
+                    " -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
+                )
+                log("TimescaleDB is installed: loading it (ANOMALY_PG_TIMESCALEDB=off: plain)")
             subprocess.run(
                 self._as_owner(
                     [
@@ -226,6 +241,8 @@ class Postgres:
     def _ensure_database(self) -> None:
         from psycopg2 import sql
 
+        from common.db import ensure_roles
+
         conn = self.admin_connection()
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -237,6 +254,8 @@ class Postgres:
                 ),
                 (self.s.pg_password,),
             )
+            # The job's writer and the read-only reader (passwords from the secrets file).
+            ensure_roles(cur, self.s)
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.s.pg_database,))
             if not cur.fetchone():
                 cur.execute(
@@ -588,16 +607,21 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 
 def ensure_secrets(settings: Settings) -> Settings:
-    """The local stack's PostgreSQL password: from the environment, else generated once."""
-    if settings.pg_password:
+    """The local stack's PostgreSQL passwords (owner, writer, reader): from the environment,
+    else generated once into the secrets file (mode 600)."""
+    missing = [name for name in SECRET_FIELDS if not getattr(settings, name)]
+    if not missing:
         return settings
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(24)
-    fd = os.open(settings.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"ANOMALY_PG_PASSWORD={password}\n")
-    log(f"generated a PostgreSQL password into {settings.secrets_file} (mode 600)")
-    return settings.replace(pg_password=password)
+    generated = {name: secrets.token_urlsafe(24) for name in missing}
+    fd = os.open(settings.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as f:
+        for name, password in generated.items():
+            f.write(f"{ENV_PREFIX}{name.upper()}={password}\n")
+    log(
+        f"generated {len(generated)} PostgreSQL password(s) into {settings.secrets_file} (mode 600)"
+    )
+    return settings.replace(**generated)
 
 
 def up(settings: Settings) -> Settings:

@@ -17,12 +17,21 @@ CREATE TABLE IF NOT EXISTS ${scores_table} (
 CREATE INDEX IF NOT EXISTS ${scores_table}_window_start_idx
   ON ${scores_table} (window_start DESC);
 
--- A hypertable where TimescaleDB is installed; a plain table (same columns, same queries)
--- where it is not.
+-- A hypertable where TimescaleDB can be loaded; a plain table (same columns, same queries)
+-- where it cannot. Installed but not in shared_preload_libraries, loading it ends the session
+-- (FATAL "must be preloaded", which no handler can catch): that is plain PostgreSQL too,
+-- with a notice saying why. The preloaded loader registers its settings (timescaledb.*), which
+-- any role may read, unlike shared_preload_libraries itself.
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
-    CREATE EXTENSION IF NOT EXISTS timescaledb;
+    IF current_setting('timescaledb.disable_load', true) IS NOT NULL THEN
+      CREATE EXTENSION IF NOT EXISTS timescaledb;
+    ELSE
+      RAISE NOTICE 'TimescaleDB is installed but not in shared_preload_libraries: plain tables';
+    END IF;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
     PERFORM create_hypertable('${scores_table}', 'window_start',
                               if_not_exists => TRUE, migrate_data => TRUE);
   END IF;

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
-from common.settings import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, SECRET_FIELDS, Settings
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from simulator.sinks import KafkaSink
 from tests import reference
@@ -115,7 +115,10 @@ def test_flink_run_on_the_cluster_lands_exact_rows(stack, fresh_topic, fresh_db,
     rows = fetch_scores(fresh_db)
     assert_rows_exact(rows, events, trained)
 
-    # The sink's database password reaches the job, but nothing the web UI serves or logs.
+    # The sink's database password (the writer's) reaches the job, but nothing the web UI
+    # serves or logs; neither do the other roles' passwords.
+    passwords = [getattr(stack, name) for name in SECRET_FIELDS]
+    assert all(passwords)
     for path in (
         f"/jobs/{job_id}",
         f"/jobs/{job_id}/plan",
@@ -123,9 +126,10 @@ def test_flink_run_on_the_cluster_lands_exact_rows(stack, fresh_topic, fresh_db,
         "/jobmanager/config",
     ):
         body = json.dumps(flink.rest(path))
-        assert stack.pg_password not in body, f"password exposed by {path}"
+        assert not any(p in body for p in passwords), f"password exposed by {path}"
     for log_file in flink.log_dir.glob("*"):
-        assert stack.pg_password not in log_file.read_text(errors="replace"), log_file
+        text = log_file.read_text(errors="replace")
+        assert not any(p in text for p in passwords), log_file
 
     duration_s = job["duration"] / 1000
     FIGURES["e2e flink run: events -> scored rows"] = (
