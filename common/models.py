@@ -152,15 +152,16 @@ def register(settings: Settings, versions: list[str], *, current: str | None = N
     return len(rows)
 
 
-def register_quietly(settings: Settings, version: str, *, current: bool, log=print) -> None:
-    """Record a version in the database if it can be reached; say so when it cannot (the
-    model works all the same; the drift check then names it unregistered)."""
+def register_quietly(settings: Settings, version: str, *, current: bool) -> None:
+    """Record a version in the database if it can be reached; warn on stderr when it cannot
+    (the model works all the same; the drift check then names it unregistered)."""
     try:
         register(settings, [version], current=version if current else None)
     except Exception as exc:  # no database, no password, old schema: not fatal here
-        log(
+        print(
             f"models: {version} not recorded in PostgreSQL ({str(exc).strip()}); run "
-            "`python -m common.models register` once the database is up"
+            "`python -m common.models register` once the database is up",
+            file=sys.stderr,
         )
 
 
