@@ -24,9 +24,16 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{key}: {value}")
 
 
+# The e2e streams carry event times of 2023 (fixed, so that results repeat): a database's
+# own retention (TimescaleDB's policies) must not drop them while a test runs.
+TEST_RETENTION_DAYS = 3650
+
+
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
-    return Settings.from_env()
+    return Settings.from_env().replace(
+        retention_days=TEST_RETENTION_DAYS, raw_events_retention_days=TEST_RETENTION_DAYS
+    )
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +90,25 @@ def fresh_db(stack: Settings):
     settings = stack.replace(pg_database=name)
     migrate(settings)
     yield settings
-    admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"))
+    drop_database(stack, name)
+
+
+def drop_database(stack: Settings, name: str) -> None:
+    """Drop a test database as the server's superuser: TimescaleDB's job scheduler holds a
+    connection to each database as the superuser, which only it may end."""
+    from psycopg2 import sql
+
+    from deploy.local.stack import Postgres
+
+    conn = Postgres(stack).admin_connection()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        conn.close()
 
 
 def write_dump(path: Path, config: SimulatorConfig, start_ms: int, ticks: int) -> list[dict]:

@@ -25,6 +25,7 @@ UNREGISTERED = "model-unknown"
 # The training scores' quantiles of a standard normal distribution.
 NORMAL_QUANTILES = {"0.5": 0.0, "0.9": 1.2815515655, "0.99": 2.3263478740, "0.999": 3.0902323062}
 SEVERITY = 50.0  # above it a window is flagged
+HEALTH = {"dev-a": 90.0, "dev-b": 40.0, "dev-c": 30.0, "dev-d": 100.0}
 
 
 @dataclass
@@ -57,6 +58,20 @@ def build(seed: int = 5) -> KnownData:
                 "model_version": version,
                 "site": site,
                 "top_metric": METRIC_NAMES[k % len(METRIC_NAMES)] if severity > SEVERITY else None,
+                "explanation": json.dumps(
+                    [
+                        {
+                            "metric": METRIC_NAMES[k % len(METRIC_NAMES)],
+                            "feature": f"{METRIC_NAMES[k % len(METRIC_NAMES)]}_mean",
+                            "direction": "above",
+                            "actual": 2.0,
+                            "typical": 1.0,
+                            "contribution": score,
+                        }
+                    ]
+                )
+                if severity > SEVERITY
+                else None,
             }
             for j, metric in enumerate(METRIC_NAMES):
                 mean = 10.0 * (j + 1) + d + np.sin(k / 30)
@@ -178,6 +193,15 @@ def load(settings, data: KnownData) -> None:
                     Json({"version": version, "training": {"score_quantiles": quantiles}}),
                 ),
             )
+        cur.executemany(
+            f"INSERT INTO {settings.devices_table} (device_id, site) VALUES (%s, %s)",  # noqa: S608
+            [(d, site) for d, site in DEVICES.items() if site],
+        )
+        cur.executemany(
+            f"INSERT INTO {settings.health_table} (device_id, window_end, health, site)"  # noqa: S608
+            " VALUES (%s, %s, %s, %s)",
+            [(d, END, HEALTH[d], site) for d, site in DEVICES.items()],
+        )
         cur.executemany(
             f"INSERT INTO {settings.dead_letters_table} (source_topic, source_partition,"  # noqa: S608
             " source_offset, broker_time, reason, payload) VALUES ('t', 0, %s, %s, %s, %s)",

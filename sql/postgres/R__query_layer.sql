@@ -130,6 +130,10 @@ BEGIN
 END
 $fn$;
 
+-- The metrics of the catalogue this deployment scores (for pickers such as Grafana's).
+CREATE OR REPLACE VIEW catalogue_metrics AS
+SELECT unnest(${metric_names_array}) AS metric;
+
 -- Incidents still open (a new alert window could still extend them), worst first.
 CREATE OR REPLACE VIEW open_incidents AS
 SELECT * FROM incident_status WHERE status = 'open';

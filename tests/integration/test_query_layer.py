@@ -12,6 +12,7 @@ from common.db import connect, migrate
 from common.features import METRIC_NAMES
 from common.sql import postgres_migrations
 from tests import readside_data as known
+from tests.conftest import drop_database
 
 pytestmark = pytest.mark.stack
 
@@ -66,13 +67,7 @@ def test_migrations_run_twice_cleanly_and_upgrade_the_previous_schema(stack, fre
         counts = query(old, "SELECT sum(windows) AS n FROM anomaly_counts_1m")
         assert int(counts["n"][0]) == 30
     finally:
-        admin = connect(stack)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
+        drop_database(stack, name)
 
 
 def test_latest_anomalies_filter_and_order(loaded):
@@ -235,11 +230,13 @@ def test_pipeline_views(loaded):
 
 
 def test_prune_deletes_what_is_past_retention(loaded):
-    """Rows older than the 30 days of retention go, the others stay. With TimescaleDB its
+    """Rows older than 30 days of retention go, the others stay. With TimescaleDB its
     retention policy may drop the old chunks first: either way none is left."""
     from common.db import prune, timescaledb_version
 
     settings, data = loaded
+    settings = settings.replace(retention_days=30)
+    assert migrate(settings) == ["R__timescale_policies"]
     old = data.scores.head(20).assign(
         window_start=lambda f: f["window_start"] - (known.END - known.EXPIRED),
         window_end=lambda f: f["window_end"] - (known.END - known.EXPIRED),
@@ -269,7 +266,8 @@ def test_the_reader_reads_and_cannot_write(loaded):
         with pytest.raises(psycopg2.Error) as err:
             query(settings, statement, role="reader")
         assert err.value.pgcode in ("25006", "42501"), (statement, err.value.pgerror)
-    assert query(settings, "SELECT count(*) AS n FROM devices")["n"][0] == 0
+    intruders = "SELECT count(*) AS n FROM devices WHERE device_id = 'intruder'"
+    assert query(settings, intruders)["n"][0] == 0
 
 
 def test_the_writer_writes_results_only(loaded):

@@ -1,0 +1,476 @@
+"""Grafana dashboards as code: the fleet overview, a device drill-down and the pipeline's health,
+every panel a query of the SQL query layer (sql/postgres/R__query_layer.sql) through the
+provisioned PostgreSQL data source.
+
+  python -m deploy.grafana.dashboards           write deploy/grafana/dashboards/*.json
+  python -m deploy.grafana.dashboards --check   fail if the committed JSON is out of date
+
+Panels name views and functions, not tables and feature columns, so the JSON does not depend
+on the metric catalogue. Time series queries return a `time` column first and rows in time
+order, as Grafana's PostgreSQL data source needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE / "dashboards"
+DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "anomaly-pg"}
+SCHEMA_VERSION = 39  # loads on Grafana 10.4 to 12
+TAGS = ["anomaly-detection"]
+
+# Only fleet rows of the chosen sites; "All" is the custom value '__all', inserted verbatim.
+SITE_FILTER = "('__all' IN (${site:sqlstring}) OR site IN (${site:sqlstring}))"
+DEVICE_OF_SITE = (
+    "('__all' IN (${site:sqlstring}) OR device_id IN "
+    "(SELECT device_id FROM devices WHERE site IN (${site:sqlstring})))"
+)
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    kind: str  # timeseries, table, stat, heatmap
+    sql: str
+    format: str  # time_series or table
+    width: int = 12
+    height: int = 8
+    description: str = ""
+    # The columns the query must return (checked against the real database by the tests).
+    columns: tuple[str, ...] = ()
+    unit: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    label: str
+    sql: str
+    multi: bool = False
+    include_all: bool = False
+    custom_all: str | None = None
+
+
+@dataclass(frozen=True)
+class Annotation:
+    name: str
+    sql: str
+    color: str = "red"
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    panels: tuple[Panel, ...]
+    variables: tuple[Variable, ...] = ()
+    annotations: tuple[Annotation, ...] = ()
+    time_from: str = "now-6h"
+    refresh: str = "30s"
+
+
+SITE_VARIABLE = Variable(
+    "site",
+    "Site",
+    "SELECT DISTINCT site FROM devices WHERE site IS NOT NULL ORDER BY 1",
+    multi=True,
+    include_all=True,
+    custom_all="'__all'",
+)
+
+FLEET = Dashboard(
+    uid="anomaly-fleet",
+    title="Anomaly detection: fleet overview",
+    description="Anomalies across the fleet, the worst devices, open incidents, health now.",
+    variables=(SITE_VARIABLE,),
+    panels=(
+        Panel(
+            "Anomalous windows",
+            "timeseries",
+            "SELECT $__timeGroupAlias(bucket, $__interval), sum(anomalies)::float8 AS anomalies,"
+            " sum(scored)::float8 AS scored\n"
+            "FROM anomaly_counts_1m\n"
+            f"WHERE $__timeFilter(bucket) AND {DEVICE_OF_SITE}\n"
+            "GROUP BY 1 ORDER BY 1",
+            "time_series",
+            description="Flagged and scored windows per interval (anomaly_counts_1m).",
+            columns=("time", "anomalies", "scored"),
+        ),
+        Panel(
+            "Anomalies in range",
+            "stat",
+            "SELECT coalesce(sum(anomalies), 0)::float8 AS anomalies,"
+            " count(*) FILTER (WHERE anomalies > 0)::float8 AS devices\n"
+            "FROM anomaly_counts($__timeFrom(), $__timeTo())\n"
+            f"WHERE {DEVICE_OF_SITE}",
+            "table",
+            width=6,
+            columns=("anomalies", "devices"),
+        ),
+        Panel(
+            "Unhealthy now",
+            "table",
+            "SELECT device_id, round(health::numeric, 1) AS health, top_metric, site,"
+            " criticality, window_end\n"
+            f"FROM device_health WHERE health < 50 AND {SITE_FILTER}\n"
+            "ORDER BY health, device_id LIMIT 20",
+            "table",
+            width=6,
+            description="Health = 100 - the highest severity of the device's recent windows.",
+            columns=("device_id", "health", "top_metric", "site", "criticality", "window_end"),
+        ),
+        Panel(
+            "Severity heatmap (worst 20 devices)",
+            "heatmap",
+            "SELECT $__timeGroupAlias(bucket, $__interval), device_id AS metric,"  # noqa: S608
+            " max(max_severity) AS severity\n"
+            "FROM anomaly_counts_1m\n"
+            "WHERE $__timeFilter(bucket) AND device_id IN (\n"
+            "  SELECT device_id FROM top_devices($__timeFrom(), $__timeTo(), 20)"
+            f" WHERE {SITE_FILTER})\n"
+            "GROUP BY 1, 2 ORDER BY 1",
+            "time_series",
+            width=24,
+            columns=("time", "metric", "severity"),
+            options={"calculate": False, "yAxis": {"axisPlacement": "left"}},
+        ),
+        Panel(
+            "Top devices by severity",
+            "table",
+            "SELECT device_id, site, round(max_severity::numeric, 1) AS max_severity,"
+            " alert_windows, top_metric, last_alert\n"
+            "FROM top_devices($__timeFrom(), $__timeTo(), 20)\n"
+            f"WHERE {SITE_FILTER}",
+            "table",
+            columns=(
+                "device_id",
+                "site",
+                "max_severity",
+                "alert_windows",
+                "top_metric",
+                "last_alert",
+            ),
+        ),
+        Panel(
+            "Open incidents",
+            "table",
+            "SELECT device_id, started_at, duration, windows,"
+            " round(peak_severity::numeric, 1) AS peak_severity, top_metrics, sources, site\n"
+            f"FROM open_incidents WHERE {SITE_FILTER}\n"
+            "ORDER BY peak_severity DESC NULLS LAST, started_at",
+            "table",
+            description="Incidents a new alert window could still extend.",
+            columns=(
+                "device_id",
+                "started_at",
+                "duration",
+                "windows",
+                "peak_severity",
+                "top_metrics",
+                "sources",
+                "site",
+            ),
+        ),
+        Panel(
+            "Latest anomalies",
+            "table",
+            "SELECT window_start AS time, device_id, round(severity::numeric, 1) AS severity,"
+            " top_metric, site, model_version\n"
+            f"FROM latest_anomalies WHERE $__timeFilter(window_start) AND {SITE_FILTER}\n"
+            "ORDER BY window_start DESC, severity DESC LIMIT 50",
+            "table",
+            width=24,
+            columns=("time", "device_id", "severity", "top_metric", "site", "model_version"),
+        ),
+    ),
+)
+
+DEVICE = Dashboard(
+    uid="anomaly-device",
+    title="Anomaly detection: device drill-down",
+    description="One device: a metric with its typical band, severity, explanations, alerts.",
+    time_from="now-3h",
+    variables=(
+        Variable(
+            "device",
+            "Device",
+            "SELECT device_id FROM device_health ORDER BY health, device_id",
+        ),
+        Variable("metric", "Metric", "SELECT metric FROM catalogue_metrics"),
+    ),
+    annotations=(
+        Annotation(
+            "Anomalies",
+            "SELECT window_start AS time, window_end AS timeend,"
+            " coalesce(top_metric, '?') || ': severity ' || round(severity::numeric) AS text,"
+            " 'anomaly' AS tags\n"
+            "FROM latest_anomalies\n"
+            "WHERE device_id = '${device}' AND $__timeFilter(window_start) ORDER BY 1",
+        ),
+    ),
+    panels=(
+        Panel(
+            "${metric} with its typical band",
+            "timeseries",
+            'SELECT "time", value, typical, band_low, band_high\n'
+            "FROM device_metric('${device}', '${metric}', $__timeFrom(), $__timeTo())\n"
+            'ORDER BY "time"',
+            "time_series",
+            width=24,
+            description="Window mean; typical = the device's mean over the longest context "
+            "horizon, band = typical +- 2 spreads.",
+            columns=("time", "value", "typical", "band_low", "band_high"),
+        ),
+        Panel(
+            "Severity",
+            "timeseries",
+            "SELECT \"time\", severity FROM device_metric('${device}', '${metric}',"
+            ' $__timeFrom(), $__timeTo())\nORDER BY "time"',
+            "time_series",
+            description="Above 50 the window is flagged.",
+            columns=("time", "severity"),
+            unit="none",
+        ),
+        Panel(
+            "Health",
+            "stat",
+            "SELECT round(health::numeric, 1)::float8 AS health FROM device_health"
+            " WHERE device_id = '${device}'",
+            "table",
+            width=6,
+            columns=("health",),
+        ),
+        Panel(
+            "Alerts",
+            "table",
+            "SELECT window_start AS time, source, round(severity::numeric, 1) AS severity,"
+            " metric, value, threshold\n"
+            "FROM alerts WHERE device_id = '${device}' AND $__timeFilter(window_start)\n"
+            "ORDER BY window_start DESC LIMIT 100",
+            "table",
+            width=6,
+            columns=("time", "source", "severity", "metric", "value", "threshold"),
+        ),
+        Panel(
+            "Why it was flagged",
+            "table",
+            "SELECT a.window_start AS time, round(a.severity::numeric, 1) AS severity,"
+            " e ->> 'metric' AS metric, e ->> 'feature' AS feature,"
+            " e ->> 'direction' AS direction, (e ->> 'actual')::float8 AS actual,"
+            " (e ->> 'typical')::float8 AS typical\n"
+            "FROM latest_anomalies AS a,"
+            " jsonb_array_elements(a.explanation::jsonb) WITH ORDINALITY AS x(e, rank)\n"
+            "WHERE a.device_id = '${device}' AND $__timeFilter(a.window_start)\n"
+            "ORDER BY a.window_start DESC, x.rank LIMIT 100",
+            "table",
+            width=24,
+            columns=("time", "severity", "metric", "feature", "direction", "actual", "typical"),
+        ),
+    ),
+)
+
+PIPELINE = Dashboard(
+    uid="anomaly-pipeline",
+    title="Anomaly detection: pipeline health",
+    description="What the job takes in and writes, how late rows land, what it refuses, "
+    "which model scores and whether it still fits. (Flink's own metrics: its web UI.)",
+    time_from="now-1h",
+    panels=(
+        Panel(
+            "Events per second (event time)",
+            "timeseries",
+            'SELECT bucket AS "time", events / 60.0 AS "events/s", windows / 60.0 AS "windows/s"\n'
+            "FROM pipeline_throughput_1m WHERE $__timeFilter(bucket) ORDER BY 1",
+            "time_series",
+            columns=("time", "events/s", "windows/s"),
+        ),
+        Panel(
+            "Row landing delay after window end",
+            "timeseries",
+            'SELECT bucket AS "time", avg_landing_s AS "average s", max_landing_s AS "max s"\n'
+            "FROM pipeline_throughput_1m WHERE $__timeFilter(bucket) ORDER BY 1",
+            "time_series",
+            description="scored_at - window_end: window length aside, the watermark delay, "
+            "batching and the sink's flush.",
+            columns=("time", "average s", "max s"),
+            unit="s",
+        ),
+        Panel(
+            "Newest window",
+            "stat",
+            "SELECT extract(epoch FROM now() - max(window_end))::float8 AS seconds_ago,"
+            " (count(*) FILTER (WHERE window_end > now() - INTERVAL '1 minute'))::float8"
+            " AS devices_last_minute\n"
+            "FROM device_health",
+            "table",
+            width=6,
+            columns=("seconds_ago", "devices_last_minute"),
+            unit="s",
+        ),
+        Panel(
+            "Dead letters and late events",
+            "timeseries",
+            'SELECT bucket AS "time", kind AS metric, sum(events)::float8 AS events\n'
+            "FROM rejects_1m WHERE $__timeFilter(bucket) GROUP BY 1, 2 ORDER BY 1",
+            "time_series",
+            width=6,
+            columns=("time", "metric", "events"),
+        ),
+        Panel(
+            "Why events were refused",
+            "table",
+            "SELECT kind, reason, sum(events) AS events, max(bucket) AS last_minute\n"
+            "FROM rejects_1m WHERE $__timeFilter(bucket) GROUP BY 1, 2 ORDER BY 3 DESC",
+            "table",
+            columns=("kind", "reason", "events", "last_minute"),
+        ),
+        Panel(
+            "Model versions scoring",
+            "table",
+            "SELECT model_version, model, windows, last_window_end, created_at, current_since\n"
+            "FROM models_in_use ORDER BY last_window_end DESC",
+            "table",
+            columns=(
+                "model_version",
+                "model",
+                "windows",
+                "last_window_end",
+                "created_at",
+                "current_since",
+            ),
+        ),
+        Panel(
+            "Drift check (last hour of the range)",
+            "table",
+            "SELECT model_version, windows, round(psi::numeric, 3) AS psi, retrain_advised,"
+            " verdict\nFROM drift_check(INTERVAL '1 hour', $__timeTo())",
+            "table",
+            width=24,
+            description="Recent scores against the training scores' quantiles (PSI).",
+            columns=("model_version", "windows", "psi", "retrain_advised", "verdict"),
+        ),
+    ),
+)
+
+DASHBOARDS = (FLEET, DEVICE, PIPELINE)
+
+
+def _target(sql: str, fmt: str, ref: str = "A") -> dict:
+    return {
+        "refId": ref,
+        "datasource": DATASOURCE,
+        "editorMode": "code",
+        "rawQuery": True,
+        "rawSql": sql,
+        "format": fmt,
+    }
+
+
+def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict:
+    out: dict = {
+        "id": panel_id,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
+        "targets": [_target(panel.sql, panel.format)],
+        "fieldConfig": {"defaults": {"unit": panel.unit} if panel.unit else {}, "overrides": []},
+        "options": panel.options,
+    }
+    return out
+
+
+def _variable_json(v: Variable) -> dict:
+    out = {
+        "type": "query",
+        "name": v.name,
+        "label": v.label,
+        "datasource": DATASOURCE,
+        "query": v.sql,
+        "definition": v.sql,
+        "refresh": 1,
+        "multi": v.multi,
+        "includeAll": v.include_all,
+        "sort": 0,
+        "options": [],
+        "current": {},
+    }
+    if v.custom_all is not None:
+        out["allValue"] = v.custom_all
+    return out
+
+
+def dashboard_json(d: Dashboard) -> dict:
+    panels, x, y, row_height = [], 0, 0, 0
+    for i, panel in enumerate(d.panels, start=1):
+        if x + panel.width > 24:
+            x, y, row_height = 0, y + row_height, 0
+        panels.append(_panel_json(panel, i, x, y))
+        x += panel.width
+        row_height = max(row_height, panel.height)
+    annotations = [
+        {
+            "name": a.name,
+            "enable": True,
+            "iconColor": a.color,
+            "datasource": DATASOURCE,
+            "target": {**_target(a.sql, "table", "Anno")},
+        }
+        for a in d.annotations
+    ]
+    return {
+        "uid": d.uid,
+        "title": d.title,
+        "description": d.description,
+        "tags": TAGS,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": True,
+        "time": {"from": d.time_from, "to": "now"},
+        "refresh": d.refresh,
+        "timezone": "utc",
+        "templating": {"list": [_variable_json(v) for v in d.variables]},
+        "annotations": {"list": annotations},
+        "panels": panels,
+    }
+
+
+def rendered() -> dict[Path, str]:
+    return {
+        OUT_DIR / f"{d.uid}.json": json.dumps(dashboard_json(d), indent=2) + "\n"
+        for d in DASHBOARDS
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.grafana.dashboards", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--check", action="store_true", help="fail if the JSON files are stale")
+    a = p.parse_args(argv)
+    stale = [
+        path for path, text in rendered().items() if not path.is_file() or path.read_text() != text
+    ]
+    if a.check:
+        for path in stale:
+            print(
+                f"{path} is out of date: run python -m deploy.grafana.dashboards", file=sys.stderr
+            )
+        return 1 if stale else 0
+    OUT_DIR.mkdir(exist_ok=True)
+    for path, text in rendered().items():
+        path.write_text(text)
+    print(f"wrote {len(DASHBOARDS)} dashboards to {OUT_DIR} ({len(stale)} changed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
