@@ -284,6 +284,8 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
 
     from common.db import connect
     from common.features import CATALOGUE
+    from common.models import register
+    from deploy.grafana.check import check_all
     from deploy.local.stack import Flink
     from simulator.devices import fleet_inventory, segment_limits, upsert_devices
     from simulator.sinks import KafkaSink
@@ -299,6 +301,7 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
         if row["segment"] in SEGMENT_LIMITED.get(row["device_id"], ()):
             row["throughput_mbps_high"] = 0.0
     upsert_devices(fresh_db, inventory, links, segments)
+    register(trained[1].replace(pg_database=fresh_db.pg_database), [trained[2]["version"]])
     events = planted_events(seed=43)
     sink = KafkaSink(stack.kafka_bootstrap, fresh_topic)
     sink.send_many(events)
@@ -430,3 +433,21 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     for r in link_health.itertuples():
         ends = [health.loc[d, "health"] for d in (r.device_a, r.device_b) if d in health.index]
         assert r.health == min(ends)
+
+    # Every Grafana panel on what the pipeline wrote, as Grafana would send it, as the
+    # read-only role: it runs, has its columns, and only the panels on what this stream has
+    # none of (refused events; incidents open now: its event times are in 2023) are empty.
+    results = check_all(
+        fresh_db,
+        t0.to_pydatetime(),
+        (t0 + pd.Timedelta(seconds=300)).to_pydatetime(),
+        {"device": "dev-00003"},
+    )
+    assert not [(r.name, r.problem) for r in results if r.problem]
+    empty = {r.name for r in results if not r.rows}
+    assert empty <= {"Open incidents", "Dead letters and late events", "Why events were refused"}
+    by_name = {r.name: r for r in results}
+    assert sum(r[1] for r in by_name["Anomalous windows"].rows) == len(flagged)
+    (drift,) = by_name["Drift check (last hour of the range)"].rows
+    assert drift[0] == trained[2]["version"] and drift[1] == rows["anomaly_score"].notna().sum()
+    assert "dev-00003" in {r[0] for r in by_name["Unhealthy now"].rows}
