@@ -3,6 +3,8 @@
 python -m common.db migrate    apply what is pending, then list every version and when
 python -m common.db status     list the versions applied, and the pending ones
 python -m common.db prune      delete rows past their retention (plain PostgreSQL; cron)
+python -m common.db refresh    re-materialize the anomaly aggregates (TimescaleDB, after a
+                               backfill older than their refresh policies reach)
 """
 
 from __future__ import annotations
@@ -162,6 +164,27 @@ def status_lines(settings: Settings) -> list[str]:
     return lines
 
 
+AGGREGATES = ("anomaly_counts_1m", "anomaly_counts_1h")
+
+
+def refresh_aggregates(settings: Settings) -> list[str]:
+    """Materialize the continuous aggregates over all their history (TimescaleDB; plain
+    PostgreSQL's views are always current). Their policies refresh only the recent past
+    (a day, a week), so rows written for older times (a backfill, a replay) reach them only
+    this way. Returns the aggregates refreshed."""
+    if timescaledb_version(settings) is None:
+        return []
+    conn = connect(settings)
+    conn.autocommit = True  # refresh_continuous_aggregate cannot run in a transaction
+    try:
+        with conn.cursor() as cur:
+            for name in AGGREGATES:
+                cur.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
+    finally:
+        conn.close()
+    return list(AGGREGATES)
+
+
 def prune(settings: Settings) -> list[tuple[str, int]]:
     conn = connect(settings)
     try:
@@ -174,7 +197,7 @@ def prune(settings: Settings) -> list[tuple[str, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m common.db", description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("migrate", "status", "prune"))
+    p.add_argument("command", choices=("migrate", "status", "prune", "refresh"))
     a = p.parse_args(argv)
     settings = Settings.from_env()
     where = f"{settings.pg_database} on {settings.pg_host}:{settings.pg_port}"
@@ -189,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "status":
             print(f"database {where}:")
             print("\n".join(status_lines(settings)))
+        elif a.command == "refresh":
+            done = refresh_aggregates(settings)
+            print(f"refresh: {', '.join(done) or 'nothing to refresh (plain PostgreSQL)'}")
         else:
             results = prune(settings)
             for table, rows in results:

@@ -3,6 +3,7 @@ and a model trained by the real training pipeline."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -67,30 +68,34 @@ def fresh_topic(stack: Settings) -> str:
     return topic
 
 
-@pytest.fixture
-def fresh_db(stack: Settings):
-    """Settings pointing at a new, migrated database; dropped afterwards."""
+@contextlib.contextmanager
+def new_database(stack: Settings):
+    """Settings pointing at a new, migrated database, dropped on leaving."""
     from psycopg2 import sql
 
     from common.db import connect, migrate
 
     name = f"test_{uuid.uuid4().hex[:10]}"
-
-    def admin(statement):
-        # A new connection each time: a test may restart the server in between.
-        conn = connect(stack)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement.format(sql.Identifier(name)))
-        finally:
-            conn.close()
-
-    admin(sql.SQL("CREATE DATABASE {}"))
+    conn = connect(stack)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
     settings = stack.replace(pg_database=name)
-    migrate(settings)
-    yield settings
-    drop_database(stack, name)
+    try:
+        migrate(settings)
+        yield settings
+    finally:
+        drop_database(stack, name)
+
+
+@pytest.fixture
+def fresh_db(stack: Settings):
+    """Settings pointing at a new, migrated database; dropped afterwards."""
+    with new_database(stack) as settings:
+        yield settings
 
 
 def drop_database(stack: Settings, name: str) -> None:

@@ -156,10 +156,12 @@ def insert_rows(settings, table: str, frame: pd.DataFrame) -> None:
 
 
 def load(settings, data: KnownData) -> None:
-    """Write the data set (and the two registered models) into the settings' database."""
+    """Write the data set (and the two registered models) into the settings' database, and
+    materialize the aggregates (TimescaleDB), so that a refresh policy running meanwhile
+    cannot leave them half-stale."""
     from psycopg2.extras import Json
 
-    from common.db import connect
+    from common.db import connect, refresh_aggregates
 
     conn = connect(settings)
     with conn, conn.cursor() as cur:
@@ -223,12 +225,4 @@ def load(settings, data: KnownData) -> None:
             ),
         )
     conn.close()
-
-
-def psi(scores: np.ndarray, quantiles: dict[str, float]) -> float:
-    """The population stability index as drift_check() defines it, computed here."""
-    edges = [quantiles[q] for q in ("0.5", "0.9", "0.99", "0.999")]
-    counts = np.histogram(scores, bins=[-np.inf, *edges, np.inf])[0]
-    actual = np.maximum(counts / len(scores), 1e-4)
-    expected = np.array([0.5, 0.4, 0.09, 0.009, 0.001])
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
+    refresh_aggregates(settings)

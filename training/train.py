@@ -139,13 +139,16 @@ def window_features_from_csv(
 def window_features_from_postgres(
     settings: Settings, since: datetime, until: datetime
 ) -> pd.DataFrame:
-    """Windows the streaming job stored in the scores table, window_start in [since, until)."""
+    """Windows the streaming job stored in the scores table, window_start in [since, until).
+    Windows the model flagged count as labelled (labelled_events 1): they are left out of
+    the fit, so that a retrained model does not learn the anomalies of its history."""
     from psycopg2 import sql
 
     from common.db import connect
 
     query = sql.SQL(
-        "SELECT device_id, window_start, window_end, {} FROM {}"
+        "SELECT device_id, window_start, window_end, {},"
+        " CASE WHEN is_anomaly THEN 1 ELSE 0 END AS labelled_events FROM {}"
         " WHERE window_start >= %s AND window_start < %s ORDER BY device_id, window_start"
     ).format(
         sql.SQL(", ").join(sql.Identifier(f) for f in FEATURE_NAMES),

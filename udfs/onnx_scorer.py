@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -300,9 +301,9 @@ class OnnxModel:
                         names[i],
                         self.feature_names[j],
                         "up" if z[r, j] > 0 else "down",
-                        x[r, j],
-                        center[r, j],
-                        contribution[i, r],
+                        _json_number(x[r, j]),
+                        _json_number(center[r, j]),
+                        _json_number(contribution[i, r]),
                     )
                 )
             tops.append(names[order[0, r]])
@@ -310,11 +311,16 @@ class OnnxModel:
         return tops, texts
 
 
-# Six significant digits: enough to read, short in the table.
 _EXPLANATION_ITEM = (
-    '{"metric":"%s","feature":"%s","direction":"%s",'
-    '"actual":%.6g,"typical":%.6g,"contribution":%.6g}'
+    '{"metric":"%s","feature":"%s","direction":"%s","actual":%s,"typical":%s,"contribution":%s}'
 )
+
+
+def _json_number(value: float) -> str:
+    """Six significant digits (enough to read, short in the table); null where the value is
+    not finite (a window of extreme values can overflow the normalised score), which JSON
+    cannot hold otherwise."""
+    return "%.6g" % value if math.isfinite(value) else "null"  # noqa: UP031
 
 
 class ModelSource:

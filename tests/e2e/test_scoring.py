@@ -282,7 +282,7 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
 ):
     import pandas as pd
 
-    from common.db import connect
+    from common.db import connect, refresh_aggregates
     from common.features import CATALOGUE
     from common.models import register
     from deploy.grafana.check import check_all
@@ -437,6 +437,7 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
     # Every Grafana panel on what the pipeline wrote, as Grafana would send it, as the
     # read-only role: it runs, has its columns, and only the panels on what this stream has
     # none of (refused events; incidents open now: its event times are in 2023) are empty.
+    refresh_aggregates(fresh_db)
     results = check_all(
         fresh_db,
         t0.to_pydatetime(),

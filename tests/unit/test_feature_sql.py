@@ -161,3 +161,27 @@ def test_context_horizons_match_numpy(batch_env, base_settings):
     # Every horizon has context somewhere in the data.
     for h in HORIZONS:
         assert actual[f"{first}_avg{h.name}"].notna().sum() > len(actual) / 2, h.name
+
+
+def test_predict_window_features_are_the_jobs(batch_env, base_settings):
+    """POST /predict turns raw events into window features with pandas: the same as the
+    job's Flink SQL, on the simulated fleet (no missing metrics: predict refuses those)."""
+    from common.features import WINDOW_FEATURES
+    from query.predict import windows_of_events
+
+    gen = TelemetryGenerator(SimulatorConfig(devices=6, seed=4, anomaly_rate=0.02))
+    events = [e for tick in gen.events(T0 + 1_500, 40) for e in tick]
+    events = [e for e in events if all(e.get(m) is not None for m in METRIC_NAMES)]
+    actual = flink_window_features(batch_env, base_settings, events)
+    windows = windows_of_events(events, base_settings.window_seconds)
+    assert [(w.device_id, w.window_start) for w in windows] == list(
+        zip(actual["device_id"], actual["window_start"], strict=True)
+    )
+    for f in WINDOW_FEATURES:
+        np.testing.assert_allclose(
+            [w.features[f.name] for w in windows],
+            actual[f.name].to_numpy(float),
+            rtol=1e-9,
+            atol=1e-9,
+            err_msg=f.name,
+        )

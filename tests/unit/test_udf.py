@@ -200,6 +200,22 @@ def test_explanation_names_the_perturbed_metrics_with_actual_and_typical(trained
     assert quiet["top_metric"][0] is None and quiet["explanation"][0] is None
 
 
+def test_explanations_of_extreme_windows_stay_json(trained):
+    """Values so large that the normalised score overflows: the explanation is still JSON,
+    with null where a number is not finite."""
+    fn = opened(trained)
+    x = np.full((2, N_FEATURES), 1e300)
+    x[1, :] = 50.0
+    x[1, 0] = 1.7e308
+    out = fn.eval(*batch(np.array(["dev-01", "dev-02"], dtype=object), x))
+    for text in out["explanation"]:
+        if text is not None:
+            for item in json.loads(text):
+                assert set(item) >= {"actual", "typical", "contribution"}
+                for key in ("actual", "typical", "contribution"):
+                    assert item[key] is None or np.isfinite(item[key])
+
+
 def following(folder, version: str, reload_seconds: float, clock) -> ModelSource:
     """A model source that starts on ``version`` and follows the folder's CURRENT."""
     return ModelSource(

@@ -1,0 +1,279 @@
+"""The HTTP API against the real PostgreSQL (known data set, read-only role) and the session's
+trained model: answers by value, 4xx for bad requests, retraining that promotes or refuses,
+and the OpenAPI spec fuzzed with schemathesis (no 5xx, responses as documented)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from common.features import FEATURE_NAMES, METRIC_NAMES, MODEL_FEATURE_NAMES
+from simulator.generator import SimulatorConfig, TelemetryGenerator
+from tests import readside_data as known
+from tests import reference
+from tests.conftest import FLEET_DEVICES, new_database
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def api_settings(stack, trained, tmp_path_factory):
+    """A migrated database holding the known data set, and a models folder of its own
+    (retraining writes versions into it) whose CURRENT is the session's trained model."""
+    models = tmp_path_factory.mktemp("api") / "models"
+    shutil.copytree(trained[1].models_dir, models)
+    with new_database(stack) as settings:
+        settings = settings.replace(models_dir=models)
+        known.load(settings, known.build())
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def client(api_settings):
+    from fastapi.testclient import TestClient
+
+    from query.api import create_app
+
+    return TestClient(create_app(api_settings))
+
+
+def test_latest_anomalies_as_the_query_layer_gives_them(client):
+    data = known.build()
+    flagged = data.scores[data.scores["is_anomaly"] == True]  # noqa: E712
+    got = client.get("/anomalies/latest", params={"limit": 5})
+    assert got.status_code == 200, got.text
+    expected = flagged.sort_values(
+        ["window_start", "severity", "device_id"], ascending=[False, False, True]
+    ).head(5)
+    assert [a["device_id"] for a in got.json()] == list(expected["device_id"])
+    first = got.json()[0]
+    assert first["explanation"][0]["metric"] == first["top_metric"]
+    got = client.get("/anomalies/latest", params={"site": "site-2", "min_severity": 55})
+    assert {a["device_id"] for a in got.json()} == {"dev-c"}
+    assert all(a["severity"] >= 55 for a in got.json())
+
+
+def test_counts_over_a_time_range(client):
+    data = known.build()
+    got = client.get("/anomalies/counts", params={"time_range": "2h", "end": known.END.isoformat()})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["windows"] == len(data.scores)
+    assert body["anomalies"] == int((data.scores["is_anomaly"] == True).sum())  # noqa: E712
+    assert {d["device_id"] for d in body["devices"]} == set(known.DEVICES)
+    assert client.get("/anomalies/counts", params={"time_range": "30d"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path, params, status",
+    [
+        ("/anomalies/counts", {"time_range": "5x"}, 422),
+        ("/anomalies/counts", {"time_range": "1000d"}, 422),
+        ("/anomalies/counts", {"time_range": "0h"}, 422),
+        ("/anomalies/latest", {"limit": 0}, 422),
+        ("/anomalies/latest", {"limit": 1001}, 422),
+        ("/anomalies/latest", {"min_severity": "nan"}, 422),
+        ("/anomalies/latest", {"device_id": "a\x00b"}, 422),
+        ("/devices/dev-a/metrics/no_such_metric", {}, 404),
+        ("/retrain/0123456789ab", {}, 404),
+    ],
+)
+def test_bad_requests_get_a_4xx_that_says_why(client, path, params, status):
+    got = client.get(path, params=params)
+    assert got.status_code == status, got.text
+    assert got.json()["detail"]
+
+
+def test_no_request_runs_sql_of_its_own(client, api_settings):
+    from common.db import connect
+
+    for text in ("x' OR '1'='1", "'; DROP TABLE alerts; --", "dev-a; DELETE FROM devices"):
+        got = client.get("/anomalies/latest", params={"device_id": text})
+        assert got.status_code == 200 and got.json() == []
+        assert client.get(f"/devices/{text}/metrics/{METRIC_NAMES[0]}").json() == []
+    conn = connect(api_settings)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM alerts")
+        assert cur.fetchone()[0] > 0
+    conn.close()
+
+
+def test_device_metric_top_devices_incidents_and_drift(client):
+    got = client.get(
+        f"/devices/dev-b/metrics/{METRIC_NAMES[0]}",
+        params={"time_range": "5m", "end": (known.START + pd.Timedelta(minutes=5)).isoformat()},
+    )
+    assert got.status_code == 200 and len(got.json()) == 30
+    top = client.get("/devices/top", params={"time_range": "2h", "end": known.END.isoformat()})
+    assert top.json()[0]["device_id"] == "dev-b"
+    assert [i["device_id"] for i in client.get("/incidents/open").json()] == ["dev-b"]
+    drift = client.get("/drift", params={"since": "2h", "end": known.END.isoformat()}).json()
+    verdicts = {d["model_version"]: d for d in drift}
+    assert verdicts[known.MODEL]["retrain_advised"] is False
+    assert verdicts[known.SHIFTED]["retrain_advised"] is True
+
+
+def fleet_events(start_ms: int, ticks: int, seed: int) -> list[dict]:
+    gen = TelemetryGenerator(SimulatorConfig(devices=FLEET_DEVICES, seed=seed, anomaly_rate=0.0))
+    return [e for tick in gen.events(start_ms, ticks) for e in tick]
+
+
+def test_predict_scores_as_the_stream_does(client, trained):
+    from udfs.onnx_scorer import OnnxModel
+
+    events = [e for e in fleet_events(1_700_000_000_000, 20, seed=3) if e["device_id"] in (
+        "dev-00001", "dev-00002")]  # fmt: skip
+    payload = [{k: e[k] for k in ("device_id", "ts_ms", *METRIC_NAMES)} for e in events]
+    got = client.post("/predict", json={"events": payload})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    model = OnnxModel.load(trained[0].model_dir, MODEL_FEATURE_NAMES)
+    assert body["model_version"] == model.version
+    expected = reference.window_features(events, 10)
+    scores = model.score(
+        list(expected["device_id"]), expected[list(MODEL_FEATURE_NAMES)].to_numpy(np.float64)
+    )
+    assert [w["device_id"] for w in body["windows"]] == list(expected["device_id"])
+    np.testing.assert_allclose([w["anomaly_score"] for w in body["windows"]], scores.score)
+    np.testing.assert_allclose([w["severity"] for w in body["windows"]], scores.severity)
+    # The same window as a feature vector.
+    vector = {n: float(expected[n].iloc[0]) for n in MODEL_FEATURE_NAMES}
+    one = client.post("/predict", json={"device_id": "dev-00001", "features": vector}).json()
+    assert one["windows"][0]["anomaly_score"] == pytest.approx(scores.score[0], rel=1e-12)
+    # Refused, naming the field at fault.
+    for body, words in (
+        ({"features": {n: 1.0 for n in MODEL_FEATURE_NAMES[1:]}}, MODEL_FEATURE_NAMES[0]),
+        ({"features": {**vector, "nope_mean": 1.0}}, "nope_mean"),
+        ({"features": vector, "events": payload}, "Extra inputs are not permitted"),
+        ({"events": [{**payload[0], METRIC_NAMES[0]: "high"}]}, METRIC_NAMES[0]),
+        ({"events": [{k: v for k, v in payload[0].items() if k != METRIC_NAMES[1]}]}, "missing"),
+        ({"events": [{**payload[0], "packet_loss_pct": 101.0}]}, "less than or equal to 100"),
+    ):
+        got = client.post("/predict", json=body)
+        assert got.status_code == 422 and words in got.text, (body, got.text)
+    nan = client.post(
+        "/predict", content='{"features": {"x": NaN}}', headers={"content-type": "application/json"}
+    )
+    assert nan.status_code == 422
+
+
+def store_windows(settings, events: list[dict]) -> pd.DataFrame:
+    """Windows as the job would have stored them (the reference computation of the job's
+    window features; the context columns, which the model does not read, stay NULL), into
+    the scores table."""
+    frame = reference.window_features(events, 10, horizons=())
+    frame["is_anomaly"] = False
+    columns = [n for n in FEATURE_NAMES if n in frame]
+    known.insert_rows(
+        settings,
+        settings.scores_table,
+        frame[["device_id", "window_start", "window_end", *columns, "is_anomaly"]],
+    )
+    return frame
+
+
+def wait_for(client, job_id: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/retrain/{job_id}").json()
+        if job["state"] != "running":
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"retraining {job_id} still running after {timeout_s} s")
+
+
+def test_retrain_promotes_a_good_candidate_and_refuses_a_bad_one(client, api_settings):
+    from common.db import connect
+    from common.models import current_version
+
+    before = current_version(api_settings)
+    now_ms = int(time.time() * 1000) // 10_000 * 10_000
+    store_windows(api_settings, fleet_events(now_ms - 40 * 60_000, 40 * 60, seed=11))
+    started = client.post("/retrain", json={"since": "1h", "holdout_share": 0.2})
+    assert started.status_code == 202, started.text
+    job = wait_for(client, started.json()["job_id"])
+    assert job["state"] == "promoted", job
+    assert job["checks"]["parity"] == "passed" and job["checks"]["held_out_windows"] > 1000
+    assert job["checks"]["held_out_psi"] <= api_settings.drift_psi_retrain
+    assert current_version(api_settings) == job["version"] != before
+    conn = connect(api_settings)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT current_since IS NOT NULL FROM model_versions WHERE version = %s",
+                    (job["version"],))  # fmt: skip
+        assert cur.fetchone() == (True,)
+        # The newest 12 minutes misbehave: CPU far above every device's usual.
+        cur.execute(
+            f"UPDATE {api_settings.scores_table} SET cpu_utilization_mean ="  # noqa: S608
+            " cpu_utilization_mean + 40, cpu_utilization_max = cpu_utilization_max + 40,"
+            " cpu_utilization_min = cpu_utilization_min + 40"
+            " WHERE window_start >= now() - interval '12 minutes'"
+        )
+    conn.close()
+    second = wait_for(client, client.post("/retrain", json={"since": "1h"}).json()["job_id"])
+    assert second["state"] == "refused", second
+    assert "held-out windows" in second["message"]
+    assert current_version(api_settings) == job["version"]
+
+
+def test_fuzzed_requests_get_documented_answers_never_5xx(api_settings):
+    """Every operation (but starting a retraining, which trains models), with requests built
+    from the spec (valid ones) and against it (invalid ones): never a 5xx, always a documented
+    status with a body of its schema."""
+    from hypothesis import given
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    from query.api import create_app
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(api_settings))
+    checked = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if (operation.method.upper(), operation.path) == ("POST", "/retrain"):
+            continue
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @hypothesis_settings(
+                max_examples=30,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                derandomize=True,
+                database=None,
+            )
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def fuzz(case) -> None:
+                response = case.call()
+                assert response.status_code < 500, (case.method, case.path, response.text)
+                case.validate_response(response)
+
+            try:
+                fuzz()
+            except Unsatisfiable:
+                # An operation without parameters or body has no invalid request.
+                assert mode == GenerationMode.NEGATIVE, operation.path
+                continue
+            checked.append(f"{mode.value} {operation.method.upper()} {operation.path}")
+    assert len([c for c in checked if c.startswith("positive")]) == 9, checked
+    assert len(checked) >= 16, checked
+
+
+def test_the_spec_documents_every_route():
+    from query.api import create_app
+
+    spec = create_app().openapi()
+    assert set(spec["paths"]) >= {
+        "/anomalies/latest",
+        "/anomalies/counts",
+        "/drift",
+        "/retrain",
+        "/predict",
+    }
+    json.dumps(spec)
