@@ -345,6 +345,7 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "models_table": settings.models_table,
         "raw_events_table": settings.raw_events_table,
         "pg_metric_columns": indent.join(f"{m} double precision" for m in METRIC_NAMES),
+        "event_metric_columns": indent.join(f"`{m}` DOUBLE" for m in METRIC_NAMES),
         "retention_days": settings.retention_days,
         "raw_events_retention_days": settings.raw_events_retention_days,
         "compress_after_days": settings.compress_after_days,

@@ -143,20 +143,9 @@ def register_scored_windows(t_env) -> None:
     t_env.create_temporary_view("scored_windows", t_env.from_data_stream(stream, schema))
 
 
-def register_sinks(t_env: TableEnvironment, settings: Settings) -> None:
-    """The JDBC sinks of scores, alerts, device health, incidents, dead letters and late
-    events."""
-    options = jdbc_sink_options(settings)
-    for relative_path in (
-        "scores_jdbc.sql",
-        "alerts_jdbc.sql",
-        "incidents_jdbc.sql",
-        "rejects_jdbc.sql",
-    ):
-        execute_file(t_env, f"flink/{relative_path}", settings, jdbc_sink_options=options)
-
-
-# The job's INSERT statements, run together as one statement set (one Flink job).
+# The job's sinks and INSERT statements (one statement set, one Flink job), and what the raw
+# events add when ANOMALY_RAW_EVENTS=on.
+SINKS = ("scores_jdbc.sql", "alerts_jdbc.sql", "incidents_jdbc.sql", "rejects_jdbc.sql")
 INSERTS = (
     "insert_scores.sql",
     "insert_alerts.sql",
@@ -164,6 +153,20 @@ INSERTS = (
     "insert_health.sql",
     "insert_rejects.sql",
 )
+RAW_EVENTS = ("raw_events_jdbc.sql", "insert_raw_events.sql")
+
+
+def register_sinks(t_env: TableEnvironment, settings: Settings) -> None:
+    """The JDBC sinks of scores, alerts, device health, incidents, dead letters and late
+    events (and raw events)."""
+    options = jdbc_sink_options(settings)
+    sinks = SINKS + (RAW_EVENTS[:1] if settings.raw_events == "on" else ())
+    for relative_path in sinks:
+        execute_file(t_env, f"flink/{relative_path}", settings, jdbc_sink_options=options)
+
+
+def inserts(settings: Settings) -> tuple[str, ...]:
+    return INSERTS + (RAW_EVENTS[1:] if settings.raw_events == "on" else ())
 
 
 def configure_fault_tolerance(
@@ -208,7 +211,7 @@ def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> 
     register_scored_windows(t_env)
     register_sinks(t_env, settings)
     job = t_env.create_statement_set()
-    for relative_path in INSERTS:
+    for relative_path in inserts(settings):
         for statement in statements(render(f"flink/{relative_path}", settings)):
             if statement.lstrip().upper().startswith("INSERT"):
                 job.add_insert_sql(statement)

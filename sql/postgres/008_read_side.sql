@@ -46,9 +46,10 @@ CREATE TABLE IF NOT EXISTS ${raw_events_table} (
   device_id        text        NOT NULL,
   event_time       timestamptz NOT NULL,
   ${pg_metric_columns},
+  source_topic     text        NOT NULL,
   source_partition integer     NOT NULL,
   source_offset    bigint      NOT NULL,
-  PRIMARY KEY (source_partition, source_offset, event_time)
+  PRIMARY KEY (source_topic, source_partition, source_offset, event_time)
 );
 CREATE INDEX IF NOT EXISTS ${raw_events_table}_device_time_idx
   ON ${raw_events_table} (device_id, event_time DESC);

@@ -78,7 +78,8 @@ def test_bad_and_late_input_is_kept_aside_and_good_windows_stay_exact(
 
     flink = Flink(stack)
     job_id = flink.submit(
-        ["--bounded", "--model-dir", str(trained[0].model_dir)], env=job_env(fresh_db, fresh_topic)
+        ["--bounded", "--model-dir", str(trained[0].model_dir)],
+        env=job_env(fresh_db, fresh_topic, ANOMALY_RAW_EVENTS="on"),
     )
     job = wait_for_state(flink, job_id, ("FINISHED", "FAILED", "CANCELED"), 240)
     assert job["state"] == "FINISHED", flink.rest(f"/jobs/{job_id}/exceptions")
@@ -125,6 +126,14 @@ def test_bad_and_late_input_is_kept_aside_and_good_windows_stay_exact(
     rows = fetch_scores(fresh_db)
     assert_windows_exact(rows, on_time, trained)
     assert not rows["known_device"].all(), "the unknown devices' windows are marked"
+
+    # Raw events (ANOMALY_RAW_EVENTS=on): every good event once, late ones too, by value.
+    raw = fetch_table(fresh_db, stack.raw_events_table, "source_partition, source_offset")
+    assert len(raw) == len(good)
+    assert Counter(
+        (r.device_id, int(r.event_time.timestamp() * 1000), *(getattr(r, m) for m in METRIC_NAMES))
+        for r in raw.itertuples()
+    ) == Counter((e["device_id"], e["ts_ms"], *(float(e[m]) for m in METRIC_NAMES)) for e in good)
 
     kinds = Counter(r["kind"] for r in records)
     FIGURES["bad input: messages -> dead letters / late / windows"] = (

@@ -60,15 +60,17 @@ def test_scoring_udf_bench_runs_and_agrees_across_variants(tmp_path, capsys):
     assert "vectorized is x faster" in capsys.readouterr().out
 
 
-def test_pipeline_scoring_bench_runs_both_ways(stack, trained, tmp_path, monkeypatch, capsys):
+def test_pipeline_scoring_bench_runs_every_way(stack, trained, tmp_path, monkeypatch, capsys):
     from bench.pipeline_scoring import main as pipeline_bench_main
 
     monkeypatch.setenv("ANOMALY_MODELS_DIR", str(trained[1].models_dir))
     out = tmp_path / "pipeline.json"
-    args = ["--events", "3000", "--devices", "60", "--json-out", str(out)]
+    args = ["--events", "3000", "--devices", "60", "--raw-events", "--json-out", str(out)]
     assert pipeline_bench_main(args) == 0
     result = json.loads(out.read_text())
-    off, on = result["runs"]
-    assert (off["scoring"], on["scoring"]) == ("off", "on")
-    assert off["windows"] == on["windows"] > 0 and off["scored"] == 0 < on["scored"]
-    assert "scoring on / off job time" in capsys.readouterr().out
+    off, on, raw = result["runs"]
+    assert (off["scoring"], on["scoring"], raw["raw_events"]) == ("off", "on", "on")
+    assert off["windows"] == on["windows"] == raw["windows"] > 0
+    assert off["scored"] == 0 < on["scored"] and on["raw_rows"] == 0 < raw["raw_rows"] <= 3000
+    printed = capsys.readouterr().out
+    assert "scoring on / off job time" in printed and "raw events on / off" in printed
