@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql train evaluate evaluate-simulator models upgrade rollback test test-unit bench-simulator bench-onnx bench-udf bench-scoring bench-state lint format lock
+.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train evaluate evaluate-simulator models upgrade rollback test test-unit bench-simulator bench-onnx bench-udf bench-scoring bench-state lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,21 @@ status: ## what runs where
 
 psql: ## an SQL prompt on the results database of the local stack
 	@cmd=$$($(PY) -m deploy.local.stack psql) && eval "$$cmd"
+
+migrate: setup ## apply pending database migrations and list every version (idempotent)
+	@$(PY) -m common.db migrate
+
+api: setup ## serve the HTTP API on http://127.0.0.1:8000 (OpenAPI at /docs)
+	@$(PY) -m query.api $(API_ARGS)
+
+grafana-check: ## run every Grafana panel's SQL against the database (last 6 h) and check its shape
+	@$(PY) -m deploy.grafana.check $(CHECK_ARGS)
+
+dashboards: ## regenerate deploy/grafana/dashboards/*.json from deploy/grafana/dashboards.py
+	@$(PY) -m deploy.grafana.dashboards
+
+plot: ## PNG of a device's metric: make plot PLOT_ARGS="--device dev-00003 --metric latency_ms --since 2h"
+	@$(PY) -m query.plot $(PLOT_ARGS)
 
 train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
 	@$(PY) -m deploy.local.stack train

@@ -70,29 +70,19 @@ def scratch(settings: Settings, prefix: str):
 
 
 def drop_database(settings: Settings, name: str) -> None:
-    """As the local server's superuser where there is one: TimescaleDB's job scheduler holds
-    a connection to every database that only the superuser may end."""
-    from psycopg2 import sql
-
+    """As the local server's superuser where it is the local stack's, else as the owner."""
     from deploy.local.stack import Postgres
 
     try:
-        conn = Postgres(settings).admin_connection()
-    except Exception:  # not the local stack's server: as the owner
+        Postgres(settings).drop_database(name)
+    except Exception:  # not the local stack's server
         execute(settings, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
-        return
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-    finally:
-        conn.close()
 
 
 def preload(settings: Settings, topic: str, simulator_args: list[str], what: str) -> float:
-    """Fill a new topic with the simulator (two processes); returns the seconds it took."""
+    """Fill a new topic with the simulator; returns the seconds it took. One process: two
+    would interleave their events in each partition, seconds apart in event time, and make
+    a share of them late (how many depends on the run's timing)."""
     from common.kafka_admin import ensure_topic
 
     ensure_topic(settings.kafka_bootstrap, topic, settings.events_topic_partitions)
@@ -100,7 +90,7 @@ def preload(settings: Settings, topic: str, simulator_args: list[str], what: str
     began = time.monotonic()
     subprocess.run(
         [sys.executable, "-m", "simulator", *simulator_args, "--topic", topic,
-         "--processes", "2", "--progress-s", "10"],
+         "--processes", "1", "--progress-s", "10"],
         check=True,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
@@ -137,7 +127,8 @@ def run_job(
         settings.scores_table,
     )
     (raw,) = execute(db, "SELECT count(*) FROM {}", settings.raw_events_table)
-    for table in (settings.scores_table, settings.raw_events_table):
+    (late,) = execute(db, "SELECT count(*) FROM {}", settings.late_events_table)
+    for table in (settings.scores_table, settings.raw_events_table, settings.late_events_table):
         execute(db, "TRUNCATE {}", table)
     return {
         "scoring": scoring,
@@ -147,6 +138,7 @@ def run_job(
         "scored": scored,
         "flagged": flagged,
         "raw_rows": raw,
+        "late_events": late,
     }
 
 
@@ -194,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'scoring':<9} {'raw events':<11} {'job time s':>10} {'events/s':>10} {'windows':>9} "
-        f"{'flagged':>8} {'raw rows':>9}"
+        f"{'flagged':>8} {'raw rows':>9} {'late':>6}"
     )
     for r in runs:
         print(
             f"{r['scoring']:<9} {r['raw_events']:<11} {r['job_s']:>10.1f} "
-            f"{r['events_per_s']:>10,} {r['windows']:>9,} {r['flagged']:>8,} {r['raw_rows']:>9,}"
+            f"{r['events_per_s']:>10,} {r['windows']:>9,} {r['flagged']:>8,} {r['raw_rows']:>9,} "
+            f"{r['late_events']:>6,}"
         )
     print(f"scoring on / off job time: {ratio:.2f}x ({(ratio - 1) * 100:+.0f} %)")
     raw_ratio = None

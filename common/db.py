@@ -72,15 +72,20 @@ def _rendered(path: Path, values: dict[str, str]) -> tuple[str, str]:
     return statement, hashlib.sha256(statement.encode()).hexdigest()[:16]
 
 
-def pending(settings: Settings, migrations: list[Path] | None = None) -> list[str]:
-    """The migrations ``migrate`` would apply now."""
-    values = context(settings)
+def applied_versions(settings: Settings) -> dict[str, tuple[str, object]]:
+    """Every applied migration: version -> (checksum of its rendered text, applied at)."""
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            done = _applied(cur)
+            return _applied(cur)
     finally:
         conn.close()
+
+
+def pending(settings: Settings, migrations: list[Path] | None = None) -> list[str]:
+    """The migrations ``migrate`` would apply now."""
+    values = context(settings)
+    done = applied_versions(settings)
     out = []
     for path in migrations if migrations is not None else postgres_migrations():
         _, checksum = _rendered(path, values)
@@ -145,12 +150,7 @@ def timescaledb_version(settings: Settings) -> str | None:
 
 
 def status_lines(settings: Settings) -> list[str]:
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            done = _applied(cur)
-    finally:
-        conn.close()
+    done = applied_versions(settings)
     waiting = set(pending(settings))
     lines = []
     for path in postgres_migrations():

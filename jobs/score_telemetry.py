@@ -80,6 +80,21 @@ def jdbc_connection_options(settings: Settings) -> dict[str, str]:
     }
 
 
+def jdbc_lookup_options(settings: Settings) -> str:
+    """Connection and cache options shared by the reference-data lookups (devices, segment
+    limits): a key's row, or its absence, is cached for device_cache_seconds, so the table is
+    queried at most once per key and period."""
+    options = {
+        **jdbc_connection_options(settings),
+        "lookup.cache": "PARTIAL",
+        "lookup.partial-cache.expire-after-write": f"{settings.device_cache_seconds} s",
+        "lookup.partial-cache.max-rows": "1000000",
+        "lookup.partial-cache.cache-missing-key": "true",
+        "lookup.max-retries": "3",
+    }
+    return options_sql(options)
+
+
 def jdbc_sink_options(settings: Settings) -> str:
     """Connection and write options shared by every PostgreSQL sink. Rows are written in
     batches (at most 5,000 rows or 1 s apart) and on every checkpoint; a failed write is
@@ -205,7 +220,7 @@ def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> 
         t_env,
         "flink/devices_jdbc.sql",
         settings,
-        jdbc_connection_options=options_sql(jdbc_connection_options(settings)),
+        lookup_options=jdbc_lookup_options(settings),
     )
     execute_file(t_env, "flink/scored_windows.sql", settings, score_call=score_call)
     register_scored_windows(t_env)

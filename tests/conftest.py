@@ -99,21 +99,9 @@ def fresh_db(stack: Settings):
 
 
 def drop_database(stack: Settings, name: str) -> None:
-    """Drop a test database as the server's superuser: TimescaleDB's job scheduler holds a
-    connection to each database as the superuser, which only it may end."""
-    from psycopg2 import sql
-
     from deploy.local.stack import Postgres
 
-    conn = Postgres(stack).admin_connection()
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-    finally:
-        conn.close()
+    Postgres(stack).drop_database(name)
 
 
 def write_dump(path: Path, config: SimulatorConfig, start_ms: int, ticks: int) -> list[dict]:

@@ -265,6 +265,21 @@ class Postgres:
                 )
         conn.close()
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database as the server's superuser: TimescaleDB's job scheduler holds a
+        connection to every database, which only the superuser may end."""
+        from psycopg2 import sql
+
+        conn = self.admin_connection()
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+        finally:
+            conn.close()
+
     def stop(self) -> None:
         if not (self.data / "postmaster.pid").exists():
             log("PostgreSQL not running")
@@ -826,7 +841,10 @@ The pipeline is running.
 Newest anomaly scores (the first rows land about {first_rows_s} s after the job starts):
   {psql_command(settings)} -c "{query}"
 
-  make psql      an SQL prompt on the results database
+  make psql      an SQL prompt on the results database (views: latest_anomalies,
+                 open_incidents, device_health; functions: anomaly_counts, drift_check, ...)
+  make api       the HTTP API on http://127.0.0.1:8000/docs
+  make plot PLOT_ARGS="--device dev-00003 --metric latency_ms --since 30m"   a PNG report
   make status    what runs where
   make stop      stop everything
 """,

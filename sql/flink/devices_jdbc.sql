@@ -13,12 +13,7 @@ CREATE TEMPORARY TABLE devices_lookup (
   PRIMARY KEY (device_id) NOT ENFORCED
 ) WITH (
   'table-name' = '${devices_table}',
-  'lookup.cache' = 'PARTIAL',
-  'lookup.partial-cache.expire-after-write' = '${device_cache_seconds} s',
-  'lookup.partial-cache.max-rows' = '1000000',
-  'lookup.partial-cache.cache-missing-key' = 'true',
-  'lookup.max-retries' = '3',
-  ${jdbc_connection_options}
+  ${lookup_options}
 );
 
 -- Each device's limits per time-of-day segment (${segment_limits_table}), for rules with
@@ -31,10 +26,5 @@ CREATE TEMPORARY TABLE segment_limits_lookup (
   PRIMARY KEY (device_id, segment) NOT ENFORCED
 ) WITH (
   'table-name' = '${segment_limits_table}',
-  'lookup.cache' = 'PARTIAL',
-  'lookup.partial-cache.expire-after-write' = '${device_cache_seconds} s',
-  'lookup.partial-cache.max-rows' = '1000000',
-  'lookup.partial-cache.cache-missing-key' = 'true',
-  'lookup.max-retries' = '3',
-  ${jdbc_connection_options}
+  ${lookup_options}
 )

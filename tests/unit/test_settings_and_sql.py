@@ -101,7 +101,7 @@ def test_plpgsql_dollar_quotes_survive_rendering():
     "path", sorted(p.relative_to(SQL_DIR).as_posix() for p in SQL_DIR.rglob("*.sql"))
 )
 def test_every_sql_file_renders_completely(path):
-    extra = {"kafka_source_options": "", "jdbc_sink_options": "", "jdbc_connection_options": ""}
+    extra = {"kafka_source_options": "", "jdbc_sink_options": "", "lookup_options": ""}
     extra.update(context_placeholders(labelled=False))
     text = render(path, Settings(), path="/x", **extra)
     assert "${" not in text
