@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import time
 from pathlib import Path
 
 import psycopg2
@@ -179,10 +180,24 @@ def refresh_aggregates(settings: Settings) -> list[str]:
     try:
         with conn.cursor() as cur:
             for name in AGGREGATES:
-                cur.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
+                _refresh(cur, name)
     finally:
         conn.close()
     return list(AGGREGATES)
+
+
+def _refresh(cur, name: str, timeout_s: float = 60.0) -> None:
+    """Refresh one aggregate, waiting for its policy's refresh if one is under way (they
+    refuse to overlap: LockNotAvailable)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cur.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
+            return
+        except psycopg2.errors.LockNotAvailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def prune(settings: Settings) -> list[tuple[str, int]]:

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Path, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from common.features import METRIC_NAMES, METRICS, MODEL_FEATURE_NAMES
 from common.settings import Settings
@@ -39,7 +39,8 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 NAME = r"^[^\x00-\x1f\x7f]{1,128}$"
 MAX_EVENTS = 10_000
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# A JSON number, finite; strict: true/false are not numbers.
+Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 
 def parse_range(text: str) -> timedelta:
@@ -162,6 +163,13 @@ class Drift(BaseModel):
     verdict: str
 
 
+def _not_bool(value: Any) -> Any:
+    """JSON's true/false are not numbers (pydantic would read them as 1/0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number is needed, not true/false")
+    return value
+
+
 def _metric_field(metric) -> Any:
     """A metric of an event: a finite number within the catalogue's physical range."""
     bounds = {"ge": metric.min, "le": metric.max}
@@ -176,7 +184,10 @@ Event = create_model(
     "Event",
     __config__=ConfigDict(extra="ignore"),
     device_id=(str, Field(pattern=NAME)),
-    ts_ms=(int, Field(ge=0, le=253_402_300_799_999, description="event time, epoch ms")),
+    ts_ms=(
+        Annotated[int, BeforeValidator(_not_bool)],
+        Field(ge=0, le=253_402_300_799_999, description="event time, epoch ms"),
+    ),
     **{m.name: _metric_field(m) for m in METRICS},
 )
 # One window's model features, all required and none other.

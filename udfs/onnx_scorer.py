@@ -223,6 +223,13 @@ class OnnxModel:
         return np.asarray(out, dtype=np.float64).reshape(-1)
 
     def score(self, device_ids: Sequence[str], features: np.ndarray) -> Scores:
+        # Windows of extreme values overflow the normalised features: their scores come out
+        # infinite (flagged) or NaN (not scored) as they should, without a warning per batch
+        # in the TaskManager's log.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._score(device_ids, features)
+
+    def _score(self, device_ids: Sequence[str], features: np.ndarray) -> Scores:
         """Score, severity, flag and explanation of each row (one device's window per row).
 
         Rows are normalised by their device's training statistics, then scored by the ONNX
@@ -245,7 +252,9 @@ class OnnxModel:
         complete = np.isfinite(x).all(axis=1)
         if complete.any():
             z = self.normaliser.transform_rows(rows[complete], x[complete])
-            s = self.raw_scores(z)
+            # A window so far out that its normalised features overflow is as anomalous as a
+            # window gets (the graph itself would give inf or NaN).
+            s = np.where(np.isfinite(z).all(axis=1), self.raw_scores(z), np.inf)
             scores[complete] = s
             flagged = s > self.threshold
             flags[complete] = flagged

@@ -126,7 +126,8 @@ def fleet_events(start_ms: int, ticks: int, seed: int) -> list[dict]:
     return [e for tick in gen.events(start_ms, ticks) for e in tick]
 
 
-def test_predict_scores_as_the_stream_does(client, trained):
+def test_predict_scores_as_the_stream_does(client, api_settings):
+    from common.models import resolve_model_dir
     from udfs.onnx_scorer import OnnxModel
 
     events = [e for e in fleet_events(1_700_000_000_000, 20, seed=3) if e["device_id"] in (
@@ -135,7 +136,7 @@ def test_predict_scores_as_the_stream_does(client, trained):
     got = client.post("/predict", json={"events": payload})
     assert got.status_code == 200, got.text
     body = got.json()
-    model = OnnxModel.load(trained[0].model_dir, MODEL_FEATURE_NAMES)
+    model = OnnxModel.load(resolve_model_dir(api_settings), MODEL_FEATURE_NAMES)
     assert body["model_version"] == model.version
     expected = reference.window_features(events, 10)
     scores = model.score(

@@ -208,6 +208,8 @@ def test_explanations_of_extreme_windows_stay_json(trained):
     x[1, :] = 50.0
     x[1, 0] = 1.7e308
     out = fn.eval(*batch(np.array(["dev-01", "dev-02"], dtype=object), x))
+    # As anomalous as a window gets: flagged at severity 100, not a NaN left unflagged.
+    assert list(out["is_anomaly"]) == [True, True] and list(out["severity"]) == [100.0, 100.0]
     for text in out["explanation"]:
         if text is not None:
             for item in json.loads(text):
