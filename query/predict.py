@@ -77,6 +77,11 @@ def windows_of_events(events: Sequence[dict], window_seconds: int) -> list[Windo
         )
     frame = pd.DataFrame(events)
     window_ms = window_seconds * 1000
+    with np.errstate(over="ignore", invalid="ignore"):  # extreme values overflow to inf
+        return _aggregate(frame, window_ms)
+
+
+def _aggregate(frame: pd.DataFrame, window_ms: int) -> list[Window]:
     frame["window_start_ms"] = frame["ts_ms"] // window_ms * window_ms
     grouped = frame.groupby(["device_id", "window_start_ms"], sort=True)
     out = []
