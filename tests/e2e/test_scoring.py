@@ -301,7 +301,7 @@ def test_alerts_incidents_health_and_reference_data_of_a_known_stream(
         if row["segment"] in SEGMENT_LIMITED.get(row["device_id"], ()):
             row["throughput_mbps_high"] = 0.0
     upsert_devices(fresh_db, inventory, links, segments)
-    register(trained[1].replace(pg_database=fresh_db.pg_database), [trained[2]["version"]])
+    register(fresh_db.replace(models_dir=trained[1].models_dir), [trained[2]["version"]])
     events = planted_events(seed=43)
     sink = KafkaSink(stack.kafka_bootstrap, fresh_topic)
     sink.send_many(events)
