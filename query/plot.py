@@ -55,7 +55,7 @@ def render(frame: pd.DataFrame, device: str, metric: str, out: Path) -> Path:
     if frame["band_low"].notna().any():
         top.fill_between(
             t, frame["band_low"], frame["band_high"], color="tab:blue", alpha=0.15,
-            label="typical band (±2 spreads)", step="post",
+            label="typical band (±2 spreads)",
         )  # fmt: skip
         top.plot(t, frame["typical"], color="tab:blue", lw=0.8, ls="--", label="typical")
     top.plot(t, frame["value"], color="black", lw=1.0, label=f"{metric} (window mean)")

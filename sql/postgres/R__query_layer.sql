@@ -243,6 +243,8 @@ LANGUAGE sql STABLE AS $fn$
       WHEN j.index > ${drift_psi_retrain}
         THEN format('drifted (PSI %s > ${drift_psi_retrain}): retraining advised',
                     round(j.index::numeric, 3))
+      WHEN j.index > 0.1
+        THEN format('moderate shift (PSI %s): watch it', round(j.index::numeric, 3))
       ELSE format('stable (PSI %s)', round(j.index::numeric, 3))
     END
   FROM judged AS j
