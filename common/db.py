@@ -83,17 +83,26 @@ def applied_versions(settings: Settings) -> dict[str, tuple[str, object]]:
         conn.close()
 
 
-def pending(settings: Settings, migrations: list[Path] | None = None) -> list[str]:
-    """The migrations ``migrate`` would apply now."""
+def _due(version: str, checksum: str, done: dict[str, tuple[str, object]]) -> bool:
+    """Whether a migration is to run: never applied, or repeatable with another text now."""
+    if version not in done:
+        return True
+    return version.startswith("R__") and done[version][0] != checksum
+
+
+def pending(
+    settings: Settings,
+    migrations: list[Path] | None = None,
+    done: dict[str, tuple[str, object]] | None = None,
+) -> list[str]:
+    """The migrations ``migrate`` would apply now (``done``: the applied versions, if read)."""
     values = context(settings)
-    done = applied_versions(settings)
-    out = []
-    for path in migrations if migrations is not None else postgres_migrations():
-        _, checksum = _rendered(path, values)
-        repeatable = path.stem.startswith("R__")
-        if path.stem not in done or (repeatable and done[path.stem][0] != checksum):
-            out.append(path.stem)
-    return out
+    done = applied_versions(settings) if done is None else done
+    return [
+        path.stem
+        for path in (migrations if migrations is not None else postgres_migrations())
+        if _due(path.stem, _rendered(path, values)[1], done)
+    ]
 
 
 def migrate(settings: Settings, migrations: list[Path] | None = None) -> list[str]:
@@ -111,8 +120,7 @@ def migrate(settings: Settings, migrations: list[Path] | None = None) -> list[st
         for path in migrations if migrations is not None else postgres_migrations():
             version = path.stem
             statement, checksum = _rendered(path, values)
-            repeatable = version.startswith("R__")
-            if version in done and (not repeatable or done[version][0] == checksum):
+            if not _due(version, checksum, done):
                 continue
             try:
                 with conn, conn.cursor() as cur:
@@ -152,7 +160,7 @@ def timescaledb_version(settings: Settings) -> str | None:
 
 def status_lines(settings: Settings) -> list[str]:
     done = applied_versions(settings)
-    waiting = set(pending(settings))
+    waiting = set(pending(settings, done=done))
     lines = []
     for path in postgres_migrations():
         v = path.stem

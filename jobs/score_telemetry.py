@@ -168,20 +168,20 @@ INSERTS = (
     "insert_health.sql",
     "insert_rejects.sql",
 )
-RAW_EVENTS = ("raw_events_jdbc.sql", "insert_raw_events.sql")
+RAW_EVENTS_SINK, RAW_EVENTS_INSERT = "raw_events_jdbc.sql", "insert_raw_events.sql"
 
 
 def register_sinks(t_env: TableEnvironment, settings: Settings) -> None:
     """The JDBC sinks of scores, alerts, device health, incidents, dead letters and late
     events (and raw events)."""
     options = jdbc_sink_options(settings)
-    sinks = SINKS + (RAW_EVENTS[:1] if settings.raw_events == "on" else ())
+    sinks = SINKS + ((RAW_EVENTS_SINK,) if settings.raw_events == "on" else ())
     for relative_path in sinks:
         execute_file(t_env, f"flink/{relative_path}", settings, jdbc_sink_options=options)
 
 
 def inserts(settings: Settings) -> tuple[str, ...]:
-    return INSERTS + (RAW_EVENTS[1:] if settings.raw_events == "on" else ())
+    return INSERTS + ((RAW_EVENTS_INSERT,) if settings.raw_events == "on" else ())
 
 
 def configure_fault_tolerance(

@@ -1,6 +1,6 @@
 """HTTP API over the query layer, for applications that do not speak SQL.
 
-  python -m query.api                       serve on 127.0.0.1:8000 (ANOMALY_API_HOST/_PORT)
+  python -m query.api                       serve on 127.0.0.1:8000 (--host, --port)
   open http://127.0.0.1:8000/docs           the OpenAPI spec, browsable (/openapi.json raw)
 
 Reads go through the SQL views and functions of sql/postgres/R__query_layer.sql as the

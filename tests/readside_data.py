@@ -133,10 +133,7 @@ def _insert(cur, table: str, frame: pd.DataFrame) -> None:
     from psycopg2.extras import execute_values
 
     columns = list(frame.columns)
-    values = [
-        tuple(None if (isinstance(v, float) and np.isnan(v)) or v is pd.NaT else v for v in r)
-        for r in frame.astype(object).where(frame.notna(), None).itertuples(index=False)
-    ]
+    values = list(frame.astype(object).where(frame.notna(), None).itertuples(index=False))
     execute_values(
         cur,
         sql.SQL("INSERT INTO {} ({}) VALUES %s").format(

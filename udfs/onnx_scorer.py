@@ -223,13 +223,6 @@ class OnnxModel:
         return np.asarray(out, dtype=np.float64).reshape(-1)
 
     def score(self, device_ids: Sequence[str], features: np.ndarray) -> Scores:
-        # Windows of extreme values overflow the normalised features: their scores come out
-        # infinite (flagged) or NaN (not scored) as they should, without a warning per batch
-        # in the TaskManager's log.
-        with np.errstate(over="ignore", invalid="ignore"):
-            return self._score(device_ids, features)
-
-    def _score(self, device_ids: Sequence[str], features: np.ndarray) -> Scores:
         """Score, severity, flag and explanation of each row (one device's window per row).
 
         Rows are normalised by their device's training statistics, then scored by the ONNX
@@ -237,6 +230,12 @@ class OnnxModel:
         with a missing (NaN) feature is not scored: score and severity NaN, flag None (NULL in
         SQL), rather than a guess either way. Flagged rows are explained (``explain``).
         """
+        # Windows of extreme values overflow the normalised features (they score +inf):
+        # no numpy warning per batch in the TaskManager's log.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._score(device_ids, features)
+
+    def _score(self, device_ids: Sequence[str], features: np.ndarray) -> Scores:
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise ValueError(

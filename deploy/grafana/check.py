@@ -12,6 +12,7 @@ summary; the exit code is 1 if any query fails or returns the wrong columns.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import decimal
 import sys
@@ -79,9 +80,7 @@ def check_dashboard(
         elif rows:
             value = (choose or {}).get(v.name, str(rows[0][0]))
             variables[v.name] = macros.Variable(value, v.multi, v.include_all)
-    ctx = macros.QueryContext(
-        ctx.time_from, ctx.time_to, ctx.interval_s, variables, ctx.timescaledb
-    )
+    ctx = dataclasses.replace(ctx, variables=variables)
     for a in d.annotations:
         sql = macros.render(a.sql, ctx)
         columns, rows = _run(cur, sql)
