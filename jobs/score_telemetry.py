@@ -108,13 +108,21 @@ def jdbc_sink_options(settings: Settings) -> str:
     return options_sql(options)
 
 
-def register_scoring(t_env: TableEnvironment, settings: Settings, model_dir: Path | None) -> str:
+def register_scoring(
+    t_env: TableEnvironment,
+    settings: Settings,
+    model_dir: Path | None,
+    shipped_model: str | None = None,
+) -> str:
     """Register the scoring UDF (the model loads in the worker's open()); returns the SQL
     expression that scores a window of window_features. ``model_dir`` pins a version;
-    without it the UDF follows the models folder's CURRENT pointer."""
+    without it the UDF follows the models folder's CURRENT pointer. ``shipped_model``: the
+    version travels with the job (`flink run -pyarch model.zip#<name>`, deploy/flink_run.py)
+    and the workers load it from that folder of their working directory; ``model_dir`` is
+    then the local copy checked here."""
     if settings.scoring == "off":
         return f"CAST(NULL AS {SCORE_RESULT_SQL_TYPE})"
-    follow = model_dir is None and settings.model_reload_seconds > 0
+    follow = model_dir is None and shipped_model is None and settings.model_reload_seconds > 0
     model_dir = resolve_model_dir(settings, model_dir)
     # Load the model here too, before submitting: a model that does not fit this job (other
     # features or window) or fails its card's checks is refused at `flink run` time with the
@@ -123,7 +131,7 @@ def register_scoring(t_env: TableEnvironment, settings: Settings, model_dir: Pat
     t_env.create_temporary_function(
         "score_window",
         score_window_udf(
-            model_dir,
+            shipped_model or model_dir,
             MODEL_FEATURE_NAMES,
             settings.window_seconds,
             pointer=settings.current_model_pointer.resolve() if follow else None,
@@ -209,13 +217,19 @@ def configure_fault_tolerance(
         config.set("restart-strategy.exponential-delay.attempts-before-reset-backoff", "4")
 
 
-def run(settings: Settings, *, bounded: bool, model_dir: Path | None = None) -> TableResult:
+def run(
+    settings: Settings,
+    *,
+    bounded: bool,
+    model_dir: Path | None = None,
+    shipped_model: str | None = None,
+) -> TableResult:
     from common.flink_env import create_table_env
 
     t_env = create_table_env(settings, streaming=True)
     configure_fault_tolerance(t_env, settings, bounded=bounded)
     register_features(t_env, settings, bounded=bounded)
-    score_call = register_scoring(t_env, settings, model_dir)
+    score_call = register_scoring(t_env, settings, model_dir, shipped_model)
     execute_file(
         t_env,
         "flink/devices_jdbc.sql",
@@ -249,12 +263,23 @@ def main(argv: list[str] | None = None) -> int:
         "folder's CURRENT pointer, switching versions while running)",
     )
     parser.add_argument(
+        "--shipped-model",
+        metavar="NAME",
+        help="the workers load the model from NAME/ in their working directory, where "
+        "`flink run -pyarch model.zip#NAME` put it (deploy/flink_run.py --ship)",
+    )
+    parser.add_argument(
         "--wait", action="store_true", help="block until the job ends (in-process runs)"
     )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     try:
-        result = run(settings, bounded=args.bounded, model_dir=args.model_dir)
+        result = run(
+            settings,
+            bounded=args.bounded,
+            model_dir=args.model_dir,
+            shipped_model=args.shipped_model,
+        )
     except (ModelCardError, FileNotFoundError) as exc:
         print(f"score_telemetry: not submitted: {exc}", file=sys.stderr)
         return 2

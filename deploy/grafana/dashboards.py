@@ -1,6 +1,7 @@
 """Grafana dashboards as code: the fleet overview, a device drill-down and the pipeline's health,
 every panel a query of the SQL query layer (sql/postgres/R__query_layer.sql) through the
-provisioned PostgreSQL data source.
+provisioned PostgreSQL data source; and the Flink job's health from Flink's metrics through the
+provisioned Prometheus data source.
 
   python -m deploy.grafana.dashboards           write deploy/grafana/dashboards/*.json
   python -m deploy.grafana.dashboards --check   fail if the committed JSON is out of date
@@ -362,6 +363,271 @@ PIPELINE = Dashboard(
 DASHBOARDS = (FLEET, DEVICE, PIPELINE)
 
 
+# --- the job's health, from Flink's own metrics (Prometheus) ------------------------------------
+# Flink's Prometheus reporter (metrics.reporter.prom in deploy/local/flink-config.yaml, the
+# compose file and the Kubernetes manifests) names a metric flink_<scope>_<name>, with the job
+# as the label job_name (its '-' turned into '_').
+PROMETHEUS = {"type": "prometheus", "uid": "anomaly-prom"}
+JOB = 'job_name=~"$job"'
+
+
+@dataclass(frozen=True)
+class PromPanel:
+    title: str
+    kind: str  # timeseries or stat
+    # (legend, PromQL expression) per series.
+    queries: tuple[tuple[str, str], ...]
+    width: int = 12
+    height: int = 8
+    description: str = ""
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class PromDashboard:
+    uid: str
+    title: str
+    description: str
+    panels: tuple[PromPanel, ...]
+    time_from: str = "now-1h"
+    refresh: str = "30s"
+
+
+JOB_HEALTH = PromDashboard(
+    uid="anomaly-job-health",
+    title="Anomaly detection: Flink job health",
+    description="Throughput, backpressure, checkpoints, Kafka consumer lag and restarts of the "
+    "scoring job, from Flink's Prometheus metrics.",
+    panels=(
+        PromPanel(
+            "Messages read per second",
+            "timeseries",
+            (
+                (
+                    "{{job_name}}",
+                    "sum by (job_name) (flink_taskmanager_job_task_operator_numRecordsOutPerSecond"
+                    f'{{{JOB}, operator_name=~"Source:_telemetry_messages.*"}})',
+                ),
+            ),
+            description="Every message of the events topic, good or bad, as the job reads it.",
+            unit="short",
+        ),
+        PromPanel(
+            "Windows scored and anomalies per second",
+            "timeseries",
+            (
+                (
+                    "windows {{job_name}}",
+                    "sum by (job_name) (rate(flink_taskmanager_job_task_operator_windows_scored"
+                    f"{{{JOB}}}[1m]))",
+                ),
+                (
+                    "anomalies {{job_name}}",
+                    "sum by (job_name) (rate(flink_taskmanager_job_task_operator_anomalies"
+                    f"{{{JOB}}}[1m]))",
+                ),
+            ),
+            unit="short",
+        ),
+        PromPanel(
+            "Backpressure and busy time per task",
+            "timeseries",
+            (
+                (
+                    "backpressured {{task_name}}",
+                    "max by (task_name) (flink_taskmanager_job_task_backPressuredTimeMsPerSecond"
+                    f"{{{JOB}}}) / 1000",
+                ),
+                (
+                    "busy {{task_name}}",
+                    "max by (task_name) (flink_taskmanager_job_task_busyTimeMsPerSecond"
+                    f"{{{JOB}}}) / 1000",
+                ),
+            ),
+            description="Share of each second a task waited on the next one (backpressured) or "
+            "worked (busy). The busiest task that is not backpressured is the bottleneck.",
+            unit="percentunit",
+            width=24,
+        ),
+        PromPanel(
+            "Kafka consumer lag",
+            "timeseries",
+            (
+                (
+                    "records lag (max) {{job_name}}",
+                    "max by (job_name) (flink_taskmanager_job_task_operator_KafkaSourceReader_"
+                    f"KafkaConsumer_records_lag_max{{{JOB}}})",
+                ),
+                (
+                    "pending records {{job_name}}",
+                    "max by (job_name) (sum by (job_name, operator_name) "
+                    f"(flink_taskmanager_job_task_operator_pendingRecords{{{JOB}}}))",
+                ),
+            ),
+            description="Records in the topic the job has not read yet (per source; the job "
+            "reads the topic with three sources).",
+            unit="short",
+        ),
+        PromPanel(
+            "Watermark lag",
+            "timeseries",
+            (
+                (
+                    "{{job_name}}",
+                    "max by (job_name) (flink_taskmanager_job_task_operator_watermarkLag"
+                    f"{{{JOB}}}) / 1000",
+                ),
+            ),
+            description="Wall clock minus the newest watermark: at least the watermark delay; "
+            "growing means the job falls behind.",
+            unit="s",
+        ),
+        PromPanel(
+            "Checkpoint duration",
+            "timeseries",
+            (
+                (
+                    "last checkpoint {{job_name}}",
+                    f"flink_jobmanager_job_lastCheckpointDuration{{{JOB}}} / 1000",
+                ),
+            ),
+            unit="s",
+        ),
+        PromPanel(
+            "Checkpoint size",
+            "timeseries",
+            (("state {{job_name}}", f"flink_jobmanager_job_lastCheckpointSize{{{JOB}}}"),),
+            unit="bytes",
+        ),
+        PromPanel(
+            "Failed checkpoints (1 h)",
+            "stat",
+            (
+                (
+                    "{{job_name}}",
+                    f"increase(flink_jobmanager_job_numberOfFailedCheckpoints{{{JOB}}}[1h])",
+                ),
+            ),
+            width=6,
+        ),
+        PromPanel(
+            "Restarts",
+            "stat",
+            (("{{job_name}}", f"flink_jobmanager_job_numRestarts{{{JOB}}}"),),
+            width=6,
+        ),
+        PromPanel(
+            "Uptime",
+            "stat",
+            (("{{job_name}}", f"flink_jobmanager_job_uptime{{{JOB}}} / 1000"),),
+            width=6,
+            unit="s",
+        ),
+        PromPanel(
+            "TaskManagers and running jobs",
+            "stat",
+            (
+                ("TaskManagers", "flink_jobmanager_numRegisteredTaskManagers"),
+                ("running jobs", "flink_jobmanager_numRunningJobs"),
+            ),
+            width=6,
+        ),
+        PromPanel(
+            "Scoring batch latency",
+            "timeseries",
+            (
+                (
+                    "{{job_name}}",
+                    "max by (job_name) (flink_taskmanager_job_task_operator_batch_latency_ms"
+                    f"{{{JOB}}})",
+                ),
+            ),
+            description="Milliseconds the scoring UDF took for its last Arrow batch.",
+            unit="ms",
+        ),
+        PromPanel(
+            "TaskManager heap used",
+            "timeseries",
+            (
+                (
+                    "{{tm_id}}",
+                    "flink_taskmanager_Status_JVM_Memory_Heap_Used",
+                ),
+            ),
+            unit="bytes",
+        ),
+    ),
+)
+
+# The job name variable: the jobs Flink reports on.
+JOB_VARIABLE_QUERY = "label_values(flink_jobmanager_job_uptime, job_name)"
+
+
+def prom_dashboard_json(d: PromDashboard) -> dict:
+    panels, x, y, row_height = [], 0, 0, 0
+    for i, panel in enumerate(d.panels, start=1):
+        if x + panel.width > 24:
+            x, y, row_height = 0, y + row_height, 0
+        panels.append(
+            {
+                "id": i,
+                "type": panel.kind,
+                "title": panel.title,
+                "description": panel.description,
+                "datasource": PROMETHEUS,
+                "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
+                "targets": [
+                    {
+                        "refId": chr(ord("A") + n),
+                        "datasource": PROMETHEUS,
+                        "editorMode": "code",
+                        "expr": expr,
+                        "legendFormat": legend,
+                        "range": True,
+                    }
+                    for n, (legend, expr) in enumerate(panel.queries)
+                ],
+                "fieldConfig": {
+                    "defaults": {"unit": panel.unit} if panel.unit else {},
+                    "overrides": [],
+                },
+                "options": {},
+            }
+        )
+        x += panel.width
+        row_height = max(row_height, panel.height)
+    job_variable = {
+        "type": "query",
+        "name": "job",
+        "label": "Job",
+        "datasource": PROMETHEUS,
+        "query": {"query": JOB_VARIABLE_QUERY, "refId": "job"},
+        "definition": JOB_VARIABLE_QUERY,
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "sort": 1,
+        "options": [],
+        "current": {},
+    }
+    return {
+        "uid": d.uid,
+        "title": d.title,
+        "description": d.description,
+        "tags": TAGS,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": True,
+        "time": {"from": d.time_from, "to": "now"},
+        "refresh": d.refresh,
+        "timezone": "utc",
+        "templating": {"list": [job_variable]},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
 def _target(sql: str, fmt: str, ref: str = "A") -> dict:
     return {
         "refId": ref,
@@ -444,10 +710,14 @@ def dashboard_json(d: Dashboard) -> dict:
 
 
 def rendered() -> dict[Path, str]:
-    return {
+    out = {
         OUT_DIR / f"{d.uid}.json": json.dumps(dashboard_json(d), indent=2) + "\n"
         for d in DASHBOARDS
     }
+    out[OUT_DIR / f"{JOB_HEALTH.uid}.json"] = (
+        json.dumps(prom_dashboard_json(JOB_HEALTH), indent=2) + "\n"
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(exist_ok=True)
     for path, text in rendered().items():
         path.write_text(text)
-    print(f"wrote {len(DASHBOARDS)} dashboards to {OUT_DIR} ({len(stale)} changed)")
+    print(f"wrote {len(rendered())} dashboards to {OUT_DIR} ({len(stale)} changed)")
     return 0
 
 

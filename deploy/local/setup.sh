@@ -32,44 +32,20 @@ else
 fi
 
 # --- 2. Python virtualenv -------------------------------------------------------------------
-PY=$(command -v python3.11 || command -v python3)
-"$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
-  || fail "Python 3.11 is required (apache-flink 2.0.2 wheels); found $("$PY" --version)"
+# deploy/install-python.sh is also what the cluster image runs (deploy/docker/Dockerfile).
 STAMP=.venv/.installed
-WANT=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+WANT=$(cat pyproject.toml constraints.txt deploy/install-python.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x .venv/bin/python ]; then
   say "Python packages up to date (.venv)"
 else
-  [ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
   say "installing pinned Python packages into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip==24.3.1
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+  deploy/install-python.sh .venv dev || fail "installing the Python packages failed (see above)"
   echo "$WANT" > "$STAMP"
 fi
 
 # --- 3. connector jars from pom-deps.txt -------------------------------------------------------
-mkdir -p .deps/jars
-wanted=()
-while read -r coord; do
-  coord="${coord%%#*}"; coord="$(echo "$coord" | xargs)"
-  [ -n "$coord" ] || continue
-  IFS=: read -r group artifact version <<<"$coord"
-  [ -n "$version" ] || fail "pom-deps.txt: '$coord' is not group:artifact:version"
-  jar="$artifact-$version.jar"
-  wanted+=("$jar")
-  if [ ! -s ".deps/jars/$jar" ]; then
-    say "fetching $coord with Maven"
-    mvn_quiet dependency:copy -Dartifact="$coord" -DoutputDirectory=.deps/jars \
-      || fail "Maven could not fetch $coord (is Maven Central reachable?)"
-  fi
-done < pom-deps.txt
-# Drop jars no longer listed, so that an old connector version cannot linger on the classpath.
-for f in .deps/jars/*.jar; do
-  name=$(basename "$f"); keep=0
-  for w in "${wanted[@]}"; do [ "$w" = "$name" ] && keep=1; done
-  [ $keep = 1 ] || { say "removing $name (not in pom-deps.txt)"; rm -f "$f"; }
-done
-say "connector jars: ${#wanted[@]} in .deps/jars"
+# The same script fills the cluster image's jar folder (deploy/docker/Dockerfile).
+deploy/fetch-jars.sh .deps/jars | sed 's/^\[jars\]/[setup]/' || fail "fetching the connector jars failed"
 
 # --- 4. Kafka broker ----------------------------------------------------------------------------
 KSTAMP=.deps/kafka/.installed

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -32,6 +31,8 @@ from pathlib import Path
 import yaml
 
 from common.settings import ENV_PREFIX, REPO_ROOT, SECRET_FIELDS, Settings
+from deploy.flink_run import Submission, SubmitError, flink_home
+from deploy.flink_run import submit as submit_job
 
 HERE = Path(__file__).resolve().parent
 KAFKA_LIBS = REPO_ROOT / ".deps" / "kafka" / "libs"
@@ -386,12 +387,6 @@ class Kafka:
 # Flink
 
 
-def flink_home() -> Path:
-    import pyflink
-
-    return Path(pyflink.__file__).resolve().parent
-
-
 class Flink:
     def __init__(self, settings: Settings):
         self.s = settings
@@ -579,32 +574,18 @@ class Flink:
         env: dict[str, str] | None = None,
         from_savepoint: str | Path | None = None,
     ) -> str:
-        """`flink run -d` the job (from a savepoint or retained checkpoint if given); returns
-        the job id Flink prints."""
-        restore = ["--fromSavepoint", str(from_savepoint)] if from_savepoint else []
-        cmd = [
-            str(self.home / "bin" / "flink"),
-            "run",
-            "--detached",
-            *restore,
-            "--jobmanager",
-            self.s.flink_rest_url.removeprefix("http://"),
-            "-pyexec",
-            sys.executable,
-            "-pyclientexec",
-            sys.executable,
-            "--python",
-            str(REPO_ROOT / "jobs" / "score_telemetry.py"),
-            *job_args,
-        ]
-        run_env = self.env()
-        run_env.update(env or {})
-        proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, cwd=REPO_ROOT)
-        match = re.search(r"JobID ([0-9a-f]{32})", proc.stdout + proc.stderr)
-        if proc.returncode != 0 or not match:
-            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-            raise StackError(f"`flink run` failed (exit {proc.returncode}):\n{tail}")
-        return match.group(1)
+        """`flink run -d` the job (from a savepoint or retained checkpoint if given) with the
+        same script a remote cluster is submitted with (deploy/flink_run.py); returns the job
+        id Flink prints."""
+        submission = Submission(
+            jobmanager=self.s.flink_rest_url,
+            from_savepoint=str(from_savepoint) if from_savepoint else None,
+            job_args=list(job_args),
+        )
+        try:
+            return submit_job(submission, self.s, env={**self.env(), **(env or {})})
+        except SubmitError as exc:
+            raise StackError(str(exc)) from exc
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -91,6 +91,9 @@ def test_dashboards_are_provisionable():
         for p in d["panels"]:
             assert p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
             for t in p["targets"]:
+                if t["datasource"] == dashboards.PROMETHEUS:
+                    assert t["expr"].strip() and t["legendFormat"], p["title"]
+                    continue
                 assert t["datasource"] == dashboards.DATASOURCE
                 assert t["format"] in ("time_series", "table") and t["rawSql"].strip()
     for d in dashboards.DASHBOARDS:
@@ -109,5 +112,9 @@ def test_provisioning_files_name_the_data_source_the_dashboards_use():
     # Connection facts come from Grafana's environment; no password in the file.
     assert ds["secureJsonData"]["password"] == "${ANOMALY_PG_READER_PASSWORD}"
     assert ds["user"] == "${ANOMALY_PG_READER_USER}"
+    prom = yaml.safe_load((root / "datasources" / "prometheus.yaml").read_text())
+    (ds,) = prom["datasources"]
+    assert (ds["uid"], ds["type"]) == (dashboards.PROMETHEUS["uid"], dashboards.PROMETHEUS["type"])
+    assert ds["url"] == "${ANOMALY_PROMETHEUS_URL}"
     provider = yaml.safe_load((root / "dashboards" / "anomaly.yaml").read_text())
     assert provider["providers"][0]["type"] == "file"

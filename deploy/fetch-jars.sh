@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Fetch the connector jars listed in pom-deps.txt with Maven into a folder, and drop jars no
+# longer listed there (an old connector version must not linger on the classpath): the one
+# way, used by deploy/local/setup.sh and deploy/docker/Dockerfile.
+#   deploy/fetch-jars.sh OUT_DIR          (run from the project root)
+set -euo pipefail
+OUT=${1:?usage: deploy/fetch-jars.sh OUT_DIR}
+mkdir -p "$OUT"
+# Maven, quiet: its output (stray colour codes even with -q) is shown only when it fails.
+mvn_quiet() { local out; out=$(mvn -q -B -Dstyle.color=never "$@" 2>&1) || { echo "$out" >&2; return 1; }; }
+wanted=()
+while read -r coord; do
+  coord="${coord%%#*}"; coord="$(echo "$coord" | xargs)"
+  [ -n "$coord" ] || continue
+  IFS=: read -r group artifact version <<<"$coord"
+  [ -n "$version" ] || { echo "fetch-jars: pom-deps.txt: '$coord' is not group:artifact:version" >&2; exit 1; }
+  jar="$artifact-$version.jar"
+  wanted+=("$jar")
+  if [ ! -s "$OUT/$jar" ]; then
+    echo "[jars] fetching $coord with Maven"
+    mvn_quiet dependency:copy -Dartifact="$coord" -DoutputDirectory="$OUT" \
+      || { echo "fetch-jars: Maven could not fetch $coord (is Maven Central reachable?)" >&2; exit 1; }
+  fi
+done < pom-deps.txt
+for f in "$OUT"/*.jar; do
+  [ -e "$f" ] || continue
+  name=$(basename "$f"); keep=0
+  for w in "${wanted[@]}"; do [ "$w" = "$name" ] && keep=1; done
+  [ $keep = 1 ] || { echo "[jars] removing $name (not in pom-deps.txt)"; rm -f "$f"; }
+done
+echo "[jars] ${#wanted[@]} connector jars in $OUT"

@@ -1,0 +1,247 @@
+"""Submit the scoring job to a Flink cluster with `flink run`: the local stack, or a remote one.
+
+    python -m deploy.flink_run --jobmanager flink.example.net:8081 --parallelism 2
+    python -m deploy.flink_run --jobmanager flink.example.net:8081 --ship \\
+        --python-exec /usr/bin/python3.11
+
+Two ways to get the job's Python code to the cluster:
+
+* **Prebuilt image** (default; deploy/docker/Dockerfile): the JobManager and TaskManagers run an
+  image with the project, its pinned Python packages and the connector jars at the same paths
+  as the client. The workers run ``--python-exec`` (default: this interpreter, which is the
+  image's and the local stack's) and follow the shared models folder's CURRENT pointer, so a
+  new model rolls out without a resubmission.
+* **--ship**: the cluster has Python 3.11 with the pinned packages, but not the project. The
+  project's packages go along with ``-pyfs`` and the model version with ``-pyarch``; the
+  workers score with that version until the job is resubmitted (a new model rolls out with
+  stop-with-savepoint and a resubmission, as `make upgrade` does).
+
+Settings (addresses, topics, tables) are the ``ANOMALY_*`` environment of this process; the
+job's client plans the job here, so Kafka, PostgreSQL and the models folder must be reachable
+from where this runs. Passwords travel in the environment, never on the command line.
+Everything after ``--`` goes to the job (jobs/score_telemetry.py), e.g. ``-- --bounded``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.settings import REPO_ROOT, Settings
+
+JOB_SCRIPT = REPO_ROOT / "jobs" / "score_telemetry.py"
+# What the Python workers import (the UDFs and what they use) and the client reads (SQL,
+# catalogues): shipped with -pyfs in --ship mode.
+SHIPPED_PACKAGES = ("common", "udfs", "jobs", "simulator")
+SHIPPED_DATA = ("sql",)
+# The name the shipped model version is extracted under in each worker's working directory.
+SHIPPED_MODEL_NAME = "anomaly_model"
+_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+
+
+class SubmitError(RuntimeError):
+    """`flink run` could not submit the job; the message says why and what to do."""
+
+
+def flink_home() -> Path:
+    """The Flink distribution the client uses: the pyflink package's (same version as the
+    cluster's image, both from pyproject.toml)."""
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+@dataclass
+class Submission:
+    """One `flink run` of the scoring job."""
+
+    jobmanager: str
+    parallelism: int | None = None
+    python_exec: str = sys.executable
+    ship: bool = False
+    model_dir: Path | None = None
+    from_savepoint: str | None = None
+    detached: bool = True
+    job_args: list[str] = field(default_factory=list)
+    flink_bin: Path | None = None
+
+    def command(self, staging: Path | None = None) -> list[str]:
+        """The `flink run` command line; ``staging`` holds the archives of --ship mode."""
+        cmd = [str(self.flink_bin or flink_home() / "bin" / "flink"), "run"]
+        if self.detached:
+            cmd.append("--detached")
+        cmd += ["--jobmanager", self.jobmanager.removeprefix("http://").rstrip("/")]
+        if self.parallelism:
+            cmd += ["--parallelism", str(self.parallelism)]
+        if self.from_savepoint:
+            cmd += ["--fromSavepoint", str(self.from_savepoint)]
+        # The workers' interpreter; the client's is this one (the job plans here).
+        cmd += ["-pyexec", self.python_exec, "-pyclientexec", sys.executable]
+        job_args = list(self.job_args)
+        if self.ship:
+            if staging is None:
+                raise ValueError("--ship needs a staging folder for its archives")
+            cmd += ["-pyfs", str(staging / "project.zip")]
+            cmd += ["-pyarch", f"{staging / 'model.zip'}#{SHIPPED_MODEL_NAME}"]
+            job_args += ["--shipped-model", SHIPPED_MODEL_NAME]
+        if self.model_dir is not None:
+            job_args += ["--model-dir", str(self.model_dir)]
+        return [*cmd, "--python", str(JOB_SCRIPT), *job_args]
+
+
+def stage_project(target: Path) -> Path:
+    """project.zip: the packages the workers import and the SQL the client renders, at the
+    top level of the archive (it goes on the workers' PYTHONPATH)."""
+    path = target / "project.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for top in (*SHIPPED_PACKAGES, *SHIPPED_DATA):
+            for f in sorted((REPO_ROOT / top).rglob("*")):
+                if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+                    zf.write(f, f.relative_to(REPO_ROOT).as_posix())
+    return path
+
+
+def stage_model(model_dir: Path, target: Path) -> Path:
+    """model.zip: one model version folder's files, extracted on every worker."""
+    path = target / "model.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(model_dir.iterdir()):
+            if f.is_file():
+                zf.write(f, f.name)
+    return path
+
+
+def submit(submission: Submission, settings: Settings, env: dict[str, str] | None = None) -> str:
+    """Run `flink run`; returns the id of the submitted job (detached) or of the job that ran
+    (attached). Raises SubmitError with the CLI's last lines when it fails."""
+    from common.models import resolve_model_dir
+
+    run_env = dict(os.environ)
+    run_env.update(env or {})
+    run_env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
+    staging = Path(tempfile.mkdtemp(prefix="flink-run-")) if submission.ship else None
+    try:
+        if staging is not None:
+            # The version shipped: the one given, else CURRENT at submission time.
+            model_dir = resolve_model_dir(settings, submission.model_dir)
+            submission = dataclasses.replace(submission, model_dir=model_dir)
+            stage_project(staging)
+            stage_model(model_dir, staging)
+        cmd = submission.command(staging)
+        proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, cwd=REPO_ROOT)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    output = proc.stdout + proc.stderr
+    match = _JOB_ID.search(output)
+    if proc.returncode != 0 or not match:
+        tail = "\n".join(output.splitlines()[-30:])
+        raise SubmitError(
+            f"`flink run` against {submission.jobmanager} failed (exit {proc.returncode}); is "
+            f"the JobManager's REST address right and reachable from here?\n{tail}"
+        )
+    return match.group(1)
+
+
+def running_job(jobmanager: str, name: str) -> str | None:
+    """The id of a job called ``name`` the cluster runs (or is starting), else None."""
+    import json
+    import urllib.request
+
+    url = "http://" + jobmanager.removeprefix("http://").rstrip("/") + "/jobs/overview"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        jobs = json.load(resp).get("jobs", [])
+    live = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING")
+    return next((j["jid"] for j in jobs if j["name"] == name and j["state"] in live), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    job_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, job_args = argv[:cut], argv[cut + 1 :]
+    settings = Settings.from_env()
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.flink_run",
+        description=__doc__.splitlines()[0],
+        epilog="Arguments after -- go to jobs/score_telemetry.py (e.g. -- --bounded).",
+    )
+    p.add_argument(
+        "-m",
+        "--jobmanager",
+        default=settings.flink_rest_url,
+        help="the JobManager's REST address, host:port (default ANOMALY_FLINK_REST_URL, "
+        "%(default)s)",
+    )
+    p.add_argument("-p", "--parallelism", type=int, help="the job's parallelism")
+    p.add_argument(
+        "--python-exec",
+        default=sys.executable,
+        help="the Python 3.11 the TaskManagers run the UDF workers with (default: this one)",
+    )
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="ship the project's code (-pyfs) and the model version (-pyarch) with the job",
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        help="score with this model version folder (default: CURRENT; without --ship the "
+        "job follows CURRENT while it runs)",
+    )
+    p.add_argument("-s", "--from-savepoint", help="start from this savepoint or checkpoint")
+    p.add_argument("--attached", action="store_true", help="wait for the job to end (bounded runs)")
+    p.add_argument("--flink-bin", type=Path, help="the `flink` CLI (default: pyflink's)")
+    p.add_argument(
+        "--if-not-running",
+        action="store_true",
+        help="do nothing when the cluster already runs a job of this name (ANOMALY_JOB_NAME)",
+    )
+    a = p.parse_args(argv)
+    if a.parallelism is not None and a.parallelism < 1:
+        p.error("--parallelism must be at least 1")
+    submission = Submission(
+        jobmanager=a.jobmanager,
+        parallelism=a.parallelism,
+        python_exec=a.python_exec,
+        ship=a.ship,
+        model_dir=a.model_dir,
+        from_savepoint=a.from_savepoint,
+        detached=not a.attached,
+        job_args=job_args,
+        flink_bin=a.flink_bin,
+    )
+    if a.if_not_running:
+        try:
+            existing = running_job(submission.jobmanager, settings.job_name)
+        except OSError as exc:
+            print(f"flink_run: cannot reach {submission.jobmanager}: {exc}", file=sys.stderr)
+            return 1
+        if existing:
+            print(f"flink_run: {settings.job_name} already runs as job {existing}; not submitted")
+            return 0
+    mode = "shipping code and model" if a.ship else "code from the cluster's image"
+    print(f"flink_run: submitting {settings.job_name} to {submission.jobmanager} ({mode})")
+    try:
+        job_id = submit(submission, settings)
+    except (SubmitError, FileNotFoundError) as exc:
+        print(f"flink_run: {exc}", file=sys.stderr)
+        return 1
+    web = submission.jobmanager.removeprefix("http://").rstrip("/")
+    print(f"flink_run: job {job_id} submitted; web UI http://{web}/#/job/running/{job_id}/overview")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
