@@ -127,6 +127,10 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
 
     run_env = dict(os.environ)
     run_env.update(env or {})
+    if submission.parallelism:
+        # The job sets parallelism.default from its settings (common/flink_env.py), which
+        # would override `flink run -p`: both say the same.
+        run_env["ANOMALY_PARALLELISM"] = str(submission.parallelism)
     run_env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
     staging = Path(tempfile.mkdtemp(prefix="flink-run-")) if submission.ship else None
     try:
@@ -183,7 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the JobManager's REST address, host:port (default ANOMALY_FLINK_REST_URL, "
         "%(default)s)",
     )
-    p.add_argument("-p", "--parallelism", type=int, help="the job's parallelism")
+    p.add_argument(
+        "-p",
+        "--parallelism",
+        type=int,
+        help="the job's parallelism (default ANOMALY_PARALLELISM, %(default)s)",
+        default=settings.parallelism,
+    )
     p.add_argument(
         "--python-exec",
         default=sys.executable,

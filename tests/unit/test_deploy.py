@@ -1,0 +1,486 @@
+"""Consistency of the cluster deployment files (no Docker engine or Kubernetes cluster here):
+every file parses; versions and image tags agree with pyproject.toml, pom-deps.txt and the
+local stack; every path, volume, ConfigMap, Secret key and setting a file names exists; the
+Flink options the job relies on are the same on the local stack, in docker-compose and on
+Kubernetes; and the image installs with the local setup's own scripts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common.settings import ENV_PREFIX, REPO_ROOT, Settings
+from deploy import flink_run
+
+DEPLOY = REPO_ROOT / "deploy"
+COMPOSE_FILE = DEPLOY / "docker" / "docker-compose.yml"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+K8S = DEPLOY / "k8s"
+KUSTOMIZATION = DEPLOY / "kustomization.yaml"
+IMAGE_HOME = "/opt/anomaly"  # where the Dockerfile puts the project
+
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+PINS = dict(d.split("==") for d in PYPROJECT["project"]["dependencies"])
+FLINK_VERSION = PINS["apache-flink"]
+PROJECT_IMAGE = f"flink-anomaly:{PYPROJECT['project']['version']}"
+SETTING_VARIABLES = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def k8s_documents() -> list[dict]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomize-config.yaml":  # kustomize's own, not a resource
+            continue
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def k8s_kind(kind: str) -> list[dict]:
+    return [d for d in k8s_documents() if d.get("kind") == kind]
+
+
+def flink_deployment() -> dict:
+    (fd,) = k8s_kind("FlinkDeployment")
+    return fd
+
+
+def pod_specs() -> list[dict]:
+    """Every pod spec of the Kubernetes manifests (workloads, jobs, the Flink pod template)."""
+    specs = [fd["spec"]["podTemplate"]["spec"] for fd in k8s_kind("FlinkDeployment")]
+    for d in k8s_documents():
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+            specs.append(d["spec"]["template"]["spec"])
+    return specs
+
+
+def compose_flink_properties() -> dict[str, str]:
+    text = compose()["x-flink-properties"]["FLINK_PROPERTIES"]
+    props = {}
+    for line in text.splitlines():
+        if line.strip():
+            key, _, value = line.partition(":")
+            props[key.strip()] = value.strip()
+    return props
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def local_flink_conf() -> dict[str, object]:
+    return flatten(yaml.safe_load((DEPLOY / "local" / "flink-config.yaml").read_text()))
+
+
+def make_env_keys() -> set[str]:
+    return set(re.findall(r'echo "([A-Z_]+)=', (DEPLOY / "docker" / "make-env.sh").read_text()))
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+# --- every file parses ----------------------------------------------------------------------
+
+
+def test_every_deploy_file_parses():
+    yaml_files = [*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")]
+    assert len(yaml_files) >= 15
+    for path in yaml_files:
+        docs = list(yaml.safe_load_all(path.read_text()))
+        assert any(docs), f"{path} is empty"
+    for path in DEPLOY.rglob("*.json"):
+        json.loads(path.read_text())
+    for path in DEPLOY.rglob("*.sh"):
+        subprocess.run(["bash", "-n", str(path)], check=True)
+    instructions = dockerfile_instructions()
+    known = {"FROM", "RUN", "COPY", "ENV", "WORKDIR", "USER", "ARG", "EXPOSE", "ENTRYPOINT"}
+    assert {word for word, _ in instructions} <= known, instructions
+    for doc in k8s_documents():
+        meta = doc["metadata"]
+        assert (
+            doc.get("apiVersion")
+            and doc.get("kind")
+            and (meta.get("name") or meta.get("generateName"))
+        ), doc
+
+
+# --- versions -------------------------------------------------------------------------------
+
+
+def test_images_match_the_pinned_versions():
+    froms = [args.split()[0] for word, args in dockerfile_instructions() if word == "FROM"]
+    assert froms[-1] == f"flink:{FLINK_VERSION}-scala_2.12-java17", froms
+    # Kafka: the broker version the local stack runs.
+    pom = ET.parse(DEPLOY / "local" / "kafka-broker-pom.xml").getroot()
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    kafka = next(
+        d.findtext("m:version", namespaces=ns)
+        for d in pom.iterfind(".//m:dependency", ns)
+        if d.findtext("m:artifactId", namespaces=ns) == "kafka_2.13"
+    )
+    images = {name: svc["image"] for name, svc in compose()["services"].items()}
+    assert images["kafka"] == f"apache/kafka:{kafka}"
+    # TimescaleDB: the PostgreSQL major Grafana's data source is told about.
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "anomaly.yaml").read_text()
+    )
+    pg_major = datasource["datasources"][0]["jsonData"]["postgresVersion"] // 100
+    assert re.fullmatch(rf"timescale/timescaledb:2\.\d+\.\d+-pg{pg_major}", images["timescaledb"])
+    # The project's own image carries the project's version.
+    for name in ("init", "jobmanager", "taskmanager", "submitter", "simulator"):
+        assert images[name] == PROJECT_IMAGE, name
+    # Kubernetes runs the same images as docker-compose.
+    k8s_images = {c["image"] for spec in pod_specs() for c in spec["containers"] if "image" in c}
+    k8s_images.add(flink_deployment()["spec"]["image"])
+    same = {images[n] for n in ("kafka", "timescaledb", "grafana", "prometheus", "init")}
+    assert k8s_images == same, k8s_images ^ same
+    kustomized = yaml.safe_load(KUSTOMIZATION.read_text())["images"]
+    assert kustomized == [{"name": "flink-anomaly", "newTag": PYPROJECT["project"]["version"]}]
+
+
+def test_flink_deployment_matches_the_flink_version_and_the_job():
+    spec = flink_deployment()["spec"]
+    major, minor, _ = FLINK_VERSION.split(".")
+    assert spec["flinkVersion"] == f"v{major}_{minor}"
+    job = spec["job"]
+    assert job["jarURI"] == f"local:///opt/flink/opt/flink-python-{FLINK_VERSION}.jar"
+    assert job["entryClass"] == "org.apache.flink.client.python.PythonDriver"
+    script = job["args"][job["args"].index("-py") + 1]
+    assert script == f"{IMAGE_HOME}/{flink_run.JOB_SCRIPT.relative_to(REPO_ROOT)}"
+    settings = yaml.safe_load((K8S / "config.yaml").read_text())["data"]
+    # The job sets parallelism.default from its settings: both must say the same.
+    assert int(settings["ANOMALY_PARALLELISM"]) == job["parallelism"]
+    assert job["upgradeMode"] == "savepoint"
+    # flinkConfiguration values are strings (the CRD's type).
+    assert all(isinstance(v, str) for v in spec["flinkConfiguration"].values())
+
+
+def test_connector_jars_come_from_pom_deps_in_the_image_and_locally():
+    copies = [a for w, a in dockerfile_instructions() if w == "COPY"]
+    runs = " ".join(a for w, a in dockerfile_instructions() if w == "RUN")
+    assert "pom-deps.txt ./" in copies
+    assert "deploy/fetch-jars.sh /jars" in runs
+    assert "cp .deps/jars/*.jar /opt/flink/lib/" in runs
+    setup = (DEPLOY / "local" / "setup.sh").read_text()
+    assert "deploy/fetch-jars.sh .deps/jars" in setup
+    assert "dependency:copy -Dartifact" not in setup  # one way to fetch them: the script
+
+
+def test_the_image_installs_python_with_the_local_setup_script_and_pins():
+    runs = [a for w, a in dockerfile_instructions() if w == "RUN"]
+    assert any("PYTHON=/usr/bin/python3.11 deploy/install-python.sh .venv" in r for r in runs)
+    setup = (DEPLOY / "local" / "setup.sh").read_text()
+    assert "deploy/install-python.sh .venv dev" in setup
+    assert "pip install" not in setup  # the script is the one place that installs
+    script = (DEPLOY / "install-python.sh").read_text()
+    assert "-c constraints.txt" in script
+    # Python: the minor version pyproject requires, in the image too.
+    assert PYPROJECT["project"]["requires-python"] == "==3.11.*"
+    assert any("python3.11 python3.11-venv" in r for r in runs)
+    # The image's project folder holds what the job, init and training need, and no more
+    # than the build context offers.
+    copies = [
+        a.split()[0] for w, a in dockerfile_instructions() if w == "COPY" and "--from" not in a
+    ]
+    for source in copies:
+        assert (REPO_ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
+    for package in (*flink_run.SHIPPED_PACKAGES, *flink_run.SHIPPED_DATA, "training"):
+        assert f"{package}/" in copies, package
+    env = " ".join(a for w, a in dockerfile_instructions() if w == "ENV")
+    assert f"ANOMALY_MODELS_DIR={IMAGE_HOME}/models" in env
+    assert f"PYFLINK_CLIENT_EXECUTABLE={IMAGE_HOME}/.venv/bin/python" in env
+    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
+    assert {".venv", ".deps", ".state", "models"} <= set(ignore)
+
+
+# --- the Flink options the job relies on ------------------------------------------------------
+
+
+def test_flink_options_agree_between_local_compose_and_kubernetes():
+    local = local_flink_conf()
+    composed = compose_flink_properties()
+    k8s = flink_deployment()["spec"]["flinkConfiguration"]
+    same_everywhere = (
+        "classloader.parent-first-patterns.additional",
+        "metrics.reporter.prom.factory.class",
+    )
+    for key in same_everywhere:
+        assert str(local[key]) == composed[key] == k8s[key], key
+    # Flink picks the first free port of the local range; the clusters use its first port.
+    port = str(local["metrics.reporter.prom.port"]).split("-")[0]
+    assert composed["metrics.reporter.prom.port"] == k8s["metrics.reporter.prom.port"] == port
+    assert "-Duser.timezone=UTC" in str(local["env.java.opts.all"])
+    for props in (composed, k8s):
+        for daemon in ("jobmanager", "taskmanager"):
+            assert props[f"env.java.opts.{daemon}"] == "-Duser.timezone=UTC"
+        assert props["python.executable"] == f"{IMAGE_HOME}/.venv/bin/python"
+    # The image's entrypoint deletes every blank of a FLINK_PROPERTIES line.
+    assert not any(re.search(r"\s", v) for v in composed.values()), composed
+
+
+def test_prometheus_scrapes_the_reporter_port():
+    port = int(compose_flink_properties()["metrics.reporter.prom.port"])
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        t
+        for job in prom["scrape_configs"]
+        for c in job.get("static_configs", [])
+        for t in c["targets"]
+    }
+    assert targets == {f"jobmanager:{port}"}
+    (dns,) = [c for job in prom["scrape_configs"] for c in job.get("dns_sd_configs", [])]
+    assert dns["names"] == ["taskmanager"] and dns["port"] == port
+    annotations = flink_deployment()["spec"]["podTemplate"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    k8s_prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus-k8s.yml").read_text())
+    assert k8s_prom["scrape_configs"][0]["kubernetes_sd_configs"][0]["role"] == "pod"
+
+
+# --- docker-compose: references ---------------------------------------------------------------
+
+
+def test_compose_references_resolve():
+    doc = compose()
+    services = doc["services"]
+    volumes = set(doc["volumes"])
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            if cond["condition"] == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits for {dep}'s health check"
+            if cond["condition"] == "service_completed_successfully":
+                assert services[dep].get("restart") == "no", dep
+        for mount in svc.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE_FILE.parent / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in volumes, f"{name} mounts undeclared volume {source}"
+        if "build" in svc:
+            context = COMPOSE_FILE.parent / svc["build"]["context"]
+            assert context.resolve() == REPO_ROOT
+            assert (context / svc["build"]["dockerfile"]).resolve() == DOCKERFILE
+    # The job's chain of start-up: stores healthy -> init done -> job submitted.
+    assert services["submitter"]["depends_on"]["init"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert set(services["init"]["depends_on"]) == {"kafka", "timescaledb"}
+
+
+def test_compose_variables_and_settings_exist():
+    text = COMPOSE_FILE.read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert required and required <= make_env_keys(), required - make_env_keys()
+    env = compose()["x-anomaly-env"]
+    unknown = set(env) - SETTING_VARIABLES
+    assert not unknown, f"not settings (common/settings.py): {unknown}"
+    # Containers reach each other by service name, not the local stack's 127.0.0.1.
+    assert env["ANOMALY_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["ANOMALY_PG_HOST"] == "timescaledb"
+    assert env["ANOMALY_FLINK_REST_URL"] == "http://jobmanager:8081"
+    # Every container that reads the models folder mounts the same volume at the image's path.
+    for name in ("init", "jobmanager", "taskmanager", "submitter"):
+        assert f"models:{IMAGE_HOME}/models" in compose()["services"][name]["volumes"], name
+    grafana = compose()["services"]["grafana"]["environment"]
+    provisioning = " ".join(
+        p.read_text() for p in (DEPLOY / "grafana" / "provisioning").rglob("*.yaml")
+    )
+    for variable in re.findall(r"\$\{([A-Z_]+)\}", provisioning):
+        assert variable in grafana, f"Grafana's provisioning reads {variable}; compose sets none"
+    for key in grafana:
+        if key.startswith(ENV_PREFIX):
+            assert key in SETTING_VARIABLES or key == "ANOMALY_PROMETHEUS_URL", key
+
+
+def test_compose_commands_name_real_modules_and_options():
+    services = compose()["services"]
+    for name in ("init", "submitter", "simulator"):
+        cmd = services[name]["command"]
+        assert cmd[:2] == ["python", "-m"], name
+        module = cmd[2]
+        proc = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO_ROOT
+        )
+        assert proc.returncode == 0, f"{name}: python -m {module} --help: {proc.stderr}"
+        for option in (a for a in cmd[3:] if a.startswith("--")):
+            assert option in proc.stdout, f"{name}: {module} has no option {option}"
+
+
+# --- Kubernetes: references -------------------------------------------------------------------
+
+
+def test_kustomization_lists_every_manifest_and_file():
+    kustom = yaml.safe_load(KUSTOMIZATION.read_text())
+    resources = set(kustom["resources"])
+    on_disk = {
+        p.relative_to(DEPLOY).as_posix()
+        for p in K8S.glob("*.yaml")
+        if p.name not in ("retrain-job.yaml", "kustomize-config.yaml")
+    }
+    assert resources == on_disk
+    for path in kustom["configurations"]:
+        assert (DEPLOY / path).is_file()
+    generated = {}
+    for cm in kustom["configMapGenerator"]:
+        files = [f.split("=")[-1] for f in cm["files"]]
+        for f in files:
+            assert (DEPLOY / f).is_file(), f"{cm['name']}: {f} does not exist"
+        generated[cm["name"]] = files
+    # Grafana gets every dashboard the repository has, no stale one.
+    dashboards = sorted(
+        p.relative_to(DEPLOY).as_posix() for p in (DEPLOY / "grafana" / "dashboards").glob("*.json")
+    )
+    assert sorted(generated["grafana-dashboards"]) == dashboards
+    # Every ConfigMap, PVC and Secret a pod names is defined (the Secret by the README's command).
+    config_maps = set(generated) | {d["metadata"]["name"] for d in k8s_kind("ConfigMap")}
+    claims = {d["metadata"]["name"] for d in k8s_kind("PersistentVolumeClaim")}
+    secret_keys = make_env_keys()
+    readme = (REPO_ROOT / "README.md").read_text()
+    for spec in pod_specs():
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps, volume
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, volume
+        for container in spec["containers"]:
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in config_maps
+                if "secretRef" in source:
+                    assert source["secretRef"]["name"] == "anomaly-db"
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == "anomaly-db" and ref["key"] in secret_keys, ref
+    for key in secret_keys:
+        assert f"--from-literal={key}=" in readme, f"README's secret command lacks {key}"
+
+
+def test_kubernetes_settings_and_names_resolve():
+    settings = yaml.safe_load((K8S / "config.yaml").read_text())["data"]
+    assert set(settings) <= SETTING_VARIABLES, set(settings) - SETTING_VARIABLES
+    Settings.from_env(settings)  # the values are valid settings, too
+    services = {d["metadata"]["name"] for d in k8s_kind("Service")}
+    host = settings["ANOMALY_PG_HOST"]
+    assert host in services
+    broker = settings["ANOMALY_KAFKA_BOOTSTRAP"]
+    assert re.fullmatch(r"kafka-0\.kafka:9092", broker) and "kafka" in services
+    # The operator names the JobManager's REST service <deployment>-rest.
+    name = flink_deployment()["metadata"]["name"]
+    assert settings["ANOMALY_FLINK_REST_URL"] == f"http://{name}-rest:8081"
+    models = settings["ANOMALY_MODELS_DIR"]
+    checkpoints = settings["ANOMALY_CHECKPOINT_DIR"].removeprefix("file://")
+    mounts = {
+        m["mountPath"]
+        for c in flink_deployment()["spec"]["podTemplate"]["spec"]["containers"]
+        for m in c["volumeMounts"]
+    }
+    assert models in mounts
+    assert any(checkpoints.startswith(m + "/") for m in mounts), checkpoints
+    for doc in k8s_kind("StatefulSet"):
+        assert doc["spec"]["serviceName"] in services
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_renders_the_whole_deployment():
+    proc = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"FlinkDeployment", "StatefulSet", "Job", "Deployment", "ConfigMap"} <= kinds
+    assert all(
+        d["metadata"].get("namespace") == "anomaly" for d in docs if d["kind"] != "Namespace"
+    )
+    (fd,) = [d for d in docs if d["kind"] == "FlinkDeployment"]
+    assert fd["spec"]["image"] == PROJECT_IMAGE
+    # The generated ConfigMaps carry the repository's files as they are.
+    (dashboards,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("grafana-dashboards")
+    ]
+    job_health = DEPLOY / "grafana" / "dashboards" / "anomaly-job-health.json"
+    assert dashboards["data"]["anomaly-job-health.json"] == job_health.read_text()
+
+
+# --- the remote submission script ---------------------------------------------------------------
+
+
+def test_flink_run_command_lines(tmp_path):
+    image = flink_run.Submission(
+        jobmanager="http://flink.example.net:8081/",
+        parallelism=2,
+        python_exec="/opt/anomaly/.venv/bin/python",
+        job_args=["--bounded"],
+        flink_bin=Path("/opt/flink/bin/flink"),
+    )
+    cmd = image.command()
+    assert cmd[:4] == ["/opt/flink/bin/flink", "run", "--detached", "--jobmanager"]
+    assert cmd[4] == "flink.example.net:8081"
+    assert cmd[cmd.index("--parallelism") + 1] == "2"
+    assert cmd[cmd.index("-pyexec") + 1] == "/opt/anomaly/.venv/bin/python"
+    assert "-pyfs" not in cmd and "-pyarch" not in cmd
+    assert cmd[-2:] == [str(flink_run.JOB_SCRIPT), "--bounded"]
+    shipped = dataclasses.replace(image, ship=True, model_dir=Path("/m/v1"), from_savepoint="s3")
+    cmd = shipped.command(tmp_path)
+    assert cmd[cmd.index("-pyfs") + 1] == str(tmp_path / "project.zip")
+    assert cmd[cmd.index("-pyarch") + 1] == f"{tmp_path / 'model.zip'}#anomaly_model"
+    assert cmd[cmd.index("--fromSavepoint") + 1] == "s3"
+    tail = cmd[cmd.index("--python") + 1 :]
+    assert tail == [
+        str(flink_run.JOB_SCRIPT),
+        "--bounded",
+        "--shipped-model",
+        "anomaly_model",
+        "--model-dir",
+        "/m/v1",
+    ]
+    with pytest.raises(ValueError, match="staging"):
+        shipped.command(None)
+
+
+def test_flink_run_archives_hold_the_code_and_the_model(tmp_path):
+    import zipfile
+
+    project = flink_run.stage_project(tmp_path)
+    names = set(zipfile.ZipFile(project).namelist())
+    for module in ("udfs/onnx_scorer.py", "common/settings.py", "jobs/score_telemetry.py"):
+        assert module in names
+    assert "sql/flink/window_features.sql" in names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    model = tmp_path / "v1"
+    model.mkdir()
+    (model / "model.onnx").write_bytes(b"onnx")
+    (model / "card.json").write_text("{}")
+    archive = flink_run.stage_model(model, tmp_path)
+    assert sorted(zipfile.ZipFile(archive).namelist()) == ["card.json", "model.onnx"]
