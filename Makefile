@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train evaluate evaluate-simulator models upgrade rollback test test-unit bench-simulator bench-onnx bench-udf bench-scoring bench-state lint format lock
+.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train evaluate evaluate-simulator models submit upgrade rollback test test-unit bench-simulator bench-onnx bench-udf bench-scoring bench-state lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ evaluate-simulator: setup ## accuracy on labelled simulator data: our models bes
 
 models: ## list model versions (* marks CURRENT)
 	@$(PY) -m common.models list
+
+submit: setup ## flink run the job on a cluster: make submit SUBMIT_ARGS="-m host:8081 -p 2 [--ship]"
+	@$(PY) -m deploy.flink_run $(SUBMIT_ARGS)
 
 upgrade: ## switch the running job to the CURRENT model / new code: stop with savepoint, resubmit from it
 	@$(PY) -m deploy.local.stack upgrade
