@@ -154,6 +154,11 @@ class Settings:
     checkpoint_interval_seconds: int = 10
     # hashmap (state on the heap, fast, bounded by memory) or rocksdb (on disk, large state).
     state_backend: str = "hashmap"
+    # on: the local stack's JobManager and TaskManagers serve Flink's metrics for Prometheus on
+    # the first free ports of 9249-9259 (the job-health dashboard). Off by default there:
+    # Flink's reporter has no host option and listens on every interface, and the local stack
+    # otherwise listens on 127.0.0.1 only. (The cluster deployments turn it on.)
+    flink_prometheus: str = "off"
     # Where checkpoints go (a URI every Flink process can reach; default: the local stack's
     # state folder). They are kept when the job is cancelled, so it can resume with `-s`.
     checkpoint_dir: str = ""
@@ -212,6 +217,7 @@ class Settings:
             ("scoring", ("on", "off")),
             ("raw_events", ("on", "off")),
             ("pg_timescaledb", ("auto", "off")),
+            ("flink_prometheus", ("on", "off")),
         ):
             value = getattr(self, name)
             if value not in allowed:

@@ -32,8 +32,12 @@ TEST_RETENTION_DAYS = 3650
 
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
+    # Flink's Prometheus reporter on: the job-health dashboard's queries run on a real
+    # Prometheus (tests/e2e/test_cluster.py).
     return Settings.from_env().replace(
-        retention_days=TEST_RETENTION_DAYS, raw_events_retention_days=TEST_RETENTION_DAYS
+        retention_days=TEST_RETENTION_DAYS,
+        raw_events_retention_days=TEST_RETENTION_DAYS,
+        flink_prometheus="on",
     )
 
 

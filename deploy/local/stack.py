@@ -387,6 +387,14 @@ class Kafka:
 # Flink
 
 
+# Flink's Prometheus reporter (ANOMALY_FLINK_PROMETHEUS=on): the JobManager takes the first
+# free port of the range, each TaskManager the next; the cluster deployments use its first.
+PROMETHEUS_REPORTER = {
+    "factory": {"class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"},
+    "port": "9249-9259",
+}
+
+
 class Flink:
     def __init__(self, settings: Settings):
         self.s = settings
@@ -443,6 +451,8 @@ class Flink:
         merged["env"]["java"]["opts"]["all"] = f"{java_opts} {extra}".strip()
         merged["rest"]["port"] = int(self.s.flink_rest_url.rsplit(":", 1)[1].rstrip("/"))
         merged["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
+        if self.s.flink_prometheus == "on":
+            merged.setdefault("metrics", {})["reporter"] = {"prom": PROMETHEUS_REPORTER}
         (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
 
     def rest(

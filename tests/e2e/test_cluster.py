@@ -219,6 +219,15 @@ def prometheus(tmp_path):
         proc.wait(30)
 
 
+def scrape_ok(port: int = 9249) -> bool:
+    """Whether the local JobManager serves Prometheus metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return b"flink_jobmanager" in resp.read()
+    except OSError:
+        return False
+
+
 def instant_query(url: str, expr: str) -> list:
     query = urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=10) as resp:
@@ -245,6 +254,8 @@ def test_every_job_health_query_answers_on_a_real_prometheus(
     dashboard a series while the job runs (PromQL syntax, metric names and labels)."""
     from deploy.local.stack import Flink
 
+    if not scrape_ok():
+        pytest.skip("the running stack was started without ANOMALY_FLINK_PROMETHEUS=on")
     check = subprocess.run(
         ["promtool", "check", "config", str(REPO_ROOT / "deploy/prometheus/prometheus.yml")],
         capture_output=True,

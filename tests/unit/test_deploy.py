@@ -21,6 +21,7 @@ import yaml
 
 from common.settings import ENV_PREFIX, REPO_ROOT, Settings
 from deploy import flink_run
+from deploy.local.stack import PROMETHEUS_REPORTER
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker" / "docker-compose.yml"
@@ -232,6 +233,7 @@ def test_flink_options_agree_between_local_compose_and_kubernetes():
         "classloader.parent-first-patterns.additional",
         "metrics.reporter.prom.factory.class",
     )
+    local.update({f"metrics.reporter.prom.{k}": v for k, v in flatten(PROMETHEUS_REPORTER).items()})
     for key in same_everywhere:
         assert str(local[key]) == composed[key] == k8s[key], key
     # Flink picks the first free port of the local range; the clusters use its first port.
