@@ -564,10 +564,8 @@ JOB_VARIABLE_QUERY = "label_values(flink_jobmanager_job_uptime, job_name)"
 
 
 def prom_dashboard_json(d: PromDashboard) -> dict:
-    panels, x, y, row_height = [], 0, 0, 0
-    for i, panel in enumerate(d.panels, start=1):
-        if x + panel.width > 24:
-            x, y, row_height = 0, y + row_height, 0
+    panels = []
+    for panel, (i, x, y) in zip(d.panels, _grid(d.panels), strict=True):
         panels.append(
             {
                 "id": i,
@@ -594,8 +592,6 @@ def prom_dashboard_json(d: PromDashboard) -> dict:
                 "options": {},
             }
         )
-        x += panel.width
-        row_height = max(row_height, panel.height)
     job_variable = {
         "type": "query",
         "name": "job",
@@ -611,21 +607,7 @@ def prom_dashboard_json(d: PromDashboard) -> dict:
         "options": [],
         "current": {},
     }
-    return {
-        "uid": d.uid,
-        "title": d.title,
-        "description": d.description,
-        "tags": TAGS,
-        "schemaVersion": SCHEMA_VERSION,
-        "version": 1,
-        "editable": True,
-        "time": {"from": d.time_from, "to": "now"},
-        "refresh": d.refresh,
-        "timezone": "utc",
-        "templating": {"list": [job_variable]},
-        "annotations": {"list": []},
-        "panels": panels,
-    }
+    return _envelope(d, [job_variable], [], panels)
 
 
 def _target(sql: str, fmt: str, ref: str = "A") -> dict:
@@ -674,24 +656,20 @@ def _variable_json(v: Variable) -> dict:
     return out
 
 
-def dashboard_json(d: Dashboard) -> dict:
-    panels, x, y, row_height = [], 0, 0, 0
-    for i, panel in enumerate(d.panels, start=1):
+def _grid(panels) -> list[tuple[int, int, int]]:
+    """(id, x, y) of each panel: left to right in rows 24 units wide."""
+    out, x, y, row_height = [], 0, 0, 0
+    for i, panel in enumerate(panels, start=1):
         if x + panel.width > 24:
             x, y, row_height = 0, y + row_height, 0
-        panels.append(_panel_json(panel, i, x, y))
+        out.append((i, x, y))
         x += panel.width
         row_height = max(row_height, panel.height)
-    annotations = [
-        {
-            "name": a.name,
-            "enable": True,
-            "iconColor": a.color,
-            "datasource": DATASOURCE,
-            "target": {**_target(a.sql, "table", "Anno")},
-        }
-        for a in d.annotations
-    ]
+    return out
+
+
+def _envelope(d, variables: list[dict], annotations: list[dict], panels: list[dict]) -> dict:
+    """The dashboard JSON around its panels, variables and annotations."""
     return {
         "uid": d.uid,
         "title": d.title,
@@ -703,10 +681,26 @@ def dashboard_json(d: Dashboard) -> dict:
         "time": {"from": d.time_from, "to": "now"},
         "refresh": d.refresh,
         "timezone": "utc",
-        "templating": {"list": [_variable_json(v) for v in d.variables]},
+        "templating": {"list": variables},
         "annotations": {"list": annotations},
         "panels": panels,
     }
+
+
+def dashboard_json(d: Dashboard) -> dict:
+    grid = zip(d.panels, _grid(d.panels), strict=True)
+    panels = [_panel_json(p, i, x, y) for p, (i, x, y) in grid]
+    annotations = [
+        {
+            "name": a.name,
+            "enable": True,
+            "iconColor": a.color,
+            "datasource": DATASOURCE,
+            "target": {**_target(a.sql, "table", "Anno")},
+        }
+        for a in d.annotations
+    ]
+    return _envelope(d, [_variable_json(v) for v in d.variables], annotations, panels)
 
 
 def rendered() -> dict[Path, str]:
