@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train evaluate evaluate-simulator models submit upgrade rollback test test-unit bench-simulator bench-onnx bench-udf bench-scoring bench-state lint format lock
+.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train evaluate evaluate-simulator models submit upgrade rollback test test-unit bench bench-simulator bench-onnx bench-udf bench-state lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ test: setup ## set up, lint, and run the whole test suite (starts the real stack
 test-unit: setup ## only the fast tests that need no services
 	@$(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
 
+bench: up ## the benchmark: throughput, latency, memory, the consumer-loop baseline (5M events; BENCH_ARGS)
+	@$(PY) -m bench.pipeline $(BENCH_ARGS)
+
 bench-simulator: up ## simulator events/s into the local Kafka, 1 and 2 processes (10k devices)
 	@$(PY) -m bench.simulator_throughput $(BENCH_ARGS)
 
@@ -80,8 +83,6 @@ bench-onnx: setup ## IsolationForest scoring: scikit-learn vs skl2onnx vs one-no
 bench-udf: setup ## the scoring UDF alone: vectorized ONNX vs per-row ONNX vs per-row scikit-learn
 	@$(PY) -m bench.scoring_udf $(BENCH_ARGS)
 
-bench-scoring: up ## pipeline Kafka -> PostgreSQL with scoring off vs on (1M events, 10k devices)
-	@$(PY) -m bench.pipeline_scoring $(BENCH_ARGS)
 
 bench-state: up ## the job's Flink state per stage once 1,000 devices have filled the context horizons
 	@$(PY) -m bench.job_state $(BENCH_ARGS)

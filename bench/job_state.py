@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.pipeline_scoring import execute, log, preload, scratch
+from bench.pipeline import execute, log, preload, scratch
 from common.settings import Settings
 
 QUIET_S = 20  # no new window rows for this long: the job has caught up

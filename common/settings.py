@@ -145,10 +145,16 @@ class Settings:
     # on: score every window; off: store window features only (score columns NULL), e.g. to
     # measure what scoring costs.
     scoring: str = "on"
+    # pandas: the scoring UDF gets Arrow batches of windows (vectorized); row: one window per
+    # call, as a general UDF (only to measure what vectorizing saves: make bench).
+    scoring_udf: str = "pandas"
     # Hot reload: the scoring UDF re-reads the models folder's CURRENT pointer at most this
     # often (seconds) and switches to a new version between two batches. 0: never (the job
     # keeps the model it was submitted with).
     model_reload_seconds: int = 5
+    # More Flink options for the job, applied after the job's own: "key=value;key=value",
+    # e.g. "pipeline.object-reuse=false" (the benchmark tries tunings with it).
+    flink_options: str = ""
     # Checkpoints: a failed job restarts from the last one and the upserting sinks overwrite
     # what it replays. 0 turns checkpointing off.
     checkpoint_interval_seconds: int = 10
@@ -215,6 +221,7 @@ class Settings:
             )
         for name, allowed in (
             ("scoring", ("on", "off")),
+            ("scoring_udf", ("pandas", "row")),
             ("raw_events", ("on", "off")),
             ("pg_timescaledb", ("auto", "off")),
             ("flink_prometheus", ("on", "off")),

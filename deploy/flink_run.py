@@ -149,9 +149,13 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
     match = _JOB_ID.search(output)
     if proc.returncode != 0 or not match:
         tail = "\n".join(output.splitlines()[-30:])
+        if "Traceback" in output or "ProgramAbortException" in output:
+            why = "the job's client stopped with the error below"
+        else:
+            why = "is the JobManager's REST address right and reachable from here?"
         raise SubmitError(
-            f"`flink run` against {submission.jobmanager} failed (exit {proc.returncode}); is "
-            f"the JobManager's REST address right and reachable from here?\n{tail}"
+            f"`flink run` against {submission.jobmanager} failed (exit {proc.returncode}); "
+            f"{why}\n{tail}"
         )
     return match.group(1)
 

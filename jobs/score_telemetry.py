@@ -59,8 +59,32 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
         kafka_source_options=kafka_source_options(settings, bounded=bounded),
     )
     execute_file(t_env, "flink/checked_events.sql", settings)
+    register_checked_events(t_env)
+    execute_file(t_env, "flink/telemetry_events.sql", settings)
     for statement in window_feature_statements(settings):
         t_env.execute_sql(statement)
+
+
+def register_checked_events(t_env) -> None:
+    """Register ``checked_events``: every parsed and checked event, read from Kafka and parsed
+    once for all the branches that use it. The windows read the good ones, the dead letters
+    and late events the others; planned apart, the branches read other columns and the
+    planner gave each its own Kafka source, JSON parsing and checks (every event read and
+    parsed twice). A DataStream in between makes them one.
+
+    The event time crosses it as a plain column (it is NULL for events without a valid one,
+    which a record timestamp may not be) and is the rowtime again behind it, with the
+    source's watermarks."""
+    from pyflink.table import DataTypes, Schema
+
+    query = t_env.from_path("checked_events_query")
+    columns = [
+        col(c).cast(DataTypes.TIMESTAMP_LTZ(3)).alias(c) if c == "event_time" else col(c)
+        for c in query.get_schema().get_field_names()
+    ]
+    stream = t_env.to_data_stream(query.select(*columns))
+    schema = Schema.new_builder().watermark("event_time", "SOURCE_WATERMARK()").build()
+    t_env.create_temporary_view("checked_events", t_env.from_data_stream(stream, schema))
 
 
 def jdbc_connection_options(settings: Settings) -> dict[str, str]:
@@ -136,6 +160,7 @@ def register_scoring(
             settings.window_seconds,
             pointer=settings.current_model_pointer.resolve() if follow else None,
             reload_seconds=settings.model_reload_seconds,
+            vectorized=settings.scoring_udf == "pandas",
         ),
     )
     return context(settings)["score_call"]
@@ -224,10 +249,11 @@ def run(
     model_dir: Path | None = None,
     shipped_model: str | None = None,
 ) -> TableResult:
-    from common.flink_env import create_table_env
+    from common.flink_env import apply_flink_options, create_table_env
 
     t_env = create_table_env(settings, streaming=True)
     configure_fault_tolerance(t_env, settings, bounded=bounded)
+    apply_flink_options(t_env, settings)
     register_features(t_env, settings, bounded=bounded)
     score_call = register_scoring(t_env, settings, model_dir, shipped_model)
     execute_file(

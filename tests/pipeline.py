@@ -189,13 +189,5 @@ def wait_for_rows(settings: Settings, table: str, expected: int, timeout_s: floa
 
 
 def operator_metrics(flink, job_id: str, suffixes: tuple[str, ...]) -> dict[str, float]:
-    """Current values of the job's operator metrics whose names end with one of ``suffixes``
-    (as the web UI lists them under each vertex), keyed by the full metric name."""
-    found: dict[str, float] = {}
-    for vertex in flink.rest(f"/jobs/{job_id}")["vertices"]:
-        base = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
-        names = [m["id"] for m in flink.rest(base) if m["id"].endswith(suffixes)]
-        if names:
-            for m in flink.rest(f"{base}?get={','.join(names)}"):
-                found[m["id"]] = float(m["value"])
-    return found
+    """Current values of the job's operator metrics whose names end with one of ``suffixes``."""
+    return flink.operator_metrics(job_id, suffixes)

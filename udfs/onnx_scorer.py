@@ -516,6 +516,17 @@ class ScoreWindow(ScalarFunction):
         return out
 
 
+class ScoreWindowPerRow(ScoreWindow):
+    """The same scoring one window per call (a general, non-pandas UDF): what the pipeline
+    costs without vectorized scoring (ANOMALY_SCORING_UDF=row, for the benchmark)."""
+
+    def eval(self, device_id, *values):  # type: ignore[override]
+        from pyflink.common import Row
+
+        frame = super().eval(pd.Series([device_id]), *(pd.Series([v]) for v in values))
+        return Row(*(frame[name].iloc[0] for name, _ in SCORE_RESULT_COLUMNS))
+
+
 def score_window_udf(
     model_dir: Path | str,
     feature_names: Sequence[str],
@@ -523,11 +534,14 @@ def score_window_udf(
     *,
     pointer: Path | str | None = None,
     reload_seconds: float = 5.0,
+    vectorized: bool = True,
 ):
     """The Flink UDF object to register as ``score_window``. With ``pointer`` (the models
-    folder's CURRENT file) the UDF follows it; without, ``model_dir`` is pinned."""
+    folder's CURRENT file) the UDF follows it; without, ``model_dir`` is pinned.
+    ``vectorized=False``: one window per call, for comparison."""
+    function = ScoreWindow if vectorized else ScoreWindowPerRow
     return udf(
-        ScoreWindow(
+        function(
             str(model_dir),
             feature_names,
             window_seconds,
@@ -535,5 +549,5 @@ def score_window_udf(
             reload_seconds,
         ),
         result_type=SCORE_RESULT_TYPE,
-        func_type="pandas",
+        func_type="pandas" if vectorized else "general",
     )

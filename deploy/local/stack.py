@@ -13,6 +13,7 @@ state folder (ANOMALY_STATE_DIR, default .state/). Installing is deploy/local/se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -505,7 +506,34 @@ class Flink:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        log("Flink cluster stopped")
+        left = self.stray_python_workers()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        ended = f" ({len(left)} stray Python worker processes ended)" if left else ""
+        log(f"Flink cluster stopped{ended}")
+
+    def stray_python_workers(self) -> list[int]:
+        """Python UDF workers of this installation whose TaskManager is gone (their parent is
+        init): a TaskManager stopped while a job ran can leave them behind."""
+        runner = str(self.home / "bin" / "pyflink-udf-runner.sh").encode()
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if runner in cmdline and ppid == 1:
+                found.append(int(proc.name))
+        todo = list(found)
+        while todo:  # and their children (the worker itself, its log tee)
+            for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+                with contextlib.suppress(OSError, ValueError):
+                    kids = [int(k) for k in (task / "children").read_text().split()]
+                    found += kids
+                    todo += kids
+        return found
 
     # --- processes, for operators and fault-injection tests -------------------------------------
     DAEMONS = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}
@@ -574,6 +602,18 @@ class Flink:
             if j.get("state") in ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
             and (name is None or j.get("name") == name)
         ]
+
+    def operator_metrics(self, job_id: str, suffixes: tuple[str, ...]) -> dict[str, float]:
+        """Current values of a job's operator metrics whose names end with one of ``suffixes``
+        (as the web UI lists them under each vertex), keyed by the full metric name."""
+        found: dict[str, float] = {}
+        for vertex in self.rest(f"/jobs/{job_id}")["vertices"]:
+            base = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+            names = [m["id"] for m in self.rest(base) if m["id"].endswith(suffixes)]
+            if names:
+                for m in self.rest(f"{base}?get={','.join(names)}"):
+                    found[m["id"]] = float(m["value"])
+        return found
 
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")

@@ -1,5 +1,7 @@
 -- Every parsed event with its verdict: reject_reason names the first problem (NULL for a good
--- event), is_late says that its window had already closed when it arrived.
+-- event), is_late says that its window had already closed when it arrived. The job registers
+-- it as checked_events through one DataStream (jobs/score_telemetry.py), so that every branch
+-- reads the same parsed events: telemetry_events.sql, insert_rejects.sql.
 --
 -- A window closes once the watermark reaches its last millisecond; an event for a closed
 -- window would be dropped by the window operator without a trace, so it is routed to the late
@@ -13,7 +15,7 @@ SELECT
   ${metric_values}
 FROM telemetry_source;
 
-CREATE TEMPORARY VIEW checked_events AS
+CREATE TEMPORARY VIEW checked_events_query AS
 SELECT
   *,
   CASE
@@ -35,13 +37,3 @@ SELECT
     FALSE
   ) AS is_late
 FROM parsed_events;
-
--- Good, on-time events, typed: what the window features read.
-CREATE TEMPORARY VIEW telemetry_events AS
-SELECT
-  `device_id`,
-  ts_value AS `ts_ms`,
-  ${typed_metric_columns},
-  event_time
-FROM checked_events
-WHERE reject_reason IS NULL AND NOT is_late

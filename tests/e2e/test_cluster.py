@@ -75,24 +75,6 @@ def test_remote_submission_ships_code_and_model(stack, fresh_topic, fresh_db, tr
     )
 
 
-def test_a_second_submission_of_a_running_job_is_skipped(stack, fresh_topic, fresh_db, trained):
-    from deploy.local.stack import Flink
-
-    flink = Flink(stack)
-    env = job_env(fresh_db, fresh_topic)
-    job_id = flink.submit(["--model-dir", str(trained[0].model_dir)], env=env)
-    try:
-        proc = run_module("deploy.flink_run", ["--if-not-running"], env)
-        assert proc.returncode == 0, proc.stderr
-        assert f"already runs as job {job_id}; not submitted" in proc.stdout
-        names = [j["name"] for j in flink.running_jobs(env["ANOMALY_JOB_NAME"])]
-        assert names == [env["ANOMALY_JOB_NAME"]]
-    finally:
-        flink.cancel(job_id)
-    proc = run_module("deploy.flink_run", ["--jobmanager", "127.0.0.1:1"], env, timeout=120)
-    assert proc.returncode == 1 and "is the JobManager's REST address right" in proc.stderr
-
-
 def test_init_prepares_roles_schema_topic_and_fleet_idempotently(stack, trained):
     from confluent_kafka.admin import AdminClient
     from psycopg2 import sql
@@ -280,5 +262,12 @@ def test_every_job_health_query_answers_on_a_real_prometheus(
             # The check can fail: another job's name, or a metric Flink does not have.
             assert empty_queries(url, "no_such_job")
             assert not instant_query(url, "flink_jobmanager_no_such_metric")
+            # While it runs, the submitter's --if-not-running leaves it alone.
+            proc = run_module("deploy.flink_run", ["--if-not-running"], env)
+            assert proc.returncode == 0, proc.stderr
+            assert f"already runs as job {job_id}; not submitted" in proc.stdout
+            assert [j["jid"] for j in flink.running_jobs(env["ANOMALY_JOB_NAME"])] == [job_id]
         finally:
             flink.cancel(job_id)
+    proc = run_module("deploy.flink_run", ["--jobmanager", "127.0.0.1:1"], env, timeout=120)
+    assert proc.returncode == 1 and "is the JobManager's REST address right" in proc.stderr

@@ -60,17 +60,29 @@ def test_scoring_udf_bench_runs_and_agrees_across_variants(tmp_path, capsys):
     assert "vectorized is x faster" in capsys.readouterr().out
 
 
-def test_pipeline_scoring_bench_runs_every_way(stack, trained, tmp_path, monkeypatch, capsys):
-    from bench.pipeline_scoring import main as pipeline_bench_main
+def test_the_bench_command_runs_every_part(stack, trained, tmp_path, monkeypatch, capsys):
+    from bench.pipeline import main as bench_main
 
     monkeypatch.setenv("ANOMALY_MODELS_DIR", str(trained[1].models_dir))
-    out = tmp_path / "pipeline.json"
-    args = ["--events", "3000", "--devices", "60", "--raw-events", "--json-out", str(out)]
-    assert pipeline_bench_main(args) == 0
+    out = tmp_path / "bench.json"
+    args = ["--events", "3000", "--devices", "60", "--realtime-s", "20", "--rate", "600"]
+    args += ["--warmup-s", "0", "--baseline-events", "300", "--per-row-events", "1000"]
+    args += ["--variant", "raw:ANOMALY_RAW_EVENTS=on", "--json-out", str(out)]
+    assert bench_main(args) == 0
     result = json.loads(out.read_text())
-    off, on, raw = result["runs"]
-    assert (off["scoring"], on["scoring"], raw["raw_events"]) == ("off", "on", "on")
-    assert off["windows"] == on["windows"] == raw["windows"] > 0
-    assert off["scored"] == 0 < on["scored"] and on["raw_rows"] == 0 < raw["raw_rows"] <= 3000
-    printed = capsys.readouterr().out
-    assert "scoring on / off job time" in printed and "raw events on / off" in printed
+    runs = {r["label"]: r for r in result["runs"]}
+    assert set(runs) == {
+        "scoring-off 60 p1",
+        "scoring-on 60 p1",
+        "vectorized 60 p1",
+        "per-row 60 p1",
+    }
+    windows = {r["windows"] for r in runs.values()}
+    assert len(windows) == 1 and windows.pop() > 0
+    assert runs["scoring-off 60 p1"]["flagged"] == 0
+    assert all(r["first_row_s"] and r["tm_rss_peak_mb"] > 0 for r in runs.values())
+    assert result["baseline"]["events"] == result["baseline"]["stored"] >= 300
+    latency = result["latency"]
+    assert latency["windows_measured"] > 0 and latency["visible_after_window_end_s"]["p50"] > 0
+    assert result["machine"]["cores"] and "vectorized_over_per_row" in result["ratios"]
+    assert "baseline (kafka-python loop" in capsys.readouterr().out

@@ -82,6 +82,24 @@ def test_batch_scores_equal_the_reference_on_held_out_windows(trained):
     assert not out["known_device"][:40].any() and out["known_device"][40:].all()
 
 
+def test_per_row_udf_gives_the_vectorized_rows(trained):
+    """ANOMALY_SCORING_UDF=row (the benchmark's per-row variant): the same row per window."""
+    from udfs.onnx_scorer import ScoreWindowPerRow
+
+    rng = np.random.default_rng(2)
+    ids, x = fleet_windows(rng, 2)
+    x[:5] += 40.0  # flagged, explained windows too
+    vectorized = opened(trained).eval(*batch(ids, x))
+    per_row = ScoreWindowPerRow(str(trained.model_dir), MODEL_FEATURE_NAMES, 10)
+    per_row.open(None)
+    for i in range(len(ids)):
+        row = per_row.eval(ids[i], *x[i])
+        expected = vectorized.iloc[i]
+        # Scores and severities agree to rounding (batched arithmetic), the rest exactly.
+        assert tuple(row)[:2] == pytest.approx(tuple(expected)[:2], rel=1e-9)
+        assert tuple(row)[2:] == tuple(expected)[2:], i
+
+
 def test_one_model_judges_each_device_by_its_own_baseline(trained):
     """The same values are normal for the device that lives there and far out for another."""
     fn = opened(trained)
