@@ -327,8 +327,10 @@ def bounded_run(
     r.job_s = job["duration"] / 1000
     # Steady state: the events over the time from the first record read (start-up behind)
     # to the job's end, when the last row was written.
-    if r.first_record_s is not None:
-        busy_s = job["end-time"] / 1000 - (submitted + r.first_record_s)
+    # (A tiny run can end before the REST metrics show a record: then from RUNNING.)
+    began_s = r.first_record_s if r.first_record_s is not None else r.running_at_s
+    if began_s is not None:
+        busy_s = job["end-time"] / 1000 - (submitted + began_s)
         r.running_s = round(busy_s, 1)
         r.steady_events_per_s = round(r.events / busy_s) if busy_s > 0 else 0
     r.windows, r.flagged = execute(
@@ -427,7 +429,7 @@ def latency_run(
             close_windows(settings, topic)
             # The last windows close one window and the watermark delay after the last event
             # (an idle source then lets the watermark pass too); a job that fell behind takes
-            # longer: wait until no row has come for 10 s.
+            # longer: wait until no row has come for 5 s.
             time.sleep(settings.window_seconds + settings.watermark_delay_seconds)
             last, still_since = -1, time.monotonic()
             give_up = time.monotonic() + 300
@@ -435,7 +437,7 @@ def latency_run(
                 (rows,) = execute(db, "SELECT count(*) FROM {}", settings.scores_table)
                 if rows != last:
                     last, still_since = rows, time.monotonic()
-                elif time.monotonic() - still_since > 10:
+                elif time.monotonic() - still_since > 5:
                     break
                 time.sleep(1)
         finally:

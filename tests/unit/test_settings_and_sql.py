@@ -142,3 +142,20 @@ def test_segment_limits_are_joined_only_for_segment_rules(monkeypatch):
     assert set(sql_module.segment_placeholders(settings).values()) == {""}
     rendered = render("flink/scored_windows.sql", settings, score_call="")
     assert "segment_limits_lookup" not in rendered
+
+
+def test_scoring_udf_and_flink_options_settings():
+    from common.flink_env import apply_flink_options, create_table_env
+
+    with pytest.raises(ValueError, match="ANOMALY_SCORING_UDF"):
+        Settings(scoring_udf="vector")
+    settings = Settings(
+        flink_options="pipeline.object-reuse=false; python.fn-execution.bundle.size=7"
+    )
+    t_env = create_table_env(settings)
+    config = t_env.get_config()
+    # ANOMALY_FLINK_OPTIONS win over the job's own options.
+    assert config.get("pipeline.object-reuse", None) == "false"
+    assert config.get("python.fn-execution.bundle.size", None) == "7"
+    with pytest.raises(ValueError, match="not key=value"):
+        apply_flink_options(t_env, Settings(flink_options="pipeline.object-reuse"))
