@@ -50,7 +50,6 @@ PY_PARTS = (
 
 
 def part_of(name: str, parts) -> str:
-    name = name.replace("/", ".")
     return next((label for prefix, label in parts if prefix in name), "other")
 
 
@@ -97,7 +96,8 @@ def profile_jvm(pid: int, seconds: float, out_dir: Path) -> dict:
         frames = (event["values"].get("stackTrace") or {}).get("frames") or []
         if frames:
             method = frames[0]["method"]
-            counts[f"{method['type']['name']}.{method['name']}"] += 1
+            # JFR writes class names with '/'.
+            counts[f"{method['type']['name'].replace('/', '.')}.{method['name']}"] += 1
     return {"recording": str(recording), **summarise(counts, JVM_PARTS)}
 
 
