@@ -132,6 +132,13 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
         # would override `flink run -p`: both say the same.
         run_env["ANOMALY_PARALLELISM"] = str(submission.parallelism)
     run_env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
+    try:
+        running_job(submission.jobmanager, "")  # the REST API answers
+    except (OSError, ValueError) as exc:
+        raise SubmitError(
+            f"cannot reach the JobManager at {submission.jobmanager} ({exc}): is the "
+            "JobManager's REST address right and reachable from here?"
+        ) from exc
     staging = Path(tempfile.mkdtemp(prefix="flink-run-")) if submission.ship else None
     try:
         if staging is not None:
