@@ -136,22 +136,10 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            out += kids
-            todo += kids
-    return out
-
-
 def python_workers(tm_pids: list[int]) -> list[int]:
     """The TaskManagers' Python UDF worker processes."""
+    from deploy.local.stack import descendants
+
     workers = []
     for tm in tm_pids:
         for pid in descendants(tm):
@@ -203,28 +191,21 @@ class Throughput:
 
 class SourceRecords:
     """Records the job's raw Kafka source has read so far (all its subtasks), from the REST
-    API; the vertex and metric names are looked up once."""
+    API; where the metrics are is looked up once, not on every poll."""
 
     def __init__(self, flink, job_id: str):
         self.flink, self.job_id = flink, job_id
-        self.where: tuple[str, list[str]] | None = None
+        self.where: list[tuple] = []
 
     def __call__(self) -> float:
-        if self.where is None:
-            for vertex in self.flink.rest(f"/jobs/{self.job_id}")["vertices"]:
-                base = f"/jobs/{self.job_id}/vertices/{vertex['id']}/metrics"
-                names = [
-                    m["id"]
-                    for m in self.flink.rest(base)
-                    if SOURCE_NAME in m["id"] and m["id"].endswith(f".{SOURCE_RECORDS}")
-                ]
-                if names:
-                    self.where = (base, names)
-                    break
-            else:
-                return 0.0
-        base, names = self.where
-        return sum(float(m["value"]) for m in self.flink.rest(f"{base}?get={','.join(names)}"))
+        if not self.where:
+            self.where = self.flink.operator_metric_ids(
+                self.job_id,
+                lambda n: SOURCE_NAME in n and n.endswith(f".{SOURCE_RECORDS}"),
+            )
+        return sum(
+            sum(self.flink.metric_values(base, names).values()) for base, names in self.where
+        )
 
 
 def first_row_visible(db: Settings) -> bool:
@@ -328,16 +309,15 @@ def bounded_run(
     # Steady state: the events over the time from the first record read (start-up behind)
     # to the job's end, when the last row was written.
     # (A tiny run can end before the REST metrics show a record: then from RUNNING.)
-    began_s = r.first_record_s if r.first_record_s is not None else r.running_at_s
-    if began_s is not None:
-        busy_s = job["end-time"] / 1000 - (submitted + began_s)
-        if busy_s <= 0 and r.running_at_s is not None:  # the metrics came after the end
-            busy_s = job["end-time"] / 1000 - (submitted + r.running_at_s)
-        r.running_s = round(busy_s, 1)
-        r.steady_events_per_s = round(r.events / busy_s) if busy_s > 0 else 0
+    ended_s = job["end-time"] / 1000 - submitted
+    for began_s in (r.first_record_s, r.running_at_s):
+        if began_s is not None and ended_s > began_s:
+            r.running_s = round(ended_s - began_s, 1)
+            r.steady_events_per_s = round(r.events / (ended_s - began_s))
+            break
     if r.first_row_s is None and first_row_visible(db):
         # A short bounded run writes its windows at its end, between two polls.
-        r.first_row_s = round(job["end-time"] / 1000 - submitted, 2)
+        r.first_row_s = round(ended_s, 2)
     r.windows, r.flagged = execute(
         db, "SELECT count(*), count(*) FILTER (WHERE is_anomaly) FROM {}", settings.scores_table
     )
@@ -465,7 +445,7 @@ def latency_run(
         )
         if not row[0]:
             closed_by_stream = False
-            row = execute(db, query, settings.scores_table, (started + warmup_s, 4e9))
+            row = execute(db, query, settings.scores_table, (started + warmup_s, float("inf")))
     windows, percentiles, worst = row
     if not windows:
         raise RuntimeError(
@@ -538,6 +518,10 @@ def print_table(runs: list[Throughput]) -> None:
             f"{r.late_events:>5,} {r.tm_rss_peak_mb:>6,.0f} {r.python_rss_peak_mb:>6,.0f} "
             f"{r.checkpoint_state_mb if r.checkpoint_state_mb is not None else float('nan'):>8.1f}"
         )
+
+
+def size_label(devices: int) -> str:
+    return f"{devices // 1000}k" if devices >= 1000 else str(devices)
 
 
 def variant(text: str) -> tuple[str, dict[str, str]]:
@@ -633,9 +617,8 @@ def main(argv: list[str] | None = None) -> int:
                 if first and a.profile:
                     plan.append(("scoring-on-profiled", "on", "pandas", {}, "profiled"))
                 for label, scoring, udf_kind, extra, role in plan:
-                    size = f"{devices // 1000}k" if devices >= 1000 else str(devices)
                     run = Throughput(
-                        f"{label} {size} p{parallelism}",
+                        f"{label} {size_label(devices)} p{parallelism}",
                         devices,
                         parallelism,
                         scoring,
@@ -662,10 +645,15 @@ def main(argv: list[str] | None = None) -> int:
                 ["--devices", str(devices), "--count", str(events)],
                 f"{events:,} events from {devices:,} devices (per row against vectorized)",
             )
-            size = f"{devices // 1000}k" if devices >= 1000 else str(devices)
             for label, udf_kind in (("vectorized", "pandas"), ("per-row", "row")):
                 run = Throughput(
-                    f"{label} {size} p1", devices, 1, "on", udf_kind, events, role="per-row"
+                    f"{label} {size_label(devices)} p1",
+                    devices,
+                    1,
+                    "on",
+                    udf_kind,
+                    events,
+                    role="per-row",
                 )
                 runs.append(bounded_run(flink, settings, topic, database, run))
     latency = None

@@ -9,6 +9,8 @@ import collections
 import json
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 # A frame's part of the pipeline, by the first prefix its class or file matches.
@@ -76,8 +78,6 @@ def profile_jvm(pid: int, seconds: float, out_dir: Path) -> dict:
          f"duration={int(seconds)}s", f"filename={recording}"],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
-    import time
-
     # The recording is written out when its duration ends; read it once it parses.
     time.sleep(seconds + 3)
     printed = None
@@ -103,8 +103,6 @@ def profile_jvm(pid: int, seconds: float, out_dir: Path) -> dict:
 
 def profile_python(pids: list[int], seconds: float, out_dir: Path) -> dict:
     """py-spy on each Python worker for ``seconds`` (in parallel); self samples per function."""
-    import sys
-
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         return {"error": "py-spy not found (`make setup` installs it)"}

@@ -46,6 +46,8 @@ SHIPPED_DATA = ("sql",)
 # The name the shipped model version is extracted under in each worker's working directory.
 SHIPPED_MODEL_NAME = "anomaly_model"
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+# A job in one of these states runs, or is about to.
+LIVE_JOB_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING")
 
 
 class SubmitError(RuntimeError):
@@ -79,7 +81,7 @@ class Submission:
         cmd = [str(self.flink_bin or flink_home() / "bin" / "flink"), "run"]
         if self.detached:
             cmd.append("--detached")
-        cmd += ["--jobmanager", self.jobmanager.removeprefix("http://").rstrip("/")]
+        cmd += ["--jobmanager", rest_address(self.jobmanager)]
         if self.parallelism:
             cmd += ["--parallelism", str(self.parallelism)]
         if self.from_savepoint:
@@ -133,7 +135,7 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
         run_env["ANOMALY_PARALLELISM"] = str(submission.parallelism)
     run_env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
     try:
-        running_job(submission.jobmanager, "")  # the REST API answers
+        jobs_overview(submission.jobmanager)  # the REST API answers
     except (OSError, ValueError) as exc:
         raise SubmitError(
             f"cannot reach the JobManager at {submission.jobmanager} ({exc}): is the "
@@ -167,16 +169,25 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
     return match.group(1)
 
 
-def running_job(jobmanager: str, name: str) -> str | None:
-    """The id of a job called ``name`` the cluster runs (or is starting), else None."""
+def rest_address(jobmanager: str) -> str:
+    """host:port of a JobManager given as host:port or http://host:port/."""
+    return jobmanager.removeprefix("http://").rstrip("/")
+
+
+def jobs_overview(jobmanager: str) -> list[dict]:
+    """The cluster's jobs (GET /jobs/overview); raises OSError when it does not answer."""
     import json
     import urllib.request
 
-    url = "http://" + jobmanager.removeprefix("http://").rstrip("/") + "/jobs/overview"
+    url = f"http://{rest_address(jobmanager)}/jobs/overview"
     with urllib.request.urlopen(url, timeout=10) as resp:
-        jobs = json.load(resp).get("jobs", [])
-    live = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING")
-    return next((j["jid"] for j in jobs if j["name"] == name and j["state"] in live), None)
+        return json.load(resp).get("jobs", [])
+
+
+def running_job(jobmanager: str, name: str) -> str | None:
+    """The id of a job called ``name`` the cluster runs (or is starting), else None."""
+    live = (j for j in jobs_overview(jobmanager) if j["state"] in LIVE_JOB_STATES)
+    return next((j["jid"] for j in live if j["name"] == name), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SubmitError, FileNotFoundError) as exc:
         print(f"flink_run: {exc}", file=sys.stderr)
         return 1
-    web = submission.jobmanager.removeprefix("http://").rstrip("/")
-    print(f"flink_run: job {job_id} submitted; web UI http://{web}/#/job/running/{job_id}/overview")
+    web = f"http://{rest_address(submission.jobmanager)}"
+    print(f"flink_run: job {job_id} submitted; web UI {web}/#/job/running/{job_id}/overview")
     return 0
 
 

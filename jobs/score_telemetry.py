@@ -77,14 +77,23 @@ def register_checked_events(t_env) -> None:
     source's watermarks."""
     from pyflink.table import DataTypes, Schema
 
-    query = t_env.from_path("checked_events_query")
-    columns = [
-        col(c).cast(DataTypes.TIMESTAMP_LTZ(3)).alias(c) if c == "event_time" else col(c)
-        for c in query.get_schema().get_field_names()
-    ]
-    stream = t_env.to_data_stream(query.select(*columns))
+    def columns(names: list[str]) -> list:
+        return [
+            col(c).cast(DataTypes.TIMESTAMP_LTZ(3)).alias(c) if c == "event_time" else col(c)
+            for c in names
+        ]
+
     schema = Schema.new_builder().watermark("event_time", "SOURCE_WATERMARK()").build()
-    t_env.create_temporary_view("checked_events", t_env.from_data_stream(stream, schema))
+    register_via_data_stream(t_env, "checked_events", columns, schema)
+
+
+def register_via_data_stream(t_env, name: str, columns, schema) -> None:
+    """Register the view ``name``: the view ``<name>_query`` with the columns
+    ``columns(<its field names>)``, through one DataStream and back as ``schema`` says, so
+    that every statement reading ``name`` reads one plan of it."""
+    query = t_env.from_path(f"{name}_query")
+    stream = t_env.to_data_stream(query.select(*columns(query.get_schema().get_field_names())))
+    t_env.create_temporary_view(name, t_env.from_data_stream(stream, schema))
 
 
 def jdbc_connection_options(settings: Settings) -> dict[str, str]:
@@ -174,21 +183,20 @@ def register_scored_windows(t_env) -> None:
     DataStream boundary leaves 1)."""
     from pyflink.table import Schema
 
-    query = t_env.from_path("scored_windows_query")
     # The window's event time travels as the records' timestamp (to_data_stream takes it
     # from the rowtime column, renamed here so as not to clash with the one declared below),
     # the watermark with them.
-    names = query.get_schema().get_field_names()
-    columns = [col(c) for c in names if c not in ("proc_time", "window_time")]
-    rowtime = col("window_time").alias("window_rowtime")
-    stream = t_env.to_data_stream(query.select(*columns, rowtime))
+    def columns(names: list[str]) -> list:
+        kept = [col(c) for c in names if c not in ("proc_time", "window_time")]
+        return [*kept, col("window_time").alias("window_rowtime")]
+
     schema = (
         Schema.new_builder()
         .column_by_metadata("window_time", "TIMESTAMP_LTZ(3)", "rowtime")
         .watermark("window_time", "SOURCE_WATERMARK()")
         .build()
     )
-    t_env.create_temporary_view("scored_windows", t_env.from_data_stream(stream, schema))
+    register_via_data_stream(t_env, "scored_windows", columns, schema)
 
 
 # The job's sinks and INSERT statements (one statement set, one Flink job), and what the raw

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from common.settings import ENV_PREFIX, REPO_ROOT, SECRET_FIELDS, Settings
-from deploy.flink_run import Submission, SubmitError, flink_home
+from deploy.flink_run import LIVE_JOB_STATES, Submission, SubmitError, flink_home
 from deploy.flink_run import submit as submit_job
 
 HERE = Path(__file__).resolve().parent
@@ -70,6 +70,20 @@ def pid_alive(pid_file: Path) -> int | None:
     except OSError:
         pass
     return pid
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
+    out, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
 
 
 def port_open(host: str, port: int) -> bool:
@@ -526,14 +540,8 @@ class Flink:
                 continue
             if runner in cmdline and ppid == 1:
                 found.append(int(proc.name))
-        todo = list(found)
-        while todo:  # and their children (the worker itself, its log tee)
-            for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
-                with contextlib.suppress(OSError, ValueError):
-                    kids = [int(k) for k in (task / "children").read_text().split()]
-                    found += kids
-                    todo += kids
-        return found
+        # and their children (the worker itself, its log tee)
+        return found + [kid for pid in found for kid in descendants(pid)]
 
     # --- processes, for operators and fault-injection tests -------------------------------------
     DAEMONS = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}
@@ -599,20 +607,29 @@ class Flink:
         return [
             j
             for j in self.jobs()
-            if j.get("state") in ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
-            and (name is None or j.get("name") == name)
+            if j.get("state") in LIVE_JOB_STATES and (name is None or j.get("name") == name)
         ]
+
+    def operator_metric_ids(self, job_id: str, match: Callable[[str], bool]) -> list[tuple]:
+        """Where a job's operator metrics whose names ``match`` are read: (the vertex's metrics
+        path, the metric names), for each vertex that has any."""
+        found = []
+        for vertex in self.rest(f"/jobs/{job_id}")["vertices"]:
+            base = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+            names = [m["id"] for m in self.rest(base) if match(m["id"])]
+            if names:
+                found.append((base, names))
+        return found
+
+    def metric_values(self, base: str, names: list[str]) -> dict[str, float]:
+        return {m["id"]: float(m["value"]) for m in self.rest(f"{base}?get={','.join(names)}")}
 
     def operator_metrics(self, job_id: str, suffixes: tuple[str, ...]) -> dict[str, float]:
         """Current values of a job's operator metrics whose names end with one of ``suffixes``
         (as the web UI lists them under each vertex), keyed by the full metric name."""
         found: dict[str, float] = {}
-        for vertex in self.rest(f"/jobs/{job_id}")["vertices"]:
-            base = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
-            names = [m["id"] for m in self.rest(base) if m["id"].endswith(suffixes)]
-            if names:
-                for m in self.rest(f"{base}?get={','.join(names)}"):
-                    found[m["id"]] = float(m["value"])
+        for base, names in self.operator_metric_ids(job_id, lambda n: n.endswith(suffixes)):
+            found.update(self.metric_values(base, names))
         return found
 
     def cancel(self, job_id: str) -> None:
