@@ -4,18 +4,13 @@ job states, reading result tables, and an independent check of what the job must
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 import uuid
 
 import pandas as pd
 
-from common.features import METRICS
 from common.settings import Settings
-
-# Independent of sql/flink: the rules the job applies to each message, in its order.
-MAX_DEVICE_ID_LENGTH = 128
 
 
 def job_env(settings: Settings, topic: str, **extra: str) -> dict[str, str]:
@@ -65,56 +60,12 @@ def fetch_scores(settings: Settings) -> pd.DataFrame:
     return fetch_table(settings, settings.scores_table, "device_id, window_start")
 
 
-def _reject_constant(token: str):
-    raise ValueError(f"{token} is not JSON")
-
-
-def _text(value) -> str:
-    """A JSON value as the job reads a text field: strings as they are, others as JSON."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def reject_reason(value: bytes | None) -> str | None:
-    """Why the job must send this message to the dead letters (None: a good event)."""
-    if value is None:
-        return "empty message"
-    try:
-        event = json.loads(value.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError):
-        return "not a JSON object"
-    if not isinstance(event, dict):
-        return "not a JSON object"
-    device = event.get("device_id")
-    if device is None:
-        return "device_id: missing or null"
-    if not _text(device).strip():
-        return "device_id: empty"
-    if len(_text(device)) > MAX_DEVICE_ID_LENGTH:
-        return f"device_id: longer than {MAX_DEVICE_ID_LENGTH} characters"
-    ts = event.get("ts_ms")
-    if ts is None:
-        return "ts_ms: missing or null"
-    if isinstance(ts, bool) or not (isinstance(ts, int) or _text(ts).lstrip("-").isdigit()):
-        return "ts_ms: not an integer"
-    if not 0 <= int(ts) <= time.time() * 1000 + 600_000:
-        return "ts_ms: before 1970 or more than 600 s ahead of the broker"
-    for m in METRICS:
-        raw = event.get(m.name)
-        if raw is None:
-            return f"{m.name}: missing or null"
-        try:
-            number = float(_text(raw)) if not isinstance(raw, bool) else None
-        except ValueError:
-            number = None
-        if number is None:
-            return f"{m.name}: not a number"
-        if not math.isfinite(number):
-            return f"{m.name}: not a finite number"
-        if m.min is not None and number < m.min:
-            return f"{m.name}: below its minimum {m.min:g}"
-        if m.max is not None and number > m.max:
-            return f"{m.name}: above its maximum {m.max:g}"
-    return None
+    """Why the job must send this message to the dead letters (None: a good event); the
+    independent model of tests/hostile.py."""
+    from tests.hostile import verdict
+
+    return verdict(value).reason
 
 
 class PacedProducer(threading.Thread):

@@ -23,6 +23,12 @@ SELECT
     WHEN CHAR_LENGTH(TRIM(`device_id`)) = 0 THEN 'device_id: empty'
     WHEN CHAR_LENGTH(`device_id`) > ${max_device_id_length}
       THEN 'device_id: longer than ${max_device_id_length} characters'
+    -- A key the database and every reader can take: no NUL or other control character, no
+    -- lone UTF-16 surrogate (JSON's "\ud800" decodes to one). Emoji, accents and RTL marks
+    -- are fine.
+    WHEN REGEXP(`device_id`, '[\p{Cc}\p{Cs}]') THEN CASE
+      WHEN REGEXP(`device_id`, '\p{Cs}') THEN 'device_id: not valid Unicode (a lone surrogate)'
+      ELSE 'device_id: contains a control character' END
     WHEN `ts_ms` IS NULL THEN 'ts_ms: missing or null'
     WHEN ts_value IS NULL THEN 'ts_ms: not an integer'
     WHEN event_time IS NULL

@@ -3,9 +3,9 @@
 -- telemetry_source parses each message once with the JSON format, every field as text: a
 -- field of the wrong type reads as its text instead of failing the job, and checked_events
 -- (checked_events.sql) types and checks it. A message that is not a JSON object at all is
--- skipped here, and telemetry_messages (the same messages as raw text) sends exactly those to
--- the dead letters: Flink's JSON format and IS JSON OBJECT use the same parser, so the two
--- agree on what is malformed.
+-- skipped here, and telemetry_messages (the same messages as their exact bytes) sends exactly
+-- those to the dead letters: Flink's JSON format and IS JSON OBJECT use the same parser, so the
+-- two agree on what is malformed (insert_rejects.sql says where the bytes make them differ).
 --
 -- Event time is the event's own ts_ms (epoch milliseconds), but only when it is plausible:
 -- an integer from 1970 on, at most ${max_clock_skew_seconds} s ahead of the broker's timestamp
@@ -42,7 +42,7 @@ CREATE TEMPORARY TABLE telemetry_source (
 );
 
 CREATE TEMPORARY TABLE telemetry_messages (
-  `payload` STRING,
+  `payload` BYTES,
   `source_topic` STRING METADATA FROM 'topic' VIRTUAL,
   `source_partition` INT METADATA FROM 'partition' VIRTUAL,
   `source_offset` BIGINT METADATA FROM 'offset' VIRTUAL,

@@ -8,6 +8,7 @@ CREATE TEMPORARY TABLE dead_letters_sink (
   reason STRING,
   device_id STRING,
   payload STRING,
+  payload_bytes BYTES,
   PRIMARY KEY (source_topic, source_partition, source_offset, broker_time) NOT ENFORCED
 ) WITH (
   'table-name' = '${dead_letters_table}',
