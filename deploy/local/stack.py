@@ -632,6 +632,17 @@ class Flink:
             found.update(self.metric_values(base, names))
         return found
 
+    def failure_summary(self, job_id: str) -> str:
+        """One line on a job's failures: restarts in the last hour and since it started, and
+        the newest failure's root cause, so that a crash loop shows without the web UI."""
+        try:
+            entries = self.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+            metric = self.rest(f"/jobs/{job_id}/metrics?get=numRestarts")
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            return f"failures: not readable ({exc})"
+        total = next((int(float(m["value"])) for m in metric if m.get("id") == "numRestarts"), None)
+        return failure_summary(entries, time.time() * 1000, total)
+
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
@@ -653,6 +664,29 @@ class Flink:
             return submit_job(submission, self.s, env={**self.env(), **(env or {})})
         except SubmitError as exc:
             raise StackError(str(exc)) from exc
+
+
+def root_cause(stacktrace: str, width: int = 200) -> str:
+    """The innermost cause of a Java stack trace, on one line."""
+    lines = [line.strip() for line in stacktrace.splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by:")]
+    cause = causes[-1] if causes else (lines[0] if lines else "(no stack trace)")
+    return cause if len(cause) <= width else cause[: width - 3] + "..."
+
+
+def failure_summary(entries: list[dict], now_ms: float, total: int | None) -> str:
+    """``entries``: Flink's exception history, one per failure (each but a final one is
+    followed by a restart); ``total``: the job's numRestarts metric."""
+    recent = sum(1 for e in entries if now_ms - e.get("timestamp", 0) <= 3_600_000)
+    since = "" if total is None else f", {total} restarts since it started"
+    if not entries:
+        return f"failures: none in the last hour{since}"
+    newest = max(entries, key=lambda e: e.get("timestamp", 0))
+    age_s = max(0.0, (now_ms - newest.get("timestamp", now_ms)) / 1000)
+    return (
+        f"failures: {recent} in the last hour{since}; newest {age_s:.0f} s ago: "
+        f"{root_cause(newest.get('stacktrace') or newest.get('exceptionName', ''))}"
+    )
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -924,6 +958,8 @@ def status(settings: Settings) -> int:
     )
     for job in flink.jobs():
         print(f"  job {job['jid']}  {job['state']:<10} {job['name']}")
+        if job.get("state") in (*LIVE_JOB_STATES, "FAILED"):
+            print(f"      {flink.failure_summary(job['jid'])}")
     if pg.running():
         print_result_counts(settings)
     return 0
