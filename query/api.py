@@ -35,8 +35,9 @@ VERSION = "1.0.0"
 TIME_RANGE = r"^([1-9][0-9]{0,6}s|[1-9][0-9]{0,5}m|[1-9][0-9]{0,3}h|[1-9][0-9]{0,2}d)$"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-# Text parameters: printable, no NUL (PostgreSQL text cannot hold it), bounded.
-NAME = r"^[^\x00-\x1f\x7f]{1,128}$"
+# Text parameters: no control character (NUL: PostgreSQL text cannot hold it), bounded; the
+# job's rule for device ids (sql/flink/checked_events.sql).
+NAME = r"^[^\x00-\x1f\x7f-\x9f]{1,128}$"
 MAX_EVENTS = 10_000
 
 # A JSON number, finite; strict: true/false are not numbers.

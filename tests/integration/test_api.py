@@ -19,7 +19,7 @@ from common.features import FEATURE_NAMES, METRIC_NAMES, MODEL_FEATURE_NAMES
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from tests import readside_data as known
 from tests import reference
-from tests.conftest import FLEET_DEVICES, new_database
+from tests.conftest import FIGURES, FLEET_DEVICES, new_database
 
 pytestmark = pytest.mark.stack
 
@@ -278,3 +278,55 @@ def test_the_spec_documents_every_route():
         "/predict",
     }
     json.dumps(spec)
+
+
+def _predict_bodies():
+    """The hostile-input campaign's messages as /predict bodies: as they are, and as the one
+    event of an events request."""
+    from hypothesis import strategies as st
+
+    from tests import hostile
+
+    ts_ms = 1_700_000_000_000
+    message = st.one_of(
+        hostile.raw_bytes(),
+        hostile.unicode_events(ts_ms),
+        hostile.edge_number_events(ts_ms),
+        hostile.structural_messages(ts_ms).filter(lambda m: m is not None),
+    )
+    feature = st.sampled_from(hostile.EDGE_NUMBERS)
+    features = st.fixed_dictionaries(dict.fromkeys(MODEL_FEATURE_NAMES, feature)).map(
+        lambda f: (
+            '{"features": {' + ", ".join(f'"{k}": {v}' for k, v in f.items()) + "}}"
+        ).encode()
+    )
+    return st.one_of(message, message.map(lambda m: b'{"events": [' + m + b"]}"), features)
+
+
+def test_hostile_bodies_get_a_clear_refusal_or_a_score_never_a_5xx(client):
+    """The hostile-input campaign against POST /predict: any bytes, any Unicode (NUL, lone
+    surrogates, ...), numbers at every edge, deep nesting: 200 or a 4xx with a detail."""
+    from hypothesis import given
+
+    seen = {}
+
+    @hypothesis_settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+    @given(body=_predict_bodies())
+    def post(body: bytes) -> None:
+        response = client.post(
+            "/predict", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code in (200, 400, 422), (body[:200], response.text[:300])
+        answer = response.json()
+        assert ("windows" in answer) if response.status_code == 200 else answer.get("detail")
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+
+    post()
+    assert seen.get(422, 0) > 0 and seen.get(200, 0) > 0 and sum(seen.values()) >= 300, seen
+    FIGURES["hostile input: /predict answers"] = dict(sorted(seen.items()))
