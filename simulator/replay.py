@@ -13,6 +13,7 @@ ground truth (`is_anomaly`). Rows of all files are merged in event-time order.
 from __future__ import annotations
 
 import argparse
+import csv
 import heapq
 import json
 import math
@@ -60,7 +61,7 @@ def read_dataset(
     """Read one CSV; ``columns`` maps source column -> metric name (None: all numeric)."""
     try:
         frame = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, csv.Error) as exc:  # ParserError, EmptyDataError, decoding
         raise DatasetError(f"{path}: cannot read as CSV: {exc}") from exc
     if frame.empty:
         raise DatasetError(f"{path}: no rows")
@@ -69,7 +70,10 @@ def read_dataset(
             f"{path}: no timestamp column {timestamp_column!r} (columns: {list(frame.columns)}); "
             "pass --timestamp-column"
         )
-    ts = pd.to_datetime(frame[timestamp_column], errors="coerce", utc=True)
+    try:
+        ts = pd.to_datetime(frame[timestamp_column], errors="coerce", utc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DatasetError(f"{path}: {timestamp_column!r} is not a time column: {exc}") from exc
     if ts.isna().any():
         bad = int(ts.isna().sum())
         raise DatasetError(f"{path}: {bad} rows have an unparseable {timestamp_column!r}")
@@ -77,7 +81,11 @@ def read_dataset(
     if label_column is not None:
         if label_column not in frame.columns:
             raise DatasetError(f"{path}: no label column {label_column!r}")
-        labels = frame[label_column].fillna(0).astype(float).to_numpy() > 0
+        numbers = pd.to_numeric(frame[label_column], errors="coerce")
+        bad = int((numbers.isna() & frame[label_column].notna()).sum())
+        if bad:
+            raise DatasetError(f"{path}: {bad} rows have a label that is not a number")
+        labels = numbers.fillna(0).to_numpy(dtype=float) > 0
     skip = {timestamp_column, label_column}
     if columns is None:
         numeric = [

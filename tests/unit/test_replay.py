@@ -93,3 +93,104 @@ def test_bad_datasets_name_the_problem(tmp_path, capsys, content, args, message)
     path.write_text(content)
     assert replay_main([str(path), "--output", "null", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+# --- the hostile-input campaign against CSV input (replay, evaluation) ------------------------
+
+
+def _hostile_csvs():
+    """CSV files as users' exports can be: any bytes, or a header and rows whose cells hold
+    any Unicode, numbers at every edge, timestamps in any form, quotes and separators."""
+    from hypothesis import strategies as st
+
+    from tests import hostile
+
+    cell = st.one_of(
+        hostile.nasty_text(),
+        st.sampled_from(hostile.EDGE_NUMBER_TEXTS),
+        st.sampled_from(["2026-12-02 10:00:00", "2026-12-02T10:00:00+05:00", "1700000000",
+                         "0", "-1", "9999-12-31", "0001-01-01", "NaT", "yesterday", ""]),
+        st.sampled_from(['"', '""', ",", ";", "\n", "\r\n", '"a,b"', "#"]),
+    )  # fmt: skip
+    header = st.lists(
+        st.one_of(st.sampled_from(["timestamp", "label", "value", "cpu"]), hostile.nasty_text()),
+        min_size=1,
+        max_size=4,
+    )
+
+    @st.composite
+    def table(draw) -> bytes:
+        columns = draw(header)
+        rows = draw(st.lists(st.lists(cell, min_size=len(columns), max_size=len(columns)),
+                             max_size=6))  # fmt: skip
+        sep = draw(st.sampled_from([",", ";", "\t"]))
+        text = "\n".join(sep.join(r) for r in [columns, *rows])
+        return text.encode("utf-8", errors="surrogatepass")
+
+    @st.composite
+    def nearly_valid(draw) -> bytes:
+        """Good timestamps, hostile values and labels."""
+        n = draw(st.integers(1, 6))
+        values = draw(st.lists(st.sampled_from(hostile.EDGE_NUMBER_TEXTS), min_size=n,
+                               max_size=n))  # fmt: skip
+        labels = draw(st.lists(st.one_of(st.sampled_from(["0", "1", ""]), hostile.nasty_text()),
+                               min_size=n, max_size=n))  # fmt: skip
+        lines = ["timestamp,value,label"] + [
+            f"2026-12-02 10:{i:02d}:00,{json.dumps(v)},{json.dumps(lab)}"
+            for i, (v, lab) in enumerate(zip(values, labels, strict=True))
+        ]
+        return "\n".join(lines).encode("utf-8", errors="surrogatepass")
+
+    return st.one_of(st.binary(max_size=300), table(), nearly_valid())
+
+
+def test_hostile_csv_files_give_a_dataset_or_a_clear_error(tmp_path):
+    """read_dataset (replay and evaluation read CSVs with it) on any file: a dataset whose
+    events are JSON, or DatasetError naming the file; never another exception."""
+    from hypothesis import HealthCheck, given, settings
+
+    from simulator.replay import DatasetError, events, read_dataset
+
+    path = tmp_path / "series.csv"
+    outcomes = {"dataset": 0, "error": 0}
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(content=_hostile_csvs(), label=st_label())
+    def read(content: bytes, label: str | None) -> None:
+        path.write_bytes(content)
+        try:
+            data = read_dataset(
+                path, timestamp_column="timestamp", label_column=label, sep=None, columns=None
+            )
+        except DatasetError as exc:
+            assert str(path) in str(exc)
+            outcomes["error"] += 1
+            return
+        for _, key, value in events(data):
+            assert json.loads(value)["device_id"] == key.decode()
+        outcomes["dataset"] += 1
+
+    read()
+    assert outcomes["dataset"] > 0 and outcomes["error"] > 0, outcomes
+
+
+def st_label():
+    from hypothesis import strategies as st
+
+    return st.sampled_from([None, "label", "value"])
+
+
+def test_replay_refuses_a_hostile_file_with_one_line_and_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"timestamp,label,value\n\xff\xfe\x00,yes,1\n2026-12-02,\x00,NaN\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator.replay", str(bad), "--label-column", "label",
+         "--timestamp-column", "timestamp", "--output", "null"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("replay: "), proc.stderr
