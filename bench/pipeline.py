@@ -303,6 +303,10 @@ def bounded_run(
         raise RuntimeError(
             f"job {job_id} ended {job['state']}: {flink.rest(f'/jobs/{job_id}/exceptions')}"
         )
+    if not r.tm_rss_peak_mb:
+        # A tiny run can end before `flink run` returns: no poll saw it RUNNING. The
+        # TaskManager's size just after it is then the figure (a lower bound of the peak).
+        r.tm_rss_peak_mb = sum(rss_mb(p) for p in flink.pids("taskmanager"))
     if profiler and profiler.threads:
         r.profile = profiler.join()
     r.job_s = job["duration"] / 1000
