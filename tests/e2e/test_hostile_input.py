@@ -68,10 +68,10 @@ CAMPAIGN_TS_MS = 1_700_000_000_000
 
 
 def draw(strategy, n: int) -> list:
-    """``n`` examples of ``strategy``, derandomized. They are the same from one session to
-    the next, but not always after other tests ran first (seen after the training fixture,
-    for the strategies drawing arbitrary Unicode): a failure prints its messages, to be kept
-    in REGRESSIONS."""
+    """``n`` examples of ``strategy``, derandomized. The draws of the strategies with
+    arbitrary Unicode still varied between test sessions here (between two runs of a script
+    they did not), so every run checks what it drew and a failure prints its messages, to be
+    kept in REGRESSIONS."""
     out: list = []
 
     @settings(
