@@ -101,13 +101,11 @@ def storable_text(expression: str) -> str:
 # Byte sequences that Jackson's UTF-8 reader refuses inside a JSON text (a byte F8-FF; a lead
 # byte without its continuation bytes; a continuation byte without its lead), written for a
 # message decoded as ISO-8859-1 (one character per byte). Found by search, not by matching the
-# whole message: a repeated group recurses once per byte in java.util.regex. Jackson stops
-# reading at the end of the root object, so only bytes before a later '}' count.
+# whole message: a repeated group recurses once per byte in java.util.regex.
 _JACKSON_BAD_UTF8 = (
     r"(?:[\xF8-\xFF]|[\xC0-\xDF](?![\x80-\xBF])|[\xE0-\xEF](?![\x80-\xBF]{2})"
     r"|[\xF0-\xF7](?![\x80-\xBF]{3})"
     r"|(?<![\xC0-\xF7])(?<![\xE0-\xF7][\x80-\xBF])(?<![\xF0-\xF7][\x80-\xBF]{2})[\x80-\xBF])"
-    r"(?=[\s\S]*\})"
 )
 
 # How Jackson reads a message's bytes (ByteSourceJsonBootstrapper, the parser of Flink's JSON
@@ -134,20 +132,16 @@ def json_object_test(payload: str, text: str) -> str:
     is it decoded as UTF-8) as a JSON object, i.e. whether it yields an event.
 
     IS JSON OBJECT parses text, the JSON format parses bytes with Jackson, which picks the
-    encoding from the first bytes and refuses invalid UTF-8 where the text has U+FFFD. The
-    common case (a message starting with '{' and a non-zero byte) costs a search for U+FFFD;
-    the rest follows Jackson's steps."""
-    bad_utf8 = (
-        f"(POSITION(U&'\\FFFD' IN {text}) = 0"
-        f" OR NOT REGEXP(DECODE({payload}, 'ISO-8859-1'), '{_JACKSON_BAD_UTF8}'))"
-    )
+    encoding from the first bytes and refuses invalid UTF-8 within the object, where the text
+    has U+FFFD. The common case (a message starting with '{' and a non-zero byte) costs a
+    search for U+FFFD; the rest follows Jackson's steps."""
+    latin1 = f"DECODE({payload}, 'ISO-8859-1')"
 
-    def readable(charset: str | None, mark: bool) -> str:
-        if charset is None:
-            return "FALSE"
-        decoded = text if charset == "UTF-8" else f"DECODE({payload}, '{charset}')"
-        if mark:  # Jackson skips it; Java's decoders keep it as U+FEFF, or not (UTF-32)
-            decoded = f"REGEXP_REPLACE({decoded}, '^\\x{{FEFF}}', '')"
+    def without_mark(decoded: str) -> str:
+        # Jackson skips a byte-order mark; Java's decoders keep it as U+FEFF, or not (UTF-32).
+        return f"REGEXP_REPLACE({decoded}, '^\\x{{FEFF}}', '')"
+
+    def is_object(decoded: str) -> str:
         # Flink's JSON format lets control characters stand unescaped inside strings, IS JSON
         # does not: a failed test is tried again with tab, LF and CR as spaces (blank inside
         # and outside strings) and the other controls as 'x' (fine inside, an error outside).
@@ -155,11 +149,31 @@ def json_object_test(payload: str, text: str) -> str:
             f"REGEXP_REPLACE(REGEXP_REPLACE({decoded}, '[\\t\\n\\r]', ' '),"
             f" '[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F]', 'x')"
         )
-        test = (
+        return (
             f"({decoded} IS JSON OBJECT OR (REGEXP({decoded}, '[\\x00-\\x1F]')"
             f" AND {relaxed} IS JSON OBJECT))"
         )
-        return f"({test} AND {bad_utf8})" if charset == "UTF-8" else test
+
+    def readable(charset: str | None, mark: bool) -> str:
+        if charset is None:
+            return "FALSE"
+        if charset != "UTF-8":
+            decoded = f"DECODE({payload}, '{charset}')"
+            return is_object(without_mark(decoded) if mark else decoded)
+        # UTF-8: where the text has U+FFFD, Jackson fails at the first byte it refuses unless
+        # the object ended before it (what follows the object is not read): the bytes before
+        # that one must hold the whole object.
+        before_bad = (
+            f"DECODE(ENCODE(REGEXP_EXTRACT({latin1}, '^([\\s\\S]*?){_JACKSON_BAD_UTF8}', 1),"
+            f" 'ISO-8859-1'), 'UTF-8')"
+        )
+        whole, prefix = (
+            (without_mark(text), without_mark(before_bad)) if mark else (text, before_bad)
+        )
+        return (
+            f"({is_object(whole)} AND (POSITION(U&'\\FFFD' IN {text}) = 0"
+            f" OR NOT REGEXP({latin1}, '{_JACKSON_BAD_UTF8}') OR {is_object(prefix)}))"
+        )
 
     first = f"SUBSTRING(DECODE({payload}, 'ISO-8859-1') FROM 1 FOR 4)"
     branches = [

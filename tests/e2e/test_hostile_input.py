@@ -35,6 +35,11 @@ REGRESSIONS: list[bytes | None] = [
     # neither an event nor a dead letter (lost without a trace).
     b'{"device_id": "\xff", "ts_ms": 1}',
     b'{"device_id": "ok", "extra": "\xc3"}',
+    # Invalid UTF-8 after the object: Jackson never reads it (an event), before a later '}'
+    # too.
+    b'{"device_id": "trail"} \xff',
+    b'{"device_id": "trail"} \xff }',
+    b'\xef\xbb\xbf{"device_id": "trail"} \xc3 {}',
     # A UTF-8 byte-order mark: Jackson skips it, IS JSON OBJECT did not: an event and a dead
     # letter for one message.
     b'\xef\xbb\xbf{"device_id": "bom"}',
