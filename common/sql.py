@@ -175,7 +175,7 @@ def json_object_test(payload: str, text: str) -> str:
             f" OR NOT REGEXP({latin1}, '{_JACKSON_BAD_UTF8}') OR {is_object(prefix)}))"
         )
 
-    first = f"SUBSTRING(DECODE({payload}, 'ISO-8859-1') FROM 1 FOR 4)"
+    first = f"SUBSTRING({latin1} FROM 1 FOR 4)"
     branches = [
         f"WHEN CHAR_LENGTH({text}) >= 2 AND SUBSTRING({text} FROM 1 FOR 1) = '{{'"
         f" AND SUBSTRING({text} FROM 2 FOR 1) <> CHR(0) THEN {readable('UTF-8', False)}"

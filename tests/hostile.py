@@ -18,9 +18,16 @@ import time
 import unicodedata
 from dataclasses import dataclass
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from common.features import METRIC_NAMES, METRICS
+
+# How every hostile-input campaign runs hypothesis: derandomized, no example database, no
+# deadline or health checks (the examples are built for size and oddness); max_examples apart.
+CAMPAIGN = settings(
+    deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 
 MAX_DEVICE_ID_LENGTH = 128
 MAX_CLOCK_SKEW_MS = 600_000
@@ -188,7 +195,8 @@ def parse_object(value: bytes) -> dict:
 
 # --- text -> typed values, as the job's TRY_CASTs do -------------------------------------------
 
-_LONG = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# Flink's cast takes a lone "." (or "-.") for 0.
+_LONG = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]*)")
 _DOUBLE = re.compile(
     r"[+-]?(?:NaN|Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?)"
 )

@@ -11,6 +11,7 @@ import uuid
 import pandas as pd
 
 from common.settings import Settings
+from tests.hostile import verdict
 
 
 def job_env(settings: Settings, topic: str, **extra: str) -> dict[str, str]:
@@ -63,8 +64,6 @@ def fetch_scores(settings: Settings) -> pd.DataFrame:
 def reject_reason(value: bytes | None) -> str | None:
     """Why the job must send this message to the dead letters (None: a good event); the
     independent model of tests/hostile.py."""
-    from tests.hostile import verdict
-
     return verdict(value).reason
 
 

@@ -4,8 +4,8 @@
 -- field of the wrong type reads as its text instead of failing the job, and checked_events
 -- (checked_events.sql) types and checks it. A message that is not a JSON object at all is
 -- skipped here, and telemetry_messages (the same messages as their exact bytes) sends exactly
--- those to the dead letters: Flink's JSON format and IS JSON OBJECT use the same parser, so the
--- two agree on what is malformed (insert_rejects.sql says where the bytes make them differ).
+-- those to the dead letters. IS JSON OBJECT parses text where the JSON format parses bytes, so
+-- the test also follows how the format reads bytes (common/sql.py json_object_test).
 --
 -- Event time is the event's own ts_ms (epoch milliseconds), but only when it is plausible:
 -- an integer from 1970 on, at most ${max_clock_skew_seconds} s ahead of the broker's timestamp

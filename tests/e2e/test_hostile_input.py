@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 
 from common.features import METRIC_NAMES
 from tests import hostile
@@ -58,11 +58,14 @@ REGRESSIONS: list[bytes | None] = [
 
 def _events_with_metrics(ts_ms: int) -> list[bytes]:
     """Regressions that need a complete event: a -0.0 reading was rejected as below its
-    minimum 0; the text "NaN" was called above the maximum instead of not finite."""
+    minimum 0; the text "NaN" was called above the maximum instead of not finite; the model
+    called a ts_ms of "." not an integer, where Flink's cast reads 0."""
     out = []
-    for value in ('"-0.0"', "-0.0", '"NaN"', '"Infinity"', "5e-324", '" 1.5 "'):
+    metric = METRIC_NAMES[0]
+    values = ('"-0.0"', "-0.0", '"NaN"', '"Infinity"', "5e-324", '" 1.5 "')
+    for field, value in [*((metric, v) for v in values), ("ts_ms", '"."')]:
         event = hostile._good_event(ts_ms)
-        event[METRIC_NAMES[0]] = "__V__"
+        event[field] = "__V__"
         out.append(json.dumps(event).replace('"__V__"', value).encode())
     return out
 
@@ -79,14 +82,7 @@ def draw(strategy, n: int) -> list:
     kept in REGRESSIONS."""
     out: list = []
 
-    @settings(
-        max_examples=n,
-        database=None,
-        derandomize=True,
-        phases=[Phase.generate],
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @settings(hostile.CAMPAIGN, max_examples=n, phases=[Phase.generate])
     @given(strategy)
     def collect(example) -> None:
         out.append(example)

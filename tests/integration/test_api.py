@@ -17,8 +17,8 @@ from hypothesis import settings as hypothesis_settings
 
 from common.features import FEATURE_NAMES, METRIC_NAMES, MODEL_FEATURE_NAMES
 from simulator.generator import SimulatorConfig, TelemetryGenerator
+from tests import hostile, reference
 from tests import readside_data as known
-from tests import reference
 from tests.conftest import FIGURES, FLEET_DEVICES, new_database
 
 pytestmark = pytest.mark.stack
@@ -285,8 +285,6 @@ def _predict_bodies():
     event of an events request."""
     from hypothesis import strategies as st
 
-    from tests import hostile
-
     ts_ms = 1_700_000_000_000
     message = st.one_of(
         hostile.raw_bytes(),
@@ -310,13 +308,7 @@ def test_hostile_bodies_get_a_clear_refusal_or_a_score_never_a_5xx(client):
 
     seen = {}
 
-    @hypothesis_settings(
-        max_examples=300,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        derandomize=True,
-        database=None,
-    )
+    @hypothesis_settings(hostile.CAMPAIGN, max_examples=300)
     @given(body=_predict_bodies())
     def post(body: bytes) -> None:
         response = client.post(

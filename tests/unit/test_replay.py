@@ -147,16 +147,17 @@ def _hostile_csvs():
 def test_hostile_csv_files_give_a_dataset_or_a_clear_error(tmp_path):
     """read_dataset (replay and evaluation read CSVs with it) on any file: a dataset whose
     events are JSON, or DatasetError naming the file; never another exception."""
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from simulator.replay import DatasetError, events, read_dataset
+    from tests.hostile import CAMPAIGN
 
     path = tmp_path / "series.csv"
     outcomes = {"dataset": 0, "error": 0}
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(content=_hostile_csvs(), label=st_label())
+    @settings(CAMPAIGN, max_examples=300)
+    @given(content=_hostile_csvs(), label=st.sampled_from([None, "label", "value"]))
     def read(content: bytes, label: str | None) -> None:
         path.write_bytes(content)
         try:
@@ -173,12 +174,6 @@ def test_hostile_csv_files_give_a_dataset_or_a_clear_error(tmp_path):
 
     read()
     assert outcomes["dataset"] > 0 and outcomes["error"] > 0, outcomes
-
-
-def st_label():
-    from hypothesis import strategies as st
-
-    return st.sampled_from([None, "label", "value"])
 
 
 def test_replay_refuses_a_hostile_file_with_one_line_and_no_traceback(tmp_path):
