@@ -1,8 +1,12 @@
-"""Metric catalogues: which metrics a fleet emits, its device kinds and failure scenarios.
+"""Metric catalogues: which metrics a fleet emits (the product's schema), its threshold rules,
+and, optionally, how the simulator generates such a fleet.
 
-A catalogue is one YAML file (simulator/catalogues/<name>.yaml, or any path). The simulator
-generates from it; the Flink job and training take their metric names from it through
-common.features. Loading validates everything and names the file and field at fault.
+A catalogue is one YAML file (catalogues/<name>.yaml, or any path): `name`, `metrics` (each a
+lower-case name, with optional unit, description, plausible min/max, the CSV column it comes
+from), optional `rules`, and an optional `simulation` section (device `kinds` and failure
+`scenarios`) that only the simulator reads. The Flink job, training and evaluation take their
+metric names from it through common.features; `python -m training.onboard` writes one from a
+folder of CSVs. Loading validates everything and names the file and field at fault.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from common.settings import REPO_ROOT
+from common.settings import REPO_ROOT, SettingsError
 
-CATALOGUE_DIR = REPO_ROOT / "simulator" / "catalogues"
+CATALOGUE_DIR = REPO_ROOT / "catalogues"
 SCENARIO_TYPES = (
     "spike",
     "dip",
@@ -30,7 +34,7 @@ SCENARIO_TYPES = (
 _NEEDS_METRICS = ("spike", "dip", "level_shift", "drift", "stuck")
 
 
-class CatalogueError(ValueError):
+class CatalogueError(SettingsError):
     pass
 
 
@@ -130,6 +134,19 @@ class Catalogue:
     def metric_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.metrics)
 
+    @property
+    def source_columns(self) -> dict[str, str]:
+        """CSV column -> metric name, for reading datasets of this catalogue's metrics."""
+        return {m.source_column or m.name: m.name for m in self.metrics}
+
+    def require_simulation(self) -> None:
+        if not self.kinds:
+            raise CatalogueError(
+                f"catalogue {self.name!r} ({self.path}) has no `simulation` section (device "
+                "kinds): it describes real metrics only, so there is nothing to simulate; "
+                "replay your data with `python -m simulator.replay` instead"
+            )
+
     def scenario(self, name: str) -> Scenario:
         for s in self.scenarios:
             if s.name == name:
@@ -181,9 +198,17 @@ def _pair(value: object, where: str) -> tuple[float, float]:
 def _parse(raw: dict, path: Path) -> Catalogue:
     if not isinstance(raw, dict):
         raise CatalogueError(f"{path}: expected a mapping at the top level")
-    for key in ("name", "metrics", "kinds"):
+    for key in ("name", "metrics"):
         if key not in raw:
             raise CatalogueError(f"{path}: missing required field {key!r}")
+    simulation = raw.get("simulation") or {}
+    if not isinstance(simulation, dict):
+        raise CatalogueError(f"{path}: `simulation` must be a mapping (kinds, scenarios)")
+    if "kinds" in raw or "scenarios" in raw:
+        raise CatalogueError(
+            f"{path}: `kinds` and `scenarios` belong in the `simulation` section now (indent "
+            "them under a line `simulation:`)"
+        )
     metrics = tuple(
         Metric(
             name=str(m["name"]),
@@ -204,7 +229,7 @@ def _parse(raw: dict, path: Path) -> Catalogue:
             raise CatalogueError(f"{path}: metric name {n!r} must be a lower-case identifier")
 
     kinds = []
-    for kind_name, k in raw["kinds"].items():
+    for kind_name, k in (simulation.get("kinds") or {}).items():
         where = f"{path}: kinds.{kind_name}"
         models = {}
         for metric in names:
@@ -225,11 +250,11 @@ def _parse(raw: dict, path: Path) -> Catalogue:
         if unknown:
             raise CatalogueError(f"{where}: metrics {sorted(unknown)} are not in `metrics`")
         kinds.append(Kind(kind_name, float(k.get("share", 1.0)), models, int(k.get("links", 0))))
-    if not kinds or sum(k.share for k in kinds) <= 0:
+    if kinds and sum(k.share for k in kinds) <= 0:
         raise CatalogueError(f"{path}: kinds need positive shares")
 
     scenarios = []
-    for sc_name, s in (raw.get("scenarios") or {}).items():
+    for sc_name, s in (simulation.get("scenarios") or {}).items():
         where = f"{path}: scenarios.{sc_name}"
         sc_type = s.get("type", sc_name)
         if sc_type not in SCENARIO_TYPES:

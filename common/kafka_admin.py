@@ -59,3 +59,20 @@ def ensure_topic(
         f"could not create Kafka topic {topic!r} at {bootstrap} within {timeout_s:.0f} s "
         f"({last_error!r}): is the broker running? `make status` tells, `make up` starts it"
     )
+
+
+def messages_in(bootstrap: str, topic: str) -> int:
+    """Messages the topic holds now (0 when it does not exist yet)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        parts = [TopicPartition(topic, p) for p in partitions]
+        if not parts:
+            return 0
+        end = consumer.end_offsets(parts)
+        begin = consumer.beginning_offsets(parts)
+        return sum(end[p] - begin[p] for p in parts)
+    finally:
+        consumer.close()

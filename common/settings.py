@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +27,30 @@ _HORIZON = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
+class SettingsError(ValueError):
+    """A setting (or a combination of settings) that cannot work; the message names the
+    ANOMALY_* variable and says what to use instead."""
+
+
+def _print_settings_error(exc_type, exc, tb, previous=sys.excepthook) -> None:
+    """Every command reads its settings at start: an invalid one ends it with its one-line
+    explanation, not a traceback."""
+    if issubclass(exc_type, SettingsError):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        previous(exc_type, exc, tb)
+
+
+sys.excepthook = _print_settings_error
+
+
 def _default_state_dir() -> Path:
     return Path(os.environ.get("ANOMALY_STATE_DIR", REPO_ROOT / ".state"))
 
 
 @dataclass(frozen=True)
 class Settings:
-    # Metric catalogue (simulator/catalogues/<name>.yaml or a path): the metrics this
+    # Metric catalogue (catalogues/<name>.yaml or a path): the metrics this
     # deployment ingests, and so its window features and result columns.
     catalogue: str = "network"
 
@@ -56,8 +74,9 @@ class Settings:
     # adds, per metric, the mean and spread of the device's window means over that horizon and
     # the window's deviation from it. Each must be a multiple of the window (at least 2). Flink
     # keeps each device's window rows of the longest horizon in state (1h of 10 s windows: 360
-    # rows). Changing them changes the model's features: retrain.
-    context_horizons: str = "1m,1h"
+    # rows). Changing them changes the model's features: retrain. "auto": 6 and 360 windows
+    # (1m,1h for 10 s windows; 6h,15d for 1 h windows), so that a window change alone is valid.
+    context_horizons: str = "auto"
     # The horizons whose deviations the model sees (comma-separated; the others are computed
     # and stored only). None by default: measured on our data they cost accuracy. A short
     # horizon takes in an anomaly and then makes the return to normal look like a deviation
@@ -195,29 +214,37 @@ class Settings:
             "pg_reader_user",
         ):
             if not _SQL_NAME.fullmatch(getattr(self, name)):
-                raise ValueError(
+                raise SettingsError(
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use lower-case letters,"
                     " digits and _ (a plain SQL identifier, at most 63 characters)"
                 )
         for name in ("events_topic", "kafka_group_id", "job_name"):
             if not _KAFKA_NAME.fullmatch(getattr(self, name)):
-                raise ValueError(
+                raise SettingsError(
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use letters, digits,"
                     " '.', '_' and '-' only"
                 )
         names = [name for name, _ in self.context_horizon_seconds]
         unknown = sorted(set(self.context_modelled_names) - set(names))
         if unknown:
-            raise ValueError(
+            raise SettingsError(
                 f"{ENV_PREFIX}CONTEXT_MODELLED={self.context_modelled!r}: {unknown} not among "
                 f"the horizons of {ENV_PREFIX}CONTEXT_HORIZONS ({names})"
             )
+        window = self.window_seconds
+        if window < 1 or 86_400 % window:
+            raise SettingsError(
+                f"{ENV_PREFIX}WINDOW_SECONDS={window}: use a window that divides the day "
+                "(86400 s), e.g. 10, 60, 300, 900 or 3600, so that windows line up with hours "
+                "and days"
+            )
         segment = self.reference_segment_seconds
-        if segment <= 0 or 86_400 % segment or segment % self.window_seconds:
-            raise ValueError(
+        if segment <= 0 or 86_400 % segment or segment % window:
+            fits = next(s for s in range(window, 86_401, window) if s >= 3600 and 86_400 % s == 0)
+            raise SettingsError(
                 f"{ENV_PREFIX}REFERENCE_SEGMENT_SECONDS={segment}: use a length that divides "
-                f"the day (86400 s) and is a multiple of the {self.window_seconds} s window, "
-                "e.g. 3600 for hours"
+                f"the day (86400 s) and is a multiple of the {window} s window "
+                f"({ENV_PREFIX}WINDOW_SECONDS), e.g. {fits}"
             )
         for name, allowed in (
             ("scoring", ("on", "off")),
@@ -228,15 +255,17 @@ class Settings:
         ):
             value = getattr(self, name)
             if value not in allowed:
-                raise ValueError(
+                raise SettingsError(
                     f"{ENV_PREFIX}{name.upper()}={value!r}: use {' or '.join(allowed)}"
                 )
         for name in SECRET_FIELDS:
             if "'" in getattr(self, name):
-                raise ValueError(f"{ENV_PREFIX}{name.upper()} must not contain a single quote (')")
+                raise SettingsError(
+                    f"{ENV_PREFIX}{name.upper()} must not contain a single quote (')"
+                )
         for name in ("retention_days", "raw_events_retention_days", "compress_after_days"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{ENV_PREFIX}{name.upper()}: at least 1 day")
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()}: at least 1 day")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -278,7 +307,10 @@ class Settings:
         """The context horizons as (name, seconds), e.g. ("1h", 3600)."""
         out: list[tuple[str, int]] = []
         window = self.window_seconds
-        for name in (part.strip() for part in self.context_horizons.split(",")):
+        given = self.context_horizons.strip()
+        if given == "auto":
+            given = ",".join(duration_name(n * window) for n in AUTO_HORIZON_WINDOWS)
+        for name in (part.strip() for part in given.split(",")):
             if not name:
                 continue
             match = _HORIZON.fullmatch(name)
@@ -288,11 +320,16 @@ class Settings:
             else:
                 seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
                 if seconds % window or seconds < 2 * window:
-                    problem = f"{name} is not a multiple of the {window} s window (at least 2)"
+                    problem = (
+                        f"{name} is not a multiple of the {window} s window "
+                        f"({ENV_PREFIX}WINDOW_SECONDS) of at least 2 windows; use multiples "
+                        f"such as {duration_name(6 * window)},{duration_name(360 * window)}, "
+                        "or auto (the default)"
+                    )
                 elif any(seconds == s for _, s in out):
                     problem = f"{name} is given twice"
             if problem:
-                raise ValueError(
+                raise SettingsError(
                     f"{ENV_PREFIX}CONTEXT_HORIZONS={self.context_horizons!r}: {problem}"
                 )
             out.append((name, seconds))
@@ -335,6 +372,18 @@ class Settings:
         return [jar.resolve().as_uri() for jar in jars]
 
 
+# The horizons of context_horizons="auto", in windows.
+AUTO_HORIZON_WINDOWS = (6, 360)
+
+
+def duration_name(seconds: int) -> str:
+    """A duration in the horizons' notation, in its largest whole unit: 3600 -> "1h"."""
+    for unit, size in sorted(_UNIT_SECONDS.items(), key=lambda u: -u[1]):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    raise AssertionError(seconds)
+
+
 # Passwords: from ANOMALY_<FIELD> in the environment or the secrets file, never defaults.
 SECRET_FIELDS = ("pg_password", "pg_writer_password", "pg_reader_password")
 # The database roles: owner (migrations), writer (the Flink job), reader (Grafana, the API).
@@ -351,7 +400,7 @@ def _convert(name: str, type_name: object, raw: str) -> object:
         if kind == "Path":
             return Path(raw)
     except ValueError as exc:
-        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
 
 

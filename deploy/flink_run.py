@@ -42,7 +42,7 @@ JOB_SCRIPT = REPO_ROOT / "jobs" / "score_telemetry.py"
 # What the Python workers import (the UDFs and what they use) and the client reads (SQL,
 # catalogues): shipped with -pyfs in --ship mode.
 SHIPPED_PACKAGES = ("common", "udfs", "jobs", "simulator")
-SHIPPED_DATA = ("sql",)
+SHIPPED_DATA = ("sql", "catalogues")
 # The name the shipped model version is extracted under in each worker's working directory.
 SHIPPED_MODEL_NAME = "anomaly_model"
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")

@@ -398,6 +398,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, Path | None]:
             scenarios=tuple(s.strip() for s in a.scenarios.split(",")) if a.scenarios else None,
         )
         catalogue = load_catalogue(config.catalogue)
+        catalogue.require_simulation()
         for name in config.scenarios or ():
             catalogue.scenario(name)
         bad = None

@@ -57,6 +57,7 @@ class TelemetryGenerator:
     def __init__(self, config: SimulatorConfig, catalogue: Catalogue | None = None):
         self.config = config
         self.catalogue = cat = catalogue or load_catalogue(config.catalogue)
+        cat.require_simulation()
         self.interval_ms = config.interval_ms or cat.interval_ms
         self.metrics = cat.metrics
         self.metric_index = {m.name: i for i, m in enumerate(cat.metrics)}

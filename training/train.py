@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.datasets import add_csv_arguments, fraction, options_from_args, parse_time
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES, context_horizon_of
 from common.models import register_quietly, set_current
 from common.settings import Settings
@@ -89,30 +90,14 @@ def window_features_from_files(settings: Settings, path: Path) -> pd.DataFrame:
     ).to_pandas()
 
 
-def window_features_from_csv(
-    settings: Settings,
-    paths: list[Path],
-    *,
-    timestamp_column: str,
-    label_column: str | None,
-    sep: str | None,
-) -> pd.DataFrame:
-    """CSV datasets (a timestamp column and the catalogue's metric columns, one device per
-    file) -> events -> the same Flink window features as a simulator dump."""
+def window_features_from_csv(settings: Settings, paths: list[Path], options) -> pd.DataFrame:
+    """CSV datasets (common/datasets.py rules; the catalogue's metric columns) -> events ->
+    the same Flink window features as a simulator dump."""
+    from common.datasets import read_datasets
     from common.features import CATALOGUE
-    from simulator.replay import csv_files, events, read_dataset
+    from simulator.replay import events
 
-    columns = {m.source_column or m.name: m.name for m in CATALOGUE.metrics}
-    datasets = [
-        read_dataset(
-            f,
-            timestamp_column=timestamp_column,
-            label_column=label_column,
-            sep=sep,
-            columns=columns,
-        )
-        for f in csv_files(paths)
-    ]
+    datasets = read_datasets(paths, options, CATALOGUE.source_columns)
     for d in datasets:
         for name, values in d.metrics.items():
             finite = values[np.isfinite(values)]
@@ -420,16 +405,6 @@ def fit_model(
 # --- command line -----------------------------------------------------------------------------
 
 
-def parse_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO time such as 2026-11-20T00:00:00+00:00"
-        ) from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def main(argv: list[str] | None = None) -> int:
     import psycopg2
 
@@ -448,14 +423,23 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument(
         "--postgres", action="store_true", help="windows stored by the job in PostgreSQL"
     )
-    csv = p.add_argument_group("--csv input")
-    csv.add_argument("--timestamp-column", default="timestamp", help="(default: %(default)s)")
-    csv.add_argument("--label-column", help="0/1 anomaly labels; labelled windows are not fitted")
-    csv.add_argument("--sep", help="field separator (default: detected)")
-    pg = p.add_argument_group("--postgres input")
-    pg.add_argument("--since", type=parse_time, help="first window_start (ISO time)")
-    pg.add_argument(
-        "--until", type=parse_time, help="window_start before this (ISO time; default now)"
+    add_csv_arguments(
+        p, ranges=False
+    ).description = "--csv input; windows with labelled rows are not fitted"
+    span = p.add_argument_group("time range of the training data")
+    span.add_argument(
+        "--since", type=parse_time, help="--csv: first row; --postgres: first window_start"
+    )
+    span.add_argument(
+        "--until",
+        type=parse_time,
+        help="--csv: rows before this; --postgres: window_start before this (default now)",
+    )
+    span.add_argument(
+        "--fraction",
+        type=fraction,
+        help="--csv: the first share (0-1) of each device's rows (after --since/--until), "
+        "e.g. 0.15",
     )
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=("isolation-forest", "pca-t2q"), default=defaults.model)
@@ -484,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.postgres and a.since is None:
         p.error("--postgres needs --since")
+    if a.fraction is not None and not a.csv:
+        p.error("--fraction applies to --csv input")
+    if a.events and (a.since or a.until):
+        p.error("--since/--until apply to --csv and --postgres input")
     settings = Settings.from_env()
     try:
         params = DetectorParams(
@@ -497,14 +485,11 @@ def main(argv: list[str] | None = None) -> int:
             data: TrainingData | Path = a.events
         elif a.csv:
             print(f"training: reading CSV {[str(c) for c in a.csv]}", flush=True)
-            features = window_features_from_csv(
-                settings,
-                a.csv,
-                timestamp_column=a.timestamp_column,
-                label_column=a.label_column,
-                sep=a.sep,
+            options = options_from_args(a)
+            features = window_features_from_csv(settings, a.csv, options)
+            data = TrainingData(
+                features, f"{' '.join(str(c) for c in a.csv)} ({options.describe_range()})"
             )
-            data = TrainingData(features, " ".join(str(c) for c in a.csv))
         else:
             until = a.until or datetime.now(UTC)
             features = window_features_from_postgres(settings, a.since, until)

@@ -58,6 +58,7 @@ def test_generic_csv_without_labels_and_files_merged_in_time_order(tmp_path):
             [
                 "--timestamp-column",
                 "timestamp",
+                "--all-columns",
                 str(tmp_path / "a.csv"),
                 str(tmp_path / "b.csv"),
                 "--output",
@@ -82,7 +83,8 @@ def test_generic_csv_without_labels_and_files_merged_in_time_order(tmp_path):
 @pytest.mark.parametrize(
     "content, args, message",
     [
-        ("time,x\n2026-01-01,1\n", [], "no timestamp column 'datetime'"),
+        ("when,x\n2026-01-01,1\n", [], "no time column (none of timestamp, datetime, time"),
+        ("when,x\n2026-01-01,1\n", ["--timestamp-column", "at"], "no timestamp column 'at'"),
         ("datetime,x\nyesterday-ish,1\n", [], "unparseable"),
         ("datetime,x\n2026-01-01,1\n", ["--label-column", "anomaly"], "no label column"),
         ("datetime,name\n2026-01-01,abc\n", [], "no numeric columns"),
@@ -91,7 +93,7 @@ def test_generic_csv_without_labels_and_files_merged_in_time_order(tmp_path):
 def test_bad_datasets_name_the_problem(tmp_path, capsys, content, args, message):
     path = tmp_path / "d.csv"
     path.write_text(content)
-    assert replay_main([str(path), "--output", "null", *args]) == 2
+    assert replay_main([str(path), "--all-columns", "--output", "null", *args]) == 2
     assert message in capsys.readouterr().err
 
 

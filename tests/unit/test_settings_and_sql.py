@@ -5,7 +5,7 @@ import re
 import pytest
 
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
-from common.settings import Settings
+from common.settings import Settings, SettingsError
 from common.sql import SQL_DIR, context, context_placeholders, interval, render, render_text
 
 
@@ -18,7 +18,62 @@ def test_env_overrides_and_types(tmp_path):
         }
     )
     assert s.events_topic == "t1" and s.window_seconds == 30
-    assert s.context_horizon_seconds == (("1m", 60), ("1h", 3600))
+    # The default horizons follow the window: 6 and 360 windows.
+    assert s.context_horizon_seconds == (("3m", 180), ("3h", 10_800))
+    assert Settings().context_horizon_seconds == (("1m", 60), ("1h", 3600))
+    hourly = Settings.from_env({"ANOMALY_WINDOW_SECONDS": "3600"})
+    assert hourly.context_horizon_seconds == (("6h", 21_600), ("15d", 1_296_000))
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        (
+            {"ANOMALY_WINDOW_SECONDS": "300", "ANOMALY_CONTEXT_HORIZONS": "1m,1h"},
+            "ANOMALY_CONTEXT_HORIZONS='1m,1h': 1m is not a multiple of the 300 s window "
+            "(ANOMALY_WINDOW_SECONDS) of at least 2 windows; use multiples such as 30m,30h, "
+            "or auto (the default)",
+        ),
+        (
+            {"ANOMALY_WINDOW_SECONDS": "7000"},
+            "ANOMALY_WINDOW_SECONDS=7000: use a window that divides the day",
+        ),
+        (
+            {"ANOMALY_WINDOW_SECONDS": "7200"},
+            "ANOMALY_REFERENCE_SEGMENT_SECONDS=3600: use a length that divides the day (86400 s)"
+            " and is a multiple of the 7200 s window (ANOMALY_WINDOW_SECONDS), e.g. 7200",
+        ),
+        ({"ANOMALY_WINDOW_SECONDS": "1h"}, "ANOMALY_WINDOW_SECONDS='1h' is not a valid int"),
+    ],
+)
+def test_setting_combinations_that_cannot_work_say_what_to_set(environ, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_env(environ)
+
+
+def test_a_command_with_an_invalid_setting_prints_one_line_and_no_traceback():
+    import subprocess
+    import sys
+
+    from common.settings import REPO_ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "training.train", "--help"],
+        cwd=REPO_ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "ANOMALY_WINDOW_SECONDS": "300",
+            "ANOMALY_CONTEXT_HORIZONS": "1m",
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: ANOMALY_CONTEXT_HORIZONS='1m': 1m is not a multiple of the 300 s window "
+        "(ANOMALY_WINDOW_SECONDS) of at least 2 windows; use multiples such as 30m,30h, or "
+        "auto (the default)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -26,7 +81,7 @@ def test_env_overrides_and_types(tmp_path):
     [
         ("1m,1x", "write each as a number and a unit"),
         ("15s", "15s is not a multiple of the 10 s window"),
-        ("10s", "10s is not a multiple of the 10 s window (at least 2)"),
+        ("10s", "10s is not a multiple of the 10 s window (ANOMALY_WINDOW_SECONDS) of at least 2"),
         ("1m,60s", "60s is given twice"),
     ],
 )
