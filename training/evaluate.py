@@ -4,6 +4,7 @@
   python -m training.evaluate skab --data DIR --json-out results.json
   python -m training.evaluate simulator             # labelled simulator data, window-wise
   python -m training.evaluate simulator --model current   # the CURRENT model; figures -> card
+  python -m training.evaluate csv DATA --label-column label --train-fraction 0.15   # your data
 
 SKAB protocol: for every labelled file, the first 400 rows (anomaly-free) train, the rest are
 scored; metrics are pooled over all files. Our models run as the stream runs them: window
@@ -628,6 +629,11 @@ def print_table(results: list[dict], leaderboard=()) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["csv"]:
+        from training import evaluate_csv
+
+        return evaluate_csv.main(argv[1:])
     settings = Settings.from_env()
     p = argparse.ArgumentParser(
         prog="python -m training.evaluate",
@@ -635,7 +641,13 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dataset", nargs="?", choices=("skab", "simulator"), default="skab")
+    p.add_argument(
+        "dataset",
+        nargs="?",
+        choices=("skab", "simulator", "csv"),
+        default="skab",
+        help="csv: your own labelled CSVs (python -m training.evaluate csv --help)",
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="skab: the data folder")
     p.add_argument(
         "--plot",

@@ -979,9 +979,11 @@ def print_result_counts(settings: Settings) -> None:
         return
     hour = sql.SQL("> now() - interval '1 hour'")
     queries = {
+        # By when they were written, not by event time: a replay of history counts too.
         "scored windows": sql.SQL(
             "SELECT count(*)::text || ' (' || count(*) FILTER (WHERE is_anomaly) || ' flagged)'"
-            " FROM {} WHERE window_start {}"
+            " || coalesce(', newest window ' || to_char(max(window_start) AT TIME ZONE 'UTC',"
+            " 'YYYY-MM-DD HH24:MI:SS') || ' UTC', '') FROM {} WHERE scored_at {}"
         ).format(sql.Identifier(settings.scores_table), hour),
         "dead letters": sql.SQL(
             "SELECT (SELECT count(*) FROM {table} WHERE broker_time {hour})::text"

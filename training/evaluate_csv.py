@@ -1,0 +1,418 @@
+"""Accuracy on your own labelled data: the product's model beside two simple baselines.
+
+  python -m training.evaluate csv data/ --label-column label --train-fraction 0.15
+  python -m training.evaluate csv data/ --label-column label --train-until 2026-11-01
+
+The CSVs are read by the rules every command shares (python -m common.datasets) with the active
+catalogue's metrics (ANOMALY_CATALOGUE) and cut, per device, into a training part (the first
+--train-fraction of its rows, or its rows before --train-until) and the scored rest.
+
+The product's model runs as the stream runs it: the job's window features (its Flink SQL, over
+the job's tumbling windows of ANOMALY_WINDOW_SECONDS, in batch over every row), fitted by
+training.train on the training windows without labelled rows, exported to ONNX and scored by
+the UDF's scorer. The baselines flag raw rows, per device and metric; a window is flagged when
+one of its rows is:
+
+  3-sigma            |row - mean| > 3 sd of the device's training rows
+  windowed Gaussian  causal: |row - mean| > 4 sd of the device's previous --gaussian-rows rows
+                     (288 by default: a day of 5-minute samples)
+
+Metrics, over the scored windows (a window is anomalous when one of its rows is labelled so):
+
+  window-wise  F1, FAR (flagged normal windows / normal windows, %), MAR (missed anomalous /
+               anomalous windows, %)
+  event-wise   anomaly events (runs of anomalous windows of a device) detected by at least one
+               flag inside them; false-alarm episodes (runs of flagged windows without an
+               anomalous one) per device-day; the share of each device's normal windows that
+               are flagged (median and worst device, and devices above 5 %); devices with
+               labelled anomalies that never alarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.datasets import (
+    CsvOptions,
+    Dataset,
+    DatasetError,
+    add_csv_arguments,
+    fraction,
+    options_from_args,
+    parse_time,
+    read_datasets,
+)
+from common.settings import Settings
+from training.train import TrainingDataError
+
+# A device alarmed on more than this share of its normal windows is "noisy".
+NOISY_SHARE = 0.05
+GAUSSIAN_ROWS = 288
+GAUSSIAN_Z = 4.0
+SIGMA_Z = 3.0
+DAY_MS = 86_400_000
+
+
+class EvaluationError(ValueError):
+    pass
+
+
+# --- splitting --------------------------------------------------------------------------------
+
+
+def split_times(datasets: list[Dataset], until_ms: int | None, share: float | None) -> dict:
+    """Per device, the first event time of its scored part."""
+    out = {}
+    for d in datasets:
+        if until_ms is not None:
+            out[d.device_id] = until_ms
+        else:
+            i = round(share * len(d.ts_ms))
+            out[d.device_id] = int(d.ts_ms[i]) if i < len(d.ts_ms) else int(d.ts_ms[-1]) + 1
+    return out
+
+
+# --- baselines on raw rows --------------------------------------------------------------------
+
+
+def three_sigma_flags(d: Dataset, split_ms: int) -> np.ndarray:
+    """Rows outside mean +/- 3 sd of the device's training rows, on any metric."""
+    x = np.column_stack(list(d.metrics.values()))
+    train = x[d.ts_ms < split_ms]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean, sd = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
+        z = np.abs(x - mean) / np.where(sd > 0, sd, np.nan)
+        # A metric constant in training: any other value is out of band.
+        z = np.where(sd > 0, z, np.where(np.isclose(x, mean), 0.0, np.inf))
+    return np.nan_to_num(z, nan=0.0).max(axis=1) > SIGMA_Z
+
+
+def gaussian_flags(d: Dataset, rows: int = GAUSSIAN_ROWS, z_limit: float = GAUSSIAN_Z):
+    """Causal windowed Gaussian: each row against the mean and sd of the previous ``rows``
+    rows of its metric (at least rows // 4 of them seen)."""
+    frame = pd.DataFrame(d.metrics)
+    past = frame.shift(1).rolling(rows, min_periods=max(2, rows // 4))
+    mean, sd = past.mean(), past.std(ddof=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = ((frame - mean).abs() / sd.where(sd > 0)).to_numpy()
+        flat = (sd == 0).to_numpy() & ~np.isclose(frame.to_numpy(), mean.to_numpy())
+    return (np.nan_to_num(z, nan=0.0) > z_limit).any(axis=1) | flat.any(axis=1)
+
+
+def windows_of_rows(d: Dataset, flags: np.ndarray, window_ms: int) -> set[tuple[str, int]]:
+    """(device, window start ms) of the windows holding a flagged row."""
+    starts = (d.ts_ms[flags] // window_ms) * window_ms
+    return {(d.device_id, int(s)) for s in np.unique(starts)}
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end exclusive) of each run of True."""
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+@dataclass
+class DeviceScore:
+    device_id: str
+    windows: int
+    normal_windows: int
+    flagged_normal: int
+    anomaly_windows: int
+    flagged_anomaly: int
+    events: int
+    events_detected: int
+    false_alarm_episodes: int
+    days: float
+    flagged: int = field(default=0)
+
+    @property
+    def normal_share_alarmed(self) -> float:
+        return self.flagged_normal / self.normal_windows if self.normal_windows else 0.0
+
+
+def device_score(device_id: str, starts_ms, labels, flags, window_ms: int) -> DeviceScore:
+    """Scores of one device's scored windows (in time order). A gap between windows (no
+    events) breaks runs."""
+    starts_ms, labels, flags = (np.asarray(a) for a in (starts_ms, labels, flags))
+    labels, flags = labels.astype(bool), flags.astype(bool)
+    # Consecutive windows only: insert a break wherever a window is missing.
+    gap = np.concatenate([[False], np.diff(starts_ms) > window_ms])
+    seg = np.cumsum(gap)
+    events = detected = false_episodes = 0
+    for s in np.unique(seg):
+        part = seg == s
+        y, f = labels[part], flags[part]
+        for a, b in runs(y):
+            events += 1
+            detected += bool(f[a:b].any())
+        for a, b in runs(f):
+            false_episodes += not y[a:b].any()
+    span = (starts_ms[-1] - starts_ms[0] + window_ms) if len(starts_ms) else 0
+    return DeviceScore(
+        device_id=device_id,
+        windows=len(labels),
+        normal_windows=int((~labels).sum()),
+        flagged_normal=int((flags & ~labels).sum()),
+        anomaly_windows=int(labels.sum()),
+        flagged_anomaly=int((flags & labels).sum()),
+        events=events,
+        events_detected=detected,
+        false_alarm_episodes=false_episodes,
+        days=span / DAY_MS,
+        flagged=int(flags.sum()),
+    )
+
+
+def summary(method: str, devices: list[DeviceScore], seconds: float) -> dict:
+    tp = sum(d.flagged_anomaly for d in devices)
+    fp = sum(d.flagged_normal for d in devices)
+    anomalous = sum(d.anomaly_windows for d in devices)
+    normal = sum(d.normal_windows for d in devices)
+    fn = anomalous - tp
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / anomalous if anomalous else 0.0
+    shares = np.array([d.normal_share_alarmed for d in devices])
+    days = sum(d.days for d in devices)
+    labelled = [d for d in devices if d.events]
+    return {
+        "method": method,
+        "f1": round(2 * precision * recall / (precision + recall), 3) if tp else 0.0,
+        "far_pct": round(100 * fp / normal, 2) if normal else 0.0,
+        "mar_pct": round(100 * fn / anomalous, 2) if anomalous else 0.0,
+        "events": sum(d.events for d in devices),
+        "events_detected": sum(d.events_detected for d in devices),
+        "false_alarm_episodes": sum(d.false_alarm_episodes for d in devices),
+        "days": round(days, 1),
+        "false_alarms_per_day": round(sum(d.false_alarm_episodes for d in devices) / days, 3)
+        if days
+        else 0.0,
+        "normal_alarmed_median_pct": round(100 * float(np.median(shares)), 2) if len(shares) else 0,
+        "normal_alarmed_worst_pct": round(100 * float(shares.max()), 2) if len(shares) else 0,
+        "devices": len(devices),
+        "devices_noisy": int((shares > NOISY_SHARE).sum()),
+        "devices_labelled": len(labelled),
+        "devices_never_alarm": sum(1 for d in labelled if d.flagged == 0),
+        "seconds": round(seconds, 1),
+        "per_device": [
+            {
+                "device_id": d.device_id,
+                "events": d.events,
+                "events_detected": d.events_detected,
+                "false_alarm_episodes": d.false_alarm_episodes,
+                "normal_alarmed_pct": round(100 * d.normal_share_alarmed, 2),
+                "flagged_windows": d.flagged,
+            }
+            for d in devices
+        ],
+    }
+
+
+def score_method(name: str, scored: pd.DataFrame, flags: np.ndarray, window_ms, began) -> dict:
+    """``scored``: the scored windows (device_id, start_ms, label), sorted by device, time."""
+    devices = []
+    for device, rows in scored.assign(flag=flags).groupby("device_id", sort=True):
+        devices.append(
+            device_score(
+                str(device),
+                rows["start_ms"].to_numpy(),
+                rows["label"].to_numpy(),
+                rows["flag"].to_numpy(),
+                window_ms,
+            )
+        )
+    return summary(name, devices, time.perf_counter() - began)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def window_table(features: pd.DataFrame) -> pd.DataFrame:
+    out = features.copy()
+    out["start_ms"] = (
+        pd.to_datetime(out["window_start"], utc=False).astype("datetime64[ms]").astype("int64")
+    )
+    out["label"] = out["labelled_events"].fillna(0).to_numpy() > 0
+    return out.sort_values(["device_id", "start_ms"]).reset_index(drop=True)
+
+
+def evaluate_csv(
+    settings: Settings,
+    paths: list[Path],
+    options: CsvOptions,
+    *,
+    train_until: int | None,
+    train_share: float | None,
+    models: tuple[str, ...] = ("pca-t2q",),
+    gaussian_rows: int = GAUSSIAN_ROWS,
+    log=print,
+) -> dict:
+    from common.features import CATALOGUE, MODEL_FEATURE_NAMES
+    from simulator.replay import events
+    from training.detectors import DetectorParams
+    from training.train import TrainingData, train, window_features_from_files
+    from udfs.onnx_scorer import OnnxModel
+
+    datasets = read_datasets(paths, options, CATALOGUE.source_columns)
+    if all(d.labels is None or not d.labels.any() for d in datasets):
+        raise EvaluationError("no row is labelled anomalous: pass --label-column")
+    split = split_times(datasets, train_until, train_share)
+    window_ms = settings.window_seconds * 1000
+    rows = sum(len(d.ts_ms) for d in datasets)
+    log(
+        f"{len(datasets)} devices, {rows:,} rows, catalogue {CATALOGUE.name} "
+        f"({', '.join(CATALOGUE.metric_names)}), {settings.window_seconds} s windows; "
+        f"computing window features with the job's Flink SQL"
+    )
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="eval-csv-") as tmp:
+        dump = Path(tmp) / "events.jsonl"
+        with dump.open("wb") as out:
+            for d in datasets:
+                for _, _, value in events(d):
+                    out.write(value + b"\n")
+        windows = window_table(window_features_from_files(settings, dump))
+        log(f"{len(windows):,} windows in {time.perf_counter() - began:.0f} s")
+        first_scored = windows["device_id"].map(split).to_numpy()
+        is_train = windows["start_ms"].to_numpy() + window_ms <= first_scored
+        is_scored = windows["start_ms"].to_numpy() >= first_scored
+        scored = windows[is_scored].reset_index(drop=True)
+        if not len(scored) or not scored["label"].any():
+            raise EvaluationError("no labelled anomaly in the scored part: train on less")
+        results = []
+        for model in models:
+            began = time.perf_counter()
+            trained = train(
+                settings.replace(models_dir=Path(tmp) / "models"),
+                TrainingData(windows[is_train], "training part"),
+                DetectorParams(model=model),
+                make_current=False,
+                log=lambda m: None,
+            )
+            onnx = OnnxModel.load(trained.model_dir, MODEL_FEATURE_NAMES, settings.window_seconds)
+            s = onnx.score(
+                scored["device_id"].astype(str).to_numpy(dtype=object),
+                scored[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
+            )
+            flags = np.array([bool(f) for f in s.flag])  # None (incomplete window): no flag
+            results.append(score_method(f"{model} (ours)", scored, flags, window_ms, began))
+            log(f"{model}: done")
+    keys = list(zip(scored["device_id"].astype(str), scored["start_ms"].astype(int), strict=True))
+    for name, flag_rows in (
+        (f"3-sigma per device (baseline, |z| > {SIGMA_Z:g})", three_sigma_flags),
+        (
+            f"windowed Gaussian (baseline, {gaussian_rows} rows, |z| > {GAUSSIAN_Z:g})",
+            lambda d, _: gaussian_flags(d, gaussian_rows),
+        ),
+    ):
+        began = time.perf_counter()
+        hit: set[tuple[str, int]] = set()
+        for d in datasets:
+            hit |= windows_of_rows(d, flag_rows(d, split[d.device_id]), window_ms)
+        flags = np.array([k in hit for k in keys])
+        results.append(score_method(name, scored, flags, window_ms, began))
+    return {
+        "data": [str(p) for p in paths],
+        "catalogue": CATALOGUE.name,
+        "window_seconds": settings.window_seconds,
+        "devices": len(datasets),
+        "rows": rows,
+        "training": (
+            f"rows before {pd.Timestamp(train_until, unit='ms', tz='UTC').isoformat()}"
+            if train_until is not None
+            else f"first {train_share:.0%} of each device's rows"
+        ),
+        "windows_scored": len(scored),
+        "results": results,
+    }
+
+
+def print_table(report: dict) -> None:
+    print(
+        f"\n{report['devices']} devices, {report['windows_scored']:,} scored windows of "
+        f"{report['window_seconds']} s; training: {report['training']}\n"
+    )
+    head = (
+        f"{'method':<48} {'F1':>5} {'FAR %':>6} {'MAR %':>6} {'events found':>13} "
+        f"{'FA/day':>7} {'normal alarmed % med/worst':>27} {'noisy':>6} {'silent':>7}"
+    )
+    print(head)
+    for r in report["results"]:
+        found = f"{r['events_detected']}/{r['events']}"
+        shares = f"{r['normal_alarmed_median_pct']:.1f} / {r['normal_alarmed_worst_pct']:.1f}"
+        print(
+            f"{r['method']:<48} {r['f1']:>5.2f} {r['far_pct']:>6.2f} {r['mar_pct']:>6.2f} "
+            f"{found:>13} {r['false_alarms_per_day']:>7.2f} {shares:>27} "
+            f"{r['devices_noisy']:>3}/{r['devices']:<2} "
+            f"{r['devices_never_alarm']:>3}/{r['devices_labelled']:<3}"
+        )
+    print(
+        "\nevents found: labelled anomaly events with a flag inside; FA/day: false-alarm "
+        "episodes per device-day;\nnoisy: devices alarmed on more than 5 % of their normal "
+        "windows; silent: devices with labelled anomalies that never alarm"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate csv",
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="labelled CSV files or folders")
+    add_csv_arguments(p, ranges=False)
+    split = p.add_mutually_exclusive_group(required=True)
+    split.add_argument(
+        "--train-fraction", type=fraction, help="train on the first share of each device's rows"
+    )
+    split.add_argument("--train-until", type=parse_time, help="train on rows before this time")
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=("pca-t2q", "isolation-forest"),
+        help="our model(s) to evaluate (default: pca-t2q, the product's default)",
+    )
+    p.add_argument("--gaussian-rows", type=int, default=GAUSSIAN_ROWS, help="(default: 288)")
+    p.add_argument("--json-out", type=Path, help="(default: .state/eval/csv.json)")
+    a = p.parse_args(argv)
+    options = options_from_args(a)
+    if options.label_column is None:
+        p.error("--label-column is needed: evaluation compares flags with labels")
+    json_out = a.json_out or settings.state_dir / "eval" / "csv.json"
+    try:
+        report = evaluate_csv(
+            settings,
+            a.paths,
+            options,
+            train_until=None if a.train_until is None else int(a.train_until.timestamp() * 1000),
+            train_share=a.train_fraction,
+            models=tuple(a.model or ("pca-t2q",)),
+            gaussian_rows=a.gaussian_rows,
+            log=lambda m: print(f"evaluate: {m}", file=sys.stderr, flush=True),
+        )
+    except (EvaluationError, DatasetError, TrainingDataError) as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    print_table(report)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nevaluate: results in {json_out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
