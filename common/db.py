@@ -10,15 +10,19 @@ python -m common.db refresh    re-materialize the anomaly aggregates (TimescaleD
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import json
+import re
 import sys
 import time
 from pathlib import Path
 
 import psycopg2
 
-from common.settings import Settings
-from common.sql import context, postgres_migrations, render_text
+from common.features import CATALOGUE, HORIZONS
+from common.settings import ENV_PREFIX, Settings
+from common.sql import _PLACEHOLDER, context, postgres_migrations, render_text
 
 MIGRATIONS_TABLE = "schema_migrations"
 
@@ -57,20 +61,30 @@ def ensure_roles(cur, settings: Settings) -> None:
     cur.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = '30s'").format(reader))
 
 
-def _applied(cur) -> dict[str, tuple[str, object]]:
+def _applied(cur) -> dict[str, tuple[str, object, dict | None]]:
+    """Every applied migration: version -> (checksum, applied at, what it was rendered from)."""
     cur.execute(
         f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
         " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(),"
         " checksum text)"
     )
     cur.execute(f"ALTER TABLE {MIGRATIONS_TABLE} ADD COLUMN IF NOT EXISTS checksum text")
-    cur.execute(f"SELECT version, checksum, applied_at FROM {MIGRATIONS_TABLE}")  # noqa: S608
-    return {version: (checksum, at) for version, checksum, at in cur.fetchall()}
+    # What a repeatable migration was rendered from (its SQL, the settings it reads, the
+    # catalogue and horizons), so that a re-application can say which change caused it.
+    cur.execute(f"ALTER TABLE {MIGRATIONS_TABLE} ADD COLUMN IF NOT EXISTS rendered_from jsonb")
+    cur.execute(
+        f"SELECT version, checksum, applied_at, rendered_from FROM {MIGRATIONS_TABLE}"  # noqa: S608
+    )
+    return {version: (checksum, at, inputs) for version, checksum, at, inputs in cur.fetchall()}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _rendered(path: Path, values: dict[str, str]) -> tuple[str, str]:
     statement = render_text(path.read_text(), values, source=str(path))
-    return statement, hashlib.sha256(statement.encode()).hexdigest()[:16]
+    return statement, _digest(statement)
 
 
 def applied_versions(settings: Settings) -> dict[str, tuple[str, object]]:
@@ -78,68 +92,248 @@ def applied_versions(settings: Settings) -> dict[str, tuple[str, object]]:
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            return _applied(cur)
+            return {v: (checksum, at) for v, (checksum, at, _) in _applied(cur).items()}
     finally:
         conn.close()
 
 
-def _due(version: str, checksum: str, done: dict[str, tuple[str, object]]) -> bool:
-    """Whether a migration is to run: never applied, or repeatable with another text now."""
+def _due(version: str, checksum: str, done: dict[str, tuple]) -> bool:
+    """Whether a migration is due: never applied, or repeatable with another text now."""
     if version not in done:
         return True
     return version.startswith("R__") and done[version][0] != checksum
 
 
+# Placeholders named as a setting render that setting (${window_seconds}); the others are
+# generated from the metric catalogue and the context horizons (feature columns, the query
+# layer's metric lists).
+_SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+
+
+def _rendered_from(text: str, values: dict[str, str]) -> dict[str, object]:
+    """What a migration's rendered text depends on, recorded when it is applied."""
+    used = sorted(set(_PLACEHOLDER.findall(text)))
+    return {
+        "sql": _digest(text),
+        "settings": {name: values[name] for name in used if name in _SETTING_NAMES},
+        "generated": {name: _digest(values[name]) for name in used if name not in _SETTING_NAMES},
+        "catalogue": CATALOGUE.name,
+        "context_horizons": ",".join(h.name for h in HORIZONS) or "(none)",
+    }
+
+
+def _changes(path: Path, before: dict | None, now: dict[str, object]) -> list[str]:
+    """What changed since a migration was last applied, as a user would change it: the
+    ANOMALY_* settings with their old and new values, or its SQL."""
+    if not before:
+        return []
+    out = []
+    old_settings = before.get("settings", {})
+    for name, value in now["settings"].items():  # type: ignore[union-attr]
+        if name in old_settings and old_settings[name] != value:
+            out.append(f"{ENV_PREFIX}{name.upper()} {old_settings[name]} -> {value}")
+    if before.get("generated") != now["generated"]:
+        named = [
+            f"{ENV_PREFIX}{key.upper()} {before.get(key)} -> {now[key]}"
+            for key in ("catalogue", "context_horizons")
+            if before.get(key) != now[key]
+        ]
+        out += named or ["the columns and metrics the project generates for it"]
+    if before.get("sql") != now["sql"]:
+        out.append(f"its SQL ({path.name})")
+    return out
+
+
+@dataclasses.dataclass
+class _Step:
+    path: Path
+    statement: str
+    checksum: str
+    rendered_from: dict[str, object]
+    # Why it runs: "is new", "changed (...)", or "follows <the repeatable one that changed>".
+    reason: str
+    # The changes that make it due, as _changes() names them (empty if not known).
+    changes: list[str]
+
+    @property
+    def version(self) -> str:
+        return self.path.stem
+
+    @property
+    def repeatable(self) -> bool:
+        return self.version.startswith("R__")
+
+
+def _plan(settings: Settings, migrations: list[Path] | None, done: dict[str, tuple]) -> list[_Step]:
+    """The migrations to apply now, in order: versioned ones not applied yet, then, from the
+    first repeatable one that is new or changed, that one and every repeatable one after it
+    (they build on each other: a view dropped with its dependents is re-created by the later
+    ones)."""
+    values = context(settings)
+    steps: list[_Step] = []
+    trigger: _Step | None = None
+    for path in migrations if migrations is not None else postgres_migrations():
+        statement, checksum = _rendered(path, values)
+        inputs = _rendered_from(path.read_text(), values)
+        version = path.stem
+        changes: list[str] = []
+        if version not in done:
+            reason = "is new"
+        elif _due(version, checksum, done):
+            changes = _changes(path, done[version][2], inputs)
+            reason = f"changed: {', '.join(changes)}" if changes else "changed"
+        elif version.startswith("R__") and trigger is not None:
+            reason = f"follows {trigger.version}"
+        else:
+            continue
+        step = _Step(path, statement, checksum, inputs, reason, changes)
+        if step.repeatable and trigger is None:
+            trigger = step
+        steps.append(step)
+    return steps
+
+
 def pending(
     settings: Settings,
     migrations: list[Path] | None = None,
-    done: dict[str, tuple[str, object]] | None = None,
+    done: dict[str, tuple] | None = None,
 ) -> list[str]:
     """The migrations ``migrate`` would apply now (``done``: the applied versions, if read)."""
-    values = context(settings)
-    done = applied_versions(settings) if done is None else done
-    return [
-        path.stem
-        for path in (migrations if migrations is not None else postgres_migrations())
-        if _due(path.stem, _rendered(path, values)[1], done)
-    ]
+    return [step.version for step in plan(settings, migrations, done)]
+
+
+def plan(
+    settings: Settings, migrations: list[Path] | None = None, done: dict[str, tuple] | None = None
+) -> list[_Step]:
+    """The migrations ``migrate`` would apply now, each with why (``done``: as read by
+    _applied, or applied_versions' (checksum, applied at))."""
+    if done is None:
+        conn = connect(settings)
+        try:
+            with conn, conn.cursor() as cur:
+                done = _applied(cur)
+        finally:
+            conn.close()
+    return _plan(settings, migrations, {v: (*row, None)[:3] for v, row in done.items()})
+
+
+def _record(cur, step: _Step) -> None:
+    cur.execute(
+        f"INSERT INTO {MIGRATIONS_TABLE} (version, checksum, rendered_from)"  # noqa: S608
+        " VALUES (%s, %s, %s) ON CONFLICT (version) DO UPDATE"
+        " SET checksum = EXCLUDED.checksum, rendered_from = EXCLUDED.rendered_from,"
+        " applied_at = now()",
+        (step.version, step.checksum, json.dumps(step.rendered_from)),
+    )
+
+
+RETRY = "`python -m common.db migrate` (`make migrate`; `make up` runs it too)"
+
+# Views and functions outside the system's and TimescaleDB's schemas, by name.
+_OBJECTS = """
+SELECT CASE c.relkind WHEN 'm' THEN 'materialized view ' ELSE 'view ' END || c.oid::regclass
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND n.nspname <> 'information_schema'
+  AND n.nspname !~ '^(pg_|_timescaledb|timescaledb_)'
+UNION ALL
+SELECT 'function ' || p.oid::regprocedure
+FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^(pg_|_timescaledb|timescaledb_)'
+"""
+
+
+def _objects(cur) -> set[str]:
+    cur.execute(_OBJECTS)
+    return {row[0] for row in cur.fetchall()}
+
+
+def _dropped_on_purpose(name: str, steps: list[_Step]) -> bool:
+    """Whether a migration of ``steps`` drops the object itself (not as a dependent)."""
+    kind, _, qualified = name.partition(" ")
+    if kind == "materialized":
+        kind, _, qualified = qualified.partition(" ")
+        kind = "materialized view"
+    bare = re.escape(qualified.split("(")[0].split(".")[-1])
+    kind = kind.replace(" ", r"\s+")
+    drop = re.compile(rf"DROP\s+{kind}\s+(IF\s+EXISTS\s+)?(\S+\.)?\"?{bare}\b", re.I)
+    return any(drop.search(step.statement) for step in steps)
+
+
+def _apply_repeatable(conn, steps: list[_Step]) -> None:
+    """Apply the repeatable migrations in one transaction: all of them or none. A view or
+    function they drop with its dependents (DROP ... CASCADE) must be re-created by them; one
+    that is not (e.g. an analyst's view on incident_status) fails the migration, named."""
+    trigger = steps[0]
+    why = f"{trigger.version} {trigger.reason}"
+    names = ", ".join(step.version for step in steps)
+    # "ANOMALY_X old -> new" back to "ANOMALY_X=old".
+    back = [c.split(" -> ")[0].replace(" ", "=", 1) for c in trigger.changes if " -> " in c]
+    undo = f" (or set {', '.join(back)} again)" if back else ""
+    with conn, conn.cursor() as cur:
+        before = _objects(cur)
+        lost_at: dict[str, str] = {}
+        present = before
+        for step in steps:
+            try:
+                cur.execute(step.statement)
+            except psycopg2.Error as exc:
+                cause = "\n  ".join(str(exc).strip().splitlines())
+                raise MigrationError(
+                    f"migration {step.version} failed: {cause}\n"
+                    f"It runs in one transaction with the repeatable migrations {names} "
+                    f"(due because {why}): none of them was applied, the database keeps its "
+                    "schema as it was.\n"
+                    f"To do: fix the cause above{undo}, then run {RETRY} again."
+                ) from exc
+            now = _objects(cur)
+            for name in present - now:
+                lost_at.setdefault(name, step.version)
+            present = now
+        lost = sorted(name for name in before - present if not _dropped_on_purpose(name, steps))
+        if lost:
+            listed = ", ".join(f"{name} (dropped by {lost_at[name]})" for name in lost)
+            raise MigrationError(
+                f"re-applying the repeatable migrations {names} (because {why}) would drop "
+                f"{listed}: each depends on what they drop and re-create, and no migration "
+                "re-creates it. Nothing was applied.\n"
+                "To do: save its definition (psql: \\d+ for a view, \\sf for a function), "
+                f"drop it, run {RETRY} again, then create it again{undo}."
+            )
+        for step in steps:
+            _record(cur, step)
 
 
 def migrate(settings: Settings, migrations: list[Path] | None = None) -> list[str]:
-    """Apply pending migrations, each in its own transaction; returns the versions applied.
+    """Apply pending migrations; returns the versions applied.
 
-    ``NNN_*.sql`` run once, in order. ``R__*.sql`` (repeatable) run again whenever their
-    rendered text changes, e.g. when the metric catalogue gains metrics.
+    ``NNN_*.sql`` run once, in order, each in its own transaction. ``R__*.sql`` (repeatable)
+    run again whenever their rendered text changes (a setting they render, the metric
+    catalogue, the context horizons): from the first one that changed, that one and every
+    repeatable one after it, all in one transaction.
     """
-    values = context(settings)
-    applied_now: list[str] = []
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
             done = _applied(cur)
-        for path in migrations if migrations is not None else postgres_migrations():
-            version = path.stem
-            statement, checksum = _rendered(path, values)
-            if not _due(version, checksum, done):
-                continue
+        steps = _plan(settings, migrations, done)
+        for step in (s for s in steps if not s.repeatable):
             try:
                 with conn, conn.cursor() as cur:
-                    cur.execute(statement)
-                    cur.execute(
-                        f"INSERT INTO {MIGRATIONS_TABLE} (version, checksum) VALUES (%s, %s)"  # noqa: S608
-                        " ON CONFLICT (version) DO UPDATE"
-                        " SET checksum = EXCLUDED.checksum, applied_at = now()",
-                        (version, checksum),
-                    )
+                    cur.execute(step.statement)
+                    _record(cur, step)
             except psycopg2.Error as exc:
+                cause = "\n  ".join(str(exc).strip().splitlines())
                 raise MigrationError(
-                    f"migration {version} failed, nothing of it applied: "
-                    f"{str(exc).strip()} (fix it and run `python -m common.db migrate` again)"
+                    f"migration {step.version} failed, nothing of it applied (the ones "
+                    f"before it were): {cause}\nTo do: fix the cause above, then run {RETRY} "
+                    "again."
                 ) from exc
-            applied_now.append(version)
+        repeatable = [s for s in steps if s.repeatable]
+        if repeatable:
+            _apply_repeatable(conn, repeatable)
     finally:
         conn.close()
-    return applied_now
+    return [step.version for step in steps]
 
 
 class MigrationError(RuntimeError):
@@ -160,14 +354,14 @@ def timescaledb_version(settings: Settings) -> str | None:
 
 def status_lines(settings: Settings) -> list[str]:
     done = applied_versions(settings)
-    waiting = set(pending(settings, done=done))
+    waiting = {step.version: step.reason for step in plan(settings)}
     lines = []
     for path in postgres_migrations():
         v = path.stem
         if v in done and v not in waiting:
             lines.append(f"  applied  {v}  ({done[v][1]:%Y-%m-%d %H:%M:%S %Z})")
         else:
-            lines.append(f"  pending  {v}" + ("  (changed since applied)" if v in done else ""))
+            lines.append(f"  pending  {v}" + (f"  ({waiting[v]})" if v in done else ""))
     ts = timescaledb_version(settings)
     lines.append(f"  TimescaleDB {ts}" if ts else "  plain PostgreSQL (no TimescaleDB extension)")
     return lines

@@ -13,6 +13,8 @@ BEGIN
     GRANT INSERT, UPDATE ON ${scores_table}, ${alerts_table}, ${incidents_table},
       ${health_table}, ${dead_letters_table}, ${late_events_table}, ${raw_events_table}
       TO ${pg_writer_user};
+    -- As for the reader below: what the later repeatable migrations re-create stays readable.
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO ${pg_writer_user};
   ELSE
     RAISE NOTICE 'role ${pg_writer_user} does not exist: no grants for the job''s writer';
   END IF;
@@ -20,7 +22,9 @@ BEGIN
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO ${pg_reader_user}', current_database());
     GRANT USAGE ON SCHEMA public TO ${pg_reader_user};
     GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${pg_reader_user};
-    -- Tables and views created later are readable too.
+    -- Tables and views created later are readable too: those the repeatable migrations after
+    -- this one drop and re-create (incident_status, the query layer's views) included. Functions
+    -- are executable by PUBLIC, PostgreSQL's default, also once re-created.
     ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO ${pg_reader_user};
   ELSE
     RAISE NOTICE 'role ${pg_reader_user} does not exist: no grants for readers';

@@ -1,8 +1,10 @@
 -- Incidents with their state: open while a new flagged window could still extend them, i.e.
 -- until the quiet period, plus the time the job needs to close a window (window length and
 -- allowed lateness), has passed since the last alert window ended. Re-created (repeatable
--- migration) whenever the settings it renders or its columns change.
-DROP VIEW IF EXISTS incident_status;
+-- migration) whenever the settings it renders or its columns change: dropped with what depends
+-- on it (open_incidents), which the repeatable migrations after this one re-create (migrate
+-- re-applies them all, in order, in one transaction).
+DROP VIEW IF EXISTS incident_status CASCADE;
 CREATE VIEW incident_status AS
 SELECT
   i.device_id,

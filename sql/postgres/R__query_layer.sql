@@ -1,7 +1,11 @@
 -- The query layer: the questions users ask, as views and functions that Grafana, the HTTP API
 -- (query/api.py) and analysts share. Repeatable: re-created whenever its rendered text
--- changes (e.g. the catalogue gains a metric). Every function is STABLE and takes its
--- parameters as values (no dynamic SQL), so a caller cannot make it run other SQL.
+-- changes (e.g. the catalogue gains a metric) or a repeatable migration before it is
+-- re-applied (open_incidents reads incident_status, which R__incident_status re-creates).
+-- Functions are dropped with their dependents (CASCADE): a dependent no migration re-creates
+-- makes the migration fail, named. The reader may read views re-created here by the default
+-- privileges of R__grants.sql. Every function is STABLE and takes its parameters as values
+-- (no dynamic SQL), so a caller cannot make it run other SQL.
 
 -- Flagged windows, newest first when ordered by window_start DESC (index
 -- ${scores_table}_anomalies_idx), with what the job knew of the device and why it was flagged.
@@ -25,7 +29,7 @@ FROM ${scores_table} AS s
 WHERE s.is_anomaly;
 
 -- The newest p_limit flagged windows, optionally of one device, one site, at least a severity.
-DROP FUNCTION IF EXISTS latest_anomalies(integer, text, text, double precision);
+DROP FUNCTION IF EXISTS latest_anomalies(integer, text, text, double precision) CASCADE;
 CREATE FUNCTION latest_anomalies(
   p_limit integer DEFAULT 50,
   p_device text DEFAULT NULL,
@@ -45,7 +49,7 @@ $fn$;
 -- Per device over [p_start, p_end) (window starts): windows, scored windows, anomalies,
 -- rule alerts, the highest severity and the newest anomaly. Ranges up to a day count exact
 -- windows; longer ones read the hourly aggregate, in whole hours from p_start's hour.
-DROP FUNCTION IF EXISTS anomaly_counts(timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS anomaly_counts(timestamptz, timestamptz) CASCADE;
 CREATE FUNCTION anomaly_counts(p_start timestamptz, p_end timestamptz)
 RETURNS TABLE (
   device_id text,
@@ -73,7 +77,7 @@ $fn$;
 
 -- The devices with the worst alerts (model or rule) over [p_start, p_end): highest severity,
 -- how many alert windows, the metric named most often, the newest alert.
-DROP FUNCTION IF EXISTS top_devices(timestamptz, timestamptz, integer);
+DROP FUNCTION IF EXISTS top_devices(timestamptz, timestamptz, integer) CASCADE;
 CREATE FUNCTION top_devices(p_start timestamptz, p_end timestamptz, p_limit integer DEFAULT 10)
 RETURNS TABLE (
   device_id text,
@@ -97,7 +101,7 @@ $fn$;
 -- the typical value (the mean of the device's window means over the ${band_horizon} context)
 -- and the band typical +- 2 spreads, the window's severity and flag. An unknown metric is an
 -- error (SQLSTATE 22023) naming the metrics there are.
-DROP FUNCTION IF EXISTS device_metric(text, text, timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS device_metric(text, text, timestamptz, timestamptz) CASCADE;
 CREATE FUNCTION device_metric(
   p_device text, p_metric text, p_start timestamptz, p_end timestamptz
 ) RETURNS TABLE (
@@ -176,7 +180,7 @@ GROUP BY s.model_version, m.model, m.created_at, m.current_since;
 -- 50 / 40 / 9 / 0.9 / 0.1 %), the population stability index over those bins, and the verdict:
 -- retraining is advised above PSI ${drift_psi_retrain} (0.1-0.25 is a moderate shift, above
 -- 0.25 a large one), judged on at least ${drift_min_windows} scored windows.
-DROP FUNCTION IF EXISTS drift_check(interval, timestamptz);
+DROP FUNCTION IF EXISTS drift_check(interval, timestamptz) CASCADE;
 CREATE FUNCTION drift_check(
   p_since interval DEFAULT INTERVAL '1 hour', p_until timestamptz DEFAULT now()
 ) RETURNS TABLE (

@@ -5,7 +5,7 @@
 -- prune_expired() deletes what is older than the retention horizons, table by table, and
 -- says how many rows went: on plain PostgreSQL call it from cron (or `python -m common.db
 -- prune`); with TimescaleDB the retention policies below drop whole chunks instead.
-DROP FUNCTION IF EXISTS prune_expired();
+DROP FUNCTION IF EXISTS prune_expired() CASCADE;
 CREATE FUNCTION prune_expired() RETURNS TABLE (table_name text, rows_deleted bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
