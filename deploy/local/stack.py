@@ -721,15 +721,37 @@ def ensure_secrets(settings: Settings) -> Settings:
     return settings.replace(**generated)
 
 
-def up(settings: Settings) -> Settings:
+def migrate_or_explain(settings: Settings, postgres_was_running: bool) -> list[str]:
+    """Apply the pending migrations; if they fail, a StackError that says what failed and
+    what to do (the migration's own message), and that PostgreSQL stays running, with how to
+    stop it or carry on."""
+    import psycopg2
+
     from common.db import migrate
+
+    try:
+        return migrate(settings)
+    except (RuntimeError, psycopg2.Error) as exc:
+        who = "it was already running" if postgres_was_running else "started by this command"
+        raise StackError(
+            f"the database migrations failed.\n{str(exc).strip()}\n"
+            f"PostgreSQL is still running on {settings.pg_host}:{settings.pg_port} ({who}); "
+            "Kafka and Flink were not started by this command. When the cause is fixed, "
+            "`make up` carries on from here; `make stop` stops PostgreSQL and every other "
+            "service of the stack."
+        ) from exc
+
+
+def up(settings: Settings) -> Settings:
     from common.kafka_admin import ensure_topic
 
     began = time.monotonic()
     settings = ensure_secrets(settings)
-    Postgres(settings).start()
+    postgres = Postgres(settings)
+    postgres_was_running = postgres.running()
+    postgres.start()
     write_pgpass(settings)
-    for version in migrate(settings):
+    for version in migrate_or_explain(settings, postgres_was_running):
         log(f"applied database migration {version}")
     Kafka(settings).start()
     if ensure_topic(
@@ -1037,9 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "upgrade":
             upgrade(settings)
         elif args.command == "migrate":
-            from common.db import migrate
-
-            applied = migrate(settings)
+            applied = migrate_or_explain(settings, Postgres(settings).running())
             log(f"applied {applied or 'nothing (schema up to date)'}")
     except (StackError, subprocess.CalledProcessError, FileNotFoundError) as exc:
         print(f"[stack] error: {exc}", file=sys.stderr)
