@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train evaluate evaluate-simulator models submit upgrade rollback test test-unit bench bench-simulator bench-onnx bench-udf bench-state lint format lock
+.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator models submit upgrade rollback test test-unit bench bench-simulator bench-onnx bench-udf bench-state lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,8 +23,8 @@ stop: ## cancel the job, stop the simulator and every service (data stays in .st
 status: ## what runs where
 	@$(PY) -m deploy.local.stack status
 
-psql: ## an SQL prompt on the results database of the local stack
-	@cmd=$$($(PY) -m deploy.local.stack psql) && eval "$$cmd"
+psql: ## an SQL prompt on the results database of the local stack (SQL="SELECT ...": run that and exit)
+	@cmd=$$($(PY) -m deploy.local.stack psql) && if [ -n "$$SQL" ]; then eval "$$cmd"' -c "$$SQL"'; else eval "$$cmd"; fi
 
 migrate: setup ## apply pending database migrations and list every version (idempotent)
 	@$(PY) -m common.db migrate
@@ -41,8 +41,17 @@ dashboards: ## regenerate deploy/grafana/dashboards/*.json from deploy/grafana/d
 plot: ## PNG of a device's metric: make plot PLOT_ARGS="--device dev-00003 --metric latency_ms --since 2h"
 	@$(PY) -m query.plot $(PLOT_ARGS)
 
-train: setup ## retrain the model on a fresh simulator dump and make it CURRENT
-	@$(PY) -m deploy.local.stack train
+train: setup ## train a model and make it CURRENT: on a fresh simulator dump, or TRAIN_ARGS="--csv data/ --fraction 0.15"
+	@if [ -n "$(TRAIN_ARGS)" ]; then $(PY) -m training.train $(TRAIN_ARGS); else $(PY) -m deploy.local.stack train; fi
+
+onboard: setup ## a catalogue and a settings file for your CSVs: make onboard ONBOARD_ARGS="data/ --name shop --label-column label"
+	@$(PY) -m training.onboard $(ONBOARD_ARGS)
+
+replay: up ## stream CSVs into the events topic: make replay REPLAY_ARGS="data/ --label-column label"
+	@$(PY) -m simulator.replay $(REPLAY_ARGS)
+
+evaluate-csv: setup ## accuracy on your labelled CSVs beside two baselines: make evaluate-csv EVAL_ARGS="data/ --label-column label --train-fraction 0.15"
+	@$(PY) -m training.evaluate csv $(EVAL_ARGS)
 
 evaluate: setup ## accuracy on SKAB (its protocol): our models and baselines beside the published leaderboard
 	@$(PY) -m training.evaluate skab

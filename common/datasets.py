@@ -204,12 +204,22 @@ def epoch_ms(path: Path, column: pd.Series, name: str) -> np.ndarray:
             ts = pd.to_datetime(numbers * scale, unit="ms", errors="coerce", utc=True)
         else:
             ts = pd.to_datetime(column, errors="coerce", utc=True)
+            if ts.isna().any():  # formats or offsets that differ between rows
+                ts = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
     except (ValueError, TypeError, OverflowError) as exc:
         raise DatasetError(f"{path}: {name!r} is not a time column: {exc}") from exc
     ts = pd.Series(ts)
     if ts.isna().any():
         raise DatasetError(f"{path}: {int(ts.isna().sum())} rows have an unparseable {name!r}")
     return ts.astype("int64").to_numpy() // 1_000_000
+
+
+def numeric_columns(frame: pd.DataFrame, options: CsvOptions, time_column: str) -> list[str]:
+    """The columns that can be metrics: numeric, and not the time, label or device column."""
+    skip = {time_column, options.label_column, options.device_column}
+    return [
+        str(c) for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
+    ]
 
 
 def read_file(path: Path, options: CsvOptions, columns: dict[str, str] | None) -> list[Dataset]:
@@ -231,12 +241,8 @@ def read_file(path: Path, options: CsvOptions, columns: dict[str, str] | None) -
     device_column = options.device_column
     if device_column is not None and device_column not in frame.columns:
         raise DatasetError(f"{path}: no device column {device_column!r}")
-    skip = {time_column, label_column, device_column}
     if columns is None:
-        numeric = [
-            c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
-        ]
-        columns = {c: metric_name(str(c)) for c in numeric}
+        columns = {c: metric_name(str(c)) for c in numeric_columns(frame, options, time_column)}
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DatasetError(

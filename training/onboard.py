@@ -30,7 +30,16 @@ import numpy as np
 
 from common.catalogue import CATALOGUE_DIR, CatalogueError
 from common.catalogue import load as load_catalogue
-from common.datasets import DatasetError, add_csv_arguments, options_from_args, read_datasets
+from common.datasets import (
+    DatasetError,
+    add_csv_arguments,
+    csv_files,
+    numeric_columns,
+    options_from_args,
+    read_datasets,
+    read_frame,
+    timestamp_column_of,
+)
 from common.settings import Settings, SettingsError, duration_name
 
 # Windows proposed, shortest first: each divides the day.
@@ -191,14 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"onboard: {catalogue_path} exists; pass --force to overwrite it", file=sys.stderr)
         return 2
     try:
-        datasets = read_datasets(a.paths, options_from_args(a), None)
-        columns = list(datasets[0].metrics)
-        other = [d.device_id for d in datasets if list(d.metrics) != columns]
-        if other:
-            raise DatasetError(
-                f"devices {other[:5]} have other numeric columns than {datasets[0].device_id} "
-                f"({columns}): one catalogue needs the same metrics everywhere"
-            )
+        options = options_from_args(a)
+        first = csv_files(a.paths)[0]
+        frame = read_frame(first, options.sep)
+        columns = numeric_columns(
+            frame, options, timestamp_column_of(first, frame, options.timestamp_column)
+        )
+        if not columns:
+            raise DatasetError(f"{first}: no numeric columns besides the time and label")
+        # Every file must hold the first one's columns (read_datasets says which lacks one).
+        datasets = read_datasets(a.paths, options, {c: c for c in columns})
         facts, left_out = metric_facts(datasets, columns)
         if not facts:
             raise DatasetError(f"every numeric column is constant or empty: {left_out}")
