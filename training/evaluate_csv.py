@@ -31,6 +31,7 @@ Metrics, over the scored windows (a window is anomalous when one of its rows is 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -256,6 +257,7 @@ def evaluate_csv(
     train_until: int | None,
     train_share: float | None,
     models: tuple[str, ...] = ("pca-t2q",),
+    calibrations: tuple[str, ...] = ("auto",),
     gaussian_rows: int = GAUSSIAN_ROWS,
     log=print,
 ) -> dict:
@@ -292,12 +294,13 @@ def evaluate_csv(
         if not len(scored) or not scored["label"].any():
             raise EvaluationError("no labelled anomaly in the scored part: train on less")
         results = []
-        for model in models:
+        for model, calibration in itertools.product(models, calibrations):
             began = time.perf_counter()
+            params = DetectorParams(model=model, calibration=calibration)
             trained = train(
                 settings.replace(models_dir=Path(tmp) / "models"),
                 TrainingData(windows[is_train], "training part"),
-                DetectorParams(model=model),
+                params,
                 make_current=False,
                 log=lambda m: None,
             )
@@ -307,8 +310,9 @@ def evaluate_csv(
                 scored[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
             )
             flags = np.array([bool(f) for f in s.flag])  # None (incomplete window): no flag
-            results.append(score_method(f"{model} (ours)", scored, flags, window_ms, began))
-            log(f"{model}: done")
+            label = model if len(calibrations) == 1 else f"{model} {calibration}"
+            results.append(score_method(f"{label} (ours)", scored, flags, window_ms, began))
+            log(f"{label}: done")
     keys = list(zip(scored["device_id"].astype(str), scored["start_ms"].astype(int), strict=True))
     for name, flag_rows in (
         (f"3-sigma per device (baseline, |z| > {SIGMA_Z:g})", three_sigma_flags),
@@ -386,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("pca-t2q", "isolation-forest"),
         help="our model(s) to evaluate (default: pca-t2q, the product's default)",
     )
+    p.add_argument(
+        "--calibration",
+        action="append",
+        choices=("out-of-fold", "in-sample"),
+        help="where our models' threshold comes from (default: out-of-fold; give both to compare)",
+    )
     p.add_argument("--gaussian-rows", type=int, default=GAUSSIAN_ROWS, help="(default: 288)")
     p.add_argument("--json-out", type=Path, help="(default: .state/eval/csv.json)")
     a = p.parse_args(argv)
@@ -401,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             train_until=None if a.train_until is None else int(a.train_until.timestamp() * 1000),
             train_share=a.train_fraction,
             models=tuple(a.model or ("pca-t2q",)),
+            calibrations=tuple(a.calibration or ("auto",)),
             gaussian_rows=a.gaussian_rows,
             log=lambda m: print(f"evaluate: {m}", file=sys.stderr, flush=True),
         )

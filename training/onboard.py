@@ -12,8 +12,9 @@ Reads the CSVs by the rules every command shares (python -m common.datasets) and
   <name>.env               the settings of a deployment of its own: ANOMALY_CATALOGUE, the
                            proposed ANOMALY_WINDOW_SECONDS (the shortest usual window holding at
                            least --samples-per-window samples), and a topic, consumer group, job
-                           name and database for this data alone, so that nothing mixes with the
-                           demo's. Load it with `set -a; . ./<name>.env; set +a`.
+                           name, database and models folder for this data alone, so that nothing
+                           mixes with the demo's, and a retention that keeps results of the
+                           data's whole history. Load it with `set -a; . ./<name>.env; set +a`.
 
 Then: train, evaluate, replay (README, "Your own data").
 """
@@ -21,8 +22,10 @@ Then: train, evaluate, replay (README, "Your own data").
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +43,7 @@ from common.datasets import (
     read_frame,
     timestamp_column_of,
 )
-from common.settings import Settings, SettingsError, duration_name
+from common.settings import REPO_ROOT, Settings, SettingsError, duration_name
 
 # Windows proposed, shortest first: each divides the day.
 WINDOW_LADDER = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400)
@@ -145,7 +148,9 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def settings_env(name: str, catalogue_path: Path, window_seconds: int) -> tuple[str, Settings]:
+def settings_env(
+    name: str, catalogue_path: Path, window_seconds: int, oldest_ms: int
+) -> tuple[str, Settings]:
     """The settings file's text, and the settings it gives."""
     values = {
         "ANOMALY_CATALOGUE": str(catalogue_path),
@@ -154,9 +159,17 @@ def settings_env(name: str, catalogue_path: Path, window_seconds: int) -> tuple[
         "ANOMALY_KAFKA_GROUP_ID": f"anomaly-scoring-{name.replace('_', '-')}",
         "ANOMALY_JOB_NAME": f"anomaly-scoring-{name.replace('_', '-')}",
         "ANOMALY_PG_DATABASE": f"anomaly_{name}",
+        # Its model versions and CURRENT pointer apart from the demo's (whose job follows
+        # models/CURRENT).
+        "ANOMALY_MODELS_DIR": str(REPO_ROOT / "models" / name),
     }
     if window_seconds > 3600:
         values["ANOMALY_REFERENCE_SEGMENT_SECONDS"] = str(window_seconds)
+    # Results of replayed history are kept: retention (TimescaleDB drops older chunks,
+    # prune_expired() older rows) reaches back to the data's first row, and 30 days beyond.
+    age_days = math.ceil((time.time() * 1000 - oldest_ms) / 86_400_000)
+    if age_days + 30 > Settings().retention_days:
+        values["ANOMALY_RETENTION_DAYS"] = str(age_days + 30)
     # They must make sense together: the same check every command makes.
     settings = Settings.from_env(values)
     text = (
@@ -223,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         catalogue_path.parent.mkdir(parents=True, exist_ok=True)
         catalogue_path.write_text(catalogue_yaml(a.name, source, interval, facts, left_out))
         load_catalogue(catalogue_path)  # what is written must load
-        env_text, settings = settings_env(a.name, catalogue_path, window)
+        oldest = min(int(d.ts_ms[0]) for d in datasets)
+        env_text, settings = settings_env(a.name, catalogue_path, window, oldest)
     except (DatasetError, CatalogueError, SettingsError) as exc:
         print(f"onboard: {exc}", file=sys.stderr)
         return 2

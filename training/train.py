@@ -230,6 +230,43 @@ def held_out_rows(
     return ids, rows
 
 
+def calibration_of(params, device_ids: np.ndarray, features: int) -> str:
+    """The calibration ``params`` asks for, with "auto" decided by the windows per device per
+    feature (training.detectors.AUTO_WINDOWS_PER_FEATURE)."""
+    from training.detectors import AUTO_WINDOWS_PER_FEATURE
+
+    if params.calibration != "auto":
+        return params.calibration
+    _, counts = np.unique(np.asarray(device_ids).astype(str), return_counts=True)
+    few = np.median(counts) < AUTO_WINDOWS_PER_FEATURE * features
+    return "out-of-fold" if few else "in-sample"
+
+
+def out_of_fold_scores(device_ids: np.ndarray, x: np.ndarray, params) -> np.ndarray | None:
+    """Scores of windows under models that did not see them: each device's windows in
+    CALIBRATION_FOLDS random blocks (seeded); block k of every device is scored by a model
+    (normaliser and detector) fitted on the rest. None when no device has enough windows to
+    hold any out."""
+    from training.detectors import CALIBRATION_FOLDS
+
+    ids = np.asarray(device_ids).astype(str)
+    rng = np.random.default_rng(params.random_state)
+    fold = np.full(len(ids), -1)
+    for device in np.unique(ids):
+        rows = np.flatnonzero(ids == device)
+        if len(rows) >= 2 * CALIBRATION_FOLDS:
+            fold[rows] = rng.permutation(np.arange(len(rows)) * CALIBRATION_FOLDS // len(rows))
+    if (fold < 0).all():
+        return None
+    scores = []
+    for k in range(CALIBRATION_FOLDS):
+        held, rest = fold == k, fold != k
+        normaliser = DeviceNormaliser.fit(ids[rest], x[rest])
+        detector = make_detector(params).fit(normaliser.transform(ids[rest], x[rest]))
+        scores.append(detector.score(normaliser.transform(ids[held], x[held])))
+    return np.concatenate(scores)
+
+
 def version_of(onnx_bytes: bytes, scoring_card: dict) -> str:
     """Content hash of everything that decides a score: the graph and the card's scoring
     part. Same data, same parameters, same seed -> same version."""
@@ -321,6 +358,13 @@ def fit_model(
     )
     detector = make_detector(params).fit(z)
     train_scores = detector.score(z)
+    held_out_threshold = None
+    calibration = calibration_of(params, device_ids, x.shape[1])
+    if calibration == "out-of-fold":
+        held_out = out_of_fold_scores(device_ids, x, params)
+        if held_out is not None:
+            held_out_threshold = float(np.quantile(held_out, 1.0 - params.contamination))
+            detector.threshold = max(detector.threshold, held_out_threshold)
     severity = Severity.fit(train_scores, detector.threshold)
     onnx_bytes = detector.to_onnx().SerializeToString()
     scoring = {
@@ -347,6 +391,8 @@ def fit_model(
             "devices": len(normaliser.devices),
             "constant_features": constant,
             "flagged_share": float(np.mean(train_scores > detector.threshold)),
+            "calibration": calibration,
+            "out_of_fold_threshold": held_out_threshold,
             "score_quantiles": {
                 q: float(np.quantile(train_scores, float(q)))
                 for q in ("0.5", "0.9", "0.99", "0.999", "1.0")
@@ -461,6 +507,14 @@ def main(argv: list[str] | None = None) -> int:
         default=defaults.pca_variance,
         help="pca-t2q: variance share the kept components explain (default: %(default)s)",
     )
+    m.add_argument(
+        "--calibration",
+        choices=("auto", "out-of-fold", "in-sample"),
+        default=defaults.calibration,
+        help="threshold from held-out training windows too, or only from the fitted ones; "
+        "auto: held-out ones too when devices have fewer than 10 windows per feature "
+        "(default: %(default)s)",
+    )
     m.add_argument("--seed", type=int, default=defaults.random_state, help="(default: %(default)s)")
     p.add_argument(
         "--no-current", action="store_true", help="write the version but do not make it CURRENT"
@@ -480,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             random_state=a.seed,
             n_estimators=a.n_estimators,
             pca_variance=a.pca_variance,
+            calibration=a.calibration,
         )
         if a.events:
             data: TrainingData | Path = a.events

@@ -171,3 +171,43 @@ def test_baselines_flag_rows_out_of_their_band_causally():
     y[501:] = 10.0
     assert ev.gaussian_flags(Dataset("d", ts, {"x": y}, None), rows=100)[500]
     assert ev.windows_of_rows(d, sigma, 10_000) >= {("d", 500_000)}
+
+
+# --- calibration on few windows ---------------------------------------------------------------
+
+
+def test_auto_calibration_holds_windows_out_when_devices_have_few(tmp_path):
+    from training.detectors import DetectorParams
+    from training.train import calibration_of, fit_model
+
+    rng = np.random.default_rng(3)
+    features = 12
+    few_ids = np.repeat(["a", "b", "c"], 18)  # 18 windows per device: 1.5 per feature
+    many_ids = np.repeat(["a", "b"], 200)
+    auto = DetectorParams()
+    assert calibration_of(auto, few_ids, features) == "out-of-fold"
+    assert calibration_of(auto, many_ids, features) == "in-sample"
+    assert calibration_of(DetectorParams(calibration="in-sample"), few_ids, 12) == "in-sample"
+
+    # On few windows of pure noise, the in-sample threshold flags new noise often; the
+    # held-out one (never lower) much less.
+    train_x = rng.normal(size=(len(few_ids), features))
+    new_x = rng.normal(size=(3000, features))
+    new_ids = np.resize(["a", "b", "c"], 3000)
+    flagged = {}
+    for calibration in ("in-sample", "out-of-fold"):
+        result = fit_model(
+            few_ids.astype(object),
+            train_x,
+            feature_names=tuple(f"f{i}_mean" for i in range(features)),
+            window_seconds=3600,
+            params=DetectorParams(calibration=calibration),
+            models_dir=tmp_path / calibration,
+            training={"source": "test"},
+            log=lambda m: None,
+        )
+        _, flags = result.reference_scores(new_ids.astype(object), new_x)
+        flagged[calibration] = flags.mean()
+    assert flagged["in-sample"] > 0.05, flagged
+    assert flagged["out-of-fold"] < flagged["in-sample"] / 3, flagged
+    print(f"share of new noise windows flagged: {flagged}")

@@ -1,0 +1,166 @@
+"""README "Your own data", run as it is written: the block's commands, in order, in one shell,
+on a user's CSVs (only the data folder and the dataset's name are this test's), then the rows
+that land in the dataset's own database, by value."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+
+from common.settings import REPO_ROOT, Settings
+from tests.conftest import drop_database
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+T0 = pd.Timestamp("2026-03-02T00:00:00Z")
+STEP = pd.Timedelta("5min")
+ROWS = 5 * 288  # five days of 5-minute samples
+# Labelled faults: (device file, metric column, first row, rows, what happens)
+FAULTS = (
+    ("web1", "Latency[ms]", 900, 6, lambda v: v * 6),
+    ("web2", "CPU (%)", 1000, 12, lambda v: np.full_like(v, 99.0)),
+    ("db1", "requests", 1100, 12, lambda v: v * 0 + 3),
+)
+
+
+def walkthrough_block() -> str:
+    readme = (REPO_ROOT / "README.md").read_text()
+    marker = "<!-- tests/e2e/test_own_data.py runs this block"
+    assert marker in readme, "README: the 'Your own data' block lost its marker"
+    after = readme.split(marker, 1)[1]
+    return after.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def write_shop(folder) -> dict[str, pd.DataFrame]:
+    """A user's export: epoch-second times in a "Timestamp" column, units in headers, a label."""
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True)
+    frames = {}
+    for i, name in enumerate(("web1", "web2", "db1")):
+        frame = pd.DataFrame(
+            {
+                "Timestamp": T0.value // 10**9 + 300 * np.arange(ROWS),
+                "CPU (%)": np.clip(rng.normal(30 + 10 * i, 3, ROWS), 0, 100).round(2),
+                "Latency[ms]": rng.normal(20 * (i + 1), 1.5, ROWS).round(3),
+                "requests": rng.poisson(200 + 50 * i, ROWS).astype(float),
+                "label": 0,
+            }
+        )
+        for device, column, first, n, change in FAULTS:
+            if device == name:
+                rows = slice(first, first + n - 1)
+                frame.loc[rows, column] = change(frame.loc[rows, column].to_numpy())
+                frame.loc[rows, "label"] = 1
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        frames[name] = frame
+    return frames
+
+
+def test_the_readme_walkthrough_brings_a_users_csvs_to_flags_in_postgresql(stack, tmp_path):
+    name = f"own_{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "metrics"
+    frames = write_shop(data)
+    script = walkthrough_block().replace("$HOME/shop", str(data))
+    script = re.sub(r"\bshop\b", name, script)
+    env_file = REPO_ROOT / f"{name}.env"
+    created = [REPO_ROOT / "catalogues" / f"{name}.yaml", env_file, REPO_ROOT / "models" / name]
+    env = dict(os.environ)  # the README's settings file sets what is the dataset's own
+    began = time.monotonic()
+    try:
+        done = subprocess.run(
+            ["bash", "-e", "-c", script],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-4000:]
+        settings = Settings.from_env({**env, **read_env(env_file)})
+        # Onboarding: the proposed window holds 12 samples of 5 minutes.
+        assert settings.window_seconds == 3600
+        # History older than the default retention is kept (TimescaleDB would drop it).
+        assert settings.retention_days > (pd.Timestamp.now(tz="UTC") - T0).days
+        assert "window 1h (12 samples per window" in out
+        # The evaluation printed the model beside both baselines; the obvious faults are found.
+        table = {
+            line.split("  ")[0]: line for line in out.splitlines() if "(ours)" in line or
+            "(baseline" in line
+        }  # fmt: skip
+        assert len(table) == 3, out[-3000:]
+        ours = next(line for key, line in table.items() if "pca-t2q" in key)
+        assert " 3/3 " in ours, ours
+        rows = wait_for_windows(settings, expected=3 * (ROWS // 12 - 1))
+    finally:
+        cancel_jobs(f"anomaly-scoring-{name.replace('_', '-')}")
+        drop_database(stack, f"anomaly_{name}")
+        for path in created:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
+    print(f"\nREADME walkthrough on {3 * ROWS:,} rows: {time.monotonic() - began:.0f} s")
+    # Every closed hour of every device, with the hour's means of the user's columns.
+    for device, frame in frames.items():
+        got = rows[rows["device_id"] == f"metrics-{device}"].sort_values("window_start")
+        hours = pd.to_datetime(frame["Timestamp"], unit="s", utc=True).dt.floor("h")
+        expected = frame.groupby(hours)[["CPU (%)", "Latency[ms]", "requests"]].mean()
+        expected = expected.iloc[:-1]  # the newest hour stays open: no event after it
+        assert list(got["window_start"]) == list(expected.index), device
+        for column, metric in (("CPU (%)", "cpu"), ("Latency[ms]", "latency"),
+                               ("requests", "requests")):  # fmt: skip
+            np.testing.assert_allclose(got[f"{metric}_mean"], expected[column], rtol=1e-9)
+    # The labelled faults' hours are flagged, and little else is.
+    hits = rows[rows["is_anomaly"]]
+    flagged = set(zip(hits["device_id"], hits["window_start"], strict=True))
+    for device, _, first, n, _ in FAULTS:
+        fault_hours = {(T0 + k * STEP).floor("h") for k in range(first, first + n)}
+        assert any((f"metrics-{device}", h) in flagged for h in fault_hours), device
+    assert len(flagged) <= 12, sorted(flagged)
+
+
+def read_env(path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k: v for k, v in pairs if not k.startswith("#")}
+
+
+def wait_for_windows(settings: Settings, expected: int, timeout_s: float = 180.0):
+    from common.db import connect
+
+    deadline = time.monotonic() + timeout_s
+    count = 0
+    while time.monotonic() < deadline:
+        try:
+            conn = connect(settings)
+        except psycopg2.Error:
+            time.sleep(2)
+            continue
+        try:
+            frame = pd.read_sql(
+                f"SELECT * FROM {settings.scores_table} ORDER BY device_id, window_start",  # noqa: S608
+                conn,
+            )
+        finally:
+            conn.close()
+        count = len(frame)
+        if count >= expected:
+            assert count == expected, f"{count} windows, {expected} expected"
+            return frame
+        time.sleep(2)
+    raise AssertionError(f"{count} of {expected} windows in {timeout_s:.0f} s")
+
+
+def cancel_jobs(job_name: str) -> None:
+    from deploy.local.stack import Flink
+
+    flink = Flink(Settings.from_env())
+    for job in flink.running_jobs():
+        if job["name"] == job_name:
+            flink.cancel(job["jid"])
