@@ -117,13 +117,17 @@ def test_the_readme_walkthrough_brings_a_users_csvs_to_flags_in_postgresql(stack
         for column, metric in (("CPU (%)", "cpu"), ("Latency[ms]", "latency"),
                                ("requests", "requests")):  # fmt: skip
             np.testing.assert_allclose(got[f"{metric}_mean"], expected[column], rtol=1e-9)
-    # The labelled faults' hours are flagged, and little else is.
+    # The labelled faults' hours are flagged, and nothing else is (the data is noise around
+    # fixed levels: with 18 training hours per device, a threshold calibrated in-sample
+    # flagged 14 % of normal hours here; the held-out calibration none).
     hits = rows[rows["is_anomaly"]]
     flagged = set(zip(hits["device_id"], hits["window_start"], strict=True))
-    for device, _, first, n, _ in FAULTS:
-        fault_hours = {(T0 + k * STEP).floor("h") for k in range(first, first + n)}
-        assert any((f"metrics-{device}", h) in flagged for h in fault_hours), device
-    assert len(flagged) <= 12, sorted(flagged)
+    faults = {
+        (f"metrics-{device}", (T0 + k * STEP).floor("h"))
+        for device, _, first, n, _ in FAULTS
+        for k in range(first, first + n)
+    }
+    assert flagged == faults, (sorted(flagged), sorted(faults))
 
 
 def read_env(path) -> dict[str, str]:
@@ -143,10 +147,12 @@ def wait_for_windows(settings: Settings, expected: int, timeout_s: float = 180.0
             time.sleep(2)
             continue
         try:
-            frame = pd.read_sql(
-                f"SELECT * FROM {settings.scores_table} ORDER BY device_id, window_start",  # noqa: S608
-                conn,
-            )
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    f"SELECT * FROM {settings.scores_table} ORDER BY device_id, window_start"  # noqa: S608
+                )
+                names = [c.name for c in cur.description]
+                frame = pd.DataFrame(cur.fetchall(), columns=names)
         finally:
             conn.close()
         count = len(frame)
