@@ -80,3 +80,25 @@ def test_two_processes_deliver_every_event_keyed_by_device(stack, fresh_topic, t
     assert set(labelled) <= episode_scenarios
     duplicates = sum(1 for r in records if r["type"] == "bad_input" and r["kind"] == "duplicate")
     assert summary["bad_input"].get("duplicate", 0) == duplicates
+
+
+def test_replay_warns_when_its_topic_already_holds_messages(stack, fresh_topic, tmp_path):
+    """The job reads its topic from the earliest offset: a second dataset replayed into the
+    same topic would be scored beside the first, so replay says so."""
+    data = tmp_path / "shop" / "web1.csv"
+    data.parent.mkdir()
+    data.write_text("timestamp,cpu\n2026-01-01T00:00:00Z,1\n2026-01-01T00:00:10Z,2\n")
+
+    def replay() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "simulator.replay", str(data), "--all-columns",
+             "--bootstrap", stack.kafka_bootstrap, "--topic", fresh_topic],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert "warning" not in replay()
+    assert f"warning: topic {fresh_topic} already holds 2 messages" in replay()
+    keys = [k for k, _ in consume_all(stack.kafka_bootstrap, fresh_topic, 2)]
+    assert keys == [b"shop-web1"] * 4

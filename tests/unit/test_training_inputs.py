@@ -218,3 +218,17 @@ def test_bad_csv_datasets_name_the_problem(tmp_path, monkeypatch, capsys, kwargs
     assert train_main(["--csv", str(folder)]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "models").exists()
+
+
+def test_csv_training_takes_a_time_range_of_each_device(tmp_path, monkeypatch):
+    """--fraction and --since/--until select rows of each file: no truncated copies."""
+    folder = write_csv_dataset(tmp_path / "csv", rows=1800)  # 30 min per device
+    monkeypatch.setenv("ANOMALY_MODELS_DIR", str(tmp_path / "models"))
+    base = ["--csv", str(folder), "--label-column", "label", "--no-current"]
+    assert train_main([*base, "--fraction", "0.5"]) == 0
+    assert train_main([*base, "--since", "2026-01-01T00:10:00", "--until", "2026-01-01T00:20"]) == 0
+    cards = [json.loads(p.read_text()) for p in (tmp_path / "models").glob("*/card.json")]
+    read = sorted(c["training"]["windows_read"] for c in cards)
+    # half: 2 x 90 windows of 10 s; 00:10-00:20: 2 x 60
+    assert read == [120, 180], read
+    assert any("first 50% of each device's rows" in c["training"]["source"] for c in cards)
