@@ -262,9 +262,8 @@ def evaluate_csv(
     log=print,
 ) -> dict:
     from common.features import CATALOGUE, MODEL_FEATURE_NAMES
-    from simulator.replay import events
     from training.detectors import DetectorParams
-    from training.train import TrainingData, train, window_features_from_files
+    from training.train import TrainingData, train, window_features_of_datasets
     from udfs.onnx_scorer import OnnxModel
 
     datasets = read_datasets(paths, options, CATALOGUE.source_columns)
@@ -280,12 +279,7 @@ def evaluate_csv(
     )
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="eval-csv-") as tmp:
-        dump = Path(tmp) / "events.jsonl"
-        with dump.open("wb") as out:
-            for d in datasets:
-                for _, _, value in events(d):
-                    out.write(value + b"\n")
-        windows = window_table(window_features_from_files(settings, dump))
+        windows = window_table(window_features_of_datasets(settings, datasets))
         log(f"{len(windows):,} windows in {time.perf_counter() - began:.0f} s")
         first_scored = windows["device_id"].map(split).to_numpy()
         is_train = windows["start_ms"].to_numpy() + window_ms <= first_scored

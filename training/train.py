@@ -95,7 +95,6 @@ def window_features_from_csv(settings: Settings, paths: list[Path], options) -> 
     the same Flink window features as a simulator dump."""
     from common.datasets import read_datasets
     from common.features import CATALOGUE
-    from simulator.replay import events
 
     datasets = read_datasets(paths, options, CATALOGUE.source_columns)
     for d in datasets:
@@ -112,7 +111,15 @@ def window_features_from_csv(settings: Settings, paths: list[Path], options) -> 
             f"metric(s) {constant} are constant over every row of the dataset: a model cannot "
             f"learn their normal range; use a catalogue without them or more varied data"
         )
-    with tempfile.TemporaryDirectory(prefix="train-csv-") as tmp:
+    return window_features_of_datasets(settings, datasets)
+
+
+def window_features_of_datasets(settings: Settings, datasets) -> pd.DataFrame:
+    """Window features (with labelled event counts) of datasets read from CSVs: their rows
+    as the job's JSON events, through the job's Flink SQL in batch."""
+    from simulator.replay import events
+
+    with tempfile.TemporaryDirectory(prefix="csv-windows-") as tmp:
         dump = Path(tmp) / "events.jsonl"
         with dump.open("wb") as out:
             for d in datasets:
