@@ -1,6 +1,7 @@
 """Reading users' CSV datasets: one set of rules for onboarding, replay, training and evaluation.
 
-The rules, stated once (`--help` of every command that reads CSVs prints them):
+The rules, stated once (`python -m common.datasets` prints them; the `--help` of every command
+that reads CSVs points here):
 
 - **Files.** Each path is a CSV file or a folder searched for ``*.csv``; the separator is
   detected unless ``--sep`` is given.

@@ -387,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--calibration",
         action="append",
-        choices=("out-of-fold", "in-sample"),
-        help="where our models' threshold comes from (default: out-of-fold; give both to compare)",
+        choices=("auto", "out-of-fold", "in-sample"),
+        help="where our models' threshold comes from (default: auto, as training does; give "
+        "several to compare)",
     )
     p.add_argument("--gaussian-rows", type=int, default=GAUSSIAN_ROWS, help="(default: 288)")
     p.add_argument("--json-out", type=Path, help="(default: .state/eval/csv.json)")
