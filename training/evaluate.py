@@ -5,6 +5,7 @@
   python -m training.evaluate simulator             # labelled simulator data, window-wise
   python -m training.evaluate simulator --model current   # the CURRENT model; figures -> card
   python -m training.evaluate csv DATA --label-column label --train-fraction 0.15   # your data
+  python -m training.evaluate topic TOPIC --train-fraction 0.15    # your topic (is_anomaly)
 
 SKAB protocol: for every labelled file, the first 400 rows (anomaly-free) train, the rest are
 scored; metrics are pooled over all files. Our models run as the stream runs them: window
@@ -630,10 +631,10 @@ def print_table(results: list[dict], leaderboard=()) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["csv"]:
+    if argv[:1] in (["csv"], ["topic"]):
         from training import evaluate_csv
 
-        return evaluate_csv.main(argv[1:])
+        return evaluate_csv.main(argv[1:], source=argv[0])
     settings = Settings.from_env()
     p = argparse.ArgumentParser(
         prog="python -m training.evaluate",
@@ -644,9 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "dataset",
         nargs="?",
-        choices=("skab", "simulator", "csv"),
+        choices=("skab", "simulator", "csv", "topic"),
         default="skab",
-        help="csv: your own labelled CSVs (python -m training.evaluate csv --help)",
+        help="csv / topic: your own labelled CSVs or Kafka topic "
+        "(python -m training.evaluate csv --help)",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="skab: the data folder")
     p.add_argument(

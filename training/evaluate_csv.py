@@ -2,8 +2,11 @@
 
   python -m training.evaluate csv data/ --label-column label --train-fraction 0.15
   python -m training.evaluate csv data/ --label-column label --train-until 2026-11-01
+  python -m training.evaluate topic shop-events --train-fraction 0.15   # labels: is_anomaly
 
-The CSVs are read by the rules every command shares (python -m common.datasets) with the active
+A topic's events (the job's JSON, from the earliest offset to the end; labels from their
+`is_anomaly` field, as replay writes it) are read as the job reads them. The CSVs are read by
+the rules every command shares (python -m common.datasets) with the active
 catalogue's metrics (ANOMALY_CATALOGUE) and cut, per device, into a training part (the first
 --train-fraction of its rows, or its rows before --train-until) and the scored rest.
 
@@ -43,7 +46,6 @@ import numpy as np
 import pandas as pd
 
 from common.datasets import (
-    CsvOptions,
     Dataset,
     DatasetError,
     add_csv_arguments,
@@ -249,10 +251,75 @@ def window_table(features: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["device_id", "start_ms"]).reset_index(drop=True)
 
 
+def datasets_from_topic(bootstrap: str, topic: str, metrics: tuple[str, ...], log=print):
+    """The events a topic holds now (from the earliest offset to the end), as datasets: one
+    per device, its metrics and its `is_anomaly` labels. Messages the job would refuse (not
+    a JSON object, no device_id, no integer ts_ms) are counted and left out."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "anomaly-evaluate",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise EvaluationError(f"no topic {topic!r} at {bootstrap}")
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in meta.partitions
+        }
+        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])
+        left = {p for p, (low, high) in ends.items() if high > low}
+        rows: dict[str, list] = {}
+        skipped = 0
+        while left:
+            for msg in consumer.consume(10_000, timeout=5):
+                if msg.error() is not None:
+                    raise EvaluationError(f"reading {topic}: {msg.error()}")
+                if msg.offset() + 1 >= ends[msg.partition()][1]:
+                    left.discard(msg.partition())
+                try:
+                    event = json.loads(msg.value())
+                    device, ts = str(event["device_id"]), event["ts_ms"]
+                    if not isinstance(ts, int):
+                        raise TypeError(ts)
+                except (ValueError, TypeError, KeyError):
+                    skipped += 1
+                    continue
+                values = [event.get(m) for m in metrics]
+                rows.setdefault(device, []).append(
+                    (ts, [v if isinstance(v, int | float) else np.nan for v in values],
+                     bool(event.get("is_anomaly")))
+                )  # fmt: skip
+    finally:
+        consumer.close()
+    if skipped:
+        log(f"{skipped:,} messages of {topic} left out (not events the job accepts)")
+    datasets = []
+    for device, items in sorted(rows.items()):
+        items.sort(key=lambda r: r[0])
+        x = np.array([r[1] for r in items], dtype=float)
+        datasets.append(
+            Dataset(
+                device,
+                np.array([r[0] for r in items], dtype=np.int64),
+                {m: x[:, j] for j, m in enumerate(metrics)},
+                np.array([r[2] for r in items], dtype=bool),
+            )
+        )
+    if not datasets:
+        raise EvaluationError(f"topic {topic!r} holds no events")
+    return datasets
+
+
 def evaluate_csv(
     settings: Settings,
-    paths: list[Path],
-    options: CsvOptions,
+    datasets: list[Dataset],
+    source: list[str],
     *,
     train_until: int | None,
     train_share: float | None,
@@ -266,9 +333,8 @@ def evaluate_csv(
     from training.train import TrainingData, train, window_features_of_datasets
     from udfs.onnx_scorer import OnnxModel
 
-    datasets = read_datasets(paths, options, CATALOGUE.source_columns)
     if all(d.labels is None or not d.labels.any() for d in datasets):
-        raise EvaluationError("no row is labelled anomalous: pass --label-column")
+        raise EvaluationError("no row is labelled anomalous (--label-column, or is_anomaly)")
     split = split_times(datasets, train_until, train_share)
     window_ms = settings.window_seconds * 1000
     rows = sum(len(d.ts_ms) for d in datasets)
@@ -322,7 +388,7 @@ def evaluate_csv(
         flags = np.array([k in hit for k in keys])
         results.append(score_method(name, scored, flags, window_ms, began))
     return {
-        "data": [str(p) for p in paths],
+        "data": source,
         "catalogue": CATALOGUE.name,
         "window_seconds": settings.window_seconds,
         "devices": len(datasets),
@@ -363,16 +429,22 @@ def print_table(report: dict) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, source: str = "csv") -> int:
+    """``source``: csv (labelled CSV files) or topic (a Kafka topic of the job's events,
+    labelled by their is_anomaly field)."""
     settings = Settings.from_env()
     p = argparse.ArgumentParser(
-        prog="python -m training.evaluate csv",
+        prog=f"python -m training.evaluate {source}",
         description=__doc__.splitlines()[0],
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", type=Path, help="labelled CSV files or folders")
-    add_csv_arguments(p, ranges=False)
+    if source == "csv":
+        p.add_argument("paths", nargs="+", type=Path, help="labelled CSV files or folders")
+        add_csv_arguments(p, ranges=False)
+    else:
+        p.add_argument("topic", help="a topic of the job's JSON events (labels: is_anomaly)")
+        p.add_argument("--bootstrap", default=settings.kafka_bootstrap, help="(%(default)s)")
     split = p.add_mutually_exclusive_group(required=True)
     split.add_argument(
         "--train-fraction", type=fraction, help="train on the first share of each device's rows"
@@ -392,23 +464,34 @@ def main(argv: list[str] | None = None) -> int:
         "several to compare)",
     )
     p.add_argument("--gaussian-rows", type=int, default=GAUSSIAN_ROWS, help="(default: 288)")
-    p.add_argument("--json-out", type=Path, help="(default: .state/eval/csv.json)")
+    p.add_argument("--json-out", type=Path, help=f"(default: .state/eval/{source}.json)")
     a = p.parse_args(argv)
-    options = options_from_args(a)
-    if options.label_column is None:
+    if source == "csv" and a.label_column is None:
         p.error("--label-column is needed: evaluation compares flags with labels")
-    json_out = a.json_out or settings.state_dir / "eval" / "csv.json"
+    json_out = a.json_out or settings.state_dir / "eval" / f"{source}.json"
+
+    def log(message: str) -> None:
+        print(f"evaluate: {message}", file=sys.stderr, flush=True)
+
     try:
+        from common.features import CATALOGUE
+
+        if source == "csv":
+            datasets = read_datasets(a.paths, options_from_args(a), CATALOGUE.source_columns)
+            where = [str(path) for path in a.paths]
+        else:
+            datasets = datasets_from_topic(a.bootstrap, a.topic, CATALOGUE.metric_names, log)
+            where = [f"kafka {a.bootstrap} topic {a.topic}"]
         report = evaluate_csv(
             settings,
-            a.paths,
-            options,
+            datasets,
+            where,
             train_until=None if a.train_until is None else int(a.train_until.timestamp() * 1000),
             train_share=a.train_fraction,
             models=tuple(a.model or ("pca-t2q",)),
             calibrations=tuple(a.calibration or ("auto",)),
             gaussian_rows=a.gaussian_rows,
-            log=lambda m: print(f"evaluate: {m}", file=sys.stderr, flush=True),
+            log=log,
         )
     except (EvaluationError, DatasetError, TrainingDataError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
