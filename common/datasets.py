@@ -113,11 +113,14 @@ def fraction(text: str) -> float:
     return value
 
 
-def add_csv_arguments(parser: argparse.ArgumentParser, *, ranges: bool = True, prefix: str = ""):
-    """The CSV options every command shares (module docstring). ``prefix`` names the range
-    options, e.g. "train-" for --train-since/--train-until/--train-fraction."""
+def add_csv_arguments(
+    parser: argparse.ArgumentParser, *, ranges: bool = True, description: str | None = None
+):
+    """The CSV options every command shares (module docstring); with ``ranges``, also
+    --since/--until/--fraction."""
     g = parser.add_argument_group(
-        "reading CSV files (one set of rules for every command: python -m common.datasets)"
+        "reading CSV files (one set of rules for every command: python -m common.datasets)",
+        description,
     )
     g.add_argument(
         "--timestamp-column",
@@ -130,26 +133,26 @@ def add_csv_arguments(parser: argparse.ArgumentParser, *, ranges: bool = True, p
     )
     g.add_argument("--sep", help="field separator (default: detected)")
     if ranges:
-        g.add_argument(f"--{prefix}since", type=parse_time, help="keep rows from this ISO time")
-        g.add_argument(f"--{prefix}until", type=parse_time, help="keep rows before this ISO time")
+        g.add_argument("--since", type=parse_time, help="keep rows from this ISO time")
+        g.add_argument("--until", type=parse_time, help="keep rows before this ISO time")
         g.add_argument(
-            f"--{prefix}fraction",
+            "--fraction",
             type=fraction,
             help="keep the first share (0-1) of each device's rows, e.g. 0.15",
         )
     return g
 
 
-def options_from_args(a: argparse.Namespace, prefix: str = "") -> CsvOptions:
-    key = prefix.replace("-", "_")
+def options_from_args(a: argparse.Namespace) -> CsvOptions:
+    """The CSV options of parsed arguments (a command without range options reads all rows)."""
     return CsvOptions(
         timestamp_column=a.timestamp_column,
         label_column=a.label_column,
         device_column=a.device_column,
         sep=a.sep,
-        since=getattr(a, f"{key}since", None),
-        until=getattr(a, f"{key}until", None),
-        fraction=getattr(a, f"{key}fraction", None),
+        since=getattr(a, "since", None),
+        until=getattr(a, "until", None),
+        fraction=getattr(a, "fraction", None),
     )
 
 

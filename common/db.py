@@ -82,19 +82,24 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _rendered(path: Path, values: dict[str, str]) -> tuple[str, str]:
-    statement = render_text(path.read_text(), values, source=str(path))
+def _rendered(path: Path, text: str, values: dict[str, str]) -> tuple[str, str]:
+    """A migration's statement (its file's ``text`` rendered) and its checksum."""
+    statement = render_text(text, values, source=str(path))
     return statement, _digest(statement)
+
+
+def _read_applied(settings: Settings) -> dict[str, tuple[str, object, dict | None]]:
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            return _applied(cur)
+    finally:
+        conn.close()
 
 
 def applied_versions(settings: Settings) -> dict[str, tuple[str, object]]:
     """Every applied migration: version -> (checksum of its rendered text, applied at)."""
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            return {v: (checksum, at) for v, (checksum, at, _) in _applied(cur).items()}
-    finally:
-        conn.close()
+    return {v: (checksum, at) for v, (checksum, at, _) in _read_applied(settings).items()}
 
 
 def _due(version: str, checksum: str, done: dict[str, tuple]) -> bool:
@@ -173,8 +178,9 @@ def _plan(settings: Settings, migrations: list[Path] | None, done: dict[str, tup
     steps: list[_Step] = []
     trigger: _Step | None = None
     for path in migrations if migrations is not None else postgres_migrations():
-        statement, checksum = _rendered(path, values)
-        inputs = _rendered_from(path.read_text(), values)
+        text = path.read_text()
+        statement, checksum = _rendered(path, text, values)
+        inputs = _rendered_from(text, values)
         version = path.stem
         changes: list[str] = []
         if version not in done:
@@ -193,28 +199,9 @@ def _plan(settings: Settings, migrations: list[Path] | None, done: dict[str, tup
     return steps
 
 
-def pending(
-    settings: Settings,
-    migrations: list[Path] | None = None,
-    done: dict[str, tuple] | None = None,
-) -> list[str]:
-    """The migrations ``migrate`` would apply now (``done``: the applied versions, if read)."""
-    return [step.version for step in plan(settings, migrations, done)]
-
-
-def plan(
-    settings: Settings, migrations: list[Path] | None = None, done: dict[str, tuple] | None = None
-) -> list[_Step]:
-    """The migrations ``migrate`` would apply now, each with why (``done``: as read by
-    _applied, or applied_versions' (checksum, applied at))."""
-    if done is None:
-        conn = connect(settings)
-        try:
-            with conn, conn.cursor() as cur:
-                done = _applied(cur)
-        finally:
-            conn.close()
-    return _plan(settings, migrations, {v: (*row, None)[:3] for v, row in done.items()})
+def pending(settings: Settings, migrations: list[Path] | None = None) -> list[str]:
+    """The migrations ``migrate`` would apply now."""
+    return [step.version for step in _plan(settings, migrations, _read_applied(settings))]
 
 
 def _record(cur, step: _Step) -> None:
@@ -353,8 +340,8 @@ def timescaledb_version(settings: Settings) -> str | None:
 
 
 def status_lines(settings: Settings) -> list[str]:
-    done = applied_versions(settings)
-    waiting = {step.version: step.reason for step in plan(settings)}
+    done = _read_applied(settings)
+    waiting = {step.version: step.reason for step in _plan(settings, None, done)}
     lines = []
     for path in postgres_migrations():
         v = path.stem

@@ -24,12 +24,11 @@ from pathlib import Path
 
 from common.catalogue import CatalogueError
 from common.catalogue import load as load_catalogue
-from common.datasets import (  # noqa: F401 (DatasetError, read_dataset: this module's API)
+from common.datasets import (
     Dataset,
     DatasetError,
     add_csv_arguments,
     options_from_args,
-    read_dataset,
     read_datasets,
 )
 from common.settings import Settings

@@ -349,12 +349,12 @@ def event_metrics(labels: np.ndarray, flags: np.ndarray) -> tuple[int, int, list
 def load_skab(data_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(file name, sensor matrix, labels) for every labelled SKAB file, in a stable order."""
     from common.catalogue import load as load_catalogue
-    from simulator.replay import DatasetError, read_dataset
+    from common.datasets import DatasetError, read_dataset
 
     files = sorted(p for p in data_dir.rglob("*.csv") if "anomaly-free" not in p.parts)
     if not files:
         raise EvaluationError(f"no SKAB CSV files under {data_dir}: pass --data")
-    columns = {m.source_column or m.name: m.name for m in load_catalogue("skab").metrics}
+    columns = load_catalogue("skab").source_columns
     out = []
     for path in files:
         try:

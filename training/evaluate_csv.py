@@ -39,7 +39,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +139,7 @@ class DeviceScore:
     events_detected: int
     false_alarm_episodes: int
     days: float
-    flagged: int = field(default=0)
+    flagged: int
 
     @property
     def normal_share_alarmed(self) -> float:

@@ -37,6 +37,7 @@ from common.datasets import (
     DatasetError,
     add_csv_arguments,
     csv_files,
+    metric_name,
     numeric_columns,
     options_from_args,
     read_datasets,
@@ -70,8 +71,6 @@ def split_unit(column: str) -> tuple[str, str]:
 
 def metric_facts(datasets, columns: list[str]) -> tuple[list[MetricFacts], list[str]]:
     """Facts per column over every device; and the columns left out (constant or empty)."""
-    from common.datasets import metric_name
-
     facts, left_out = [], []
     for column in columns:
         values = np.concatenate([d.metrics[column] for d in datasets])

@@ -115,8 +115,8 @@ def window_features_from_csv(settings: Settings, paths: list[Path], options) -> 
 
 
 def window_features_of_datasets(settings: Settings, datasets) -> pd.DataFrame:
-    """Window features (with labelled event counts) of datasets read from CSVs: their rows
-    as the job's JSON events, through the job's Flink SQL in batch."""
+    """Window features (with labelled event counts) of datasets (read from CSVs or a topic):
+    their rows as the job's JSON events, through the job's Flink SQL in batch."""
     from simulator.replay import events
 
     with tempfile.TemporaryDirectory(prefix="csv-windows-") as tmp:
@@ -477,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres", action="store_true", help="windows stored by the job in PostgreSQL"
     )
     add_csv_arguments(
-        p, ranges=False
-    ).description = "--csv input; windows with labelled rows are not fitted"
+        p, ranges=False, description="--csv input; windows with labelled rows are not fitted"
+    )
     span = p.add_argument_group("time range of the training data")
     span.add_argument(
         "--since", type=parse_time, help="--csv: first row; --postgres: first window_start"

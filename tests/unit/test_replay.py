@@ -152,7 +152,8 @@ def test_hostile_csv_files_give_a_dataset_or_a_clear_error(tmp_path):
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from simulator.replay import DatasetError, events, read_dataset
+    from common.datasets import DatasetError, read_dataset
+    from simulator.replay import events
     from tests.hostile import CAMPAIGN
 
     path = tmp_path / "series.csv"
