@@ -415,6 +415,7 @@ def latency_run(
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
             sent_s = time.time() - started
+            closing_at = time.time()
             close_windows(settings, topic)
             # The last windows close one window and the watermark delay after the last event
             # (an idle source then lets the watermark pass too); a job that fell behind takes
@@ -439,7 +440,9 @@ def latency_run(
             " FROM {} WHERE window_start >= to_timestamp(%s) AND window_end <= to_timestamp(%s)"
         )
         # After the warm-up, and closed by the stream's own watermark (not by the closing
-        # events sent after it); a short run may have none of those: then every window.
+        # events sent after it); a short run may have none of those: then every window that
+        # ended before the closing events were sent (one ending later was closed early by
+        # them, and its row would land before its end).
         closed_by_stream = True
         row = execute(
             db,
@@ -449,7 +452,7 @@ def latency_run(
         )
         if not row[0]:
             closed_by_stream = False
-            row = execute(db, query, settings.scores_table, (started + warmup_s, float("inf")))
+            row = execute(db, query, settings.scores_table, (started + warmup_s, closing_at))
     windows, percentiles, worst = row
     if not windows:
         raise RuntimeError(
