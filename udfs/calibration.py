@@ -13,12 +13,19 @@ from functools import cached_property
 import numpy as np
 
 # A device's scale for a feature is its own standard deviation over the training windows, but
-# at least this share of the fleet's median standard deviation for that feature (a device that
-# was flat in training must not turn every later wobble into an alarm), and at least
-# SCALE_FLOOR_RELATIVE of the feature's fleet mean magnitude (at least 1): a feature constant
-# over the whole fleet (an interface that was always up) then scores any change as far out.
+# at least a floor, so that a device that was flat in training does not turn every later wobble
+# into an alarm: SCALE_FLOOR_SHARE_OF_FLEET x the spread the fleet's devices typically have.
+# That is the fleet's median sd, unless the feature holds mixed units: its devices' levels
+# (|mean|, 10th to 90th percentile) span more than MIXED_UNITS_SPAN (one catalogue metric
+# holding bytes on one device and a load average of ~0.1 on another, as an onboarded folder of
+# one-metric series does). There the floor is the fleet's median coefficient of variation
+# (sd / |mean|) x the device's own |mean|, when smaller: a quiet device is not floored by the
+# devices in the millions, which would keep it from ever alarming. And at least
+# SCALE_FLOOR_RELATIVE of the device's own mean magnitude (at least 1): a feature constant over
+# the whole fleet (an interface that was always up) then scores any change as far out.
 SCALE_FLOOR_SHARE_OF_FLEET = 0.1
 SCALE_FLOOR_RELATIVE = 1e-6
+MIXED_UNITS_SPAN = 100.0
 
 # Severity knots: the score at these training quantiles maps to these severities; the
 # threshold maps to SEVERITY_AT_THRESHOLD; above it severity approaches 100 exponentially.
@@ -28,6 +35,26 @@ SEVERITY_AT_THRESHOLD = 50.0
 
 class CalibrationError(ValueError):
     """Normalisation or calibration cannot be fitted on this data, or a card's copy is broken."""
+
+
+def scale_floor(center: np.ndarray, sd: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The scale floor (see SCALE_FLOOR_SHARE_OF_FLEET) at ``level`` ([rows, features]) of a
+    fleet whose devices have these training ``center`` and ``sd`` ([devices, features])."""
+    magnitude = np.abs(level)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cv = np.abs(sd / center)
+    cv[~np.isfinite(cv)] = np.nan
+    typical_cv = np.zeros(center.shape[1])
+    seen = np.isfinite(cv).any(axis=0)
+    typical_cv[seen] = np.nanmedian(cv[:, seen], axis=0)
+    by_sd = np.median(sd, axis=0)
+    low, high = np.quantile(np.abs(center), [0.1, 0.9], axis=0)
+    mixed = high > MIXED_UNITS_SPAN * low
+    by_level = np.where(mixed & (magnitude > 0), typical_cv * magnitude, by_sd)
+    return np.maximum(
+        SCALE_FLOOR_SHARE_OF_FLEET * np.minimum(by_sd, by_level),
+        SCALE_FLOOR_RELATIVE * np.maximum(magnitude, 1.0),
+    )
 
 
 @dataclass(frozen=True)
@@ -57,16 +84,14 @@ class DeviceNormaliser:
         sd = np.sqrt(sq / counts[:, None])
         fleet_center = x.mean(axis=0)
         fleet_sd = x.std(axis=0)
-        floor = np.maximum(
-            SCALE_FLOOR_SHARE_OF_FLEET * np.median(sd, axis=0),
-            SCALE_FLOOR_RELATIVE * np.maximum(np.abs(fleet_center), 1.0),
-        )
+        floor = scale_floor(center, sd, center)
+        fleet_floor = scale_floor(center, sd, fleet_center[None, :])[0]
         return cls(
             tuple(devices.tolist()),
             center,
             np.maximum(sd, floor),
             fleet_center,
-            np.maximum(fleet_sd, floor),
+            np.maximum(fleet_sd, fleet_floor),
         )
 
     def transform(self, device_ids, x: np.ndarray) -> np.ndarray:
@@ -108,8 +133,9 @@ class DeviceNormaliser:
         return {
             "method": "per-device standard score",
             "scale_floor": (
-                f"max(device sd, {SCALE_FLOOR_SHARE_OF_FLEET} x fleet median sd, "
-                f"{SCALE_FLOOR_RELATIVE} x max(1, |fleet mean|))"
+                f"max(device sd, {SCALE_FLOOR_SHARE_OF_FLEET} x fleet median sd (mixed units, "
+                f"levels spanning over {MIXED_UNITS_SPAN:g}x: at most fleet median sd/|mean| x "
+                f"|mean|), {SCALE_FLOOR_RELATIVE} x max(1, |mean|))"
             ),
             "unknown_device": "fleet center and scale",
             "fleet": {"center": self.fleet_center.tolist(), "scale": self.fleet_scale.tolist()},
