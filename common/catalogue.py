@@ -12,6 +12,7 @@ folder of CSVs. Loading validates everything and names the file and field at fau
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -58,6 +59,19 @@ class MetricModel:
     stddev: tuple[float, float]
     window: int = 1
     recalibration: float = 0.3
+    # Seasons: the level rises and falls over the day by this share of the baseline (peak in
+    # the afternoon, UTC), and on weekends and holidays is this multiple of the weekday level.
+    daily: tuple[float, float] = (0.0, 0.0)
+    weekend: tuple[float, float] = (1.0, 1.0)
+    # Benign level shifts (a migration, a new release, a re-balanced load): this many per
+    # device-day on average, each multiplying the level by a factor from the range. Normal
+    # behaviour: not labelled anomalous.
+    shifts_per_day: float = 0.0
+    shift_factor: tuple[float, float] = (1.0, 1.0)
+
+    @property
+    def seasonal(self) -> bool:
+        return self.daily != (0.0, 0.0) or self.weekend != (1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,8 @@ class Catalogue:
     scenarios: tuple[Scenario, ...]
     path: Path
     rules: tuple[Rule, ...] = ()
+    # Days (UTC dates) the simulator treats as weekend days.
+    holidays: tuple[date, ...] = ()
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -241,10 +257,26 @@ def _parse(raw: dict, path: Path) -> Catalogue:
                 stddev=_pair(m["stddev"], f"{where}.metrics.{metric}.stddev"),
                 window=int(m.get("window", 1)),
                 recalibration=float(m.get("recalibration", 0.3)),
+                daily=_pair(m.get("daily", [0, 0]), f"{where}.metrics.{metric}.daily"),
+                weekend=_pair(m.get("weekend", [1, 1]), f"{where}.metrics.{metric}.weekend"),
+                shifts_per_day=float(m.get("shifts_per_day", 0.0)),
+                shift_factor=_pair(
+                    m.get("shift_factor", [1, 1]), f"{where}.metrics.{metric}.shift_factor"
+                ),
             )
-            if models[metric].window < 1 or not 0 <= models[metric].recalibration <= 1:
+            model = models[metric]
+            if model.window < 1 or not 0 <= model.recalibration <= 1:
                 raise CatalogueError(
                     f"{where}.metrics.{metric}: window must be >= 1, recalibration in [0, 1]"
+                )
+            if not (0 <= model.daily[0] <= model.daily[1] < 1):
+                raise CatalogueError(f"{where}.metrics.{metric}.daily: need 0 <= low <= high < 1")
+            if not (0 < model.weekend[0] <= model.weekend[1]):
+                raise CatalogueError(f"{where}.metrics.{metric}.weekend: need 0 < low <= high")
+            if model.shifts_per_day < 0 or not 0 < model.shift_factor[0] <= model.shift_factor[1]:
+                raise CatalogueError(
+                    f"{where}.metrics.{metric}: shifts_per_day must be >= 0 and shift_factor "
+                    "0 < low <= high"
                 )
         unknown = set(k.get("metrics", {})) - set(names)
         if unknown:
@@ -300,7 +332,18 @@ def _parse(raw: dict, path: Path) -> Catalogue:
         scenarios=tuple(scenarios),
         path=path,
         rules=tuple(_rules(raw.get("rules") or {}, names, path)),
+        holidays=_holidays(simulation.get("holidays") or [], path),
     )
+
+
+def _holidays(raw: list, path: Path) -> tuple[date, ...]:
+    out = []
+    for value in raw:
+        try:
+            out.append(value if isinstance(value, date) else date.fromisoformat(str(value)))
+        except ValueError as exc:
+            raise CatalogueError(f"{path}: holidays: {value!r} is not a date (YYYY-MM-DD)") from exc
+    return tuple(out)
 
 
 def _rules(raw: dict, metric_names: list[str], path: Path) -> list[Rule]:

@@ -1,7 +1,9 @@
 """Deterministic, labelled telemetry for a fleet described by a metric catalogue.
 
 Every device has a kind (router, server, sensor, ...) and its own baseline and noise per metric.
-Values follow a mean-reverting random walk over the device's last few values. Failure episodes
+Values follow a mean-reverting random walk over the device's last few values, towards a level
+that may follow daily and weekly seasons (weekends and holidays apart) and shift now and then
+for benign reasons (unlabelled, recorded as `level_change` records). Failure episodes
 (spikes, dips, level shifts, drifts, stuck values, missing data, composite faults, cascades that
 spread to a router's neighbours) start at random and are labelled on every event they touch
 and recorded as ground-truth episodes.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 
@@ -45,6 +48,10 @@ class SimulatorConfig:
             raise ValueError(f"interval_ms must be at least 1, got {self.interval_ms}")
         if not 0.0 <= self.anomaly_rate <= 1.0:
             raise ValueError(f"anomaly_rate must be within [0, 1], got {self.anomaly_rate}")
+
+
+DAY_MS = 86_400_000
+EPOCH_DAY = date(1970, 1, 1)
 
 
 def device_id(index: int) -> str:
@@ -93,6 +100,7 @@ class TelemetryGenerator:
                     # Distinct devices other than d: draw from n - 1 slots, skip over d.
                     picks = fleet.choice(n - 1, size=min(kind.links, n - 1), replace=False)
                     self.neighbours[int(d)] = picks + (picks >= d)
+        self._seasons_and_shifts(config, cat, shape)
         self.lo = np.array([-np.inf if m.min is None else m.min for m in cat.metrics])[:, None]
         self.hi = np.array([np.inf if m.max is None else m.max for m in cat.metrics])[:, None]
 
@@ -115,16 +123,72 @@ class TelemetryGenerator:
         # Scenario names as the JSON value of `scenario`, precomputed per index (-1 -> null).
         self.scenario_json = ["null", *(json.dumps(s.name) for s in self.scenarios)]
 
+    def _seasons_and_shifts(self, config: SimulatorConfig, cat: Catalogue, shape) -> None:
+        """Per-device seasons and benign level shifts of the kinds that have them, drawn from
+        their own random streams (a catalogue without them gives exactly the same values)."""
+        models = [(k, j, kind.metrics[m.name]) for k, kind in enumerate(cat.kinds)
+                  for j, m in enumerate(cat.metrics)]  # fmt: skip
+        self.seasonal = any(model.seasonal for _, _, model in models)
+        self.shifting = any(model.shifts_per_day > 0 for _, _, model in models)
+        if not (self.seasonal or self.shifting):
+            return
+        fleet = np.random.default_rng([config.fleet_seed, 1])
+        self.daily_amp, self.weekend = np.zeros(shape), np.ones(shape)
+        self.shift_rate, self.shift_lo, self.shift_hi = (np.zeros(shape) for _ in range(3))
+        for k, j, model in models:
+            members = self.kind == k
+            count = int(members.sum())
+            self.daily_amp[j, members] = fleet.uniform(*model.daily, count)
+            self.weekend[j, members] = fleet.uniform(*model.weekend, count)
+            self.shift_rate[j, members] = model.shifts_per_day
+            self.shift_lo[j, members], self.shift_hi[j, members] = model.shift_factor
+        # The daily peak: early to mid afternoon (UTC), per device and metric.
+        self.peak = fleet.uniform(0.5, 0.65, shape)
+        self.level = np.ones(shape)
+        self.shift_rng = np.random.default_rng([config.seed, 1])
+        self.off_days = {(d - EPOCH_DAY).days for d in cat.holidays}
+
+    def _target(self, ts_ms: int) -> np.ndarray:
+        """The level each value is pulled towards at ``ts_ms``: the baseline, through the
+        seasons and the benign level shifts so far."""
+        if not (self.seasonal or self.shifting):
+            return self.baseline
+        day, time_of_day = divmod(ts_ms, DAY_MS)
+        daily = 1.0 + self.daily_amp * np.cos(2 * np.pi * (time_of_day / DAY_MS - self.peak))
+        off = (day + 3) % 7 >= 5 or day in self.off_days  # 1970-01-01 was a Thursday
+        return self.baseline * self.level * daily * (self.weekend if off else 1.0)
+
+    def _shift_levels(self, ts_ms: int) -> list[dict]:
+        """Start the benign level shifts due now; returns their (unlabelled) records."""
+        if not self.shifting:
+            return []
+        due = self.shift_rng.random(self.level.shape) < self.shift_rate * self.interval_ms / DAY_MS
+        records = []
+        for j, d in zip(*np.nonzero(due), strict=True):
+            factor = float(self.shift_rng.uniform(self.shift_lo[j, d], self.shift_hi[j, d]))
+            self.level[j, d] *= factor
+            records.append(
+                {
+                    "type": "level_change",
+                    "device_id": self.device_ids[d],
+                    "metric": self.metrics[j].name,
+                    "ts_ms": ts_ms,
+                    "factor": round(factor, 4),
+                }
+            )
+        return records
+
     # ------------------------------------------------------------------------------------------
-    def _walk(self) -> np.ndarray:
-        """Advance every metric of every device by one step; returns the normal values."""
+    def _walk(self, target: np.ndarray) -> np.ndarray:
+        """Advance every metric of every device by one step towards ``target``; returns the
+        normal values."""
         anchor = np.zeros_like(self.baseline)
         for k in range(self.max_window):
             sample = self.ring[(self.ring_pos - k) % self.max_window]
             anchor += np.where(k < self.window, sample, 0.0)
         anchor /= self.window
         shock = self.rng.standard_normal(self.baseline.shape)
-        values = anchor + self.recal * (self.baseline - anchor) + self.step * shock
+        values = anchor + self.recal * (target - anchor) + self.step * shock
         self.ring_pos = (self.ring_pos + 1) % self.max_window
         self.ring[self.ring_pos] = values
         return values
@@ -184,8 +248,9 @@ class TelemetryGenerator:
         Returns (values[metric, device], present[device], label[device] as scenario index or
         -1, ground-truth records of the episodes that start now).
         """
-        normal = self._walk()
-        records = self._start_episodes(ts_ms, normal)
+        changes = self._shift_levels(ts_ms)
+        normal = self._walk(self._target(ts_ms))
+        records = self._start_episodes(ts_ms, normal) + changes
         values = normal.copy()
         present = np.ones(self.config.devices, dtype=bool)
         label = np.where(self.ep_scenario >= 0, self.ep_scenario, -1)

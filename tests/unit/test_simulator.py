@@ -417,3 +417,110 @@ def test_summary_counts_exactly_what_was_sent(tmp_path, capsys, bad):
     summary = json.loads(capsys.readouterr().err.split("done ", 1)[1])
     assert summary["events"] == len(events) == 333
     assert summary["anomalous_events"] == sum(e["is_anomaly"] for e in events) > 0
+
+
+# --- the dialects of real ops series (catalogue ops) ------------------------------------------
+
+DAY = 86_400_000
+
+
+def ops_values(devices: int, days: float, start_ms: int, seed: int = 3, **config):
+    """(ticks, devices) normal values of the ops catalogue and the generator's records."""
+    gen = TelemetryGenerator(
+        SimulatorConfig(catalogue="ops", devices=devices, seed=seed, anomaly_rate=0.0, **config)
+    )
+    ticks = int(days * DAY / gen.interval_ms)
+    rows, records = [], []
+    for k in range(ticks):
+        values, _, label, started = gen.tick(start_ms + k * gen.interval_ms)
+        assert (label < 0).all()
+        rows.append(values[0])
+        records += started
+    return gen, np.array(rows), records
+
+
+def test_ops_fleet_mixes_units_across_orders_of_magnitude():
+    gen, values, _ = ops_values(60, 1, T0)
+    levels = np.median(values, axis=0)
+    assert levels.max() / levels.min() > 1e6  # key presses of ~0.1 beside bytes in millions
+    kinds = {gen.catalogue.kinds[k].name for k in gen.kind}
+    assert {"key_presses", "disk_bytes", "office_cpu"} <= kinds
+
+
+def test_ops_seasons_follow_the_day_and_the_week_and_holidays():
+    monday = 1_764_547_200_000  # 2025-12-01 00:00 UTC, a Monday
+    gen, values, _ = ops_values(40, 14, monday)
+    per_day = int(DAY / gen.interval_ms)
+    office = [d for d, k in enumerate(gen.kind) if gen.catalogue.kinds[k].name == "office_cpu"]
+    assert office
+    days = values[:, office].reshape(14, per_day, len(office))
+    # Afternoon above night on weekdays, for every office device.
+    afternoon, night = days[:5, per_day * 14 // 24, :], days[:5, per_day * 2 // 24, :]
+    assert (afternoon.mean(axis=0) > night.mean(axis=0)).all()
+    # Weekend days (5, 6, 12, 13) well below weekdays.
+    weekday, weekend = days[[0, 1, 2, 3, 4]].mean(), days[[5, 6, 12, 13]].mean()
+    assert weekend < 0.7 * weekday
+    # A holiday on a weekday looks like a weekend day: 2026-12-24 is a Thursday.
+    thursday = 1_766_534_400_000  # 2025-12-24 is not a holiday in the catalogue
+    holiday = 1_766_534_400_000 + 365 * DAY  # 2026-12-24
+    _, normal_day, _ = ops_values(40, 1, thursday)
+    _, off_day, _ = ops_values(40, 1, holiday)
+    assert off_day[:, office].mean() < 0.7 * normal_day[:, office].mean()
+
+
+def test_benign_level_shifts_move_the_level_unlabelled_and_are_recorded():
+    gen, values, records = ops_values(60, 30, T0)
+    changes = [r for r in records if r["type"] == "level_change"]
+    assert changes and all(r["metric"] == "value" for r in changes)
+    # A device shifted once, with a day of history either side, moves to its shifted level
+    # (its labels stayed normal: ops_values checks). Machine temperatures never shift.
+    per_day = int(DAY / gen.interval_ms)
+    tick = {id(r): (r["ts_ms"] - T0) // gen.interval_ms for r in changes}
+    per_device = {}
+    for r in changes:
+        per_device.setdefault(r["device_id"], []).append(r)
+    kind = {gen.device_ids[d]: gen.catalogue.kinds[k].name for d, k in enumerate(gen.kind)}
+    # Kinds without a weekly season: whole days either side then average the season out.
+    lone = [rs[0] for device, rs in per_device.items() if len(rs) == 1
+            and kind[device] in ("disk_bytes", "api_latency")
+            and per_day <= tick[id(rs[0])] <= len(values) - 2 * per_day]  # fmt: skip
+    assert lone
+    for r in lone:
+        d, k = gen.device_ids.index(r["device_id"]), tick[id(r)]
+        before = values[k - per_day : k, d].mean()
+        after = values[k + per_day // 2 : k + per_day // 2 + per_day, d].mean()
+        assert after / before == pytest.approx(r["factor"], rel=0.15), r
+    assert not {d for d in per_device if kind[d] == "machine_temp"}
+
+
+def test_catalogues_without_seasons_give_the_same_values_as_before():
+    # The seasons and shifts draw from streams of their own: a catalogue without them is
+    # untouched by their existence (this digest was taken before they were added).
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("network", "iot"):
+        gen = TelemetryGenerator(SimulatorConfig(catalogue=name, devices=40, anomaly_rate=0.01))
+        for _, value in gen.run_messages(1_700_000_000_000, 300)[0]:
+            h.update(value)
+    assert h.hexdigest() == "b178934d773b2e2bcdcd8bc7bf290f72b4c00cd62313494ab934aa52c106e298"
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("daily: [0.3, 0.6]", "daily: [0.5, 1.2]", "daily: need 0 <= low <= high < 1"),
+        ("weekend: [0.3, 0.5]", "weekend: [0, 0.5]", "weekend: need 0 < low <= high"),
+        ("shifts_per_day: 0.02, shift_factor: [0.7, 1.5]", "shifts_per_day: -1", "shifts_per_day"),
+    ],
+)
+def test_season_and_shift_errors_name_the_problem(tmp_path, field, value, message):
+    text = load_catalogue("ops").path.read_text()
+    assert field in text
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace(field, value, 1))
+    with pytest.raises(CatalogueError, match=message):
+        load_catalogue(str(path))
+    path.write_text(text.replace("2026-12-24", "Christmas"))
+    with pytest.raises(CatalogueError, match="'Christmas' is not a date"):
+        load_catalogue(str(path))
