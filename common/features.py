@@ -138,5 +138,20 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 # The model's input columns, in order. Stored in each model card and checked when it loads.
 MODEL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.modelled)
 
+
+def scorer_context_names(metric_names, horizon_list) -> tuple[str, ...]:
+    """The context the scorer reads beside the model's features (udfs.calibration.ContextCheck):
+    each metric's level and spread (avg, sd) over the longest horizon; none without horizons."""
+    if not horizon_list:
+        return ()
+    longest = max(horizon_list, key=lambda h: h.seconds)
+    return tuple(f"{m}_{stat}{longest.name}" for m in metric_names for stat in ("avg", "sd"))
+
+
+# Passed to the scoring UDF after the model features, whatever the model: a model that checks
+# windows against their recent context uses them, others ignore them (a new model version
+# must not need another UDF call).
+SCORER_CONTEXT_NAMES: tuple[str, ...] = scorer_context_names(METRIC_NAMES, HORIZONS)
+
 # PostgreSQL column types for Flink SQL types used above.
 PG_TYPES = {"DOUBLE": "double precision", "BIGINT": "bigint"}

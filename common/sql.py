@@ -21,6 +21,7 @@ from common.features import (
     METRICS,
     MODEL_FEATURE_NAMES,
     PG_TYPES,
+    SCORER_CONTEXT_NAMES,
     WINDOW_FEATURES,
     Horizon,
 )
@@ -502,7 +503,7 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         # How insert_scores.sql scores a window (the job swaps in a NULL row when scoring is
         # off).
         "score_call": "score_window(device_id, "
-        + ", ".join(f"`{name}`" for name in MODEL_FEATURE_NAMES)
+        + ", ".join(f"`{name}`" for name in (*MODEL_FEATURE_NAMES, *SCORER_CONTEXT_NAMES))
         + ")",
         "flink_feature_columns": indent.join(f"`{f.name}` {f.sql_type}" for f in FEATURES),
         "pg_feature_columns": indent.join(pg_columns),

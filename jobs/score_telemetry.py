@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyflink.table import TableEnvironment, TableResult
 from pyflink.table.expressions import col
 
-from common.features import MODEL_FEATURE_NAMES
+from common.features import MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
 from common.models import resolve_model_dir
 from common.settings import Settings
 from common.sql import context, render, statements, window_feature_statements
@@ -160,7 +160,7 @@ def register_scoring(
     # Load the model here too, before submitting: a model that does not fit this job (other
     # features or window) or fails its card's checks is refused at `flink run` time with the
     # reason, instead of failing in every TaskManager restart.
-    OnnxModel.load(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds)
+    OnnxModel.load(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds, SCORER_CONTEXT_NAMES)
     t_env.create_temporary_function(
         "score_window",
         score_window_udf(
@@ -170,6 +170,7 @@ def register_scoring(
             pointer=settings.current_model_pointer.resolve() if follow else None,
             reload_seconds=settings.model_reload_seconds,
             vectorized=settings.scoring_udf == "pandas",
+            context_names=SCORER_CONTEXT_NAMES,
         ),
     )
     return context(settings)["score_call"]

@@ -55,6 +55,7 @@ from common.datasets import (
     read_datasets,
 )
 from common.settings import Settings
+from training.detectors import CONTEXT_CHECKS
 from training.train import TrainingDataError
 
 # A device alarmed on more than this share of its normal windows is "noisy".
@@ -325,10 +326,11 @@ def evaluate_csv(
     train_share: float | None,
     models: tuple[str, ...] = ("pca-t2q",),
     calibrations: tuple[str, ...] = ("auto",),
+    context_checks: tuple[str, ...] = ("auto",),
     gaussian_rows: int = GAUSSIAN_ROWS,
     log=print,
 ) -> dict:
-    from common.features import CATALOGUE, MODEL_FEATURE_NAMES
+    from common.features import CATALOGUE, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
     from training.detectors import DetectorParams
     from training.train import TrainingData, train, window_features_of_datasets
     from udfs.onnx_scorer import OnnxModel
@@ -354,9 +356,11 @@ def evaluate_csv(
         if not len(scored) or not scored["label"].any():
             raise EvaluationError("no labelled anomaly in the scored part: train on less")
         results = []
-        for model, calibration in itertools.product(models, calibrations):
+        for model, calibration, check in itertools.product(models, calibrations, context_checks):
+            if model != "pca-t2q" and check == "on":
+                continue
             began = time.perf_counter()
-            params = DetectorParams(model=model, calibration=calibration)
+            params = DetectorParams(model=model, calibration=calibration, context_check=check)
             trained = train(
                 settings.replace(models_dir=Path(tmp) / "models"),
                 TrainingData(windows[is_train], "training part"),
@@ -364,13 +368,25 @@ def evaluate_csv(
                 make_current=False,
                 log=lambda m: None,
             )
-            onnx = OnnxModel.load(trained.model_dir, MODEL_FEATURE_NAMES, settings.window_seconds)
+            onnx = OnnxModel.load(
+                trained.model_dir,
+                MODEL_FEATURE_NAMES,
+                settings.window_seconds,
+                SCORER_CONTEXT_NAMES,
+            )
             s = onnx.score(
                 scored["device_id"].astype(str).to_numpy(dtype=object),
                 scored[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
+                scored[list(SCORER_CONTEXT_NAMES)].to_numpy(dtype=np.float64),
             )
             flags = np.array([bool(f) for f in s.flag])  # None (incomplete window): no flag
-            label = model if len(calibrations) == 1 else f"{model} {calibration}"
+            label = model
+            if len(calibrations) > 1:
+                label += f" {calibration}"
+            if len(context_checks) > 1 or check != "auto":
+                label += f" context check {check}"
+            elif trained.check is not None:
+                label += " (context check)"
             results.append(score_method(f"{label} (ours)", scored, flags, window_ms, began))
             log(f"{label}: done")
     keys = list(zip(scored["device_id"].astype(str), scored["start_ms"].astype(int), strict=True))
@@ -463,6 +479,13 @@ def main(argv: list[str] | None = None, source: str = "csv") -> int:
         help="where our models' threshold comes from (default: auto, as training does; give "
         "several to compare)",
     )
+    p.add_argument(
+        "--context-check",
+        action="append",
+        choices=CONTEXT_CHECKS,
+        help="whether our model also checks each window against its recent context (default: "
+        "auto, as training does: on for one-metric fleets; give several to compare)",
+    )
     p.add_argument("--gaussian-rows", type=int, default=GAUSSIAN_ROWS, help="(default: 288)")
     p.add_argument("--json-out", type=Path, help=f"(default: .state/eval/{source}.json)")
     a = p.parse_args(argv)
@@ -490,6 +513,7 @@ def main(argv: list[str] | None = None, source: str = "csv") -> int:
             train_share=a.train_fraction,
             models=tuple(a.model or ("pca-t2q",)),
             calibrations=tuple(a.calibration or ("auto",)),
+            context_checks=tuple(a.context_check or ("auto",)),
             gaussian_rows=a.gaussian_rows,
             log=log,
         )

@@ -29,12 +29,23 @@ import numpy as np
 import pandas as pd
 
 from common.datasets import add_csv_arguments, fraction, options_from_args, parse_time
-from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES, context_horizon_of
+from common.features import (
+    FEATURE_NAMES,
+    MODEL_FEATURE_NAMES,
+    SCORER_CONTEXT_NAMES,
+    context_horizon_of,
+)
 from common.models import register_quietly, set_current
 from common.settings import Settings
 from common.sql import render, strip_comments, window_feature_statements
-from training.detectors import ONNX_OPSETS, DetectorParams, make_detector
-from udfs.calibration import DeviceNormaliser, Severity
+from training.detectors import (
+    CONTEXT_CHECKS,
+    ONNX_OPSETS,
+    ContextCheckedDetector,
+    DetectorParams,
+    make_detector,
+)
+from udfs.calibration import ContextCheck, DeviceNormaliser, Severity
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
 
 PARITY_TOLERANCE = 1e-5
@@ -62,11 +73,22 @@ class TrainResult:
     detector: object  # training.detectors.*Detector, fitted
     normaliser: DeviceNormaliser
     severity: Severity
+    check: ContextCheck | None = None
 
-    def reference_scores(self, device_ids, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def reference_scores(
+        self, device_ids, x: np.ndarray, context: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(score, flag) by scikit-learn/numpy, without ONNX: what the stream must reproduce."""
-        score = self.detector.score(self.normaliser.transform(device_ids, x))
+        score = reference_score(self.detector, self.normaliser, self.check, device_ids, x, context)
         return score, score > self.severity.threshold
+
+
+def reference_score(detector, normaliser, check, device_ids, x, context=None) -> np.ndarray:
+    z = normaliser.transform(device_ids, x)
+    if check is None:
+        return detector.score(z)
+    zc = check.transform_rows(normaliser, normaliser.indices(device_ids), x, context)
+    return detector.score(z, zc)
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -202,13 +224,15 @@ def usable_windows(features: pd.DataFrame, source: str, log=print) -> pd.DataFra
 
 
 def check_parity(
-    onnx_model: OnnxModel, device_ids: np.ndarray, x: np.ndarray, reference
+    onnx_model: OnnxModel, device_ids: np.ndarray, x: np.ndarray, reference, context=None
 ) -> tuple[float, int]:
     """Score ``x`` with the exported model (loaded as the stream loads it) and with the
     reference; returns (largest relative difference, rows compared). Raises when they
     disagree."""
-    got = onnx_model.score(device_ids, x)
-    expected, expected_flag = reference(device_ids, x)
+    got = onnx_model.score(device_ids, x, context)
+    expected, expected_flag = (
+        reference(device_ids, x) if context is None else reference(device_ids, x, context)
+    )
     diff = np.abs(got.score - expected) / np.maximum(1.0, np.abs(expected))
     worst = float(np.max(diff)) if len(x) else 0.0
     # Flags must agree wherever the reference score is not within the tolerance of the
@@ -249,6 +273,25 @@ def calibration_of(params, device_ids: np.ndarray, features: int) -> str:
     return "out-of-fold" if few else "in-sample"
 
 
+def context_check_of(params, feature_names, context_names) -> ContextCheck | None:
+    """The context check ``params`` asks for (training.detectors.CONTEXT_CHECKS), planned on
+    these features, or None. "auto": on for pca-t2q over a single metric."""
+    planned = ContextCheck.plan(feature_names, context_names)
+    if params.context_check == "off":
+        return None
+    if planned is None:
+        if params.context_check == "on":
+            raise TrainingDataError(
+                "a context check needs each metric's context (avg and sd over the longest "
+                "horizon) beside its window mean: set ANOMALY_CONTEXT_HORIZONS (or 'auto')"
+            )
+        return None
+    if params.context_check == "on":
+        return planned
+    metrics = {name.rpartition("_")[0] for name in feature_names}
+    return planned if params.model == "pca-t2q" and len(metrics) == 1 else None
+
+
 def out_of_fold_scores(device_ids: np.ndarray, x: np.ndarray, params) -> np.ndarray | None:
     """Scores of windows under models that did not see them: each device's windows in
     CALIBRATION_FOLDS random blocks (seeded); block k of every device is scored by a model
@@ -274,6 +317,20 @@ def out_of_fold_scores(device_ids: np.ndarray, x: np.ndarray, params) -> np.ndar
     return np.concatenate(scores)
 
 
+def fitted_detector(device_ids, x, z, params, calibration: str):
+    """The detector fitted on normalised ``z`` (of raw ``x``), its threshold raised to the
+    out-of-fold one where ``calibration`` says so; returns (detector, out-of-fold threshold or
+    None)."""
+    detector = make_detector(params).fit(z)
+    held_out_threshold = None
+    if calibration == "out-of-fold":
+        held_out = out_of_fold_scores(device_ids, x, params)
+        if held_out is not None:
+            held_out_threshold = float(np.quantile(held_out, 1.0 - params.contamination))
+            detector.threshold = max(detector.threshold, held_out_threshold)
+    return detector, held_out_threshold
+
+
 def version_of(onnx_bytes: bytes, scoring_card: dict) -> str:
     """Content hash of everything that decides a score: the graph and the card's scoring
     part. Same data, same parameters, same seed -> same version."""
@@ -297,10 +354,15 @@ def train(
         log(f"training: computing {settings.window_seconds} s window features of {data} with Flink")
         data = TrainingData(window_features_from_files(settings, data), str(data))
     fit_windows = usable_windows(data.features, data.source, log)
+    context_names = tuple(c for c in SCORER_CONTEXT_NAMES if c in fit_windows.columns)
     result = fit_model(
         fit_windows["device_id"].astype(str).to_numpy(dtype=object),
         fit_windows[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
         feature_names=MODEL_FEATURE_NAMES,
+        context=fit_windows[list(context_names)].to_numpy(dtype=np.float64)
+        if context_names == SCORER_CONTEXT_NAMES
+        else None,
+        context_names=SCORER_CONTEXT_NAMES,
         window_seconds=settings.window_seconds,
         params=params,
         models_dir=settings.models_dir,
@@ -333,6 +395,8 @@ def fit_model(
     models_dir: Path,
     training: dict,
     extra_card: dict | None = None,
+    context: np.ndarray | None = None,
+    context_names: tuple[str, ...] = (),
     log=print,
 ) -> TrainResult:
     """Normalise per device, fit, calibrate, export to ONNX, check parity and write
@@ -363,15 +427,22 @@ def fit_model(
         f"training: {len(x):,} windows x {x.shape[1]} features from "
         f"{len(normaliser.devices):,} devices; fitting {params.model} {params.card()}"
     )
-    detector = make_detector(params).fit(z)
-    train_scores = detector.score(z)
-    held_out_threshold = None
     calibration = calibration_of(params, device_ids, x.shape[1])
-    if calibration == "out-of-fold":
-        held_out = out_of_fold_scores(device_ids, x, params)
-        if held_out is not None:
-            held_out_threshold = float(np.quantile(held_out, 1.0 - params.contamination))
-            detector.threshold = max(detector.threshold, held_out_threshold)
+    detector, held_out_threshold = fitted_detector(device_ids, x, z, params, calibration)
+    check = context_check_of(params, feature_names, context_names)
+    if check is not None:
+        xc = check.read(normaliser, normaliser.indices(device_ids), x, context)
+        check = check.fitted(DeviceNormaliser.fit(device_ids, xc))
+        zc = check.normaliser.transform(device_ids, xc)
+        context_detector, _ = fitted_detector(device_ids, xc, zc, params, calibration)
+        detector = ContextCheckedDetector(detector, context_detector)
+        log(
+            f"training: context check on ({check.columns}): flagged where both readings pass "
+            f"{detector.threshold:g} of their thresholds"
+        )
+        train_scores = detector.score(z, zc)
+    else:
+        train_scores = detector.score(z)
     severity = Severity.fit(train_scores, detector.threshold)
     onnx_bytes = detector.to_onnx().SerializeToString()
     scoring = {
@@ -384,6 +455,8 @@ def fit_model(
             "threshold_quantile": 1.0 - params.contamination,
         },
     }
+    if check is not None:
+        scoring["context_check"] = check.to_card(feature_names)
     version = version_of(onnx_bytes, scoring)
     card = {
         "version": version,
@@ -400,6 +473,7 @@ def fit_model(
             "flagged_share": float(np.mean(train_scores > detector.threshold)),
             "calibration": calibration,
             "out_of_fold_threshold": held_out_threshold,
+            "context_check": check is not None,
             "score_quantiles": {
                 q: float(np.quantile(train_scores, float(q)))
                 for q in ("0.5", "0.9", "0.99", "0.999", "1.0")
@@ -420,20 +494,36 @@ def fit_model(
     card["model_sha256"] = hashlib.sha256(onnx_bytes).hexdigest()
     check_ids = np.concatenate([device_ids[:SELF_CHECK_ROWS], held_ids[:SELF_CHECK_ROWS]])
     check_x = np.vstack([x[:SELF_CHECK_ROWS], held_x[:SELF_CHECK_ROWS]])
+    check_context = None
+    if check is not None and context is not None:
+        # Training rows with their context, held-out rows without (the fallback).
+        rows = min(SELF_CHECK_ROWS, len(held_x))
+        check_context = np.vstack(
+            [context[:SELF_CHECK_ROWS], np.full((rows, context.shape[1]), np.nan)]
+        )
     card["self_check"] = {
         "device_ids": [str(d) for d in check_ids],
         "features": check_x.tolist(),
-        "scores": detector.score(normaliser.transform(check_ids, check_x)).tolist(),
+        "scores": reference_score(
+            detector, normaliser, check, check_ids, check_x, check_context
+        ).tolist(),
     }
+    if check_context is not None:
+        # JSON has no NaN: a missing context value is null.
+        card["self_check"]["context"] = [
+            [v if np.isfinite(v) else None for v in row] for row in check_context.tolist()
+        ]
     model_dir = models_dir / version
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / MODEL_FILE).write_bytes(onnx_bytes)
     (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
 
-    result = TrainResult(model_dir, version, detector, normaliser, severity)
+    result = TrainResult(model_dir, version, detector, normaliser, severity, check)
     try:
         exported = OnnxModel.load(model_dir, feature_names)
-        train_diff, _ = check_parity(exported, device_ids, x, result.reference_scores)
+        train_diff, _ = check_parity(
+            exported, device_ids, x, result.reference_scores, context if check else None
+        )
         held_diff, held_n = check_parity(exported, held_ids, held_x, result.reference_scores)
     except Exception:
         for f in (MODEL_FILE, CARD_FILE):
@@ -522,6 +612,14 @@ def main(argv: list[str] | None = None) -> int:
         "auto: held-out ones too when devices have fewer than 10 windows per feature "
         "(default: %(default)s)",
     )
+    m.add_argument(
+        "--context-check",
+        choices=CONTEXT_CHECKS,
+        default=defaults.context_check,
+        help="flag a window only when it is also out of the ordinary against its device's "
+        "recent context (the longest context horizon): a benign level shift then stops "
+        "alarming; auto: on for pca-t2q over a one-metric catalogue (default: %(default)s)",
+    )
     m.add_argument("--seed", type=int, default=defaults.random_state, help="(default: %(default)s)")
     p.add_argument(
         "--no-current", action="store_true", help="write the version but do not make it CURRENT"
@@ -542,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             n_estimators=a.n_estimators,
             pca_variance=a.pca_variance,
             calibration=a.calibration,
+            context_check=a.context_check,
         )
         if a.events:
             data: TrainingData | Path = a.events

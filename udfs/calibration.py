@@ -171,6 +171,107 @@ class DeviceNormaliser:
         return cls(names, center, scale, fleet_center, fleet_scale)
 
 
+# The window aggregates a context check re-reads against the recent context: levels (minus
+# the context's level) and spreads (as they are), each over the context's spread.
+CONTEXT_LEVELS = ("mean", "min", "max")
+CONTEXT_SPREADS = ("std",)
+
+
+@dataclass(frozen=True)
+class ContextCheck:
+    """The second reading of a window in a context-checked model: its level and spread against
+    the device's recent context (each metric's avg and sd of window means over the longest
+    horizon, computed in the stream, scorer_context_names) instead of against training.
+
+    For each used model feature of metric m: (feature - avg) / den for a level (mean, min,
+    max), feature / den for a spread (std), where den = max(context sd, the device's training
+    scale of m's mean). Without context (a device's first window, a job without horizons, the
+    API), avg and sd fall back to the device's training center and scale of m's mean. The
+    result is normalised per device like the window features (``normaliser``). A benign level
+    shift, seen long enough, is the context's level: the reading adapts where the training
+    normalisation cannot."""
+
+    columns: tuple[str, ...]  # the context columns the scorer is given (avg, sd per metric)
+    # Per used model feature: (feature index, mean feature index, avg column, sd column, level)
+    uses: tuple[tuple[int, int, int, int, bool], ...]
+    normaliser: DeviceNormaliser | None = None
+
+    @classmethod
+    def plan(cls, feature_names, context_names) -> ContextCheck | None:
+        """The features a context check reads, or None when there are none (no context
+        columns, or no mean feature beside them)."""
+        index = {name: j for j, name in enumerate(feature_names)}
+        context = {name: j for j, name in enumerate(context_names)}
+        uses = []
+        for j, name in enumerate(feature_names):
+            metric, _, aggregate = name.rpartition("_")
+            level = aggregate in CONTEXT_LEVELS
+            if not (level or aggregate in CONTEXT_SPREADS) or f"{metric}_mean" not in index:
+                continue
+            avg = [c for n, c in context.items() if n.startswith(f"{metric}_avg")]
+            sd = [c for n, c in context.items() if n.startswith(f"{metric}_sd")]
+            if len(avg) == 1 and len(sd) == 1:
+                uses.append((j, index[f"{metric}_mean"], avg[0], sd[0], level))
+        return cls(tuple(context_names), tuple(uses)) if uses else None
+
+    def read(
+        self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None
+    ) -> np.ndarray:
+        """The context reading of windows ``x`` (model features) of device ``rows``, not yet
+        normalised."""
+        center, scale = fixed.typical_rows(rows)
+        x = np.asarray(x, dtype=np.float64)
+        out = np.empty((len(x), len(self.uses)))
+        for k, (j, jm, a, s, level) in enumerate(self.uses):
+            avg = sd = np.full(len(x), np.nan)
+            if context is not None:
+                avg, sd = context[:, a], context[:, s]
+            avg = np.where(np.isfinite(avg), avg, center[:, jm])
+            den = np.fmax(np.where(np.isfinite(sd), sd, scale[:, jm]), scale[:, jm])
+            out[:, k] = ((x[:, j] - avg) if level else x[:, j]) / den
+        return out
+
+    def transform_rows(self, fixed, rows, x, context) -> np.ndarray:
+        assert self.normaliser is not None, "fitted context check"
+        return self.normaliser.transform_rows(rows, self.read(fixed, rows, x, context))
+
+    def fitted(self, normaliser: DeviceNormaliser) -> ContextCheck:
+        return ContextCheck(self.columns, self.uses, normaliser)
+
+    def to_card(self, feature_names) -> dict:
+        assert self.normaliser is not None
+        return {
+            "columns": list(self.columns),
+            "uses": [
+                {
+                    "feature": feature_names[j],
+                    "avg": self.columns[a],
+                    "sd": self.columns[s],
+                    "reading": "level" if level else "spread",
+                }
+                for j, _, a, s, level in self.uses
+            ],
+            "normalisation": self.normaliser.to_card(),
+        }
+
+    @classmethod
+    def from_card(cls, card: dict, feature_names) -> ContextCheck:
+        try:
+            columns = tuple(str(c) for c in card["columns"])
+            planned = cls.plan(feature_names, columns)
+            uses = [(u["feature"], u["avg"], u["sd"], u["reading"]) for u in card["uses"]]
+        except (KeyError, TypeError) as exc:
+            raise CalibrationError(f"context check in the model card is malformed: {exc}") from exc
+        expected = [
+            (feature_names[j], columns[a], columns[s], "level" if level else "spread")
+            for j, _, a, s, level in (planned.uses if planned else ())
+        ]
+        if uses != expected:
+            raise CalibrationError("the card's context check does not fit the model's features")
+        normaliser = DeviceNormaliser.from_card(card.get("normalisation") or {}, len(uses))
+        return planned.fitted(normaliser)
+
+
 @dataclass(frozen=True)
 class Severity:
     """Maps a raw score (higher = more anomalous) to 0-100, monotonically: piecewise linear

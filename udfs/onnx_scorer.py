@@ -31,7 +31,7 @@ import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
-from udfs.calibration import CalibrationError, DeviceNormaliser, Severity
+from udfs.calibration import CalibrationError, ContextCheck, DeviceNormaliser, Severity
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ class OnnxModel:
     severity: Severity
     session: object  # onnxruntime.InferenceSession
     input_dtype: type
+    # A context-checked model's second reading (its graph has the input XC beside X).
+    check: ContextCheck | None = None
 
     @property
     def threshold(self) -> float:
@@ -119,10 +121,13 @@ class OnnxModel:
         model_dir: Path | str,
         expected_features: Sequence[str],
         window_seconds: int | None = None,
+        context_names: Sequence[str] | None = None,
     ) -> OnnxModel:
         """Load a model version and run its card's checks: the features and window it was
-        trained on, the checksum of model.onnx, and the self-check rows, whose scores the
-        loaded graph must reproduce. Raises ModelCardError saying what is wrong."""
+        trained on (and, for a context-checked model, the context columns: those the job
+        passes, ``context_names``), the checksum of model.onnx, and the self-check rows,
+        whose scores the loaded graph must reproduce. Raises ModelCardError saying what is
+        wrong."""
         import onnxruntime as ort
 
         model_dir = Path(model_dir)
@@ -153,8 +158,18 @@ class OnnxModel:
         try:
             normaliser = DeviceNormaliser.from_card(card["normalisation"], len(features))
             severity = Severity.from_card(card["calibration"])
+            check = None
+            if card.get("context_check") is not None:
+                check = ContextCheck.from_card(card["context_check"], features)
         except CalibrationError as exc:
             raise ModelCardError(f"model card {card_path}: {exc}") from exc
+        if check is not None and context_names is not None:
+            if tuple(check.columns) != tuple(context_names):
+                raise ModelCardError(
+                    f"model {model_dir} checks windows against the context "
+                    f"{list(check.columns)}, but the job computes {list(context_names)} "
+                    "(other horizons or metrics): retrain with `make train`"
+                )
         model_path = model_dir / MODEL_FILE
         try:
             digest = file_sha256(model_path)
@@ -179,10 +194,11 @@ class OnnxModel:
             raise ModelCardError(f"cannot load {model_path}: {exc}") from exc
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
-        if "X" not in inputs or "score" not in outputs:
+        if "X" not in inputs or "score" not in outputs or (check is not None) != ("XC" in inputs):
             raise ModelCardError(
-                f"{model_path} lacks the input 'X' or the output 'score' that "
-                "every exported model has: retrain with `make train`"
+                f"{model_path} lacks the input 'X' or the output 'score' that every exported "
+                "model has, or its context input 'XC' does not match its card: retrain with "
+                "`make train`"
             )
         input_dtype = np.float64 if inputs["X"].type == "tensor(double)" else np.float32
         model = cls(
@@ -194,6 +210,7 @@ class OnnxModel:
             severity,
             session,
             input_dtype,
+            check,
         )
         model.self_check(card["self_check"], card_path)
         return model
@@ -205,11 +222,15 @@ class OnnxModel:
             ids = np.asarray(check["device_ids"], dtype=object)
             x = np.asarray(check["features"], dtype=np.float64).reshape(len(ids), -1)
             expected = np.asarray(check["scores"], dtype=np.float64)
+            context = None
+            if check.get("context") is not None:
+                context = np.array(check["context"], dtype=np.float64).reshape(len(ids), -1)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelCardError(f"model card {card_path}: self_check is malformed: {exc}") from exc
         if len(ids) == 0 or x.shape[1] != len(self.feature_names) or len(expected) != len(ids):
             raise ModelCardError(f"model card {card_path}: self_check does not fit the model")
-        got = self.raw_scores(self.normaliser.transform(ids, x))
+        rows = self.normaliser.indices(ids)
+        got = self.raw_scores(*self.readings(rows, x, context))
         diff = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
         if not np.all(diff <= SELF_CHECK_TOLERANCE):
             raise ModelCardError(
@@ -217,25 +238,41 @@ class OnnxModel:
                 f"{np.nanmax(diff):.3g} (tolerance {SELF_CHECK_TOLERANCE:g}); retrain"
             )
 
-    def raw_scores(self, z: np.ndarray) -> np.ndarray:
-        """The graph's score of normalised, complete rows."""
-        (out,) = self.session.run(["score"], {"X": np.ascontiguousarray(z, self.input_dtype)})
+    def readings(self, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None):
+        """The graph's inputs for complete rows ``x`` of device ``rows``: the normalised
+        features, and for a context-checked model their normalised context reading (else
+        None)."""
+        z = self.normaliser.transform_rows(rows, x)
+        if self.check is None:
+            return z, None
+        return z, self.check.transform_rows(self.normaliser, rows, x, context)
+
+    def raw_scores(self, z: np.ndarray, zc: np.ndarray | None = None) -> np.ndarray:
+        """The graph's score of normalised, complete rows (and their context reading)."""
+        feed = {"X": np.ascontiguousarray(z, self.input_dtype)}
+        if zc is not None:
+            feed["XC"] = np.ascontiguousarray(zc, self.input_dtype)
+        (out,) = self.session.run(["score"], feed)
         return np.asarray(out, dtype=np.float64).reshape(-1)
 
-    def score(self, device_ids: Sequence[str], features: np.ndarray) -> Scores:
+    def score(
+        self, device_ids: Sequence[str], features: np.ndarray, context: np.ndarray | None = None
+    ) -> Scores:
         """Score, severity, flag and explanation of each row (one device's window per row).
 
         Rows are normalised by their device's training statistics, then scored by the ONNX
         graph; the card's threshold flags them and its calibration gives the severity. A row
         with a missing (NaN) feature is not scored: score and severity NaN, flag None (NULL in
         SQL), rather than a guess either way. Flagged rows are explained (``explain``).
+        ``context``: the job's context columns (SCORER_CONTEXT_NAMES) of each row, read by a
+        context-checked model (missing: the device's training level instead).
         """
         # Windows of extreme values overflow the normalised features (they score +inf):
         # no numpy warning per batch in the TaskManager's log.
-        with np.errstate(over="ignore", invalid="ignore"):
-            return self._score(device_ids, features)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._score(device_ids, features, context)
 
-    def _score(self, device_ids: Sequence[str], features: np.ndarray) -> Scores:
+    def _score(self, device_ids: Sequence[str], features: np.ndarray, context) -> Scores:
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise ValueError(
@@ -250,17 +287,25 @@ class OnnxModel:
         rows = self.normaliser.indices(device_ids)
         complete = np.isfinite(x).all(axis=1)
         if complete.any():
-            z = self.normaliser.transform_rows(rows[complete], x[complete])
+            c = None if context is None else np.asarray(context, dtype=np.float64)[complete]
+            z, zc = self.readings(rows[complete], x[complete], c)
             # A window so far out that its normalised features overflow is as anomalous as a
             # window gets (the graph itself would give inf or NaN).
-            s = np.where(np.isfinite(z).all(axis=1), self.raw_scores(z), np.inf)
+            finite = np.isfinite(z).all(axis=1)
+            if zc is not None:
+                finite &= np.isfinite(zc).all(axis=1)
+            s = np.where(finite, self.raw_scores(z, zc), np.inf)
             scores[complete] = s
             flagged = s > self.threshold
             flags[complete] = flagged
             if flagged.any():
                 where = np.flatnonzero(complete)[flagged]
                 top[where], explanation[where] = self.explain(
-                    rows[where], x[where], z[flagged], s[flagged]
+                    rows[where],
+                    x[where],
+                    z[flagged],
+                    s[flagged],
+                    None if zc is None else zc[flagged],
                 )
         return Scores(scores, self.severity(scores), flags, rows >= 0, top, explanation)
 
@@ -272,8 +317,21 @@ class OnnxModel:
             metrics.setdefault(feature_metric(name), []).append(j)
         return {m: np.array(cols) for m, cols in metrics.items()}
 
+    @cached_property
+    def context_metric_columns(self) -> dict[str, np.ndarray]:
+        """Context reading columns of each metric (a context-checked model)."""
+        metrics: dict[str, list[int]] = {}
+        for k, (j, *_) in enumerate(self.check.uses if self.check else ()):
+            metrics.setdefault(feature_metric(self.feature_names[j]), []).append(k)
+        return {m: np.array(cols) for m, cols in metrics.items()}
+
     def explain(
-        self, rows: np.ndarray, x: np.ndarray, z: np.ndarray, scores: np.ndarray
+        self,
+        rows: np.ndarray,
+        x: np.ndarray,
+        z: np.ndarray,
+        scores: np.ndarray,
+        zc: np.ndarray | None = None,
     ) -> tuple[list[str | None], list[str]]:
         """Which metrics made these windows' scores: for each metric, the window is scored
         again with that metric's features set to the device's typical values (normalised 0);
@@ -286,7 +344,16 @@ class OnnxModel:
         occluded = np.repeat(z[None, :, :], len(names), axis=0)  # [metric, row, feature]
         for i, m in enumerate(names):
             occluded[i][:, columns[m]] = 0.0
-        without = self.raw_scores(occluded.reshape(-1, z.shape[1])).reshape(len(names), len(z))
+        occluded_context = None
+        if zc is not None:  # the metric's context reading is set to typical too
+            occluded_context = np.repeat(zc[None, :, :], len(names), axis=0)
+            for i, m in enumerate(names):
+                if m in self.context_metric_columns:
+                    occluded_context[i][:, self.context_metric_columns[m]] = 0.0
+            occluded_context = occluded_context.reshape(-1, zc.shape[1])
+        without = self.raw_scores(occluded.reshape(-1, z.shape[1]), occluded_context).reshape(
+            len(names), len(z)
+        )
         contribution = scores[None, :] - without  # [metric, row]
         # Each metric's most deviating feature in each row.
         best = np.empty(contribution.shape, dtype=np.int64)
@@ -346,12 +413,14 @@ class ModelSource:
         feature_names: Sequence[str],
         window_seconds: int | None,
         *,
+        context_names: Sequence[str] = (),
         pointer: Path | str | None = None,
         reload_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.model_dir = Path(model_dir)
         self.feature_names = tuple(feature_names)
+        self.context_names = tuple(context_names)
         self.window_seconds = window_seconds
         self.pointer = Path(pointer) if pointer else None
         self.reload_seconds = reload_seconds
@@ -371,8 +440,11 @@ class ModelSource:
         if self.pointer is not None:
             self.refresh(force=True)
         if self.model is None:
-            self._install(OnnxModel.load(self.model_dir, self.feature_names, self.window_seconds))
+            self._install(self._load(self.model_dir))
         return self.model
+
+    def _load(self, folder: Path) -> OnnxModel:
+        return OnnxModel.load(folder, self.feature_names, self.window_seconds, self.context_names)
 
     def _install(self, model: OnnxModel) -> None:
         previous = self.model.version if self.model else None
@@ -408,9 +480,7 @@ class ModelSource:
         if signature == self._refused:
             return False
         try:
-            model = OnnxModel.load(
-                self.pointer.parent / version, self.feature_names, self.window_seconds
-            )
+            model = self._load(self.pointer.parent / version)
         except Exception as exc:  # anything a broken file can raise: keep scoring
             return self._refuse(signature, str(exc))
         self._install(model)
@@ -429,8 +499,9 @@ class ModelSource:
 
 
 class ScoreWindow(ScalarFunction):
-    """``score_window(device_id, f1, ..., fn)`` -> ``ROW<anomaly_score, severity,
-    is_anomaly, model_version, known_device, top_metric, explanation>``.
+    """``score_window(device_id, f1, ..., fn, c1, ..., cm)`` -> ``ROW<anomaly_score, severity,
+    is_anomaly, model_version, known_device, top_metric, explanation>``: the model features,
+    then the context columns (SCORER_CONTEXT_NAMES, read by context-checked models).
 
     Metrics (Flink web UI / REST, on the operator that runs the UDF): windows_scored,
     anomalies, model_loads, model_load_failures, batch_latency_ms (last batch),
@@ -444,9 +515,11 @@ class ScoreWindow(ScalarFunction):
         window_seconds: int,
         pointer: str | None = None,
         reload_seconds: float = 5.0,
+        context_names: Sequence[str] = (),
     ):
         self.model_dir = str(model_dir)
         self.feature_names = tuple(feature_names)
+        self.context_names = tuple(context_names)
         self.window_seconds = window_seconds
         self.pointer = pointer
         self.reload_seconds = reload_seconds
@@ -462,6 +535,7 @@ class ScoreWindow(ScalarFunction):
             self.model_dir,
             self.feature_names,
             self.window_seconds,
+            context_names=self.context_names,
             pointer=self.pointer,
             reload_seconds=self.reload_seconds,
         )
@@ -495,8 +569,10 @@ class ScoreWindow(ScalarFunction):
         if self.source.refresh():
             self._register_version()
         model = self.model
-        x = np.column_stack([c.to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
-        s = model.score(device_id.to_numpy(dtype=object), x)
+        values = np.column_stack([c.to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
+        n = len(self.feature_names)
+        x, context = values[:, :n], values[:, n:]
+        s = model.score(device_id.to_numpy(dtype=object), x, context if model.check else None)
         out = pd.DataFrame(
             {
                 "anomaly_score": s.score,
@@ -535,10 +611,12 @@ def score_window_udf(
     pointer: Path | str | None = None,
     reload_seconds: float = 5.0,
     vectorized: bool = True,
+    context_names: Sequence[str] = (),
 ):
     """The Flink UDF object to register as ``score_window``. With ``pointer`` (the models
     folder's CURRENT file) the UDF follows it; without, ``model_dir`` is pinned.
-    ``vectorized=False``: one window per call, for comparison."""
+    ``vectorized=False``: one window per call, for comparison. The call passes the model
+    features, then ``context_names``."""
     function = ScoreWindow if vectorized else ScoreWindowPerRow
     return udf(
         function(
@@ -547,6 +625,7 @@ def score_window_udf(
             window_seconds,
             str(pointer) if pointer else None,
             reload_seconds,
+            context_names,
         ),
         result_type=SCORE_RESULT_TYPE,
         func_type="pandas" if vectorized else "general",

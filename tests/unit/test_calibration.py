@@ -30,17 +30,20 @@ def test_scale_floor_follows_each_devices_own_level_in_a_fleet_of_mixed_units():
     rng = np.random.default_rng(2)
     levels, spreads = (1e6, 1e3, 0.1), (1e5, 1e2, 0.01)
     ids = np.repeat(["bytes", "requests", "load"], 200).astype(object)
-    x = np.concatenate([rng.normal(m, s, 200) for m, s in zip(levels, spreads)])[:, None]
+    pairs = zip(levels, spreads, strict=True)
+    x = np.concatenate([rng.normal(m, s, 200) for m, s in pairs])[:, None]
     n = DeviceNormaliser.fit(ids, x)
     # Each device keeps its own spread: none is floored by the others' units.
-    for device, spread in zip(("bytes", "requests", "load"), spreads):
+    for device, spread in zip(("bytes", "requests", "load"), spreads, strict=True):
         assert n.scale[n.devices.index(device), 0] == pytest.approx(spread, rel=0.15)
     # So the quiet device can alarm: a load of 0.2 (10 of its sd out) is far out.
     z = n.transform(np.array(["load"], dtype=object), np.array([[0.2]]))
     assert z[0, 0] > 8
     # In one unit (levels within two orders of magnitude): 0.1 x the fleet's median sd (1).
-    same = DeviceNormaliser.fit(ids, np.concatenate([rng.normal(m, s, 200) for m, s in
-                                                     ((10, 1), (20, 2), (1, 0.01))])[:, None])
+    same = DeviceNormaliser.fit(
+        ids,
+        np.concatenate([rng.normal(m, s, 200) for m, s in ((10, 1), (20, 2), (1, 0.01))])[:, None],
+    )
     assert same.scale[same.devices.index("load"), 0] == pytest.approx(0.1, rel=0.15)
 
 
