@@ -199,6 +199,20 @@ def test_segment_limits_are_joined_only_for_segment_rules(monkeypatch):
     assert "segment_limits_lookup" not in rendered
 
 
+def test_the_score_call_passes_the_model_features_then_the_scorer_context():
+    from common.features import HORIZONS, METRIC_NAMES, SCORER_CONTEXT_NAMES
+
+    call = context(Settings())["score_call"]
+    args = re.fullmatch(r"score_window\((.*)\)", call).group(1).split(", ")
+    assert args == ["device_id", *(f"`{n}`" for n in (*MODEL_FEATURE_NAMES, *SCORER_CONTEXT_NAMES))]
+    # The longest horizon's level and spread of every metric, stored features all.
+    longest = max(HORIZONS, key=lambda h: h.seconds).name
+    assert SCORER_CONTEXT_NAMES == tuple(
+        f"{m}_{stat}{longest}" for m in METRIC_NAMES for stat in ("avg", "sd")
+    )
+    assert set(SCORER_CONTEXT_NAMES) <= set(FEATURE_NAMES)
+
+
 def test_scoring_udf_and_flink_options_settings():
     from common.flink_env import apply_flink_options, create_table_env
 
