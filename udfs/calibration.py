@@ -266,7 +266,7 @@ class ContextCheck:
             (feature_names[j], columns[a], columns[s], "level" if level else "spread")
             for j, _, a, s, level in (planned.uses if planned else ())
         ]
-        if uses != expected:
+        if planned is None or uses != expected:
             raise CalibrationError("the card's context check does not fit the model's features")
         normaliser = DeviceNormaliser.from_card(card.get("normalisation") or {}, len(uses))
         return planned.fitted(normaliser)

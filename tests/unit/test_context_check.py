@@ -157,3 +157,16 @@ def test_a_job_with_other_context_columns_refuses_the_model(tmp_path, fleet):
     result = fit(tmp_path, ids, x, context, "on")
     with pytest.raises(ModelCardError, match="checks windows against the context"):
         OnnxModel.load(result.model_dir, FEATURES, 3600, ("value_avg6h", "value_sd6h"))
+
+
+def test_a_card_whose_context_check_does_not_fit_its_features_is_refused(tmp_path, fleet):
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 120, level, spread)
+    result = fit(tmp_path, ids, x, context, "on")
+    card_path = result.model_dir / CARD_FILE
+    card = json.loads(card_path.read_text())
+    for uses in ([], card["context_check"]["uses"][:2]):
+        card["context_check"]["uses"] = uses
+        card_path.write_text(json.dumps(card))
+        with pytest.raises(ModelCardError, match="does not fit the model's features"):
+            OnnxModel.load(result.model_dir, FEATURES, 3600, CONTEXT)
