@@ -44,6 +44,20 @@ MAX_EVENTS = 10_000
 Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 
+def _iso_time(value: Any) -> Any:
+    """A time in a query is ISO 8601 text, as the API's schema says: a bare number (which
+    would otherwise be read as epoch seconds) is refused."""
+    if isinstance(value, str) and re.fullmatch(
+        r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value
+    ):
+        raise ValueError("write the time in ISO 8601, e.g. 2026-12-02T10:00:00Z")
+    return value
+
+
+# An optional end of a time range in a query.
+QueryTime = Annotated[datetime | None, BeforeValidator(_iso_time)]
+
+
 def parse_range(text: str) -> timedelta:
     if not re.fullmatch(TIME_RANGE, text):
         raise HTTPException(422, f"time_range {text!r}: write a number and s, m, h or d, e.g. 4h")
@@ -395,7 +409,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/anomalies/counts", response_model=Counts, tags=["anomalies"], responses=_errors())
     def anomaly_counts(
         time_range: Annotated[str, Query(pattern=TIME_RANGE, examples=["5m", "4h", "30d"])] = "1h",
-        end: Annotated[datetime | None, Query(description="end of the range (default now)")] = None,
+        end: Annotated[QueryTime, Query(description="end of the range (default now)")] = None,
     ) -> Counts:
         """Scored and flagged windows per device over the range before ``end``."""
         start, stop = _window(end, time_range)
@@ -415,7 +429,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/devices/top", response_model=list[TopDevice], tags=["devices"], responses=_errors())
     def top_devices(
         time_range: Annotated[str, Query(pattern=TIME_RANGE)] = "1h",
-        end: datetime | None = None,
+        end: QueryTime = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 10,
     ) -> list[dict]:
         """The devices with the worst alerts (model or rule) over the range."""
@@ -432,7 +446,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device_id: Annotated[str, Path(pattern=NAME)],
         metric: Annotated[str, Path(description=f"one of {', '.join(METRIC_NAMES)}")],
         time_range: Annotated[str, Query(pattern=TIME_RANGE)] = "1h",
-        end: datetime | None = None,
+        end: QueryTime = None,
     ) -> list[dict]:
         """One metric of one device, window by window, with its typical band."""
         if metric not in METRIC_NAMES:
@@ -455,7 +469,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/drift", response_model=list[Drift], tags=["model"], responses=_errors())
     def drift(
-        since: Annotated[str, Query(pattern=TIME_RANGE)] = "1h", end: datetime | None = None
+        since: Annotated[str, Query(pattern=TIME_RANGE)] = "1h", end: QueryTime = None
     ) -> list[dict]:
         """Recent scores against the training scores of the model that gave them (PSI over the
         training quantiles); says whether retraining is advised."""

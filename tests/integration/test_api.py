@@ -82,6 +82,10 @@ def test_counts_over_a_time_range(client):
         ("/anomalies/latest", {"limit": 1001}, 422),
         ("/anomalies/latest", {"min_severity": "nan"}, 422),
         ("/anomalies/latest", {"device_id": "a\x00b"}, 422),
+        # A time is ISO 8601 text (the schema's date-time), not a bare number.
+        ("/anomalies/counts", {"end": "0.76"}, 422),
+        ("/devices/top", {"end": "1700000000"}, 422),
+        ("/drift", {"end": "1e9"}, 422),
         ("/devices/dev-a/metrics/no_such_metric", {}, 404),
         ("/retrain/0123456789ab", {}, 404),
     ],
