@@ -4,6 +4,7 @@ that land in the dataset's own database, by value."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -170,3 +171,88 @@ def cancel_jobs(job_name: str) -> None:
     for job in flink.running_jobs():
         if job["name"] == job_name:
             flink.cancel(job["jid"])
+
+
+def write_series(folder) -> dict[str, pd.DataFrame]:
+    """A folder of one-metric exports in three units (bytes/s, CPU %, a load of ~0.1), each
+    file `timestamp,value,label`; the load spikes for three samples."""
+    rng = np.random.default_rng(11)
+    folder.mkdir(parents=True)
+    frames = {}
+    for name, (level, spread) in {
+        "disk": (2e7, 1e6),
+        "cpu": (35.0, 2.0),
+        "load": (0.12, 0.01),
+    }.items():
+        frame = pd.DataFrame(
+            {
+                "timestamp": pd.date_range(T0, periods=ROWS, freq=STEP).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+                "value": rng.normal(level, spread, ROWS).round(6),
+                "label": 0,
+            }
+        )
+        if name == "load":
+            frame.loc[1100:1102, "value"] = level + 50 * spread
+            frame.loc[1100:1102, "label"] = 1
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        frames[name] = frame
+    return frames
+
+
+def test_one_metric_series_are_scored_in_the_stream_with_their_context(stack, tmp_path):
+    """The context check (on by default for a one-metric catalogue) in the stream: every row
+    the job stored equals the model's score of the features and context the job stored."""
+    from udfs.onnx_scorer import OnnxModel
+
+    name = f"one_{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "series"
+    write_series(data)
+    env_file = REPO_ROOT / f"{name}.env"
+    created = [REPO_ROOT / "catalogues" / f"{name}.yaml", env_file, REPO_ROOT / "models" / name]
+    script = f"""
+.venv/bin/python -m training.onboard {data} --name {name} --label-column label
+set -a; . ./{name}.env; set +a
+make up
+make train TRAIN_ARGS="--csv {data} --label-column label --fraction 0.3"
+make submit
+make replay REPLAY_ARGS="{data} --label-column label"
+"""
+    try:
+        done = subprocess.run(
+            ["bash", "-e", "-c", script],
+            cwd=REPO_ROOT,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        assert "context check on" in done.stdout, done.stdout[-3000:]
+        settings = Settings.from_env({**os.environ, **read_env(env_file)})
+        rows = wait_for_windows(settings, expected=3 * (ROWS // 12 - 1))
+        model_dir = settings.models_dir / (settings.models_dir / "CURRENT").read_text().strip()
+        card = json.loads((model_dir / "card.json").read_text())
+        features, context = card["feature_names"], card["context_check"]["columns"]
+        model = OnnxModel.load(model_dir, features, 3600, context)
+    finally:
+        cancel_jobs(f"anomaly-scoring-{name.replace('_', '-')}")
+        drop_database(stack, f"anomaly_{name}")
+        for path in created:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
+    assert features == ["value_mean", "value_std", "value_min", "value_max"]
+    assert context == ["value_avg15d", "value_sd15d"]
+    # By value: the stream's scores are the model's scores of what the stream stored.
+    expected = model.score(
+        rows["device_id"].to_numpy(dtype=object),
+        rows[features].to_numpy(dtype=np.float64),
+        rows[context].to_numpy(dtype=np.float64),
+    )
+    np.testing.assert_allclose(rows["anomaly_score"].astype(float), expected.score, rtol=1e-9)
+    assert list(rows["is_anomaly"]) == list(expected.flag)
+    # The spike's hour is flagged; the quiet device was not floored by the loud ones.
+    hits = rows[rows["is_anomaly"].astype(bool)]
+    spike = (T0 + 1100 * STEP).floor("h")
+    assert ("series-load", spike) in set(zip(hits["device_id"], hits["window_start"], strict=True))
+    assert len(hits) <= 0.05 * len(rows), hits[["device_id", "window_start"]]
