@@ -230,9 +230,7 @@ def check_parity(
     reference; returns (largest relative difference, rows compared). Raises when they
     disagree."""
     got = onnx_model.score(device_ids, x, context)
-    expected, expected_flag = (
-        reference(device_ids, x) if context is None else reference(device_ids, x, context)
-    )
+    expected, expected_flag = reference(device_ids, x, context)
     diff = np.abs(got.score - expected) / np.maximum(1.0, np.abs(expected))
     worst = float(np.max(diff)) if len(x) else 0.0
     # Flags must agree wherever the reference score is not within the tolerance of the
@@ -354,13 +352,13 @@ def train(
         log(f"training: computing {settings.window_seconds} s window features of {data} with Flink")
         data = TrainingData(window_features_from_files(settings, data), str(data))
     fit_windows = usable_windows(data.features, data.source, log)
-    context_names = tuple(c for c in SCORER_CONTEXT_NAMES if c in fit_windows.columns)
+    has_context = set(SCORER_CONTEXT_NAMES) <= set(fit_windows.columns)
     result = fit_model(
         fit_windows["device_id"].astype(str).to_numpy(dtype=object),
         fit_windows[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
         feature_names=MODEL_FEATURE_NAMES,
-        context=fit_windows[list(context_names)].to_numpy(dtype=np.float64)
-        if context_names == SCORER_CONTEXT_NAMES
+        context=fit_windows[list(SCORER_CONTEXT_NAMES)].to_numpy(dtype=np.float64)
+        if has_context
         else None,
         context_names=SCORER_CONTEXT_NAMES,
         window_seconds=settings.window_seconds,

@@ -84,8 +84,9 @@ class DeviceNormaliser:
         sd = np.sqrt(sq / counts[:, None])
         fleet_center = x.mean(axis=0)
         fleet_sd = x.std(axis=0)
-        floor = scale_floor(center, sd, center)
-        fleet_floor = scale_floor(center, sd, fleet_center[None, :])[0]
+        # The devices' floors and the fleet's, from one pass over the fleet's statistics.
+        floors = scale_floor(center, sd, np.vstack([center, fleet_center]))
+        floor, fleet_floor = floors[:-1], floors[-1]
         return cls(
             tuple(devices.tolist()),
             center,

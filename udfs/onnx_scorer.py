@@ -87,6 +87,14 @@ def feature_metric(feature: str) -> str:
     return feature.rsplit("_", 1)[0]
 
 
+def columns_by_metric(feature_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The column indices of each metric's features, in order."""
+    metrics: dict[str, list[int]] = {}
+    for j, name in enumerate(feature_names):
+        metrics.setdefault(feature_metric(name), []).append(j)
+    return {m: np.array(cols) for m, cols in metrics.items()}
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -312,18 +320,13 @@ class OnnxModel:
     @cached_property
     def metric_columns(self) -> dict[str, np.ndarray]:
         """Model input columns of each metric, in feature order."""
-        metrics: dict[str, list[int]] = {}
-        for j, name in enumerate(self.feature_names):
-            metrics.setdefault(feature_metric(name), []).append(j)
-        return {m: np.array(cols) for m, cols in metrics.items()}
+        return columns_by_metric(self.feature_names)
 
     @cached_property
     def context_metric_columns(self) -> dict[str, np.ndarray]:
         """Context reading columns of each metric (a context-checked model)."""
-        metrics: dict[str, list[int]] = {}
-        for k, (j, *_) in enumerate(self.check.uses if self.check else ()):
-            metrics.setdefault(feature_metric(self.feature_names[j]), []).append(k)
-        return {m: np.array(cols) for m, cols in metrics.items()}
+        uses = self.check.uses if self.check else ()
+        return columns_by_metric([self.feature_names[j] for j, *_ in uses])
 
     def explain(
         self,
@@ -569,10 +572,11 @@ class ScoreWindow(ScalarFunction):
         if self.source.refresh():
             self._register_version()
         model = self.model
-        values = np.column_stack([c.to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
         n = len(self.feature_names)
-        x, context = values[:, :n], values[:, n:]
-        s = model.score(device_id.to_numpy(dtype=object), x, context if model.check else None)
+        # The context columns only for a model that reads them (most do not).
+        x = _matrix(columns[:n])
+        context = _matrix(columns[n:]) if model.check else None
+        s = model.score(device_id.to_numpy(dtype=object), x, context)
         out = pd.DataFrame(
             {
                 "anomaly_score": s.score,
@@ -590,6 +594,11 @@ class ScoreWindow(ScalarFunction):
             # Flagged exactly where the score is above the threshold (NaN: not scored).
             self.metrics["anomalies"].inc(int(np.count_nonzero(s.score > model.threshold)))
         return out
+
+
+def _matrix(columns: Sequence[pd.Series]) -> np.ndarray:
+    """Arrow batch columns as one float matrix (NULL: NaN)."""
+    return np.column_stack([c.to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
 
 
 class ScoreWindowPerRow(ScoreWindow):

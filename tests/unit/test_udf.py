@@ -290,8 +290,8 @@ def test_parity_check_refuses_a_different_model(trained):
     rng = np.random.default_rng(3)
     ids, x = fleet_windows(rng, 10)
 
-    def other(device_ids, rows):
-        score, flag = trained.reference_scores(device_ids, rows)
+    def other(device_ids, rows, context=None):
+        score, flag = trained.reference_scores(device_ids, rows, context)
         return score * 1.01 + 0.01, flag
 
     exported = OnnxModel.load(trained.model_dir, MODEL_FEATURE_NAMES)
