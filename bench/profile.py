@@ -18,6 +18,7 @@ JVM_PARTS = (
     ("org.apache.flink.kafka.shaded.org.apache.kafka", "Kafka client"),
     ("org.apache.kafka", "Kafka client"),
     ("org.apache.flink.connector.kafka", "Kafka connector"),
+    ("local.anomaly.flink", "telemetry-json format, late marker (jvm/)"),
     ("org.apache.flink.formats.json", "JSON format"),
     ("org.apache.flink.shaded.jackson2", "JSON (Jackson)"),
     ("org.apache.flink.connector.jdbc", "JDBC sink / lookup"),

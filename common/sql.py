@@ -48,43 +48,20 @@ def interval(seconds: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}' DAY TO SECOND"
 
 
-def value_column(metric: str) -> str:
-    """The column holding a metric's number in checked_events.sql (NULL if not a number)."""
-    return f"{metric}__value"
-
-
-def double_literal(value: float) -> str:
-    """A Flink SQL DOUBLE literal (an exponent makes it one; 0.0 alone is a DECIMAL)."""
-    text = repr(float(value))
-    return text if "e" in text else f"{text}E0"
-
-
-def metric_checks() -> list[str]:
-    """CASE branches naming the first problem of each metric (checked_events.sql): missing,
-    not a number, not finite, outside the catalogue's physical range. A good event, the
-    common case, costs two comparisons per metric; the inner CASE runs for bad ones only."""
-    largest = "1.7976931348623157E308"
-    branches = []
+def format_limits() -> str:
+    """The metrics' ranges for the telemetry-json format (events_kafka.sql): one
+    ``name:min:max:minText:maxText`` per metric with a range, the texts as its dead letters
+    show them (``below its minimum 0``)."""
+    parts = []
     for m in METRICS:
-        text, value = f"`{m.name}`", f"`{value_column(m.name)}`"
-        # DOUBLE literals: against a DECIMAL one (0.0) a DOUBLE compares as a decimal, and
-        # -0.0 came out below 0.
-        low = double_literal(m.min) if m.min is not None else f"-{largest}"
-        high = double_literal(m.max) if m.max is not None else largest
-        problem = [f"WHEN NOT {value} - {value} = 0E0 THEN '{m.name}: not a finite number'"]
-        if m.min is not None:
-            problem.append(f"WHEN {value} < {low} THEN '{m.name}: below its minimum {m.min:g}'")
-        if m.max is not None:
-            problem.append(f"WHEN {value} > {high} THEN '{m.name}: above its maximum {m.max:g}'")
-        branches += [
-            f"WHEN {value} IS NULL THEN CASE WHEN {text} IS NULL"
-            f" THEN '{m.name}: missing or null' ELSE '{m.name}: not a number' END",
-            # value - value is 0 exactly for a finite number (NaN passes NOT BETWEEN, as
-            # comparisons with NaN are false).
-            f"WHEN NOT ({value} - {value} = 0E0 AND {value} BETWEEN {low} AND {high})"
-            f" THEN CASE {' '.join(problem)} END",
-        ]
-    return branches
+        if m.min is None and m.max is None:
+            continue
+        low = repr(float(m.min)) if m.min is not None else ""
+        high = repr(float(m.max)) if m.max is not None else ""
+        low_text = f"{m.min:g}" if m.min is not None else ""
+        high_text = f"{m.max:g}" if m.max is not None else ""
+        parts.append(f"{m.name}:{low}:{high}:{low_text}:{high_text}")
+    return ",".join(parts)
 
 
 # What a text that PostgreSQL cannot store shows instead of the offending characters: NUL
@@ -97,96 +74,6 @@ UNSTORABLE_CHARACTERS = r"[\x{0}\p{Cs}]"
 def storable_text(expression: str) -> str:
     """Flink SQL: ``expression`` with every character PostgreSQL cannot store replaced."""
     return f"REGEXP_REPLACE({expression}, '{UNSTORABLE_CHARACTERS}', '{REPLACEMENT_CHARACTER}')"
-
-
-# Byte sequences that Jackson's UTF-8 reader refuses inside a JSON text (a byte F8-FF; a lead
-# byte without its continuation bytes; a continuation byte without its lead), written for a
-# message decoded as ISO-8859-1 (one character per byte). Found by search, not by matching the
-# whole message: a repeated group recurses once per byte in java.util.regex.
-_JACKSON_BAD_UTF8 = (
-    r"(?:[\xF8-\xFF]|[\xC0-\xDF](?![\x80-\xBF])|[\xE0-\xEF](?![\x80-\xBF]{2})"
-    r"|[\xF0-\xF7](?![\x80-\xBF]{3})"
-    r"|(?<![\xC0-\xF7])(?<![\xE0-\xF7][\x80-\xBF])(?<![\xF0-\xF7][\x80-\xBF]{2})[\x80-\xBF])"
-)
-
-# How Jackson reads a message's bytes (ByteSourceJsonBootstrapper, the parser of Flink's JSON
-# format): a byte-order mark, or zero bytes among the first four, select UTF-32 or UTF-16;
-# everything else is UTF-8 (a UTF-8 mark is skipped). (shortest length, the first bytes as a
-# regular expression over ISO-8859-1, the charset or None for "refused", bytes of mark).
-_JACKSON_ENCODINGS = (
-    (4, r"^\x00\x00\xFE\xFF", "UTF-32BE", True),
-    (4, r"^\xFF\xFE\x00\x00", "UTF-32LE", True),
-    (4, r"^(?:\x00\x00\xFF\xFE|\xFE\xFF\x00\x00)", None, False),
-    (4, r"^\xFE\xFF", "UTF-16BE", True),
-    (4, r"^\xFF\xFE", "UTF-16LE", True),
-    (4, r"^\xEF\xBB\xBF", "UTF-8", True),
-    (4, r"^\x00\x00\x00", "UTF-32BE", False),
-    (4, r"^[^\x00]\x00\x00\x00", "UTF-32LE", False),
-    (4, r"^(?:\x00[^\x00]\x00\x00|\x00\x00[^\x00]\x00)", None, False),
-    (2, r"^\x00", "UTF-16BE", False),
-    (2, r"^[^\x00]\x00", "UTF-16LE", False),
-)
-
-
-def json_object_test(payload: str, text: str) -> str:
-    """Flink SQL: whether Flink's JSON format reads the message ``payload`` (BYTES; ``text``
-    is it decoded as UTF-8) as a JSON object, i.e. whether it yields an event.
-
-    IS JSON OBJECT parses text, the JSON format parses bytes with Jackson, which picks the
-    encoding from the first bytes and refuses invalid UTF-8 within the object, where the text
-    has U+FFFD. The common case (a message starting with '{' and a non-zero byte) costs a
-    search for U+FFFD; the rest follows Jackson's steps."""
-    latin1 = f"DECODE({payload}, 'ISO-8859-1')"
-
-    def without_mark(decoded: str) -> str:
-        # Jackson skips a byte-order mark; Java's decoders keep it as U+FEFF, or not (UTF-32).
-        return f"REGEXP_REPLACE({decoded}, '^\\x{{FEFF}}', '')"
-
-    def is_object(decoded: str) -> str:
-        # Flink's JSON format lets control characters stand unescaped inside strings, IS JSON
-        # does not: a failed test is tried again with tab, LF and CR as spaces (blank inside
-        # and outside strings) and the other controls as 'x' (fine inside, an error outside).
-        relaxed = (
-            f"REGEXP_REPLACE(REGEXP_REPLACE({decoded}, '[\\t\\n\\r]', ' '),"
-            f" '[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F]', 'x')"
-        )
-        return (
-            f"({decoded} IS JSON OBJECT OR (REGEXP({decoded}, '[\\x00-\\x1F]')"
-            f" AND {relaxed} IS JSON OBJECT))"
-        )
-
-    def readable(charset: str | None, mark: bool) -> str:
-        if charset is None:
-            return "FALSE"
-        if charset != "UTF-8":
-            decoded = f"DECODE({payload}, '{charset}')"
-            return is_object(without_mark(decoded) if mark else decoded)
-        # UTF-8: where the text has U+FFFD, Jackson fails at the first byte it refuses unless
-        # the object ended before it (what follows the object is not read): the bytes before
-        # that one must hold the whole object.
-        before_bad = (
-            f"DECODE(ENCODE(REGEXP_EXTRACT({latin1}, '^([\\s\\S]*?){_JACKSON_BAD_UTF8}', 1),"
-            f" 'ISO-8859-1'), 'UTF-8')"
-        )
-        whole, prefix = (
-            (without_mark(text), without_mark(before_bad)) if mark else (text, before_bad)
-        )
-        return (
-            f"({is_object(whole)} AND (POSITION(U&'\\FFFD' IN {text}) = 0"
-            f" OR NOT REGEXP({latin1}, '{_JACKSON_BAD_UTF8}') OR {is_object(prefix)}))"
-        )
-
-    first = f"SUBSTRING({latin1} FROM 1 FOR 4)"
-    branches = [
-        f"WHEN CHAR_LENGTH({text}) >= 2 AND SUBSTRING({text} FROM 1 FOR 1) = '{{'"
-        f" AND SUBSTRING({text} FROM 2 FOR 1) <> CHR(0) THEN {readable('UTF-8', False)}"
-    ]
-    for length, start, charset, mark in _JACKSON_ENCODINGS:
-        branches.append(
-            f"WHEN CHAR_LENGTH({first}) >= {length} AND REGEXP({first}, '{start}')"
-            f" THEN {readable(charset, mark)}"
-        )
-    return f"CASE {' '.join(branches)} ELSE {readable('UTF-8', False)} END"
 
 
 # The fields of an event the streaming job reads; others (labels, extras) are ignored.
@@ -475,15 +362,9 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "max_clock_skew_seconds": settings.max_clock_skew_seconds,
         "max_device_id_length": settings.max_device_id_length,
         "event_columns": indent.join(f"`{name}` {typ}" for name, typ in EVENT_COLUMNS),
-        # The Kafka source reads every field as text; checked_events.sql types and checks it.
-        "source_event_columns": indent.join(f"`{name}` STRING" for name in SOURCE_FIELDS),
-        "metric_checks": "\n    ".join(metric_checks()),
-        "metric_values": indent.join(
-            f"TRY_CAST(`{name}` AS DOUBLE) AS `{value_column(name)}`" for name in METRIC_NAMES
-        ),
-        "typed_metric_columns": indent.join(
-            f"`{value_column(name)}` AS `{name}`" for name in METRIC_NAMES
-        ),
+        # The telemetry-json format's checks of each metric's range (events_kafka.sql).
+        "metric_limits": format_limits(),
+        "event_metric_names": indent.join(f"`{m}`" for m in METRIC_NAMES),
         # Dead letters (insert_rejects.sql): what they keep of a message, storable.
         "storable_parsed_payload": storable_text(
             "JSON_OBJECT("
@@ -493,8 +374,7 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "storable_device_id": "SUBSTRING("
         + storable_text("`device_id`")
         + f" FROM 1 FOR {settings.max_device_id_length})",
-        "storable_payload_text": storable_text("payload_text"),
-        "json_object_test": json_object_test("payload", "payload_text"),
+        "storable_payload_text": storable_text("DECODE(payload, 'UTF-8')"),
         "feature_expressions": indent.join(
             f"{f.flink_expression} AS `{f.name}`" for f in WINDOW_FEATURES
         ),

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fetch the connector jars listed in pom-deps.txt with Maven into a folder, and drop jars no
+# Fetch the connector jars listed in pom-deps.txt with Maven into a folder, build the project's
+# own jar (jvm/: the telemetry-json format and the late-event marker) into it, and drop jars no
 # longer listed there (an old connector version must not linger on the classpath): the one
 # way, used by deploy/local/setup.sh and deploy/docker/Dockerfile.
 #   deploy/fetch-jars.sh OUT_DIR          (run from the project root)
@@ -22,10 +23,19 @@ while read -r coord; do
       || { echo "fetch-jars: Maven could not fetch $coord (is Maven Central reachable?)" >&2; exit 1; }
   fi
 done < pom-deps.txt
+# The project's jar: rebuilt when a file under jvm/ is newer than it.
+own="anomaly-flink.jar"
+wanted+=("$own")
+if [ ! -s "$OUT/$own" ] || [ -n "$(find jvm -path jvm/target -prune -o -newer "$OUT/$own" -type f -print -quit)" ]; then
+  echo "[jars] building $own with Maven (jvm/)"
+  mvn_quiet -f jvm/pom.xml package \
+    || { echo "fetch-jars: building jvm/ failed (the Maven output is above)" >&2; exit 1; }
+  cp jvm/target/$own "$OUT/$own"
+fi
 for f in "$OUT"/*.jar; do
   [ -e "$f" ] || continue
   name=$(basename "$f"); keep=0
   for w in "${wanted[@]}"; do [ "$w" = "$name" ] && keep=1; done
   [ $keep = 1 ] || { echo "[jars] removing $name (not in pom-deps.txt)"; rm -f "$f"; }
 done
-echo "[jars] ${#wanted[@]} connector jars in $OUT"
+echo "[jars] ${#wanted[@]} jars in $OUT (connectors and the project's own)"

@@ -17,7 +17,7 @@ from pathlib import Path
 # packages importable even where it is not pip-installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyflink.table import TableEnvironment, TableResult
+from pyflink.table import Table, TableEnvironment, TableResult
 from pyflink.table.expressions import col
 
 from common.features import MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
@@ -59,41 +59,56 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
         kafka_source_options=kafka_source_options(settings, bounded=bounded),
     )
     execute_file(t_env, "flink/checked_events.sql", settings)
-    register_checked_events(t_env)
+    register_checked_events(t_env, settings)
     execute_file(t_env, "flink/telemetry_events.sql", settings)
     for statement in window_feature_statements(settings):
         t_env.execute_sql(statement)
 
 
-def register_checked_events(t_env) -> None:
-    """Register ``checked_events``: every parsed and checked event, read from Kafka and parsed
-    once for all the branches that use it. The windows read the good ones, the dead letters
-    and late events the others; planned apart, the branches read other columns and the
-    planner gave each its own Kafka source, JSON parsing and checks (every event read and
-    parsed twice). A DataStream in between makes them one.
+def register_checked_events(t_env, settings: Settings) -> None:
+    """Register ``checked_events``: every message read from Kafka once, parsed and checked
+    (checked_events.sql), with is_late and watermark_met from LateMarker (jvm/), an operator
+    whose watermark survives a restore. The windows read the good ones, the dead letters and
+    late events the others: every branch reads this one plan of it.
 
-    The event time crosses it as a plain column (it is NULL for events without a valid one,
-    which a record timestamp may not be) and is the rowtime again behind it, with the
-    source's watermarks."""
-    from pyflink.table import DataTypes, Schema
+    The event time crosses the DataStream as a plain column (it is NULL for events without a
+    valid one, which a record timestamp may not be) and is the rowtime again behind it, with
+    the source's watermarks."""
+    from pyflink.table import DataTypes
 
-    def columns(names: list[str]) -> list:
-        return [
+    query = t_env.from_path("checked_events_query")
+    events = query.select(
+        *(
             col(c).cast(DataTypes.TIMESTAMP_LTZ(3)).alias(c) if c == "event_time" else col(c)
-            for c in names
-        ]
-
-    schema = Schema.new_builder().watermark("event_time", "SOURCE_WATERMARK()").build()
-    register_via_data_stream(t_env, "checked_events", columns, schema)
+            for c in query.get_schema().get_field_names()
+        )
+    )
+    marked = jvm_class("LateMarker").mark(
+        t_env._j_tenv,
+        events._j_table,
+        "event_time",
+        "is_late",
+        "watermark_met",
+        settings.window_seconds * 1000,
+    )
+    t_env.create_temporary_view("checked_events", Table(marked, t_env))
 
 
 def register_via_data_stream(t_env, name: str, columns, schema) -> None:
     """Register the view ``name``: the view ``<name>_query`` with the columns
     ``columns(<its field names>)``, through one DataStream and back as ``schema`` says, so
-    that every statement reading ``name`` reads one plan of it."""
+    that every statement reading ``name`` reads one plan of it. (Internal rows instead of
+    ``Row``s across it, as LateMarker does, made no difference in `make bench`.)"""
     query = t_env.from_path(f"{name}_query")
     stream = t_env.to_data_stream(query.select(*columns(query.get_schema().get_field_names())))
     t_env.create_temporary_view(name, t_env.from_data_stream(stream, schema))
+
+
+def jvm_class(name: str):
+    """A class of the project's jar (jvm/, shipped in pipeline.jars)."""
+    from pyflink.java_gateway import get_gateway
+
+    return getattr(get_gateway().jvm.local.anomaly.flink, name)
 
 
 def jdbc_connection_options(settings: Settings) -> dict[str, str]:

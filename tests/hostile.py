@@ -1,11 +1,13 @@
 """Hostile input: an independent model of how the job reads one Kafka message, and hypothesis
 strategies that generate messages meant to break it.
 
-The model follows the parts the job is built from rather than the job's SQL: Jackson's choice
-of encoding and its UTF-8 reader (Flink's JSON format), its limits (nesting depth, number
-length), Java's number parsing (TRY_CAST), and the checks of sql/flink/checked_events.sql in
-their order. ``verdict(value)`` says what must become of a message: a dead letter with its
-reason, or a good event with the fields the job reads.
+The model follows the parts the job is built from rather than the job's code: Jackson's choice
+of encoding and its UTF-8 reader (which the telemetry-json format shares with Flink's JSON
+format), its limits (nesting depth, number length), Flink's casts from text (BIGINT: trimmed
+spaces, a decimal part dropped; DOUBLE: Java's Double.parseDouble), and the checks in their
+order (the format's, jvm/, then the time's plausibility, sql/flink/checked_events.sql).
+``verdict(value)`` says what must become of a message: a dead letter with its reason, or a
+good event with the fields the job reads.
 """
 
 from __future__ import annotations
@@ -153,16 +155,10 @@ def _depth_and_numbers_ok(root) -> bool:
 _NUMBER_TOKEN = re.compile(r"-?[0-9][0-9.eE+-]{" + str(MAX_NUMBER_LENGTH) + ",}")
 
 
-class BadUtf8InObject(NotAJsonObject):
-    """Invalid UTF-8 inside the object: the message is not an event, but Flink's streaming
-    JSON reader may still read the fields around the bad bytes (the one holding them as NULL),
-    and its dead letter may then carry that field's reason instead."""
-
-
 def parse_object(value: bytes) -> dict:
-    """The fields Flink's JSON format reads from a message, or NotAJsonObject. Its reader
-    stops taking fields once it has read as many values as the table has columns, repeated
-    keys counted: a repeated key can cost the last fields."""
+    """The fields the job reads from a message, or NotAJsonObject. The whole object is read
+    (invalid UTF-8 anywhere in it refuses the message), nothing after it; a field given twice
+    counts with its last value."""
     decoded = jackson_text(value)
     if decoded is None:
         raise NotAJsonObject("bytes Jackson refuses")
@@ -177,20 +173,16 @@ def parse_object(value: bytes) -> dict:
     finally:
         sys.setrecursionlimit(limit)
     if first_bad is not None and first_bad < end:
-        raise BadUtf8InObject("invalid UTF-8 inside the object")
+        raise NotAJsonObject("invalid UTF-8 inside the object")
     if _NUMBER_TOKEN.search(text, 0, end):  # Jackson refuses numbers over 1,000 characters
         raise NotAJsonObject("a number longer than Jackson takes")
     if not isinstance(root, Pairs) or not _depth_and_numbers_ok(root):
         raise NotAJsonObject("not an object, or beyond Jackson's limits")
-    fields: dict = {}
-    taken = 0
-    for key, item in root:
-        if taken >= len(SOURCE_FIELDS):
-            break
-        if key in SOURCE_FIELDS:
-            fields[key] = item.as_dict() if isinstance(item, Pairs) else item
-            taken += 1
-    return fields
+    return {
+        key: item.as_dict() if isinstance(item, Pairs) else item
+        for key, item in root
+        if key in SOURCE_FIELDS
+    }
 
 
 # --- text -> typed values, as the job's TRY_CASTs do -------------------------------------------
@@ -238,8 +230,6 @@ class Verdict:
     ts_ms: int | None = None
     metrics: tuple[float, ...] = ()
     device_is_text: bool = True  # device_id was a JSON string (its text is then exact)
-    # True: a dead letter for any reason is right (BadUtf8InObject).
-    any_reason: bool = False
 
 
 def _device_problem(device: str) -> str | None:
@@ -261,8 +251,6 @@ def verdict(value: bytes | None, now_ms: float | None = None) -> Verdict:
         return Verdict("empty message")
     try:
         event = parse_object(value)
-    except BadUtf8InObject:
-        return Verdict("not a JSON object", any_reason=True)
     except NotAJsonObject:
         return Verdict("not a JSON object")
     device = as_text(event.get("device_id"))

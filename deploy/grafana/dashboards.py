@@ -406,7 +406,7 @@ JOB_HEALTH = PromDashboard(
                 (
                     "{{job_name}}",
                     "sum by (job_name) (flink_taskmanager_job_task_operator_numRecordsOutPerSecond"
-                    f'{{{JOB}, operator_name=~"Source:_telemetry_messages.*"}})',
+                    f'{{{JOB}, operator_name=~"Source:_telemetry_source.*"}})',
                 ),
             ),
             description="Every message of the events topic, good or bad, as the job reads it.",

@@ -4,7 +4,7 @@ INSERT INTO raw_events_sink
 SELECT
   device_id,
   CAST(event_time AS TIMESTAMP(3)),
-  ${typed_metric_columns},
+  ${event_metric_names},
   source_topic,
   source_partition,
   source_offset

@@ -2,8 +2,8 @@
 CREATE TEMPORARY VIEW telemetry_events AS
 SELECT
   `device_id`,
-  ts_value AS `ts_ms`,
-  ${typed_metric_columns},
+  `ts_ms`,
+  ${event_metric_names},
   event_time
 FROM checked_events
 WHERE reject_reason IS NULL AND NOT is_late

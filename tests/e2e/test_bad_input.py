@@ -89,9 +89,6 @@ def test_bad_and_late_input_is_kept_aside_and_good_windows_stay_exact(
     dead = fetch_table(fresh_db, stack.dead_letters_table, "source_partition, source_offset")
     assert Counter(dead["reason"]) == expected_reasons
     assert len(dead) == dead[["source_partition", "source_offset"]].drop_duplicates().shape[0]
-    # Counted in the job's metrics too: the web UI shows the dead-letter sink's records.
-    (sink_vertex,) = [v for v in job["vertices"] if "Sink: dead_letters_sink" in v["name"]]
-    assert sink_vertex["metrics"]["read-records"] == len(dead)
     verbatim = dead[dead["reason"] == "not a JSON object"]["payload"]
     assert set(verbatim) >= {"[1, 2, 3]", '"just a string"'}
 

@@ -238,3 +238,69 @@ def test_outage_is_ridden_out_without_loss(stack, fresh_topic, fresh_db, trained
         f"all rows {done - back:.1f} s after it was back ({done - down:.1f} s after it went "
         "down); 0 rows lost, 0 doubled"
     )
+
+
+def test_late_events_right_after_a_restore_leave_written_windows_whole(
+    stack, fresh_topic, fresh_db, trained
+):
+    """Flink does not restore watermarks: right after a restart, an event for a window that
+    was written before the fault would reopen it and overwrite its row with a partial one.
+    LateMarker (jvm/) checkpoints the watermark and judges by it after the restore: such events
+    are late events, and every window keeps its row, value for value."""
+    from confluent_kafka import Producer
+
+    run = Streaming(stack, fresh_topic, fresh_db, trained, seed=34)
+    half = len(run.messages) // 2
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "enable.idempotence": True})
+    for key, value in run.messages[:half]:
+        producer.produce(fresh_topic, value, key)
+    assert producer.flush(60) == 0
+
+    # Everything sent so far read, and checkpointed: the restore resumes after it, so the
+    # late events below are the first events the job reads after the fault.
+    def records_read() -> float:
+        metrics = operator_metrics(run.flink, run.job_id, ("numRecordsOut",))
+        return sum(v for k, v in metrics.items() if "Source__telemetry_source" in k)
+
+    deadline = time.monotonic() + 90
+    while records_read() < half:
+        assert time.monotonic() < deadline, f"the job read {records_read()} of {half} messages"
+        time.sleep(0.5)
+    taken = run.checkpoints()
+    while run.checkpoints() < taken + 2:
+        assert time.monotonic() < deadline, "no checkpoint after the first half was read"
+        time.sleep(0.3)
+    # Late events: the second window of five devices, whose rows are already written.
+    second_window = T0 + 10_000
+    written = fetch_scores(fresh_db)
+    assert any(int(t.timestamp() * 1000) == second_window for t in written["window_start"])
+    originals = [e for e in run.events if second_window <= e["ts_ms"] < second_window + 10_000]
+    late = [{**e, "ts_ms": e["ts_ms"] + 1} for e in originals[:5]]
+
+    (pid,) = run.flink.pids("taskmanager")
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    for event in late:
+        producer.produce(fresh_topic, json.dumps(event).encode(), event["device_id"].encode())
+    assert producer.flush(60) == 0
+    run.flink.start_daemon("taskmanager")
+    running = run.wait_all_running(run.job_id)
+    run.producer = PacedProducer(stack, fresh_topic, run.messages[half:], slices=10, pause_s=0.5)
+    run.producer.start()
+    done = run.finish(run.job_id)
+
+    assert run.late_drops == {}, f"rows dropped as late inside the job: {run.late_drops}"
+    assert_windows_exact(fetch_scores(fresh_db), run.events, trained)
+    rows = fetch_table(fresh_db, stack.late_events_table, "device_id, event_time")
+    got = sorted(
+        (d, int(t.timestamp() * 1000))
+        for d, t in zip(rows["device_id"], rows["event_time"], strict=True)
+    )
+    assert got == sorted((e["device_id"], e["ts_ms"]) for e in late)
+    dead = fetch_table(fresh_db, stack.dead_letters_table, "source_offset")
+    assert len(dead) == sum(reject_reason(v) is not None for _, v in run.messages)
+    record(
+        "TaskManager killed, 5 late events first after the restore (all late, windows whole)",
+        running - killed,
+        done - killed,
+    )

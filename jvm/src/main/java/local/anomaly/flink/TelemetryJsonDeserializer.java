@@ -1,0 +1,300 @@
+package local.anomaly.flink;
+
+import org.apache.flink.api.common.serialization.DeserializationSchema;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.json.JsonReadFeature;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.table.data.GenericRowData;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
+import org.apache.flink.table.data.binary.BinaryStringData;
+import org.apache.flink.table.data.binary.BinaryStringDataUtil;
+import org.apache.flink.table.types.logical.LogicalTypeRoot;
+import org.apache.flink.table.types.logical.RowType;
+import org.apache.flink.util.jackson.JacksonMapperFactory;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * One telemetry event per Kafka message, parsed once: every field typed, every check made, and
+ * the verdict in two columns. It never fails and never skips a message: a message that is not
+ * an event still yields a row, whose problem says why (the dead letters read it).
+ *
+ * <p>Columns, by name: {@code device_id} STRING and {@code ts_ms} BIGINT; every DOUBLE column a
+ * metric, read from the JSON field of its name; {@code event_problem} STRING, the first problem
+ * of the message, its device id or the type of its time (NULL: none); {@code value_problem}
+ * STRING, the first problem of a metric in column order (NULL: none); {@code payload} BYTES,
+ * the message's exact bytes where either problem is set (NULL for a good event).
+ *
+ * <p>The JSON reading is Flink's own JSON format's (the same shaded Jackson, configured as it
+ * is): Jackson picks the encoding from the first bytes, refuses invalid UTF-8 and nesting or
+ * numbers beyond its limits, lets control characters stand unescaped in strings, and does not
+ * read past the object. A field given twice counts with its last value. A field's value is read
+ * as text (a string, a number as written, true/false, an object or array as JSON) and converted
+ * as Flink's CAST from text does: the time as BIGINT, the metrics as DOUBLE.
+ */
+public class TelemetryJsonDeserializer implements DeserializationSchema<RowData> {
+    private static final long serialVersionUID = 1L;
+
+    private static final int DEVICE = -1;
+    private static final int TIME = -2;
+
+    private final TypeInformation<RowData> producedType;
+    private final int arity;
+    private final int deviceColumn;
+    private final int timeColumn;
+    private final int eventProblemColumn;
+    private final int valueProblemColumn;
+    private final int payloadColumn;
+    /** The metric columns in column order, their names and limits. */
+    private final int[] metricColumns;
+    private final String[] metricNames;
+    private final MetricLimit[] metricLimits;
+    private final int maxDeviceIdLength;
+
+    private transient ObjectMapper mapper;
+    private transient JsonFactory factory;
+    /** Field name -> metric index, or DEVICE / TIME. */
+    private transient Map<String, Integer> roles;
+    private transient String[] texts;
+
+    public TelemetryJsonDeserializer(
+            RowType rowType,
+            TypeInformation<RowData> producedType,
+            Map<String, MetricLimit> limits,
+            int maxDeviceIdLength) {
+        this.producedType = producedType;
+        this.arity = rowType.getFieldCount();
+        this.maxDeviceIdLength = maxDeviceIdLength;
+        int device = -1, time = -1, eventProblem = -1, valueProblem = -1, payload = -1;
+        List<Integer> metrics = new ArrayList<>();
+        List<String> names = rowType.getFieldNames();
+        for (int i = 0; i < arity; i++) {
+            String name = names.get(i);
+            LogicalTypeRoot type = rowType.getTypeAt(i).getTypeRoot();
+            if (name.equals("device_id") && type == LogicalTypeRoot.VARCHAR) {
+                device = i;
+            } else if (name.equals("ts_ms") && type == LogicalTypeRoot.BIGINT) {
+                time = i;
+            } else if (name.equals("event_problem") && type == LogicalTypeRoot.VARCHAR) {
+                eventProblem = i;
+            } else if (name.equals("value_problem") && type == LogicalTypeRoot.VARCHAR) {
+                valueProblem = i;
+            } else if (name.equals("payload") && type == LogicalTypeRoot.VARBINARY) {
+                payload = i;
+            } else if (type == LogicalTypeRoot.DOUBLE) {
+                metrics.add(i);
+            } else {
+                throw new IllegalArgumentException(
+                        "telemetry-json: column " + name + " " + rowType.getTypeAt(i)
+                                + " is none of device_id STRING, ts_ms BIGINT, a DOUBLE metric,"
+                                + " event_problem STRING, value_problem STRING, payload BYTES");
+            }
+        }
+        if (device < 0 || time < 0 || eventProblem < 0 || valueProblem < 0 || payload < 0) {
+            throw new IllegalArgumentException(
+                    "telemetry-json needs the columns device_id STRING, ts_ms BIGINT,"
+                            + " event_problem STRING, value_problem STRING and payload BYTES");
+        }
+        this.deviceColumn = device;
+        this.timeColumn = time;
+        this.eventProblemColumn = eventProblem;
+        this.valueProblemColumn = valueProblem;
+        this.payloadColumn = payload;
+        this.metricColumns = metrics.stream().mapToInt(Integer::intValue).toArray();
+        this.metricNames = new String[metricColumns.length];
+        this.metricLimits = new MetricLimit[metricColumns.length];
+        for (int k = 0; k < metricColumns.length; k++) {
+            metricNames[k] = names.get(metricColumns[k]);
+            metricLimits[k] = limits.get(metricNames[k]);
+        }
+    }
+
+    @Override
+    public void open(InitializationContext context) {
+        setUp();
+    }
+
+    private void setUp() {
+        // As Flink's JSON format configures its mapper.
+        mapper =
+                JacksonMapperFactory.createObjectMapper()
+                        .configure(JsonReadFeature.ALLOW_UNESCAPED_CONTROL_CHARS.mappedFeature(), true);
+        factory = mapper.getFactory();
+        roles = new HashMap<>();
+        roles.put("device_id", DEVICE);
+        roles.put("ts_ms", TIME);
+        for (int k = 0; k < metricNames.length; k++) {
+            roles.put(metricNames[k], k);
+        }
+        texts = new String[metricNames.length];
+    }
+
+    @Override
+    public RowData deserialize(byte[] message) {
+        if (mapper == null) {
+            setUp();
+        }
+        GenericRowData row = new GenericRowData(arity);
+        if (message == null) {
+            row.setField(eventProblemColumn, StringData.fromString("empty message"));
+            return row;
+        }
+        String device = null;
+        String time = null;
+        java.util.Arrays.fill(texts, null);
+        try (JsonParser parser = factory.createParser(message)) {
+            if (parser.nextToken() != JsonToken.START_OBJECT) {
+                return notAnObject(row, message);
+            }
+            while (parser.nextToken() == JsonToken.FIELD_NAME) {
+                Integer role = roles.get(parser.currentName());
+                JsonToken value = parser.nextToken();
+                if (role == null) {
+                    parser.skipChildren();
+                    continue;
+                }
+                String text = text(parser, value);
+                if (role == DEVICE) {
+                    device = text;
+                } else if (role == TIME) {
+                    time = text;
+                } else {
+                    texts[role] = text;
+                }
+            }
+            // The loop ends at the object's end: anything else has thrown.
+        } catch (IOException | RuntimeException e) {
+            return notAnObject(row, message);
+        }
+        String problem = deviceProblem(device);
+        if (device != null) {
+            row.setField(deviceColumn, StringData.fromString(device));
+        }
+        // The time is read whatever the device id: a valid one moves the watermark.
+        String timeProblem = null;
+        if (time == null) {
+            timeProblem = "ts_ms: missing or null";
+        } else {
+            try {
+                row.setField(
+                        timeColumn, BinaryStringDataUtil.toLong(BinaryStringData.fromString(time).trim()));
+            } catch (NumberFormatException e) {
+                timeProblem = "ts_ms: not an integer";
+            }
+        }
+        if (problem == null) {
+            problem = timeProblem;
+        }
+        String valueProblem = null;
+        for (int k = 0; k < metricColumns.length && valueProblem == null; k++) {
+            valueProblem = readMetric(row, k);
+        }
+        if (problem != null || valueProblem != null) {
+            row.setField(eventProblemColumn, problem == null ? null : StringData.fromString(problem));
+            row.setField(
+                    valueProblemColumn,
+                    valueProblem == null ? null : StringData.fromString(valueProblem));
+            row.setField(payloadColumn, message);
+        }
+        return row;
+    }
+
+    private RowData notAnObject(GenericRowData row, byte[] message) {
+        row.setField(eventProblemColumn, StringData.fromString("not a JSON object"));
+        row.setField(payloadColumn, message);
+        return row;
+    }
+
+    /** A field's value as text, as a STRING column of Flink's JSON format reads it. */
+    private String text(JsonParser parser, JsonToken value) throws IOException {
+        switch (value) {
+            case VALUE_NULL:
+                return null;
+            case VALUE_STRING:
+            case VALUE_NUMBER_INT:
+            case VALUE_NUMBER_FLOAT:
+                return parser.getText();
+            case VALUE_TRUE:
+                return "true";
+            case VALUE_FALSE:
+                return "false";
+            default:
+                return mapper.readTree(parser).toString();
+        }
+    }
+
+    private String deviceProblem(String device) {
+        if (device == null) {
+            return "device_id: missing or null";
+        }
+        boolean blank = true;
+        for (int i = 0; i < device.length() && blank; i++) {
+            blank = device.charAt(i) == ' ';
+        }
+        if (blank) {
+            return "device_id: empty";
+        }
+        if (device.codePointCount(0, device.length()) > maxDeviceIdLength) {
+            return "device_id: longer than " + maxDeviceIdLength + " characters";
+        }
+        boolean control = false;
+        for (int i = 0; i < device.length(); ) {
+            int c = device.codePointAt(i);
+            int type = Character.getType(c);
+            if (type == Character.SURROGATE) {
+                return "device_id: not valid Unicode (a lone surrogate)";
+            }
+            control |= type == Character.CONTROL;
+            i += Character.charCount(c);
+        }
+        return control ? "device_id: contains a control character" : null;
+    }
+
+    /** Sets metric k's value; returns its problem (NULL: none). */
+    private String readMetric(GenericRowData row, int k) {
+        String text = texts[k];
+        String name = metricNames[k];
+        if (text == null) {
+            return name + ": missing or null";
+        }
+        double value;
+        try {
+            // What Flink's CAST(text AS DOUBLE) does (BinaryStringDataUtil.toDouble).
+            value = Double.parseDouble(text);
+        } catch (NumberFormatException e) {
+            return name + ": not a number";
+        }
+        if (Double.isNaN(value) || Double.isInfinite(value)) {
+            return name + ": not a finite number";
+        }
+        MetricLimit limit = metricLimits[k];
+        if (limit != null) {
+            if (value < limit.min) {
+                return limit.belowReason;
+            }
+            if (value > limit.max) {
+                return limit.aboveReason;
+            }
+        }
+        row.setField(metricColumns[k], value);
+        return null;
+    }
+
+    @Override
+    public boolean isEndOfStream(RowData nextElement) {
+        return false;
+    }
+
+    @Override
+    public TypeInformation<RowData> getProducedType() {
+        return producedType;
+    }
+}
