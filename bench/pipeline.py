@@ -119,8 +119,10 @@ def preload(settings: Settings, topic: str, simulator_args: list[str], what: str
 POLL_S = 0.5
 WARMUP_S = 20.0
 SOURCE_RECORDS = "numRecordsOut"
-# The source that reads every message once (the rejects' raw reading of the topic).
-SOURCE_NAME = "Source__telemetry_messages"
+# The source that reads every message once (the job's; the bare engine's).
+SOURCE_NAME = "Source__telemetry_source"
+BARE_SOURCE_NAME = "Source__telemetry_events"
+BARE_SCRIPT = REPO_ROOT / "bench" / "bare_job.py"
 
 
 # --- processes and their memory ------------------------------------------------------------------
@@ -183,7 +185,8 @@ class Throughput:
     # Settings this run changes (--variant), as ANOMALY_* variables.
     extra_env: dict = field(default_factory=dict)
     topic: str = ""
-    # base (the ratios' runs), variant (--variant) or profiled (--profile: slowed by it)
+    # base (the ratios' runs), bare (the bare engine: bench/bare_job.py), variant (--variant),
+    # profiled (--profile: slowed by it) or per-row
     role: str = "base"
     profile: dict | None = None
     samples: list = field(default_factory=list, repr=False)
@@ -193,15 +196,15 @@ class SourceRecords:
     """Records the job's raw Kafka source has read so far (all its subtasks), from the REST
     API; where the metrics are is looked up once, not on every poll."""
 
-    def __init__(self, flink, job_id: str):
-        self.flink, self.job_id = flink, job_id
+    def __init__(self, flink, job_id: str, source_name: str = SOURCE_NAME):
+        self.flink, self.job_id, self.source_name = flink, job_id, source_name
         self.where: list[tuple] = []
 
     def __call__(self) -> float:
         if not self.where:
             self.where = self.flink.operator_metric_ids(
                 self.job_id,
-                lambda n: SOURCE_NAME in n and n.endswith(f".{SOURCE_RECORDS}"),
+                lambda n: self.source_name in n and n.endswith(f".{SOURCE_RECORDS}"),
             )
         return sum(
             sum(self.flink.metric_values(base, names).values()) for base, names in self.where
@@ -271,9 +274,13 @@ def bounded_run(
     r.topic = topic
     db = settings.replace(pg_database=database)
     log(f"{r.label}: the job over {r.events:,} events ({r.devices:,} devices, p={r.parallelism})")
+    bare = r.role == "bare"
     submitted = time.time()
-    job_id = flink.submit(["--bounded"], env=env)
-    source_records = SourceRecords(flink, job_id)
+    if bare:
+        job_id = flink.submit([], env=env, script=BARE_SCRIPT)
+    else:
+        job_id = flink.submit(["--bounded"], env=env)
+    source_records = SourceRecords(flink, job_id, BARE_SOURCE_NAME if bare else SOURCE_NAME)
     while True:
         t = time.time() - submitted
         job = flink.rest(f"/jobs/{job_id}")
@@ -286,7 +293,7 @@ def bounded_run(
             r.samples.append((round(t, 2), records))
             if records and r.first_record_s is None:
                 r.first_record_s = round(t, 2)
-            if r.first_row_s is None and first_row_visible(db):
+            if r.first_row_s is None and not bare and first_row_visible(db):
                 r.first_row_s = round(t, 2)
             tms = flink.pids("taskmanager")
             r.tm_rss_peak_mb = max(r.tm_rss_peak_mb, sum(rss_mb(p) for p in tms))
@@ -319,6 +326,9 @@ def bounded_run(
             r.running_s = round(ended_s - began_s, 1)
             r.steady_events_per_s = round(r.events / (ended_s - began_s))
             break
+    if bare:  # a blackhole: no rows to count
+        log(f"{r.label}: {r.steady_events_per_s:,} events/s steady, job {r.job_s:.1f} s")
+        return r
     if r.first_row_s is None and first_row_visible(db):
         # A short bounded run writes its windows at its end, between two polls.
         r.first_row_s = round(ended_s, 2)
@@ -615,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"preloaded in {preload_s:.1f} s ({a.events / preload_s:,.0f} events/s)")
             for parallelism in a.parallelism:
                 plan = [
+                    ("bare-engine", "off", "pandas", {}, "bare"),
                     ("scoring-off", "off", "pandas", {}, "base"),
                     ("scoring-on", "on", "pandas", {}, "base"),
                 ]
@@ -698,6 +709,25 @@ def main(argv: list[str] | None = None) -> int:
         for parallelism in a.parallelism:
             on, off = rate(devices, parallelism, "on"), rate(devices, parallelism, "off")
             ratios[f"scoring_cost_{devices}_p{parallelism}"] = round(1 - on / max(off, 1), 3)
+            (bare,) = [
+                r
+                for r in runs
+                if r.role == "bare" and (r.devices, r.parallelism) == (devices, parallelism)
+            ]
+            # The goal's measure: the full job (scoring on) against the bare engine, steady
+            # events/s; and the same by job time (REST duration, start-up included).
+            ratios[f"full_over_bare_{devices}_p{parallelism}"] = round(
+                on / max(bare.steady_events_per_s, 1), 3
+            )
+            (full,) = [
+                r
+                for r in base
+                if (r.devices, r.parallelism, r.scoring, r.scoring_udf)
+                == (devices, parallelism, "on", "pandas")
+            ]
+            ratios[f"full_over_bare_job_time_{devices}_p{parallelism}"] = round(
+                bare.job_s / max(full.job_s, 0.1), 3
+            )
     for r in runs:
         if r.role == "variant":
             ratios[f"variant_{r.label}_over_scoring_on"] = round(
@@ -746,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
     # Every run over the same topic must write the same windows.
     by_topic: dict[str, set[int]] = {}
     for r in runs:
+        if r.role == "bare":
+            continue
         by_topic.setdefault(r.topic, set()).add(r.windows)
     differ = {t: w for t, w in by_topic.items() if len(w) > 1}
     if differ:

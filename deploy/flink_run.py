@@ -75,6 +75,8 @@ class Submission:
     detached: bool = True
     job_args: list[str] = field(default_factory=list)
     flink_bin: Path | None = None
+    # The job's script: the scoring job, or another entry point (the bench's bare engine).
+    script: Path = JOB_SCRIPT
 
     def command(self, staging: Path | None = None) -> list[str]:
         """The `flink run` command line; ``staging`` holds the archives of --ship mode."""
@@ -97,7 +99,7 @@ class Submission:
             job_args += ["--shipped-model", SHIPPED_MODEL_NAME]
         if self.model_dir is not None:
             job_args += ["--model-dir", str(self.model_dir)]
-        return [*cmd, "--python", str(JOB_SCRIPT), *job_args]
+        return [*cmd, "--python", str(self.script), *job_args]
 
 
 def stage_project(target: Path) -> Path:

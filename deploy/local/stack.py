@@ -651,15 +651,18 @@ class Flink:
         job_args: list[str],
         env: dict[str, str] | None = None,
         from_savepoint: str | Path | None = None,
+        script: Path | None = None,
     ) -> str:
         """`flink run -d` the job (from a savepoint or retained checkpoint if given) with the
         same script a remote cluster is submitted with (deploy/flink_run.py); returns the job
-        id Flink prints."""
+        id Flink prints. ``script``: another entry point than the scoring job."""
         submission = Submission(
             jobmanager=self.s.flink_rest_url,
             from_savepoint=str(from_savepoint) if from_savepoint else None,
             job_args=list(job_args),
         )
+        if script is not None:
+            submission.script = script
         try:
             return submit_job(submission, self.s, env={**self.env(), **(env or {})})
         except SubmitError as exc:
