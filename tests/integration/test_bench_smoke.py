@@ -73,12 +73,14 @@ def test_the_bench_command_runs_every_part(stack, trained, tmp_path, monkeypatch
     result = json.loads(out.read_text())
     runs = {r["label"]: r for r in result["runs"]}
     main = ("scoring-off 60 p1", "scoring-on 60 p1")
-    assert set(runs) == set(main)
+    assert set(runs) == {"bare-engine 60 p1", *main}
     assert runs[main[0]]["windows"] == runs[main[1]]["windows"] > 0
     assert runs["scoring-off 60 p1"]["flagged"] == 0
-    assert all(r["first_row_s"] and r["tm_rss_peak_mb"] > 0 for r in runs.values())
+    assert all(runs[m]["first_row_s"] for m in main)
+    assert all(r["tm_rss_peak_mb"] > 0 and r["job_s"] > 0 for r in runs.values())
     # 3,000 events give no steady state to speak of: only that a rate is reported.
     assert all(r["steady_events_per_s"] >= 0 for r in runs.values())
+    assert "full_over_bare_60_p1" in result["ratios"]
     assert result["baseline"]["events"] == result["baseline"]["stored"] >= 300
     latency = result["latency"]
     assert latency["windows_measured"] > 0 and latency["visible_after_window_end_s"]["p50"] > 0
