@@ -30,7 +30,8 @@ if [ ! -s "$OUT/$own" ] || [ -n "$(find jvm -path jvm/target -prune -o -newer "$
   echo "[jars] building $own with Maven (jvm/)"
   mvn_quiet -f jvm/pom.xml package \
     || { echo "fetch-jars: building jvm/ failed (the Maven output is above)" >&2; exit 1; }
-  cp jvm/target/$own "$OUT/$own"
+  # A new file in its place, never written over: a running Flink may have the old one open.
+  cp jvm/target/$own "$OUT/$own.new" && mv -f "$OUT/$own.new" "$OUT/$own"
 fi
 for f in "$OUT"/*.jar; do
   [ -e "$f" ] || continue
