@@ -686,15 +686,17 @@ def main(argv: list[str] | None = None) -> int:
     print_table(runs)
     ratios = {}
     first = runs[0]
-    base = [r for r in runs if r.role == "base"]
+
+    def run_of(devices, parallelism, scoring, udf_kind="pandas", role="base") -> Throughput:
+        return next(
+            x
+            for x in runs
+            if (x.devices, x.parallelism, x.scoring, x.scoring_udf, x.role)
+            == (devices, parallelism, scoring, udf_kind, role)
+        )
 
     def rate(devices, parallelism, scoring, udf_kind="pandas") -> float:
-        return next(
-            x.steady_events_per_s
-            for x in base
-            if (x.devices, x.parallelism, x.scoring, x.scoring_udf)
-            == (devices, parallelism, scoring, udf_kind)
-        )
+        return run_of(devices, parallelism, scoring, udf_kind).steady_events_per_s
 
     d0, p0 = a.devices[0], a.parallelism[0]
     pair = {r.scoring_udf: r for r in runs if r.role == "per-row"}
@@ -709,22 +711,13 @@ def main(argv: list[str] | None = None) -> int:
         for parallelism in a.parallelism:
             on, off = rate(devices, parallelism, "on"), rate(devices, parallelism, "off")
             ratios[f"scoring_cost_{devices}_p{parallelism}"] = round(1 - on / max(off, 1), 3)
-            (bare,) = [
-                r
-                for r in runs
-                if r.role == "bare" and (r.devices, r.parallelism) == (devices, parallelism)
-            ]
+            bare = run_of(devices, parallelism, "off", role="bare")
+            full = run_of(devices, parallelism, "on")
             # The goal's measure: the full job (scoring on) against the bare engine, steady
             # events/s; and the same by job time (REST duration, start-up included).
             ratios[f"full_over_bare_{devices}_p{parallelism}"] = round(
                 on / max(bare.steady_events_per_s, 1), 3
             )
-            (full,) = [
-                r
-                for r in base
-                if (r.devices, r.parallelism, r.scoring, r.scoring_udf)
-                == (devices, parallelism, "on", "pandas")
-            ]
             ratios[f"full_over_bare_job_time_{devices}_p{parallelism}"] = round(
                 bare.job_s / max(full.job_s, 0.1), 3
             )

@@ -37,8 +37,9 @@ def options_sql(options: dict[str, str]) -> str:
 
 
 def kafka_source_options(settings: Settings, *, bounded: bool) -> str:
-    """What both Kafka sources of events_kafka.sql share: the topic, read from its earliest
-    offset; a bounded run stops at the offsets that are latest when it starts."""
+    """Where and how far the Kafka source of events_kafka.sql reads (the bench's bare engine,
+    bench/bare_job.py, reads the same way): the topic from its earliest offset; a bounded run
+    stops at the offsets that are latest when it starts."""
     options = {
         "connector": "kafka",
         "topic": settings.events_topic,

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from common.settings import ENV_PREFIX, REPO_ROOT, SECRET_FIELDS, Settings
-from deploy.flink_run import LIVE_JOB_STATES, Submission, SubmitError, flink_home
+from deploy.flink_run import JOB_SCRIPT, LIVE_JOB_STATES, Submission, SubmitError, flink_home
 from deploy.flink_run import submit as submit_job
 
 HERE = Path(__file__).resolve().parent
@@ -660,9 +660,8 @@ class Flink:
             jobmanager=self.s.flink_rest_url,
             from_savepoint=str(from_savepoint) if from_savepoint else None,
             job_args=list(job_args),
+            script=script or JOB_SCRIPT,
         )
-        if script is not None:
-            submission.script = script
         try:
             return submit_job(submission, self.s, env={**self.env(), **(env or {})})
         except SubmitError as exc:

@@ -52,6 +52,8 @@ public class LateMarker extends AbstractStreamOperator<RowData>
 
     private transient ListState<Long> saved;
     private long watermark = Long.MIN_VALUE;
+    /** The watermark as the column shows it (NULL before the first): made when it moves. */
+    private transient TimestampData watermarkMet;
 
     LateMarker(int timeField, long windowMs) {
         this.timeField = timeField;
@@ -115,7 +117,14 @@ public class LateMarker extends AbstractStreamOperator<RowData>
             for (Long w : saved.get()) {
                 least = Math.min(least, w);
             }
-            watermark = least == Long.MAX_VALUE ? Long.MIN_VALUE : least;
+            advance(least == Long.MAX_VALUE ? Long.MIN_VALUE : least);
+        }
+    }
+
+    private void advance(long to) {
+        if (to > watermark) {
+            watermark = to;
+            watermarkMet = TimestampData.fromEpochMillis(to);
         }
     }
 
@@ -128,7 +137,7 @@ public class LateMarker extends AbstractStreamOperator<RowData>
 
     @Override
     public void processWatermark(Watermark mark) throws Exception {
-        watermark = Math.max(watermark, mark.getTimestamp());
+        advance(mark.getTimestamp());
         super.processWatermark(mark);
     }
 
@@ -140,12 +149,7 @@ public class LateMarker extends AbstractStreamOperator<RowData>
             long ms = row.getTimestamp(timeField, 3).getMillisecond();
             late = ms - Math.floorMod(ms, windowMs) + windowMs - 1 <= watermark;
         }
-        GenericRowData marks =
-                GenericRowData.of(
-                        late,
-                        watermark == Long.MIN_VALUE
-                                ? null
-                                : TimestampData.fromEpochMillis(watermark));
+        GenericRowData marks = GenericRowData.of(late, watermarkMet);
         output.collect(record.replace(new JoinedRowData(row, marks)));
     }
 }

@@ -18,6 +18,7 @@ import org.apache.flink.util.jackson.JacksonMapperFactory;
 
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -149,7 +150,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
         }
         String device = null;
         String time = null;
-        java.util.Arrays.fill(texts, null);
+        Arrays.fill(texts, null);
         try (JsonParser parser = factory.createParser(message)) {
             if (parser.nextToken() != JsonToken.START_OBJECT) {
                 return notAnObject(row, message);
