@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator models submit upgrade rollback test test-unit bench bench-simulator bench-onnx bench-udf bench-state lint format lock
+.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -78,7 +78,10 @@ test: setup ## set up, lint, and run the whole test suite (starts the real stack
 	 if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
 test-unit: setup ## only the fast tests that need no services
-	@$(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "not stack and not multihost" $(PYTEST_ARGS)
+
+multihost: setup ## the cluster on 7 hosts of this machine (network namespaces; root): remote submit, a TaskManager host cut off, JobManager failover through ZooKeeper
+	@$(PY) -m pytest -s tests/e2e/test_multihost.py $(PYTEST_ARGS)
 
 bench: up ## the benchmark: throughput, latency, memory, the consumer-loop baseline (5M events; BENCH_ARGS)
 	@$(PY) -m bench.pipeline $(BENCH_ARGS)
