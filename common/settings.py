@@ -106,6 +106,11 @@ class Settings:
     # Grafana, the HTTP API and analysts: read-only (SELECT and the query functions).
     pg_reader_user: str = "anomaly_reader"
     pg_reader_password: str = field(default="", repr=False)
+    # --- the HTTP API (query/api.py) -------------------------------------------------------
+    # Bearer tokens: with one set, every request but /health needs one; the admin token also
+    # starts retrainings (POST /retrain). Off loopback the API refuses to start without them.
+    api_token: str = field(default="", repr=False)
+    api_admin_token: str = field(default="", repr=False)
     scores_table: str = "anomaly_scores"
     # Messages the job could not use, with the reason and where they came from.
     dead_letters_table: str = "dead_letters"
@@ -384,8 +389,10 @@ def duration_name(seconds: int) -> str:
     raise AssertionError(seconds)
 
 
-# Passwords: from ANOMALY_<FIELD> in the environment or the secrets file, never defaults.
-SECRET_FIELDS = ("pg_password", "pg_writer_password", "pg_reader_password")
+# Passwords and tokens: from ANOMALY_<FIELD> in the environment or the secrets file, never
+# defaults.
+PG_SECRET_FIELDS = ("pg_password", "pg_writer_password", "pg_reader_password")
+SECRET_FIELDS = (*PG_SECRET_FIELDS, "api_token", "api_admin_token")
 # The database roles: owner (migrations), writer (the Flink job), reader (Grafana, the API).
 ROLES = ("owner", "writer", "reader")
 

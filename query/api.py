@@ -9,11 +9,19 @@ own or write. Scoring (POST /predict) uses the models folder's CURRENT version, 
 streaming job does; retraining (POST /retrain) fits a candidate on recent stored windows and
 promotes it only if it passes its checks (query/retrain.py). Bad requests get a 4xx with the
 reason; a database that cannot be reached gives 503.
+
+Authentication: with ANOMALY_API_TOKEN set, every request but GET /health (and the spec at
+/docs, /openapi.json) needs `Authorization: Bearer <token>`; POST /retrain needs the admin
+token, ANOMALY_API_ADMIN_TOKEN, which also reads. Missing or wrong credentials get 401, the
+read token on /retrain 403, each with its WWW-Authenticate challenge (RFC 6750). Off loopback
+(--host other than 127.0.0.1, ::1, localhost) the API does not start without a token.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
+import ipaddress
 import json
 import re
 import threading
@@ -22,9 +30,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from common.features import METRIC_NAMES, METRICS, MODEL_FEATURE_NAMES
@@ -269,12 +278,80 @@ class Problem(BaseModel):
 def _errors(*codes: int) -> dict:
     text = {
         400: "the body is not JSON",
+        401: "no bearer token, or not a valid one (the WWW-Authenticate header says which)",
+        403: "the token may not do this: starting a retraining needs the admin token",
         404: "no such thing",
         409: "conflict with work in progress",
         422: "the request is not valid: the detail says why",
         503: "the database or the model is not available",
     }
-    return {c: {"model": Problem, "description": text[c]} for c in (422, 503, *codes)}
+    return {c: {"model": Problem, "description": text[c]} for c in (401, 422, 503, *codes)}
+
+
+# --- authentication (RFC 6750 bearer tokens) ----------------------------------------------
+
+REALM = "anomaly"
+LOOPBACK_NAMES = ("localhost",)
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison (it takes as long whatever the first differing byte)."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _challenge(status: int, message: str, error: str | None = None, scope: str | None = None):
+    value = f'Bearer realm="{REALM}"'
+    if error:
+        value += f', error="{error}", error_description="{message}"'
+    if scope:
+        value += f', scope="{scope}"'
+    return HTTPException(status, message, headers={"WWW-Authenticate": value})
+
+
+def authorizer(settings: Settings, scope: str):
+    """A dependency that lets a request through if it carries a token of ``scope`` ("read" or
+    "admin"). No token configured: every request passes (the loopback-only default)."""
+    read_tokens = (settings.api_token, settings.api_admin_token)
+    admin_tokens = (settings.api_admin_token,)
+    enabled = any(read_tokens)
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name="bearer",
+        description="ANOMALY_API_TOKEN, or ANOMALY_API_ADMIN_TOKEN (which may also retrain)",
+    )
+
+    def check(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:  # noqa: B008
+        if not enabled:
+            return
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise _challenge(401, "send Authorization: Bearer <token>")
+        token = credentials.credentials
+        # Every configured token is compared, whichever matches: no early exit to time.
+        as_read = [_same(token, t) for t in read_tokens]
+        as_admin = [_same(token, t) for t in admin_tokens]
+        if not any(as_read):
+            raise _challenge(401, "the token is not valid", error="invalid_token")
+        if scope == "admin" and not any(as_admin):
+            raise _challenge(
+                403, "this needs the admin token", error="insufficient_scope", scope="admin"
+            )
+
+    return check
+
+
+def exposure_error(host: str, settings: Settings) -> str | None:
+    """Why the API may not listen on ``host`` (None: it may). Off loopback it needs a token."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host in LOOPBACK_NAMES
+    if loopback or settings.api_token or settings.api_admin_token:
+        return None
+    return (
+        f"the API would answer anyone who reaches {host} without authentication: set "
+        "ANOMALY_API_TOKEN (reads) and ANOMALY_API_ADMIN_TOKEN (POST /retrain) in the "
+        "environment, or serve on 127.0.0.1"
+    )
 
 
 class Health(BaseModel):
@@ -333,6 +410,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=__doc__.split("\n\n")[2].replace("\n", " "),
     )
     db = Database(settings)
+    # Every route but /health needs a read token; POST /retrain the admin token.
+    reader = [Depends(authorizer(settings, "read"))]
+    admin = [Depends(authorizer(settings, "admin"))]
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
@@ -369,7 +449,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state["model"].refresh()
             return state["model"].model
 
-    @app.get("/health", response_model=Health, tags=["service"], responses=_errors())
+    @app.get(
+        "/health",
+        response_model=Health,
+        tags=["service"],
+        responses={c: r for c, r in _errors().items() if c != 401},
+    )
     def health() -> Health:
         """Whether the database answers, and the model version scoring requests."""
         from common.models import current_version
@@ -387,6 +472,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get(
         "/anomalies/latest",
+        dependencies=reader,
         response_model=list[Anomaly],
         tags=["anomalies"],
         responses=_errors(),
@@ -406,7 +492,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             r["explanation"] = _explanation(r["explanation"])
         return rows
 
-    @app.get("/anomalies/counts", response_model=Counts, tags=["anomalies"], responses=_errors())
+    @app.get(
+        "/anomalies/counts",
+        dependencies=reader,
+        response_model=Counts,
+        tags=["anomalies"],
+        responses=_errors(),
+    )
     def anomaly_counts(
         time_range: Annotated[str, Query(pattern=TIME_RANGE, examples=["5m", "4h", "30d"])] = "1h",
         end: Annotated[QueryTime, Query(description="end of the range (default now)")] = None,
@@ -426,7 +518,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             devices=devices,
         )
 
-    @app.get("/devices/top", response_model=list[TopDevice], tags=["devices"], responses=_errors())
+    @app.get(
+        "/devices/top",
+        dependencies=reader,
+        response_model=list[TopDevice],
+        tags=["devices"],
+        responses=_errors(),
+    )
     def top_devices(
         time_range: Annotated[str, Query(pattern=TIME_RANGE)] = "1h",
         end: QueryTime = None,
@@ -438,6 +536,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get(
         "/devices/{device_id}/metrics/{metric}",
+        dependencies=reader,
         response_model=list[MetricPoint],
         tags=["devices"],
         responses=_errors(404),
@@ -457,7 +556,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.get(
-        "/incidents/open", response_model=list[Incident], tags=["incidents"], responses=_errors()
+        "/incidents/open",
+        dependencies=reader,
+        response_model=list[Incident],
+        tags=["incidents"],
+        responses=_errors(),
     )
     def open_incidents(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
         """Incidents a new alert window could still extend, worst first."""
@@ -467,7 +570,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (limit,),
         )
 
-    @app.get("/drift", response_model=list[Drift], tags=["model"], responses=_errors())
+    @app.get(
+        "/drift",
+        dependencies=reader,
+        response_model=list[Drift],
+        tags=["model"],
+        responses=_errors(),
+    )
     def drift(
         since: Annotated[str, Query(pattern=TIME_RANGE)] = "1h", end: QueryTime = None
     ) -> list[dict]:
@@ -478,10 +587,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post(
         "/retrain",
+        dependencies=admin,
         response_model=RetrainJob,
         status_code=202,
         tags=["model"],
-        responses=_errors(400, 409),
+        responses=_errors(400, 403, 409),
     )
     def start_retrain(request: RetrainRequest) -> RetrainJob:
         """Train a candidate on the windows of ``since`` before now (its newest part held
@@ -515,14 +625,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threading.Thread(target=run, name=f"retrain-{job.job_id}", daemon=True).start()
         return job
 
-    @app.get("/retrain/{job_id}", response_model=RetrainJob, tags=["model"], responses=_errors(404))
+    @app.get(
+        "/retrain/{job_id}",
+        dependencies=reader,
+        response_model=RetrainJob,
+        tags=["model"],
+        responses=_errors(404),
+    )
     def retrain_status(job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]) -> RetrainJob:
         job = state["jobs"].get(job_id)
         if job is None:
             raise HTTPException(404, f"no retraining {job_id}")
         return job
 
-    @app.post("/predict", response_model=Prediction, tags=["model"], responses=_errors(400))
+    @app.post(
+        "/predict",
+        dependencies=reader,
+        response_model=Prediction,
+        tags=["model"],
+        responses=_errors(400),
+    )
     def predict(
         request: FeaturesRequest | EventsRequest,
         model=Depends(model_source),  # noqa: B008
@@ -560,7 +682,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s, loopback only)")
     p.add_argument("--port", type=int, default=8000)
     a = p.parse_args(argv)
-    uvicorn.run(create_app(), host=a.host, port=a.port, log_level="info")
+    settings = Settings.from_env()
+    refused = exposure_error(a.host, settings)
+    if refused:
+        p.exit(2, f"python -m query.api: {refused}\n")
+    uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="info")
     return 0
 
 

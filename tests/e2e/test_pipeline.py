@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
-from common.settings import REPO_ROOT, SECRET_FIELDS, Settings
+from common.settings import PG_SECRET_FIELDS, REPO_ROOT, Settings
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from simulator.sinks import KafkaSink
 from tests import reference
@@ -117,7 +117,7 @@ def test_flink_run_on_the_cluster_lands_exact_rows(stack, fresh_topic, fresh_db,
 
     # The sink's database password (the writer's) reaches the job, but nothing the web UI
     # serves or logs; neither do the other roles' passwords.
-    passwords = [getattr(stack, name) for name in SECRET_FIELDS]
+    passwords = [getattr(stack, name) for name in PG_SECRET_FIELDS]
     assert all(passwords)
     for path in (
         f"/jobs/{job_id}",

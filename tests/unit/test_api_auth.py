@@ -1,0 +1,98 @@
+"""The HTTP API's authentication (RFC 6750 bearer tokens), without a database: a request is
+judged before any query runs. The same app with a database: tests/integration/test_api.py."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from common.settings import Settings
+from query.api import create_app, exposure_error, main
+
+READ, ADMIN = "read-token-for-tests", "admin-token-for-tests"
+UNKNOWN_JOB = "/retrain/0123456789ab"  # answered without a database: 404
+
+
+def no_secrets() -> Settings:
+    """Settings that hold no password or token (not even the local stack's)."""
+    return Settings.from_env({"ANOMALY_SECRETS_FILE": "/nonexistent/secrets.env"})
+
+
+@pytest.fixture(scope="module")
+def client():
+    return TestClient(create_app(no_secrets().replace(api_token=READ, api_admin_token=ADMIN)))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_no_credentials_get_401_with_a_bearer_challenge(client):
+    got = client.get(UNKNOWN_JOB)
+    assert got.status_code == 401
+    assert got.headers["WWW-Authenticate"] == 'Bearer realm="anomaly"'
+    assert "Bearer" in got.json()["detail"]
+    # Another scheme is no bearer token either.
+    got = client.get("/anomalies/counts", headers={"Authorization": f"Basic {READ}"})
+    assert got.status_code == 401 and "error=" not in got.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("token", ["wrong", READ + "x", READ[:-1], READ.upper()])
+def test_a_wrong_token_gets_401_invalid_token(client, token):
+    got = client.get("/anomalies/counts", headers=bearer(token))
+    assert got.status_code == 401
+    challenge = got.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="anomaly", error="invalid_token"'), challenge
+
+
+def test_the_read_token_may_not_retrain_403_insufficient_scope(client):
+    got = client.post("/retrain", json={"since": "soon"}, headers=bearer(READ))
+    assert got.status_code == 403
+    challenge = got.headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="admin"' in challenge
+    assert client.post("/retrain", json={"since": "soon"}).status_code == 401
+
+
+def test_the_admin_token_passes_both_scopes(client):
+    # Past authentication, the endpoint judges the request (here: its body), never 401/403.
+    got = client.post("/retrain", json={"since": "soon"}, headers=bearer(ADMIN))
+    assert got.status_code == 422, got.text
+    assert got.json()["detail"][0]["loc"] == ["body", "since"]
+    got = client.get(UNKNOWN_JOB, headers=bearer(ADMIN))
+    assert got.status_code == 404, got.text
+
+
+def test_the_read_token_reads_and_health_stays_open(client):
+    got = client.get(UNKNOWN_JOB, headers=bearer(READ))
+    assert got.status_code == 404, got.text  # judged by the endpoint: no such retraining
+    assert client.get("/health").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    assert "security" not in spec["paths"]["/health"]["get"]
+    assert spec["paths"]["/retrain"]["post"]["security"] == [{"bearer": []}]
+    assert {"401", "403"} <= set(spec["paths"]["/retrain"]["post"]["responses"])
+
+
+def test_without_tokens_the_api_is_open_on_loopback_only():
+    open_app = TestClient(create_app(no_secrets()))
+    assert open_app.get(UNKNOWN_JOB).status_code == 404
+    no_tokens = no_secrets()
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert exposure_error(host, no_tokens) is None, host
+    for host in ("0.0.0.0", "::", "10.1.2.3", "api.example.net"):
+        assert "ANOMALY_API_TOKEN" in exposure_error(host, no_tokens), host
+    assert exposure_error("0.0.0.0", no_tokens.replace(api_token=READ)) is None
+
+
+def test_serving_off_loopback_without_a_token_is_refused(monkeypatch, capsys):
+    for name in ("ANOMALY_API_TOKEN", "ANOMALY_API_ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ANOMALY_SECRETS_FILE", "/nonexistent/secrets.env")
+    with pytest.raises(SystemExit) as exited:
+        main(["--host", "0.0.0.0", "--port", "1"])
+    assert exited.value.code == 2
+    assert "ANOMALY_API_TOKEN" in capsys.readouterr().err
