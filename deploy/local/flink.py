@@ -1,0 +1,323 @@
+"""The local stack's Flink standalone cluster: its configuration, classpath, processes and REST
+API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from common.settings import Settings
+from deploy.flink_run import JOB_SCRIPT, LIVE_JOB_STATES, Submission, SubmitError, flink_home
+from deploy.flink_run import submit as submit_job
+from deploy.local.helpers import HERE, StackError, descendants, log, wait_for
+
+# Flink's Prometheus reporter (ANOMALY_FLINK_PROMETHEUS=on): the JobManager takes the first
+# free port of the range, each TaskManager the next; the cluster deployments use its first.
+PROMETHEUS_REPORTER = {
+    "factory": {"class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"},
+    "port": "9249-9259",
+}
+
+
+class Flink:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.root = settings.state_dir / "flink"
+        self.conf_dir = self.root / "conf"
+        self.lib_dir = self.root / "lib"
+        self.log_dir = settings.state_dir / "logs" / "flink"
+        self.home = flink_home()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            FLINK_CONF_DIR=str(self.conf_dir),
+            FLINK_LOG_DIR=str(self.log_dir),
+            FLINK_PID_DIR=str(self.root),
+            PYFLINK_CLIENT_EXECUTABLE=sys.executable,
+        )
+        return env
+
+    def write_lib(self) -> None:
+        """The cluster's classpath: pyflink's lib/, opt/flink-python (the Python operators) and
+        the connector jars of pom-deps.txt.
+
+        The TaskManager needs flink-python to run Python UDFs; the pip package keeps it in opt/.
+        The connectors sit in lib/ and load parent-first (flink-config.yaml), so every job and
+        every restart shares one copy of their classes: loaded per job from the job's jars, they
+        filled the TaskManager's metaspace after a dozen submissions. Links in a folder of our
+        own leave the installed package untouched.
+        """
+        if self.lib_dir.exists():
+            shutil.rmtree(self.lib_dir)
+        self.lib_dir.mkdir(parents=True)
+        jars = [
+            *(self.home / "lib").glob("*.jar"),
+            *(self.home / "opt").glob("flink-python-*.jar"),
+            *self.s.jars_dir.glob("*.jar"),
+        ]
+        for jar in jars:
+            (self.lib_dir / jar.name).symlink_to(jar.resolve())
+
+    def write_conf(self) -> None:
+        """The package's config.yaml with the local stack's overrides on top."""
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for f in (self.home / "conf").iterdir():
+            if f.name != "config.yaml":
+                shutil.copy(f, self.conf_dir / f.name)
+        base = yaml.safe_load((self.home / "conf" / "config.yaml").read_text()) or {}
+        overrides = yaml.safe_load((HERE / "flink-config.yaml").read_text())
+        java_opts = base.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
+        merged = _deep_merge(base, overrides)
+        # Keep the package's --add-opens flags and add ours.
+        extra = overrides.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
+        merged["env"]["java"]["opts"]["all"] = f"{java_opts} {extra}".strip()
+        merged["rest"]["port"] = int(self.s.flink_rest_url.rsplit(":", 1)[1].rstrip("/"))
+        merged["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
+        if self.s.flink_prometheus == "on":
+            merged.setdefault("metrics", {})["reporter"] = {"prom": PROMETHEUS_REPORTER}
+        (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+
+    def rest(
+        self, path: str, method: str = "GET", timeout: float = 5.0, body: dict | None = None
+    ) -> dict:
+        """One call of Flink's REST API; ``body`` goes out as JSON."""
+        req = urllib.request.Request(
+            self.s.flink_rest_url.rstrip("/") + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={} if body is None else {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read()
+        return json.loads(body) if body else {}
+
+    def overview(self) -> dict | None:
+        try:
+            return self.rest("/overview", timeout=2)
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        ov = self.overview()
+        return bool(ov and ov.get("taskmanagers", 0) >= 1)
+
+    def start(self) -> None:
+        if self.running():
+            log(f"Flink cluster already running, web UI {self.s.flink_rest_url}")
+            return
+        self.write_conf()
+        self.write_lib()
+        log(f"starting Flink standalone cluster (web UI {self.s.flink_rest_url})")
+        subprocess.run(
+            [str(self.home / "bin" / "start-cluster.sh")],
+            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for("Flink cluster", self.running, 120, self.log_dir)
+
+    def stop(self) -> None:
+        if not self.running() and not any(self.root.glob("*.pid")):
+            log("Flink cluster not running")
+            return
+        subprocess.run(
+            [str(self.home / "bin" / "stop-cluster.sh")],
+            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        left = self.stray_python_workers()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        ended = f" ({len(left)} stray Python worker processes ended)" if left else ""
+        log(f"Flink cluster stopped{ended}")
+
+    def stray_python_workers(self) -> list[int]:
+        """Python UDF workers of this installation whose TaskManager is gone (their parent is
+        init): a TaskManager stopped while a job ran can leave them behind."""
+        runner = str(self.home / "bin" / "pyflink-udf-runner.sh").encode()
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if runner in cmdline and ppid == 1:
+                found.append(int(proc.name))
+        # and their children (the worker itself, its log tee)
+        return found + [kid for pid in found for kid in descendants(pid)]
+
+    # --- processes, for operators and fault-injection tests -------------------------------------
+    DAEMONS = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}
+
+    def pids(self, daemon: str) -> list[int]:
+        """Live pids of the cluster's JobManager or TaskManager processes."""
+        live = []
+        for pid_file in self.root.glob(f"flink-*-{self.DAEMONS[daemon]}.pid"):
+            for line in pid_file.read_text().split():
+                try:
+                    os.kill(int(line), 0)
+                except (ValueError, ProcessLookupError, PermissionError):
+                    continue
+                live.append(int(line))
+        return live
+
+    def start_daemon(self, daemon: str) -> None:
+        """Start one more JobManager or TaskManager process (e.g. after one died)."""
+        subprocess.run(
+            [str(self.home / "bin" / f"{daemon}.sh"), "start"],
+            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def stop_with_savepoint(self, job_id: str, target: Path, timeout_s: float = 120) -> str:
+        """`flink stop`: take a savepoint, then stop the job; returns the savepoint's path.
+        Windows still open stay in the savepoint (no drain), for the next job version."""
+        trigger = self.rest(
+            f"/jobs/{job_id}/stop",
+            method="POST",
+            timeout=10,
+            body={"targetDirectory": target.resolve().as_uri(), "drain": False},
+        )["request-id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.rest(f"/jobs/{job_id}/savepoints/{trigger}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status["operation"]
+                if "failure-cause" in operation:
+                    raise StackError(f"savepoint of {job_id} failed: {operation['failure-cause']}")
+                return operation["location"]
+            time.sleep(0.5)
+        raise StackError(f"savepoint of job {job_id} not done within {timeout_s:.0f} s")
+
+    def latest_checkpoint(self, job_id: str) -> Path | None:
+        """The newest completed checkpoint a job left in the checkpoint folder (kept when the
+        job is cancelled or its JobManager dies), to resubmit from with ``-s``."""
+        uri = urllib.parse.urlparse(self.s.checkpoint_uri)
+        if uri.scheme != "file":
+            raise StackError(f"checkpoints are at {self.s.checkpoint_uri}: list them there")
+        folder = Path(urllib.parse.unquote(uri.path)) / job_id
+        done = [p for p in folder.glob("chk-*") if (p / "_metadata").exists()]
+        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+    def jobs(self) -> list[dict]:
+        try:
+            return self.rest("/jobs/overview").get("jobs", [])
+        except (urllib.error.URLError, OSError, ValueError):
+            return []
+
+    def running_jobs(self, name: str | None = None) -> list[dict]:
+        return [
+            j
+            for j in self.jobs()
+            if j.get("state") in LIVE_JOB_STATES and (name is None or j.get("name") == name)
+        ]
+
+    def operator_metric_ids(self, job_id: str, match: Callable[[str], bool]) -> list[tuple]:
+        """Where a job's operator metrics whose names ``match`` are read: (the vertex's metrics
+        path, the metric names), for each vertex that has any."""
+        found = []
+        for vertex in self.rest(f"/jobs/{job_id}")["vertices"]:
+            base = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+            names = [m["id"] for m in self.rest(base) if match(m["id"])]
+            if names:
+                found.append((base, names))
+        return found
+
+    def metric_values(self, base: str, names: list[str]) -> dict[str, float]:
+        return {m["id"]: float(m["value"]) for m in self.rest(f"{base}?get={','.join(names)}")}
+
+    def operator_metrics(self, job_id: str, suffixes: tuple[str, ...]) -> dict[str, float]:
+        """Current values of a job's operator metrics whose names end with one of ``suffixes``
+        (as the web UI lists them under each vertex), keyed by the full metric name."""
+        found: dict[str, float] = {}
+        for base, names in self.operator_metric_ids(job_id, lambda n: n.endswith(suffixes)):
+            found.update(self.metric_values(base, names))
+        return found
+
+    def failure_summary(self, job_id: str) -> str:
+        """One line on a job's failures: restarts in the last hour and since it started, and
+        the newest failure's root cause, so that a crash loop shows without the web UI."""
+        try:
+            entries = self.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+            metric = self.rest(f"/jobs/{job_id}/metrics?get=numRestarts")
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            return f"failures: not readable ({exc})"
+        total = next((int(float(m["value"])) for m in metric if m.get("id") == "numRestarts"), None)
+        return failure_summary(entries, time.time() * 1000, total)
+
+    def cancel(self, job_id: str) -> None:
+        self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+    def submit(
+        self,
+        job_args: list[str],
+        env: dict[str, str] | None = None,
+        from_savepoint: str | Path | None = None,
+        script: Path | None = None,
+    ) -> str:
+        """`flink run -d` the job (from a savepoint or retained checkpoint if given) with the
+        same script a remote cluster is submitted with (deploy/flink_run.py); returns the job
+        id Flink prints. ``script``: another entry point than the scoring job."""
+        submission = Submission(
+            jobmanager=self.s.flink_rest_url,
+            from_savepoint=str(from_savepoint) if from_savepoint else None,
+            job_args=list(job_args),
+            script=script or JOB_SCRIPT,
+        )
+        try:
+            return submit_job(submission, self.s, env={**self.env(), **(env or {})})
+        except SubmitError as exc:
+            raise StackError(str(exc)) from exc
+
+
+def root_cause(stacktrace: str, width: int = 200) -> str:
+    """The innermost cause of a Java stack trace, on one line."""
+    lines = [line.strip() for line in stacktrace.splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by:")]
+    cause = causes[-1] if causes else (lines[0] if lines else "(no stack trace)")
+    return cause if len(cause) <= width else cause[: width - 3] + "..."
+
+
+def failure_summary(entries: list[dict], now_ms: float, total: int | None) -> str:
+    """``entries``: Flink's exception history, one per failure (each but a final one is
+    followed by a restart); ``total``: the job's numRestarts metric."""
+    recent = sum(1 for e in entries if now_ms - e.get("timestamp", 0) <= 3_600_000)
+    since = "" if total is None else f", {total} restarts since it started"
+    if not entries:
+        return f"failures: none in the last hour{since}"
+    newest = max(entries, key=lambda e: e.get("timestamp", 0))
+    age_s = max(0.0, (now_ms - newest.get("timestamp", now_ms)) / 1000)
+    return (
+        f"failures: {recent} in the last hour{since}; newest {age_s:.0f} s ago: "
+        f"{root_cause(newest.get('stacktrace') or newest.get('exceptionName', ''))}"
+    )
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

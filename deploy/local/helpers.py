@@ -1,0 +1,109 @@
+"""What the local stack's services share: the log line, the error, small process helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common.settings import REPO_ROOT
+
+HERE = Path(__file__).resolve().parent
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+class StackError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# small process helpers
+
+
+def pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    # A zombie is not alive.
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return None
+    except OSError:
+        pass
+    return pid
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
+    out, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float, log_file: Path | None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    hint = f"; see {log_file}" if log_file else ""
+    raise StackError(f"{what} did not come up within {timeout_s:.0f} s{hint}")
+
+
+def spawn(cmd: list[str], log_file: Path, pid_file: Path, env: dict | None = None) -> int:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO_ROOT,
+            start_new_session=True,  # outlives `make`, and a Ctrl-C in the terminal
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop_pid(name: str, pid_file: Path, timeout_s: float = 30.0) -> bool:
+    pid = pid_alive(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and pid_alive(pid_file):
+        time.sleep(0.2)
+    if pid_alive(pid_file):
+        log(f"{name} (pid {pid}) ignored SIGTERM for {timeout_s:.0f} s; killing it")
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
