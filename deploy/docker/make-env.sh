@@ -14,5 +14,7 @@ umask 077
   echo "ANOMALY_PG_WRITER_PASSWORD=$(secret)"
   echo "ANOMALY_PG_READER_PASSWORD=$(secret)"
   echo "GRAFANA_ADMIN_PASSWORD=$(secret)"
+  echo "ANOMALY_API_TOKEN=$(secret)"
+  echo "ANOMALY_API_ADMIN_TOKEN=$(secret)"
 } > "$ENV_FILE"
-echo "make-env: wrote $ENV_FILE (mode 600): PostgreSQL owner, writer and reader, Grafana admin"
+echo "make-env: wrote $ENV_FILE (mode 600): PostgreSQL owner, writer and reader, Grafana admin, the API's tokens"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -61,11 +62,42 @@ def flink_deployment() -> dict:
 
 def pod_specs() -> list[dict]:
     """Every pod spec of the Kubernetes manifests (workloads, jobs, the Flink pod template)."""
-    specs = [fd["spec"]["podTemplate"]["spec"] for fd in k8s_kind("FlinkDeployment")]
+    specs = []
+    for fd in k8s_kind("FlinkDeployment"):
+        specs.append(fd["spec"]["podTemplate"]["spec"])
+        specs += [
+            fd["spec"][role]["podTemplate"]["spec"]
+            for role in ("jobManager", "taskManager")
+            if "podTemplate" in fd["spec"][role]
+        ]
     for d in k8s_documents():
         if d["kind"] in ("Deployment", "StatefulSet", "Job"):
             specs.append(d["spec"]["template"]["spec"])
     return specs
+
+
+def containers(spec: dict) -> list[dict]:
+    """A pod spec's containers, init containers included."""
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def made_secrets() -> dict[str, set[str]]:
+    """Secret name -> keys, as deploy/k8s/make-secrets.sh creates them."""
+    text = (K8S / "make-secrets.sh").read_text()
+    return {
+        name: set(keys.split())
+        for name, keys in re.findall(r"^make_secret ([a-z-]+) ([A-Z_ ]+)$", text, re.M)
+    }
+
+
+def secret_names(container: dict) -> set[str]:
+    """The Secrets a container reads (whole, or key by key)."""
+    names = {s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            names.add(ref["name"])
+    return names
 
 
 def compose_flink_properties() -> dict[str, str]:
@@ -149,17 +181,19 @@ def test_images_match_the_pinned_versions():
     )
     images = {name: svc["image"] for name, svc in compose()["services"].items()}
     assert images["kafka"] == f"apache/kafka:{kafka}"
-    # TimescaleDB: the PostgreSQL major Grafana's data source is told about.
+    # TimescaleDB: at least the PostgreSQL major Grafana's data source is told about (the
+    # local stack's), and one TimescaleDB still builds images for (17; 15 was dropped in 2026).
     datasource = yaml.safe_load(
         (DEPLOY / "grafana" / "provisioning" / "datasources" / "anomaly.yaml").read_text()
     )
-    pg_major = datasource["datasources"][0]["jsonData"]["postgresVersion"] // 100
-    assert re.fullmatch(rf"timescale/timescaledb:2\.\d+\.\d+-pg{pg_major}", images["timescaledb"])
+    pg_floor = datasource["datasources"][0]["jsonData"]["postgresVersion"] // 100
+    tag = re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg(\d+)", images["timescaledb"])
+    assert tag and int(tag[1]) >= max(pg_floor, 17), images["timescaledb"]
     # The project's own image carries the project's version.
-    for name in ("init", "jobmanager", "taskmanager", "submitter", "simulator"):
+    for name in ("init", "jobmanager", "taskmanager", "submitter", "simulator", "api"):
         assert images[name] == PROJECT_IMAGE, name
     # Kubernetes runs the same images as docker-compose.
-    k8s_images = {c["image"] for spec in pod_specs() for c in spec["containers"] if "image" in c}
+    k8s_images = {c["image"] for spec in pod_specs() for c in containers(spec) if "image" in c}
     k8s_images.add(flink_deployment()["spec"]["image"])
     same = {images[n] for n in ("kafka", "timescaledb", "grafana", "prometheus", "init")}
     assert k8s_images == same, k8s_images ^ same
@@ -365,25 +399,25 @@ def test_kustomization_lists_every_manifest_and_file():
     config_maps = set(generated) | {d["metadata"]["name"] for d in k8s_kind("ConfigMap")}
     claims = {d["metadata"]["name"] for d in k8s_kind("PersistentVolumeClaim")}
     secret_keys = make_env_keys()
-    readme = (REPO_ROOT / "README.md").read_text()
+    k8s_secrets = made_secrets()
     for spec in pod_specs():
         for volume in spec.get("volumes", []):
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in config_maps, volume
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, volume
-        for container in spec["containers"]:
+        for container in containers(spec):
             for source in container.get("envFrom", []):
                 if "configMapRef" in source:
                     assert source["configMapRef"]["name"] in config_maps
                 if "secretRef" in source:
-                    assert source["secretRef"]["name"] == "anomaly-db"
+                    assert source["secretRef"]["name"] in k8s_secrets, source
             for var in container.get("env", []):
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    assert ref["name"] == "anomaly-db" and ref["key"] in secret_keys, ref
-    for key in secret_keys:
-        assert f"--from-literal={key}=" in readme, f"README's secret command lacks {key}"
+                    assert ref["key"] in k8s_secrets.get(ref["name"], ()), ref
+    # make-secrets.sh makes the Secrets the pods name, with the keys compose's .env holds.
+    assert {key for keys in k8s_secrets.values() for key in keys} == secret_keys
 
 
 def test_kubernetes_settings_and_names_resolve():
@@ -419,7 +453,7 @@ def test_kustomize_renders_the_whole_deployment():
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     kinds = {d["kind"] for d in docs}
-    assert {"FlinkDeployment", "StatefulSet", "Job", "Deployment", "ConfigMap"} <= kinds
+    assert {"FlinkDeployment", "StatefulSet", "Deployment", "ConfigMap"} <= kinds
     assert all(
         d["metadata"].get("namespace") == "anomaly" for d in docs if d["kind"] != "Namespace"
     )
@@ -486,3 +520,190 @@ def test_flink_run_archives_hold_the_code_and_the_model(tmp_path):
     (model / "card.json").write_text("{}")
     archive = flink_run.stage_model(model, tmp_path)
     assert sorted(zipfile.ZipFile(archive).namelist()) == ["card.json", "model.onnx"]
+
+
+# --- the defects found by reading the cluster files, each held here -------------------------
+
+
+def test_the_operator_accepts_the_upgrade_mode():
+    """The operator's validator (DefaultValidator.validateJobSpec) refuses savepoint and
+    last-state upgrades without a checkpoint folder, and savepoint upgrades without a savepoint
+    folder; the job's own checkpoint setting names the same folder."""
+    fd = flink_deployment()["spec"]
+    conf = fd["flinkConfiguration"]
+    mode = fd["job"]["upgradeMode"]
+
+    def folder(key: str, legacy: str) -> str:
+        return str(conf.get(key) or conf.get(legacy) or "").strip()
+
+    if mode != "stateless":
+        assert folder("execution.checkpointing.dir", "state.checkpoints.dir"), mode
+    if mode == "savepoint":
+        assert folder("execution.checkpointing.savepoint-dir", "state.savepoints.dir"), mode
+    settings = yaml.safe_load((K8S / "config.yaml").read_text())["data"]
+    assert settings["ANOMALY_CHECKPOINT_DIR"] == conf["execution.checkpointing.dir"]
+
+
+def test_stateful_data_lives_in_a_folder_of_its_volume_writable_by_the_image_user():
+    """A block volume's root holds lost+found and belongs to root: Kafka (uid 1000) and
+    PostgreSQL get a folder below their mount, and Kafka's pod makes the volume its group's."""
+    (kafka,) = [d for d in k8s_kind("StatefulSet") if d["metadata"]["name"] == "kafka"]
+    pod = kafka["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = [m["mountPath"].rstrip("/") for m in container["volumeMounts"]]
+    for log_dir in env["KAFKA_LOG_DIRS"].split(","):
+        assert any(log_dir.startswith(m + "/") for m in mounts), (log_dir, mounts)
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 1000
+    (pg,) = [d for d in k8s_kind("StatefulSet") if d["metadata"]["name"] == "timescaledb"]
+    (container,) = pg["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = [m["mountPath"].rstrip("/") for m in container["volumeMounts"]]
+    assert any(env["PGDATA"].startswith(m + "/") for m in mounts), (env["PGDATA"], mounts)
+
+
+def test_the_job_starts_only_once_the_first_model_exists():
+    """The job's Python client needs a CURRENT model. On Kubernetes the JobManager pod waits
+    for the models volume's CURRENT (which the init step writes) before Flink starts; in
+    compose the submitter waits for `init` to complete."""
+    settings = yaml.safe_load((K8S / "config.yaml").read_text())["data"]
+    pointer = Settings.from_env(settings).current_model_pointer.as_posix()
+    jm = flink_deployment()["spec"]["jobManager"]["podTemplate"]["spec"]
+    (wait,) = jm["initContainers"]
+    script = " ".join(wait["command"])
+    assert f"-s {pointer} " in script and "exit 1" in script, script
+    assert re.search(r"seq \d+", script), "the wait is bounded"
+    assert {m["mountPath"] for m in wait["volumeMounts"]} >= {settings["ANOMALY_MODELS_DIR"]}
+    # Whoever writes that first model mounts the same claim.
+    (api,) = [d for d in k8s_kind("Deployment") if d["metadata"]["name"] == "anomaly-api"]
+    (init,) = api["spec"]["template"]["spec"]["initContainers"]
+    assert "--train-if-missing" in init["command"]
+    services = compose()["services"]
+    assert services["submitter"]["depends_on"]["init"] == {
+        "condition": "service_completed_successfully"
+    }
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_a_new_image_tag_applies_again(tmp_path):
+    """The README's upgrade: a new tag, `kubectl apply -k` again. A Job's pod template is
+    immutable (the apply would fail), so nothing applied is a Job, and the new tag reaches
+    every pod of the project's image, the preparation step included."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(DEPLOY, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [base],
+                "images": [
+                    {
+                        "name": "flink-anomaly",
+                        "newName": "registry.example.com:5000/flink-anomaly",
+                        "newTag": "9.9.9",
+                    }
+                ],
+            }
+        )
+    )
+    for target in (DEPLOY, overlay):
+        proc = subprocess.run(
+            ["kubectl", "kustomize", str(target)], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+        assert not [d["metadata"]["name"] for d in docs if d["kind"] == "Job"]
+    ours = {
+        c["image"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+        for c in containers(d["spec"]["template"]["spec"])
+        if "flink-anomaly" in c["image"]
+    }
+    (fd,) = [d for d in docs if d["kind"] == "FlinkDeployment"]
+    ours |= {c["image"] for c in containers(fd["spec"]["jobManager"]["podTemplate"]["spec"])}
+    ours.add(fd["spec"]["image"])
+    assert ours == {"registry.example.com:5000/flink-anomaly:9.9.9"}, ours
+
+
+def test_compose_publishes_every_port_on_loopback_only():
+    """Flink's REST API runs uploaded jars, Kafka has no authentication, PostgreSQL's port
+    reaches the superuser: none is published beyond the Docker host's loopback."""
+    published = [
+        (name, port) for name, svc in compose()["services"].items() for port in svc.get("ports", [])
+    ]
+    assert published
+    for name, port in published:
+        assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
+        assert port.count(":") == 2, (name, port)
+
+
+# Which Secrets each workload may read: the least each one needs.
+K8S_SECRETS_NEEDED = {
+    "anomaly-scoring": {"anomaly-db-writer"},  # every Flink pod: the job writes
+    "anomaly-api": {"anomaly-db-owner", "anomaly-db-writer", "anomaly-db-reader", "anomaly-api"},
+    "timescaledb": {"anomaly-db-owner"},
+    "grafana": {"anomaly-db-reader", "grafana-admin"},
+    "kafka": set(),
+    "simulator": set(),
+    "prometheus": set(),
+}
+COMPOSE_PASSWORDS_NEEDED = {
+    "jobmanager": set(),
+    "taskmanager": set(),
+    "submitter": {"ANOMALY_PG_WRITER_PASSWORD"},
+    "simulator": set(),
+    "init": {"ANOMALY_PG_PASSWORD", "ANOMALY_PG_WRITER_PASSWORD", "ANOMALY_PG_READER_PASSWORD"},
+    "api": {
+        "ANOMALY_PG_PASSWORD",
+        "ANOMALY_PG_READER_PASSWORD",
+        "ANOMALY_API_TOKEN",
+        "ANOMALY_API_ADMIN_TOKEN",
+    },
+    "timescaledb": {"ANOMALY_PG_PASSWORD"},
+    "grafana": {"ANOMALY_PG_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"},
+    "kafka": set(),
+    "prometheus": set(),
+}
+
+
+def test_each_pod_gets_only_the_secrets_it_needs():
+    """The Flink pods (JobManager and TaskManagers, which run user code) get the writer's
+    password only: not the owner's, not Grafana's admin, not the API's tokens."""
+    got: dict[str, set[str]] = {}
+    for fd in k8s_kind("FlinkDeployment"):
+        name = fd["metadata"]["name"]
+        specs = [fd["spec"]["podTemplate"]["spec"]] + [
+            fd["spec"][role]["podTemplate"]["spec"]
+            for role in ("jobManager", "taskManager")
+            if "podTemplate" in fd["spec"][role]
+        ]
+        got[name] = {n for spec in specs for c in containers(spec) for n in secret_names(c)}
+    for d in k8s_documents():
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            spec = d["spec"]["template"]["spec"]
+            got[d["metadata"]["name"]] = {n for c in containers(spec) for n in secret_names(c)}
+    assert got == K8S_SECRETS_NEEDED
+    # In compose, a password reaches a container only as an ${...} of its environment.
+    for name, svc in compose()["services"].items():
+        text = yaml.safe_dump(svc.get("environment", {}))
+        passwords = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+        assert passwords == COMPOSE_PASSWORDS_NEEDED[name], name
+
+
+def test_the_api_runs_on_the_cluster_with_its_tokens():
+    """Off loopback the API needs its tokens (it refuses to start without): both deployments
+    hand them over from a secret, and serve on every address of the container."""
+    api = compose()["services"]["api"]
+    assert api["command"][:3] == ["python", "-m", "query.api"]
+    assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
+    for key in ("ANOMALY_API_TOKEN", "ANOMALY_API_ADMIN_TOKEN"):
+        assert api["environment"][key].startswith("${" + key + ":?"), key
+    (deployment,) = [d for d in k8s_kind("Deployment") if d["metadata"]["name"] == "anomaly-api"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][container["command"].index("--host") + 1] == "0.0.0.0"
+    assert "anomaly-api" in secret_names(container)
+    assert made_secrets()["anomaly-api"] == {"ANOMALY_API_TOKEN", "ANOMALY_API_ADMIN_TOKEN"}
+    (service,) = [d for d in k8s_kind("Service") if d["metadata"]["name"] == "anomaly-api"]
+    assert service["spec"]["ports"][0]["port"] == container["ports"][0]["containerPort"]
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
