@@ -3,10 +3,18 @@ judged before any query runs. The same app with a database: tests/integration/te
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
 import pytest
 from fastapi.testclient import TestClient
 
-from common.settings import Settings
+from common.settings import REPO_ROOT, Settings
 from query.api import create_app, exposure_error, main
 
 READ, ADMIN = "read-token-for-tests", "admin-token-for-tests"
@@ -96,3 +104,62 @@ def test_serving_off_loopback_without_a_token_is_refused(monkeypatch, capsys):
         main(["--host", "0.0.0.0", "--port", "1"])
     assert exited.value.code == 2
     assert "ANOMALY_API_TOKEN" in capsys.readouterr().err
+
+
+def test_served_on_every_address_it_answers_by_token_over_a_real_socket(tmp_path):
+    """`python -m query.api --host 0.0.0.0` as the cluster runs it, over a real connection."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "ANOMALY_SECRETS_FILE": str(tmp_path / "none.env"),
+        "ANOMALY_API_TOKEN": READ,
+        "ANOMALY_API_ADMIN_TOKEN": ADMIN,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "query.api", "--host", "0.0.0.0", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def status(path: str, token: str | None = None) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, "the API did not listen within 60 s"
+                time.sleep(0.2)
+        assert status(UNKNOWN_JOB) == 401
+        assert status(UNKNOWN_JOB, "wrong") == 401
+        assert status(UNKNOWN_JOB, READ) == 404
+        assert status(UNKNOWN_JOB, ADMIN) == 404
+    finally:
+        server.terminate()
+        server.wait(15)
+    # Without the tokens it does not start at all.
+    del env["ANOMALY_API_TOKEN"], env["ANOMALY_API_ADMIN_TOKEN"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "query.api", "--host", "0.0.0.0", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "ANOMALY_API_TOKEN" in refused.stderr, refused.stderr
