@@ -22,7 +22,15 @@ import yaml
 from common.settings import Settings
 from deploy.flink_run import JOB_SCRIPT, LIVE_JOB_STATES, Submission, SubmitError, flink_home
 from deploy.flink_run import submit as submit_job
-from deploy.local.helpers import HERE, StackError, descendants, log, wait_for
+from deploy.local.helpers import (
+    HERE,
+    StackError,
+    descendants,
+    end_processes,
+    log,
+    process_alive,
+    wait_for,
+)
 
 # Flink's Prometheus reporter (ANOMALY_FLINK_PROMETHEUS=on): the JobManager takes the first
 # free port of the range, each TaskManager the next; the cluster deployments use its first.
@@ -116,43 +124,82 @@ class Flink:
         ov = self.overview()
         return bool(ov and ov.get("taskmanagers", 0) >= 1)
 
-    def start(self) -> None:
-        if self.running():
+    def start(self, timeout_s: float = 120) -> None:
+        """Start what of the cluster is missing: all of it when none of its processes runs;
+        else only a JobManager that is gone and the TaskManagers that are (a second JobManager
+        beside a live one finds its ports taken, and would outlive `stop`)."""
+        procs = self.processes()
+        jobmanagers, taskmanagers = procs["jobmanager"], procs["taskmanager"]
+        if not jobmanagers and not taskmanagers and self.running():
+            # Not ours (another state folder's, or started by hand): leave it be.
             log(f"Flink cluster already running, web UI {self.s.flink_rest_url}")
             return
-        self.write_conf()
-        self.write_lib()
-        log(f"starting Flink standalone cluster (web UI {self.s.flink_rest_url})")
-        subprocess.run(
-            [str(self.home / "bin" / "start-cluster.sh")],
-            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for("Flink cluster", self.running, 120, self.log_dir)
+        if not (self.conf_dir / "config.yaml").exists() or not (jobmanagers or taskmanagers):
+            self.write_conf()
+            self.write_lib()
+        wanted = self.taskmanagers_wanted()
+        missing = max(0, wanted - len(taskmanagers))
+        if jobmanagers:
+            # A JobManager that is just starting answers within a few seconds.
+            try:
+                wait_for("Flink's REST API", lambda: self.overview() is not None, 60, self.log_dir)
+            except StackError as exc:
+                pids = ", ".join(map(str, jobmanagers))
+                raise StackError(
+                    f"Flink's JobManager runs (pid {pids}) but its REST API at "
+                    f"{self.s.flink_rest_url} does not answer: {exc}. `make stop` ends it."
+                ) from exc
+            if not missing:
+                log(f"Flink cluster already running, web UI {self.s.flink_rest_url}")
+                return
+        before = self.taskmanager_ids()
+        self.forget_dead_pids()
+        if not jobmanagers and not taskmanagers:
+            log(f"starting Flink standalone cluster (web UI {self.s.flink_rest_url})")
+        elif not jobmanagers:
+            log(f"starting Flink's JobManager ({len(taskmanagers)} TaskManager(s) still run)")
+        else:
+            log(
+                f"Flink's JobManager runs (pid {jobmanagers[0]}); starting {missing} TaskManager(s)"
+            )
+        if not jobmanagers:
+            self.start_daemon("jobmanager")
+        for _ in range(missing):
+            self.start_daemon("taskmanager")
 
-    def stop(self) -> None:
-        if not self.running() and not any(self.root.glob("*.pid")):
-            log("Flink cluster not running")
-            return
-        subprocess.run(
-            [str(self.home / "bin" / "stop-cluster.sh")],
-            env={**self.env(), "FLINK_LIB_DIR": str(self.lib_dir)},
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        def registered() -> bool:
+            ids = self.taskmanager_ids()
+            return bool(ids) and len(ids - before) >= missing
+
+        wait_for("Flink cluster", registered, timeout_s, self.log_dir)
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Stop every process of the cluster: the ones its pid files name and any other Flink
+        process running with its configuration folder (e.g. a second JobManager that an older
+        `up` started); SIGTERM, then SIGKILL what still runs after ``timeout_s``."""
+        procs = self.processes()
+        pids = [*procs["taskmanager"], *procs["jobmanager"]]
+        killed = end_processes(pids, timeout_s) if pids else []
+        for pid_file in self.pid_files():
+            pid_file.unlink(missing_ok=True)
         left = self.stray_python_workers()
         for pid in left:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
         ended = f" ({len(left)} stray Python worker processes ended)" if left else ""
-        log(f"Flink cluster stopped{ended}")
+        if not pids:
+            log(f"Flink cluster not running{ended}")
+            return
+        forced = f", {len(killed)} of them killed after {timeout_s:.0f} s" if killed else ""
+        count = f"{len(pids)} process{'' if len(pids) == 1 else 'es'}"
+        log(f"Flink cluster stopped ({count}{forced}){ended}")
 
     def stray_python_workers(self) -> list[int]:
         """Python UDF workers of this installation whose TaskManager is gone (their parent is
-        init): a TaskManager stopped while a job ran can leave them behind."""
+        init): a TaskManager stopped while a job ran can leave them behind. Workers of another
+        cluster (another configuration folder in their environment) are left alone."""
         runner = str(self.home / "bin" / "pyflink-udf-runner.sh").encode()
+        ours = f"FLINK_CONF_DIR={self.conf_dir}".encode()
         found = []
         for proc in Path("/proc").glob("[0-9]*"):
             try:
@@ -161,24 +208,83 @@ class Flink:
             except (OSError, ValueError, IndexError):
                 continue
             if runner in cmdline and ppid == 1:
+                with contextlib.suppress(OSError):
+                    environ = (proc / "environ").read_bytes().split(b"\0")
+                    conf = [v for v in environ if v.startswith(b"FLINK_CONF_DIR=")]
+                    if conf and conf[0] != ours:
+                        continue
                 found.append(int(proc.name))
         # and their children (the worker itself, its log tee)
         return found + [kid for pid in found for kid in descendants(pid)]
 
     # --- processes, for operators and fault-injection tests -------------------------------------
     DAEMONS = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}
+    # The class each daemon's JVM runs (flink-daemon.sh).
+    MAIN_CLASSES = {
+        "jobmanager": "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
+        "taskmanager": "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
+    }
+
+    def pid_files(self, daemon: str | None = None) -> list[Path]:
+        """flink-daemon.sh's pid files of the cluster (FLINK_PID_DIR), one pid per line."""
+        kinds = [self.DAEMONS[daemon]] if daemon else list(self.DAEMONS.values())
+        return [f for kind in kinds for f in sorted(self.root.glob(f"flink-*-{kind}.pid"))]
+
+    def processes(self) -> dict[str, list[int]]:
+        """Live JobManager and TaskManager processes of the cluster: the pids its pid files
+        name (if that process is still such a daemon) and every Flink daemon process whose
+        configuration folder is this cluster's, also one whose pid file line is gone."""
+        found: dict[str, set[int]] = {daemon: set() for daemon in self.DAEMONS}
+        for daemon in self.DAEMONS:
+            for pid_file in self.pid_files(daemon):
+                with contextlib.suppress(OSError):
+                    for word in pid_file.read_text().split():
+                        if word.isdigit() and self.MAIN_CLASSES[daemon] in _cmdline(int(word)):
+                            found[daemon].add(int(word))
+        conf_dir = self.conf_dir.resolve()
+        for proc in Path("/proc").glob("[0-9]*"):
+            args = _cmdline(int(proc.name))
+            daemon = next((d for d, c in self.MAIN_CLASSES.items() if c in args), None)
+            if daemon and config_dir(args, proc / "cwd") == conf_dir:
+                found[daemon].add(int(proc.name))
+        return {
+            daemon: sorted(p for p in pids if process_alive(p)) for daemon, pids in found.items()
+        }
 
     def pids(self, daemon: str) -> list[int]:
         """Live pids of the cluster's JobManager or TaskManager processes."""
-        live = []
-        for pid_file in self.root.glob(f"flink-*-{self.DAEMONS[daemon]}.pid"):
-            for line in pid_file.read_text().split():
-                try:
-                    os.kill(int(line), 0)
-                except (ValueError, ProcessLookupError, PermissionError):
-                    continue
-                live.append(int(line))
-        return live
+        return self.processes()[daemon]
+
+    def taskmanagers_wanted(self) -> int:
+        """TaskManagers the cluster runs: one per line of its workers file (start-cluster.sh)."""
+        workers = self.conf_dir / "workers"
+        if not workers.exists():
+            workers = self.home / "conf" / "workers"
+        lines = [line.strip() for line in workers.read_text().splitlines()]
+        return max(1, sum(1 for line in lines if line and not line.startswith("#")))
+
+    def taskmanager_ids(self) -> set[str]:
+        """The TaskManagers registered with the JobManager (none if it does not answer)."""
+        try:
+            return {tm["id"] for tm in self.rest("/taskmanagers", timeout=2)["taskmanagers"]}
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return set()
+
+    def forget_dead_pids(self) -> None:
+        """Drop the pids of processes that are gone from the pid files (flink-daemon.sh
+        numbers a new daemon's log file by the lines of its pid file)."""
+        procs = self.processes()
+        for daemon in self.DAEMONS:
+            live = set(procs[daemon])
+            for pid_file in self.pid_files(daemon):
+                with contextlib.suppress(OSError):
+                    kept = [
+                        w for w in pid_file.read_text().split() if w.isdigit() and int(w) in live
+                    ]
+                    if kept:
+                        pid_file.write_text("".join(f"{pid}\n" for pid in kept))
+                    else:
+                        pid_file.unlink()
 
     def start_daemon(self, daemon: str) -> None:
         """Start one more JobManager or TaskManager process (e.g. after one died)."""
@@ -288,6 +394,26 @@ class Flink:
             return submit_job(submission, self.s, env={**self.env(), **(env or {})})
         except SubmitError as exc:
             raise StackError(str(exc)) from exc
+
+
+def _cmdline(pid: int) -> list[str]:
+    """A process's command line, one word a string; empty if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def config_dir(args: list[str], cwd: Path) -> Path | None:
+    """The folder a Flink daemon's command line names with --configDir, resolved against its
+    working directory ``cwd``; None if it names none."""
+    try:
+        given = args[args.index("--configDir") + 1]
+    except (ValueError, IndexError):
+        return None
+    with contextlib.suppress(OSError):
+        return (cwd.resolve() / given).resolve()
+    return None
 
 
 def root_cause(stacktrace: str, width: int = 200) -> str:

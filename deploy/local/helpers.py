@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -107,3 +108,36 @@ def stop_pid(name: str, pid_file: Path, timeout_s: float = 30.0) -> bool:
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def end_processes(pids: list[int], timeout_s: float = 30.0, kill_wait_s: float = 10.0) -> list[int]:
+    """SIGTERM to each of ``pids``; SIGKILL to those still alive after ``timeout_s``. Returns
+    the pids that were killed; raises StackError if any outlives the SIGKILL by ``kill_wait_s``."""
+
+    def alive() -> list[int]:
+        return [pid for pid in pids if process_alive(pid)]
+
+    for pid in alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    killed = alive()
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + kill_wait_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive():
+        raise StackError(f"processes {alive()} outlived SIGKILL for {kill_wait_s:.0f} s")
+    return killed

@@ -213,3 +213,141 @@ def test_feature_columns_come_back_when_the_catalogue_needs_them(fresh_db):
         )
         assert cur.fetchone() == (1,)
     conn.close()
+
+
+# --- a second Flink cluster of the test's own (other ports, other state folder) ------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_with(text: str) -> list[int]:
+    """Live processes whose command line holds ``text``."""
+    from pathlib import Path
+
+    from deploy.local.helpers import process_alive
+
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline and process_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture
+def own_flink(base_settings, tmp_path):
+    """A small Flink cluster beside the session's: its own state folder, REST and RPC ports.
+    Stopped at the end, also when the test fails; the session's cluster is never touched."""
+    import yaml
+
+    from deploy.local.flink import Flink
+
+    rpc_port = free_port()
+
+    class OwnFlink(Flink):
+        def write_conf(self) -> None:
+            super().write_conf()
+            path = self.conf_dir / "config.yaml"
+            conf = yaml.safe_load(path.read_text())
+            conf["jobmanager"]["rpc"]["port"] = rpc_port
+            conf["jobmanager"]["memory"]["process"]["size"] = "768m"
+            conf["taskmanager"]["numberOfTaskSlots"] = 1
+            conf["taskmanager"]["memory"]["process"]["size"] = "1280m"
+            conf["taskmanager"]["memory"]["jvm-metaspace"]["size"] = "256m"
+            path.write_text(yaml.safe_dump(conf, sort_keys=False))
+
+    settings = base_settings.replace(
+        state_dir=tmp_path / "state",
+        flink_rest_url=f"http://127.0.0.1:{free_port()}",
+        flink_prometheus="off",
+    )
+    flink = OwnFlink(settings)
+    shared = Flink(base_settings)
+    shared_before = shared.processes()
+    try:
+        yield flink
+    finally:
+        flink.stop(timeout_s=20)
+        from deploy.local.helpers import end_processes
+
+        end_processes(processes_with(str(flink.conf_dir)), timeout_s=5)  # whatever stop missed
+        assert shared.processes() == shared_before, "the session's cluster must stay as it was"
+
+
+@pytest.mark.slow
+def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(own_flink):
+    """Issue 21: after a TaskManager died (kill -9), `up` started the whole cluster again (a
+    second JobManager), and `stop` then left the first JobManager running."""
+    import os
+    import signal
+    import time
+
+    from deploy.local.helpers import port_open, process_alive
+
+    flink = own_flink
+    conf = str(flink.conf_dir)
+    flink.start()
+    (jobmanager,) = flink.pids("jobmanager")
+    (taskmanager,) = flink.pids("taskmanager")
+    assert flink.taskmanagers_wanted() == 1
+    assert sorted(processes_with(conf)) == sorted([jobmanager, taskmanager])
+
+    os.kill(taskmanager, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_alive(taskmanager):
+        assert time.monotonic() < deadline, "the killed TaskManager is still there"
+        time.sleep(0.1)
+    flink.start()  # what `make up` does for Flink
+
+    assert flink.pids("jobmanager") == [jobmanager], "the JobManager must be left as it was"
+    (new_taskmanager,) = flink.pids("taskmanager")
+    assert new_taskmanager != taskmanager
+    assert sorted(processes_with(conf)) == sorted([jobmanager, new_taskmanager])
+    # The REST API answers, with exactly the new TaskManager registered (the dead one drops
+    # out after its missed heartbeats).
+    deadline = time.monotonic() + 60
+    while (overview := flink.overview() or {}).get("taskmanagers") != 1:
+        assert time.monotonic() < deadline, f"not one TaskManager registered: {overview}"
+        time.sleep(0.5)
+    assert overview["slots-total"] == 1
+    (registered,) = flink.rest("/taskmanagers")["taskmanagers"]
+    assert registered["id"].startswith("127.0.0.1:")
+
+    # Up twice more: nothing new starts.
+    flink.start()
+    assert sorted(processes_with(conf)) == sorted([jobmanager, new_taskmanager])
+
+    # A dead JobManager: only it starts again, and the TaskManager registers with it.
+    os.kill(jobmanager, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_alive(jobmanager):
+        assert time.monotonic() < deadline, "the killed JobManager is still there"
+        time.sleep(0.1)
+    flink.start()
+    (new_jobmanager,) = flink.pids("jobmanager")
+    assert flink.pids("taskmanager") == [new_taskmanager]
+    assert sorted(processes_with(conf)) == sorted([new_jobmanager, new_taskmanager])
+    assert flink.overview()["taskmanagers"] == 1
+
+    # A daemon no pid file names (a second TaskManager whose line is gone) is ended too.
+    flink.start_daemon("taskmanager")
+    for pid_file in flink.pid_files():
+        pid_file.write_text("")
+    deadline = time.monotonic() + 10  # its launcher script execs java a moment later
+    while len(processes_with(conf)) != 3:
+        assert time.monotonic() < deadline, processes_with(conf)
+        time.sleep(0.1)
+    flink.stop(timeout_s=20)
+    assert processes_with(conf) == []
+    assert not port_open("127.0.0.1", int(flink.s.flink_rest_url.rsplit(":", 1)[1]))
+    assert flink.pid_files() == []
+
