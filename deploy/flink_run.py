@@ -3,6 +3,7 @@
     python -m deploy.flink_run --jobmanager flink.example.net:8081 --parallelism 2
     python -m deploy.flink_run --jobmanager flink.example.net:8081 --ship \\
         --python-exec /usr/bin/python3.11
+    python -m deploy.flink_run --attached -- --bounded    # wait for the job's end
 
 Two ways to get the job's Python code to the cluster:
 
@@ -32,7 +33,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +51,10 @@ SHIPPED_MODEL_NAME = "anomaly_model"
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 # A job in one of these states runs, or is about to.
 LIVE_JOB_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING")
+# A job in one of these states has ended (SUSPENDED: its JobManager gave it up).
+TERMINAL_JOB_STATES = ("FINISHED", "FAILED", "CANCELED", "SUSPENDED")
+# How long --attached waits for the job to end, by default.
+ATTACHED_TIMEOUT_S = 3600.0
 
 
 class SubmitError(RuntimeError):
@@ -192,6 +199,95 @@ def running_job(jobmanager: str, name: str) -> str | None:
     return next((j["jid"] for j in live if j["name"] == name), None)
 
 
+def job_state(jobmanager: str, job_id: str) -> str:
+    """A job's state (GET /jobs/<id>); raises OSError when the REST API does not answer."""
+    import json
+    import urllib.request
+
+    url = f"http://{rest_address(jobmanager)}/jobs/{job_id}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)["state"]
+
+
+def wait_for_end(
+    poll: Callable[[], str],
+    timeout_s: float,
+    interval_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    on_change: Callable[[str], None] = lambda state: None,
+) -> tuple[str, bool]:
+    """Poll a job's state until it is terminal or ``timeout_s`` has passed: (the last state
+    seen, whether it is terminal). ``poll`` raising OSError (the REST API does not answer for a
+    moment, e.g. a JobManager restarting) counts as no answer; ``on_change`` hears each new
+    state."""
+    deadline = clock() + timeout_s
+    state = "UNKNOWN"
+    while True:
+        try:
+            seen = poll()
+        except (OSError, ValueError, KeyError):
+            seen = state
+        if seen != state:
+            state = seen
+            on_change(state)
+        if state in TERMINAL_JOB_STATES:
+            return state, True
+        if clock() >= deadline:
+            return state, False
+        sleep(max(0.0, min(interval_s, deadline - clock())))
+
+
+def wait_attached(
+    jobmanager: str,
+    job_id: str,
+    timeout_s: float,
+    poll: Callable[[], str] | None = None,
+    **wait_options,
+) -> int:
+    """--attached: wait for the job to end and say how; the exit code (0: FINISHED).
+    ``wait_options``: wait_for_end's interval, clock and sleep."""
+    print(f"flink_run: waiting up to {timeout_s:.0f} s for job {job_id} to end", flush=True)
+    state, ended = wait_for_end(
+        poll or (lambda: job_state(jobmanager, job_id)),
+        timeout_s,
+        on_change=lambda s: print(f"flink_run: job {job_id} is {s}", flush=True),
+        **wait_options,
+    )
+    if not ended:
+        print(
+            f"flink_run: job {job_id} still {state} after {timeout_s:.0f} s; it keeps running "
+            f"(cancel it with `flink cancel -m {rest_address(jobmanager)} {job_id}`)",
+            file=sys.stderr,
+        )
+        return 1
+    if state != "FINISHED":
+        cause = failure_cause(jobmanager, job_id) if state == "FAILED" else ""
+        print(f"flink_run: job {job_id} ended {state}{cause}", file=sys.stderr)
+        return 1
+    print(f"flink_run: job {job_id} ended FINISHED")
+    return 0
+
+
+def failure_cause(jobmanager: str, job_id: str) -> str:
+    """': <the newest failure's exception>' from the job's exception history, or ''."""
+    import json
+    import urllib.request
+
+    url = f"http://{rest_address(jobmanager)}/jobs/{job_id}/exceptions"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            entries = json.load(resp)["exceptionHistory"]["entries"]
+        newest = max(entries, key=lambda e: e.get("timestamp", 0))
+    except (OSError, ValueError, KeyError):
+        return ""
+    lines = [line.strip() for line in newest.get("stacktrace", "").splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by:")]
+    if causes:
+        return f": {causes[-1]}"
+    return f": {lines[0] if lines else newest.get('exceptionName', '')}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     job_args: list[str] = []
@@ -235,7 +331,20 @@ def main(argv: list[str] | None = None) -> int:
         "job follows CURRENT while it runs)",
     )
     p.add_argument("-s", "--from-savepoint", help="start from this savepoint or checkpoint")
-    p.add_argument("--attached", action="store_true", help="wait for the job to end (bounded runs)")
+    p.add_argument(
+        "--attached",
+        action="store_true",
+        help="wait for the job to end (bounded runs): exit 0 if it FINISHED, 1 if it FAILED or "
+        "was CANCELED, or is still running after --timeout",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=ATTACHED_TIMEOUT_S,
+        metavar="SECONDS",
+        help="with --attached: how long to wait for the job to end (default %(default).0f s; "
+        "the job keeps running after)",
+    )
     p.add_argument("--flink-bin", type=Path, help="the `flink` CLI (default: pyflink's)")
     p.add_argument(
         "--if-not-running",
@@ -245,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.parallelism is not None and a.parallelism < 1:
         p.error("--parallelism must be at least 1")
+    if a.timeout <= 0:
+        p.error("--timeout must be more than 0 seconds")
     submission = Submission(
         jobmanager=a.jobmanager,
         parallelism=a.parallelism,
@@ -274,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     web = f"http://{rest_address(submission.jobmanager)}"
     print(f"flink_run: job {job_id} submitted; web UI {web}/#/job/running/{job_id}/overview")
-    return 0
+    if not a.attached:
+        return 0
+    return wait_attached(submission.jobmanager, job_id, a.timeout)
 
 
 if __name__ == "__main__":

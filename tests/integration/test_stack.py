@@ -351,3 +351,42 @@ def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(
     assert not port_open("127.0.0.1", int(flink.s.flink_rest_url.rsplit(":", 1)[1]))
     assert flink.pid_files() == []
 
+
+@pytest.mark.slow
+def test_flink_run_attached_waits_for_the_job_to_end(own_flink, fresh_topic, fresh_db, trained):
+    """Issue 21: `flink_run --attached -- --bounded` returned right after submission. It waits
+    for the job's end now (exit 0: FINISHED); a job still running at --timeout fails it."""
+    import os
+
+    from tests.pipeline import job_env
+
+    flink = own_flink
+    flink.start()
+    env = {**os.environ, **job_env(fresh_db, fresh_topic)}
+    jobmanager = flink.s.flink_rest_url.removeprefix("http://")
+    model = ["--model-dir", str(trained[0].model_dir)]
+
+    def flink_run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "deploy.flink_run", "-m", jobmanager, *args],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+
+    # Bounded (an empty topic): returns once the job has FINISHED.
+    proc = flink_run("--attached", "--timeout", "240", "--", "--bounded", *model)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job_id = re.search(r"job ([0-9a-f]{32}) submitted", proc.stdout).group(1)
+    assert f"job {job_id} ended FINISHED" in proc.stdout
+    assert flink.rest(f"/jobs/{job_id}")["state"] == "FINISHED"
+
+    # Unbounded: still running at the timeout, so exit 1; the job keeps running.
+    proc = flink_run("--attached", "--timeout", "5", "--", *model)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    job_id = re.search(r"job ([0-9a-f]{32}) submitted", proc.stdout).group(1)
+    assert re.search(rf"job {job_id} still [A-Z]+ after 5 s", proc.stderr), proc.stderr
+    assert flink.rest(f"/jobs/{job_id}")["state"] in ("CREATED", "INITIALIZING", "RUNNING")
+    flink.cancel(job_id)

@@ -1,0 +1,150 @@
+"""`python -m deploy.flink_run --attached`: waiting for the job's end, without a cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy import flink_run
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def states(*seen):
+    """A poll function answering ``seen`` in turn (an exception is raised), then the last."""
+    answers = list(seen)
+
+    def poll() -> str:
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return poll
+
+
+@pytest.mark.parametrize("final", ["FINISHED", "FAILED", "CANCELED", "SUSPENDED"])
+def test_waits_through_live_states_until_a_terminal_one(final):
+    clock, changes = FakeClock(), []
+    state, ended = flink_run.wait_for_end(
+        states("INITIALIZING", "RUNNING", "RUNNING", "RESTARTING", "RUNNING", final),
+        timeout_s=60,
+        clock=clock,
+        sleep=clock.sleep,
+        on_change=changes.append,
+    )
+    assert (state, ended) == (final, True)
+    assert changes == ["INITIALIZING", "RUNNING", "RESTARTING", "RUNNING", final]
+    assert clock.slept == [1.0] * 5
+
+
+def test_a_rest_api_that_does_not_answer_for_a_moment_is_waited_through():
+    clock, changes = FakeClock(), []
+    state, ended = flink_run.wait_for_end(
+        states("RUNNING", OSError("connection refused"), ValueError("half a body"), "FINISHED"),
+        timeout_s=60,
+        clock=clock,
+        sleep=clock.sleep,
+        on_change=changes.append,
+    )
+    assert (state, ended) == ("FINISHED", True)
+    assert changes == ["RUNNING", "FINISHED"]
+
+
+def test_gives_up_after_the_timeout_with_the_last_state():
+    clock = FakeClock()
+    state, ended = flink_run.wait_for_end(
+        states("RUNNING"), timeout_s=10, interval_s=3, clock=clock, sleep=clock.sleep
+    )
+    assert (state, ended) == ("RUNNING", False)
+    assert clock.now == 10  # the last sleep ends at the deadline, not after it
+    assert clock.slept == [3, 3, 3, 1]
+
+
+def test_never_answering_is_a_timeout_too():
+    clock = FakeClock()
+    state, ended = flink_run.wait_for_end(
+        states(OSError("refused")), timeout_s=5, clock=clock, sleep=clock.sleep
+    )
+    assert (state, ended) == ("UNKNOWN", False)
+
+
+@pytest.mark.parametrize(
+    ("final", "code"), [("FINISHED", 0), ("FAILED", 1), ("CANCELED", 1), ("SUSPENDED", 1)]
+)
+def test_the_exit_code_and_the_report_follow_the_final_state(final, code, capsys, monkeypatch):
+    monkeypatch.setattr(flink_run, "failure_cause", lambda jm, job: ": java.lang.Boom")
+    assert flink_run.wait_attached("127.0.0.1:1", "j1", 60, poll=states(final)) == code
+    out, err = capsys.readouterr()
+    assert f"job j1 is {final}" in out
+    if code:
+        reason = ": java.lang.Boom" if final == "FAILED" else ""
+        assert f"job j1 ended {final}{reason}" in err
+    else:
+        assert "job j1 ended FINISHED" in out and not err
+
+
+def test_still_running_at_the_timeout_fails_and_says_how_to_cancel(capsys):
+    clock = FakeClock()
+    code = flink_run.wait_attached(
+        "127.0.0.1:1", "j1", 5, poll=states("RUNNING"), clock=clock, sleep=clock.sleep
+    )
+    assert code == 1 and clock.now == 5
+    err = capsys.readouterr().err
+    assert "job j1 still RUNNING after 5 s" in err and "flink cancel -m 127.0.0.1:1 j1" in err
+
+
+def submitted(monkeypatch, job_id="a" * 32):
+    """main() with `flink run` replaced: records the Submission, returns ``job_id``."""
+    calls = []
+
+    def fake_submit(submission, settings, env=None):
+        calls.append(submission)
+        return job_id
+
+    monkeypatch.setattr(flink_run, "submit", fake_submit)
+    return calls
+
+
+def test_attached_waits_for_the_end_and_exits_by_it(monkeypatch, capsys):
+    calls = submitted(monkeypatch)
+    waited = []
+    monkeypatch.setattr(
+        flink_run, "wait_attached", lambda jm, job, timeout: waited.append((jm, job, timeout)) or 1
+    )
+    code = flink_run.main(["-m", "h:8081", "--attached", "--timeout", "90", "--", "--bounded"])
+    assert code == 1
+    assert waited == [("h:8081", "a" * 32, 90.0)]
+    assert calls[0].job_args == ["--bounded"] and not calls[0].detached
+
+
+def test_without_attached_it_returns_after_submission(monkeypatch):
+    submitted(monkeypatch)
+    monkeypatch.setattr(flink_run, "wait_attached", lambda *a: pytest.fail("must not wait"))
+    assert flink_run.main(["-m", "h:8081", "--", "--bounded"]) == 0
+
+
+def test_attached_waits_an_hour_by_default(monkeypatch):
+    submitted(monkeypatch)
+    waited = []
+    monkeypatch.setattr(flink_run, "wait_attached", lambda jm, job, t: waited.append(t) or 0)
+    assert flink_run.main(["-m", "h:8081", "--attached"]) == 0
+    assert waited == [flink_run.ATTACHED_TIMEOUT_S] == [3600.0]
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_timeout_must_be_positive(value, monkeypatch):
+    submitted(monkeypatch)
+    with pytest.raises(SystemExit) as exc:
+        flink_run.main(["-m", "h:8081", "--attached", "--timeout", value])
+    assert exc.value.code == 2
