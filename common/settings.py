@@ -25,6 +25,8 @@ _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HORIZON = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+# A bearer token as it can be sent in an Authorization header (RFC 6750, 2.1: b64token).
+_B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
 class SettingsError(ValueError):
@@ -268,6 +270,19 @@ class Settings:
                 raise SettingsError(
                     f"{ENV_PREFIX}{name.upper()} must not contain a single quote (')"
                 )
+        for name in API_TOKEN_FIELDS:
+            token = getattr(self, name)
+            if token and not _B64TOKEN.fullmatch(token):
+                raise SettingsError(
+                    f"{ENV_PREFIX}{name.upper()}: use letters, digits and - . _ ~ + / (then ="
+                    " only at the end), as a bearer token is sent (RFC 6750), e.g. the output"
+                    " of `openssl rand -hex 24`"
+                )
+        if self.api_admin_token and self.api_admin_token == self.api_token:
+            raise SettingsError(
+                f"{ENV_PREFIX}API_ADMIN_TOKEN is the same as {ENV_PREFIX}API_TOKEN: every"
+                " reader could retrain; give the admin a token of its own"
+            )
         for name in ("retention_days", "raw_events_retention_days", "compress_after_days"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()}: at least 1 day")
@@ -392,7 +407,8 @@ def duration_name(seconds: int) -> str:
 # Passwords and tokens: from ANOMALY_<FIELD> in the environment or the secrets file, never
 # defaults.
 PG_SECRET_FIELDS = ("pg_password", "pg_writer_password", "pg_reader_password")
-SECRET_FIELDS = (*PG_SECRET_FIELDS, "api_token", "api_admin_token")
+API_TOKEN_FIELDS = ("api_token", "api_admin_token")
+SECRET_FIELDS = (*PG_SECRET_FIELDS, *API_TOKEN_FIELDS)
 # The database roles: owner (migrations), writer (the Flink job), reader (Grafana, the API).
 ROLES = ("owner", "writer", "reader")
 

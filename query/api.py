@@ -12,14 +12,16 @@ reason; a database that cannot be reached gives 503.
 
 Authentication: with ANOMALY_API_TOKEN set, every request but GET /health (and the spec at
 /docs, /openapi.json) needs `Authorization: Bearer <token>`; POST /retrain needs the admin
-token, ANOMALY_API_ADMIN_TOKEN, which also reads. Missing or wrong credentials get 401, the
-read token on /retrain 403, each with its WWW-Authenticate challenge (RFC 6750). Off loopback
-(--host other than 127.0.0.1, ::1, localhost) the API does not start without a token.
+token, ANOMALY_API_ADMIN_TOKEN, which also reads (with no admin token set, /retrain answers
+403 to every token). Missing or wrong credentials get 401, the read token on /retrain 403,
+each with its WWW-Authenticate challenge (RFC 6750). Off loopback (--host other than
+127.0.0.0/8, ::1, localhost) the API does not start without a token.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -295,8 +297,13 @@ LOOPBACK_NAMES = ("localhost",)
 
 
 def _same(given: str, expected: str) -> bool:
-    """Constant-time comparison (it takes as long whatever the first differing byte)."""
-    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+    """Constant-time comparison: it takes as long whatever the first differing byte, and
+    whatever the length of the token sent (both are hashed to 32 bytes first; compare_digest
+    alone returns early on a length mismatch, which would tell the token's length)."""
+    if not expected:  # that token is not configured: nothing matches it
+        return False
+    digest = hashlib.sha256
+    return hmac.compare_digest(digest(given.encode()).digest(), digest(expected.encode()).digest())
 
 
 def _challenge(status: int, message: str, error: str | None = None, scope: str | None = None):
@@ -407,7 +414,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Anomaly detection API",
         version=VERSION,
-        description=__doc__.split("\n\n")[2].replace("\n", " "),
+        # What it reads and how it authenticates: the module's third and fourth paragraphs.
+        description="\n\n".join(p.strip().replace("\n", " ") for p in __doc__.split("\n\n")[2:4]),
     )
     db = Database(settings)
     # Every route but /health needs a read token; POST /retrain the admin token.

@@ -85,6 +85,91 @@ def test_the_read_token_reads_and_health_stays_open(client):
     assert {"401", "403"} <= set(spec["paths"]["/retrain"]["post"]["responses"])
 
 
+@pytest.mark.parametrize("token", ["a b", 'tok"en', "tok,en", "=abc", "tök"])
+def test_a_malformed_token_gets_401_invalid_token(client, token):
+    # Sent as UTF-8 bytes: a header is bytes on the wire (the server reads them as Latin-1).
+    got = client.get(UNKNOWN_JOB, headers={"Authorization": f"Bearer {token}".encode()})
+    assert got.status_code == 401
+    assert 'error="invalid_token"' in got.headers["WWW-Authenticate"]
+
+
+def test_bearer_without_a_token_is_no_credentials_and_the_scheme_is_case_blind(client):
+    # RFC 6750 3.1: a request without a token gets the challenge without an error code.
+    for header in ("Bearer", "Bearer   ", ""):
+        got = client.get(UNKNOWN_JOB, headers={"Authorization": header})
+        assert got.status_code == 401, header
+        assert got.headers["WWW-Authenticate"] == 'Bearer realm="anomaly"', header
+    # RFC 7235: the scheme's name is case-insensitive.
+    assert client.get(UNKNOWN_JOB, headers={"Authorization": f"bearer {READ}"}).status_code == 404
+
+
+def test_with_the_read_token_only_no_token_may_retrain():
+    """Served with ANOMALY_API_TOKEN but no admin token: /retrain is closed to every token."""
+    only_read = TestClient(create_app(no_secrets().replace(api_token=READ)))
+    got = only_read.post("/retrain", json={"since": "1h"}, headers=bearer(READ))
+    assert got.status_code == 403
+    assert 'error="insufficient_scope", ' in got.headers["WWW-Authenticate"]
+    assert only_read.post("/retrain", json={"since": "1h"}).status_code == 401
+    assert only_read.get(UNKNOWN_JOB, headers=bearer(READ)).status_code == 404
+    # An admin token alone guards both scopes.
+    only_admin = TestClient(create_app(no_secrets().replace(api_admin_token=ADMIN)))
+    assert only_admin.get(UNKNOWN_JOB).status_code == 401
+    assert only_admin.get(UNKNOWN_JOB, headers=bearer(ADMIN)).status_code == 404
+    got = only_admin.post("/retrain", json={"since": "soon"}, headers=bearer(ADMIN))
+    assert got.status_code == 422, got.text
+
+
+def test_every_operation_but_health_declares_the_bearer_scheme(client):
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if path == "/health":
+                continue
+            assert operation.get("security") == [{"bearer": []}], (method, path)
+            assert "401" in operation["responses"], (method, path)
+    assert client.get("/docs").status_code == 200
+
+
+def test_tokens_match_whole_and_in_constant_time_whatever_their_length():
+    from query.api import _same
+
+    assert _same(READ, READ)
+    assert not _same(READ + "x", READ) and not _same(READ[:-1], READ) and not _same("", READ)
+    assert not _same("", "") and not _same(READ, "")  # a token not configured matches nothing
+
+
+def test_tokens_come_from_the_environment_and_stay_out_of_repr(tmp_path):
+    env = {
+        "ANOMALY_SECRETS_FILE": str(tmp_path / "none.env"),
+        "ANOMALY_API_TOKEN": READ,
+        "ANOMALY_API_ADMIN_TOKEN": ADMIN,
+    }
+    settings = Settings.from_env(env)
+    assert (settings.api_token, settings.api_admin_token) == (READ, ADMIN)
+    assert READ not in repr(settings) and ADMIN not in repr(settings)
+    # The local stack's secrets file may hold them too (as it holds the passwords).
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text(f"ANOMALY_API_TOKEN={READ}\n")
+    assert Settings.from_env({"ANOMALY_SECRETS_FILE": str(secrets)}).api_token == READ
+
+
+@pytest.mark.parametrize(
+    "env, says",
+    [
+        ({"ANOMALY_API_TOKEN": "with space"}, "ANOMALY_API_TOKEN: use letters"),
+        ({"ANOMALY_API_ADMIN_TOKEN": "tök"}, "ANOMALY_API_ADMIN_TOKEN: use letters"),
+        ({"ANOMALY_API_TOKEN": READ, "ANOMALY_API_ADMIN_TOKEN": READ}, "same as"),
+    ],
+)
+def test_tokens_that_cannot_work_are_refused_without_echoing_them(tmp_path, env, says):
+    from common.settings import SettingsError
+
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"ANOMALY_SECRETS_FILE": str(tmp_path / "none.env"), **env})
+    assert says in str(refused.value)
+    assert not any(token in str(refused.value) for token in env.values())
+
+
 def test_without_tokens_the_api_is_open_on_loopback_only():
     open_app = TestClient(create_app(no_secrets()))
     assert open_app.get(UNKNOWN_JOB).status_code == 404
