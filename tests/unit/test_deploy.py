@@ -638,15 +638,19 @@ def test_compose_publishes_every_port_on_loopback_only():
         assert port.count(":") == 2, (name, port)
 
 
-# Which Secrets each workload may read: the least each one needs.
+# Which Secrets each container may read, by (workload, container): the least each one needs.
 K8S_SECRETS_NEEDED = {
-    "anomaly-scoring": {"anomaly-db-writer"},  # every Flink pod: the job writes
-    "anomaly-api": {"anomaly-db-owner", "anomaly-db-writer", "anomaly-db-reader", "anomaly-api"},
-    "timescaledb": {"anomaly-db-owner"},
-    "grafana": {"anomaly-db-reader", "grafana-admin"},
-    "kafka": set(),
-    "simulator": set(),
-    "prometheus": set(),
+    # Every Flink pod (JobManager, TaskManagers): the job writes, as the writer.
+    ("anomaly-scoring", "flink-main-container"): {"anomaly-db-writer"},
+    ("anomaly-scoring", "wait-for-model"): set(),
+    # The preparation step: the owner creates the writer and reader roles with their passwords.
+    ("anomaly-api", "init"): {"anomaly-db-owner", "anomaly-db-writer", "anomaly-db-reader"},
+    ("anomaly-api", "api"): {"anomaly-db-reader", "anomaly-api"},
+    ("timescaledb", "timescaledb"): {"anomaly-db-owner"},
+    ("grafana", "grafana"): {"anomaly-db-reader", "grafana-admin"},
+    ("kafka", "kafka"): set(),
+    ("simulator", "simulator"): set(),
+    ("prometheus", "prometheus"): set(),
 }
 COMPOSE_PASSWORDS_NEEDED = {
     "jobmanager": set(),
@@ -654,41 +658,75 @@ COMPOSE_PASSWORDS_NEEDED = {
     "submitter": {"ANOMALY_PG_WRITER_PASSWORD"},
     "simulator": set(),
     "init": {"ANOMALY_PG_PASSWORD", "ANOMALY_PG_WRITER_PASSWORD", "ANOMALY_PG_READER_PASSWORD"},
-    "api": {
-        "ANOMALY_PG_PASSWORD",
-        "ANOMALY_PG_READER_PASSWORD",
-        "ANOMALY_API_TOKEN",
-        "ANOMALY_API_ADMIN_TOKEN",
-    },
+    "api": {"ANOMALY_PG_READER_PASSWORD", "ANOMALY_API_TOKEN", "ANOMALY_API_ADMIN_TOKEN"},
     "timescaledb": {"ANOMALY_PG_PASSWORD"},
     "grafana": {"ANOMALY_PG_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"},
     "kafka": set(),
     "prometheus": set(),
 }
+# The passwords that open everything: the schema owner (PostgreSQL's superuser in the
+# TimescaleDB image) and Grafana's admin.
+MASTER_KEYS = {"ANOMALY_PG_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
 
 
-def test_each_pod_gets_only_the_secrets_it_needs():
-    """The Flink pods (JobManager and TaskManagers, which run user code) get the writer's
-    password only: not the owner's, not Grafana's admin, not the API's tokens."""
-    got: dict[str, set[str]] = {}
+def k8s_containers() -> dict[tuple[str, str], dict]:
+    """(workload, container) -> container, init containers and the Flink pod templates
+    (common, JobManager, TaskManager; the operator merges them by container name) included."""
+    out: dict[tuple[str, str], dict] = {}
     for fd in k8s_kind("FlinkDeployment"):
-        name = fd["metadata"]["name"]
         specs = [fd["spec"]["podTemplate"]["spec"]] + [
             fd["spec"][role]["podTemplate"]["spec"]
             for role in ("jobManager", "taskManager")
             if "podTemplate" in fd["spec"][role]
         ]
-        got[name] = {n for spec in specs for c in containers(spec) for n in secret_names(c)}
+        for spec in specs:
+            for c in containers(spec):
+                merged = out.setdefault((fd["metadata"]["name"], c["name"]), {})
+                for field in ("env", "envFrom"):
+                    merged.setdefault(field, []).extend(c.get(field, []))
     for d in k8s_documents():
         if d["kind"] in ("Deployment", "StatefulSet"):
-            spec = d["spec"]["template"]["spec"]
-            got[d["metadata"]["name"]] = {n for c in containers(spec) for n in secret_names(c)}
+            for c in containers(d["spec"]["template"]["spec"]):
+                out[(d["metadata"]["name"], c["name"])] = c
+    return out
+
+
+def secret_keys_reached(container: dict) -> set[str]:
+    """The Secret keys a container's environment holds (a whole Secret brings all its keys)."""
+    made = made_secrets()
+    keys = {
+        key
+        for s in container.get("envFrom", [])
+        if "secretRef" in s
+        for key in made[s["secretRef"]["name"]]
+    }
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            keys.add(ref["key"])
+    return keys
+
+
+def test_each_pod_gets_only_the_secrets_it_needs():
+    """The Flink pods (JobManager and TaskManagers, which run user code) get the writer's
+    password only, and the API the reader's and its tokens: neither the owner's, nor Grafana's
+    admin. The owner's password reaches only TimescaleDB and the preparation step."""
+    got = {key: secret_names(c) for key, c in k8s_containers().items()}
     assert got == K8S_SECRETS_NEEDED
+    for (workload, name), container in k8s_containers().items():
+        if workload == "anomaly-scoring" or (workload, name) == ("anomaly-api", "api"):
+            reached = secret_keys_reached(container)
+            assert not reached & MASTER_KEYS, (workload, name, reached)
+            if workload == "anomaly-scoring":
+                assert reached <= {"ANOMALY_PG_WRITER_PASSWORD"}, (name, reached)
     # In compose, a password reaches a container only as an ${...} of its environment.
     for name, svc in compose()["services"].items():
         text = yaml.safe_dump(svc.get("environment", {}))
         passwords = set(re.findall(r"\$\{([A-Z_]+):\?", text))
         assert passwords == COMPOSE_PASSWORDS_NEEDED[name], name
+        assert "env_file" not in svc, name  # a whole .env would bring every password
+    for name in ("jobmanager", "taskmanager", "submitter", "api"):
+        assert not COMPOSE_PASSWORDS_NEEDED[name] & MASTER_KEYS, name
 
 
 def test_the_api_runs_on_the_cluster_with_its_tokens():
@@ -697,13 +735,21 @@ def test_the_api_runs_on_the_cluster_with_its_tokens():
     api = compose()["services"]["api"]
     assert api["command"][:3] == ["python", "-m", "query.api"]
     assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
-    for key in ("ANOMALY_API_TOKEN", "ANOMALY_API_ADMIN_TOKEN"):
+    tokens = {"ANOMALY_API_TOKEN", "ANOMALY_API_ADMIN_TOKEN"}
+    for key in tokens:
         assert api["environment"][key].startswith("${" + key + ":?"), key
+    assert tokens <= make_env_keys()  # make-env.sh generates them with the passwords
+    assert not set(api["environment"]) & MASTER_KEYS
+    assert "127.0.0.1:8000:8000" in api["ports"]
     (deployment,) = [d for d in k8s_kind("Deployment") if d["metadata"]["name"] == "anomaly-api"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "query.api"]
     assert container["command"][container["command"].index("--host") + 1] == "0.0.0.0"
-    assert "anomaly-api" in secret_names(container)
-    assert made_secrets()["anomaly-api"] == {"ANOMALY_API_TOKEN", "ANOMALY_API_ADMIN_TOKEN"}
+    assert made_secrets()["anomaly-api"] == tokens
+    # Both tokens from a Secret; of the database, the reader's password only.
+    reached = secret_keys_reached(container)
+    assert reached == tokens | {"ANOMALY_PG_READER_PASSWORD"}, reached
+    assert not any("value" in v for v in container.get("env", []) if v["name"] in tokens)
     (service,) = [d for d in k8s_kind("Service") if d["metadata"]["name"] == "anomaly-api"]
     assert service["spec"]["ports"][0]["port"] == container["ports"][0]["containerPort"]
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
