@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.settings import ENV_PREFIX, REPO_ROOT, SECRET_FIELDS, Settings
+from common.settings import ENV_PREFIX, PG_SECRET_FIELDS, REPO_ROOT, Settings
 from deploy.flink_run import LIVE_JOB_STATES
 
 # Each service keeps its start, stop and status in its own module (postgres.py, kafka.py,
@@ -53,7 +53,7 @@ from deploy.local.postgres import PG_BIN_GLOB, Postgres  # noqa: F401
 def ensure_secrets(settings: Settings) -> Settings:
     """The local stack's PostgreSQL passwords (owner, writer, reader): from the environment,
     else generated once into the secrets file (mode 600)."""
-    missing = [name for name in SECRET_FIELDS if not getattr(settings, name)]
+    missing = [name for name in PG_SECRET_FIELDS if not getattr(settings, name)]
     if not missing:
         return settings
     settings.state_dir.mkdir(parents=True, exist_ok=True)

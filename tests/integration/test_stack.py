@@ -13,7 +13,7 @@ import pytest
 
 from common.db import connect, migrate
 from common.features import FEATURE_NAMES
-from common.settings import REPO_ROOT, SECRET_FIELDS
+from common.settings import PG_SECRET_FIELDS, REPO_ROOT
 
 pytestmark = pytest.mark.stack
 
@@ -42,7 +42,7 @@ def test_status_names_every_service_without_secrets(stack):
     ]:
         line = next(line for line in out.splitlines() if line.strip().startswith(name))
         assert "running" in line and where in line
-    assert not any(getattr(stack, name) in out for name in SECRET_FIELDS)
+    assert not any(getattr(stack, name) in out for name in PG_SECRET_FIELDS)
 
 
 def test_status_counts_what_the_job_kept_aside(fresh_db):
