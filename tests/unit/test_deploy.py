@@ -546,42 +546,113 @@ def test_the_operator_accepts_the_upgrade_mode():
 
 def test_stateful_data_lives_in_a_folder_of_its_volume_writable_by_the_image_user():
     """A block volume's root holds lost+found and belongs to root: Kafka (uid 1000) and
-    PostgreSQL get a folder below their mount, and Kafka's pod makes the volume its group's."""
+    PostgreSQL get a folder below their mount, and Kafka's pod makes the volume its group's.
+    The same folders in docker-compose."""
+
+    def below_a_mount(path: str, mounts: list[str]) -> bool:
+        return any(path.startswith(m.rstrip("/") + "/") for m in mounts)
+
     (kafka,) = [d for d in k8s_kind("StatefulSet") if d["metadata"]["name"] == "kafka"]
     pod = kafka["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    mounts = [m["mountPath"].rstrip("/") for m in container["volumeMounts"]]
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
     for log_dir in env["KAFKA_LOG_DIRS"].split(","):
-        assert any(log_dir.startswith(m + "/") for m in mounts), (log_dir, mounts)
-    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 1000
+        assert below_a_mount(log_dir, mounts), (log_dir, mounts)
+    security = pod["securityContext"]
+    assert security["fsGroup"] == security["runAsUser"] == security["runAsGroup"] == 1000
     (pg,) = [d for d in k8s_kind("StatefulSet") if d["metadata"]["name"] == "timescaledb"]
     (container,) = pg["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    mounts = [m["mountPath"].rstrip("/") for m in container["volumeMounts"]]
-    assert any(env["PGDATA"].startswith(m + "/") for m in mounts), (env["PGDATA"], mounts)
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert below_a_mount(env["PGDATA"], mounts), (env["PGDATA"], mounts)
+    # Every claim template is mounted by its StatefulSet's container (no data left in the
+    # container's own filesystem).
+    for sts in k8s_kind("StatefulSet"):
+        names = {c["metadata"]["name"] for c in sts["spec"].get("volumeClaimTemplates", [])}
+        used = {
+            m["name"]
+            for c in sts["spec"]["template"]["spec"]["containers"]
+            for m in c.get("volumeMounts", [])
+        }
+        assert names <= used, sts["metadata"]["name"]
+    services = compose()["services"]
+    for name, variable in (("kafka", "KAFKA_LOG_DIRS"), ("timescaledb", "PGDATA")):
+        mounts = [v.split(":")[1] for v in services[name]["volumes"]]
+        for folder in str(services[name]["environment"][variable]).split(","):
+            assert below_a_mount(folder, mounts), (name, folder, mounts)
 
 
-def test_the_job_starts_only_once_the_first_model_exists():
-    """The job's Python client needs a CURRENT model. On Kubernetes the JobManager pod waits
-    for the models volume's CURRENT (which the init step writes) before Flink starts; in
-    compose the submitter waits for `init` to complete."""
+def test_the_job_starts_only_once_the_first_model_exists(tmp_path):
+    """The job's Python client needs a model (resolve_model_dir). On Kubernetes the JobManager
+    pod's init container waits, bounded, until resolve_model_dir would find one on the models
+    volume, which the preparation step trains; in compose the submitter waits for `init` to
+    complete. The wait script runs here against a models folder of the test's own."""
+    from common.models import resolve_model_dir
+
     settings = yaml.safe_load((K8S / "config.yaml").read_text())["data"]
-    pointer = Settings.from_env(settings).current_model_pointer.as_posix()
+    models = settings["ANOMALY_MODELS_DIR"]
     jm = flink_deployment()["spec"]["jobManager"]["podTemplate"]["spec"]
     (wait,) = jm["initContainers"]
-    script = " ".join(wait["command"])
-    assert f"-s {pointer} " in script and "exit 1" in script, script
-    assert re.search(r"seq \d+", script), "the wait is bounded"
-    assert {m["mountPath"] for m in wait["volumeMounts"]} >= {settings["ANOMALY_MODELS_DIR"]}
-    # Whoever writes that first model mounts the same claim.
+    assert wait["command"][:2] == ["sh", "-c"]
+    script = wait["command"][2]
+    assert re.search(r"seq \d+", script) and "exit 1" in script, "the wait is bounded"
+    assert models in {m["mountPath"] for m in wait["volumeMounts"]}
+    volumes = {v["name"]: v for v in flink_deployment()["spec"]["podTemplate"]["spec"]["volumes"]}
+    (mount,) = [m for m in wait["volumeMounts"] if m["mountPath"] == models]
+    claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    # Quick: two rounds, no sleeping, the test's folder for the volume.
+    quick = re.sub(r"seq \d+", "seq 2", script).replace("sleep 5", "true")
+    quick = quick.replace(models, str(tmp_path))
+
+    def waits_out() -> bool:
+        proc = subprocess.run(["sh", "-c", quick], capture_output=True, text=True, timeout=30)
+        assert proc.returncode in (0, 1), proc.stderr
+        if proc.returncode:
+            assert "no model" in proc.stderr, proc.stderr
+        return proc.returncode == 0
+
+    local = Settings.from_env({**settings, "ANOMALY_MODELS_DIR": str(tmp_path)})
+
+    def resolvable() -> bool:
+        try:
+            resolve_model_dir(local)
+        except FileNotFoundError:
+            return False
+        return True
+
+    assert not waits_out() and not resolvable()  # an empty volume
+    (tmp_path / "CURRENT").write_text("v1\n")
+    assert not waits_out() and not resolvable()  # CURRENT names a version not there
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "model.onnx").write_bytes(b"onnx")
+    assert waits_out() and resolvable()
+    # Whoever trains that first model mounts the same claim at the same path.
     (api,) = [d for d in k8s_kind("Deployment") if d["metadata"]["name"] == "anomaly-api"]
-    (init,) = api["spec"]["template"]["spec"]["initContainers"]
+    pod = api["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
     assert "--train-if-missing" in init["command"]
+    (mount,) = [m for m in init["volumeMounts"] if m["mountPath"] == models]
+    api_volumes = {v["name"]: v for v in pod["volumes"]}
+    assert api_volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == claim
     services = compose()["services"]
     assert services["submitter"]["depends_on"]["init"] == {
         "condition": "service_completed_successfully"
     }
+    assert "--train-if-missing" in services["init"]["command"]
+
+
+def test_the_jobmanager_has_room_for_the_python_client():
+    """The job's Python client runs in the JobManager pod beside the JVM, outside Flink's
+    memory budget (jobmanager.memory.process.size, the resource's memory): the container's
+    limit (memory x kubernetes.jobmanager.memory.limit-factor) leaves it room."""
+    spec = flink_deployment()["spec"]
+    resource = spec["jobManager"]["resource"]
+    memory_mib = int(re.fullmatch(r"(\d+)m", resource["memory"])[1])
+    factor = float(spec["flinkConfiguration"].get("kubernetes.jobmanager.memory.limit-factor", 1))
+    assert memory_mib >= 2048, resource
+    assert memory_mib * (factor - 1) >= 512, "no room beside the JVM for the Python client"
+    assert float(resource["cpu"]) >= 2, resource
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
