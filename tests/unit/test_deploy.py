@@ -824,3 +824,28 @@ def test_the_api_runs_on_the_cluster_with_its_tokens():
     (service,) = [d for d in k8s_kind("Service") if d["metadata"]["name"] == "anomaly-api"]
     assert service["spec"]["ports"][0]["port"] == container["ports"][0]["containerPort"]
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+def test_the_shared_claims_can_be_given_a_read_write_many_class():
+    """The shared claims need ReadWriteMany, which most default storage classes cannot give:
+    the kustomization carries a commented patch naming a class for every claim it applies,
+    and that patch, uncommented, is a valid JSON patch of exactly those claims."""
+    claims = k8s_kind("PersistentVolumeClaim")
+    assert claims
+    for claim in claims:
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], claim["metadata"]["name"]
+        assert "storageClassName" not in claim["spec"]  # the kustomization's patch sets it
+    lines = KUSTOMIZATION.read_text().splitlines()
+    start = lines.index("# patches:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# ") or (block and not line.startswith("#  ")):
+            break
+        block.append(line[2:])
+    (patch,) = yaml.safe_load("\n".join(block))["patches"]
+    assert patch["target"] == {"kind": "PersistentVolumeClaim"}
+    ops = yaml.safe_load(patch["patch"])
+    assert ops == [{"op": "add", "path": "/spec/storageClassName", "value": "nfs-client"}]
+    # The claims it reaches are the shared ones: the StatefulSets' own are templates.
+    applied = yaml.safe_load(KUSTOMIZATION.read_text())["resources"]
+    assert "k8s/storage.yaml" in applied
