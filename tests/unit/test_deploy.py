@@ -542,6 +542,11 @@ def test_the_operator_accepts_the_upgrade_mode():
         assert folder("execution.checkpointing.savepoint-dir", "state.savepoints.dir"), mode
     settings = yaml.safe_load((K8S / "config.yaml").read_text())["data"]
     assert settings["ANOMALY_CHECKPOINT_DIR"] == conf["execution.checkpointing.dir"]
+    # Compose (a session cluster): the savepoint folder under Flink 2's key, on a volume.
+    composed = compose_flink_properties()
+    savepoints = composed["execution.checkpointing.savepoint-dir"].removeprefix("file://")
+    mounts = [v.split(":")[1] for v in compose()["services"]["jobmanager"]["volumes"]]
+    assert savepoints in mounts, (savepoints, mounts)
 
 
 def test_stateful_data_lives_in_a_folder_of_its_volume_writable_by_the_image_user():
@@ -826,7 +831,7 @@ def test_the_api_runs_on_the_cluster_with_its_tokens():
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
 
 
-def test_the_shared_claims_can_be_given_a_read_write_many_class():
+def test_the_shared_claims_can_be_given_a_read_write_many_class(tmp_path):
     """The shared claims need ReadWriteMany, which most default storage classes cannot give:
     the kustomization carries a commented patch naming a class for every claim it applies,
     and that patch, uncommented, is a valid JSON patch of exactly those claims."""
@@ -846,6 +851,44 @@ def test_the_shared_claims_can_be_given_a_read_write_many_class():
     assert patch["target"] == {"kind": "PersistentVolumeClaim"}
     ops = yaml.safe_load(patch["patch"])
     assert ops == [{"op": "add", "path": "/spec/storageClassName", "value": "nfs-client"}]
-    # The claims it reaches are the shared ones: the StatefulSets' own are templates.
+    if shutil.which("kubectl") is None:
+        return
+    # Uncommented, kustomize applies it to both shared claims (the StatefulSets' own claims
+    # are templates, left to the default class).
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    text = "\n".join(
+        line[2:] if start <= i < start + len(block) else line for i, line in enumerate(lines)
+    )
+    (copy / "kustomization.yaml").write_text(text + "\n")
+    proc = subprocess.run(
+        ["kubectl", "kustomize", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    rendered = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    classes = {
+        d["metadata"]["name"]: d["spec"].get("storageClassName")
+        for d in rendered
+        if d["kind"] == "PersistentVolumeClaim"
+    }
+    assert classes == {c["metadata"]["name"]: "nfs-client" for c in claims}
+
+
+def test_nothing_applied_is_an_immutable_job():
+    """A Job's pod template is immutable: re-applying the kustomization with a new image tag
+    would fail ("field is immutable"). The preparation step (deploy.init) runs as the init
+    container of a Deployment instead, whose template rolls out."""
     applied = yaml.safe_load(KUSTOMIZATION.read_text())["resources"]
-    assert "k8s/storage.yaml" in applied
+    kinds = {
+        d["kind"] for path in applied for d in yaml.safe_load_all((DEPLOY / path).read_text()) if d
+    }
+    assert "Job" not in kinds and "CronJob" not in kinds, kinds
+    runs_init = [
+        (d["kind"], where, c["name"])
+        for d in k8s_documents()
+        if d["kind"] in ("Deployment", "StatefulSet", "Job")
+        for where in ("initContainers", "containers")
+        for c in d["spec"]["template"]["spec"].get(where, [])
+        if c.get("command", [])[:3] == ["python", "-m", "deploy.init"]
+    ]
+    assert runs_init == [("Deployment", "initContainers", "init")], runs_init
