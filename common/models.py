@@ -143,7 +143,9 @@ def register(settings: Settings, versions: list[str], *, current: str | None = N
         " score_quantiles = EXCLUDED.score_quantiles, registered_at = now(),"
         " current_since = COALESCE(EXCLUDED.current_since, {table}.current_since)"
     ).format(table=sql.Identifier(settings.models_table))
-    conn = connect(settings)
+    # As the writer (allowed on this table, sql/postgres/R__grants.sql): whoever rolls out a
+    # model (the API's retraining, a pod's rollback) records it without the owner's password.
+    conn = connect(settings, role="writer")
     try:
         with conn, conn.cursor() as cur:
             cur.executemany(statement, rows)

@@ -608,8 +608,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from query.retrain import retrain
 
         span = parse_range(request.since)
-        if not settings.pg_password:
-            raise HTTPException(503, "retraining needs the schema owner's ANOMALY_PG_PASSWORD")
+        if not (settings.pg_reader_password and settings.pg_writer_password):
+            raise HTTPException(
+                503,
+                "retraining reads the stored windows as the reader and records the version as "
+                "the writer: set ANOMALY_PG_READER_PASSWORD and ANOMALY_PG_WRITER_PASSWORD",
+            )
         with state["lock"]:
             if any(j.state == "running" for j in state["jobs"].values()):
                 raise HTTPException(409, "a retraining is already running")

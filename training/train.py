@@ -168,7 +168,7 @@ def window_features_from_postgres(
         sql.SQL(", ").join(sql.Identifier(f) for f in FEATURE_NAMES),
         sql.Identifier(settings.scores_table),
     )
-    conn = connect(settings)
+    conn = connect(settings, role="reader")  # a SELECT: the read-only role is enough
     try:
         with conn.cursor() as cur:
             cur.execute(query, (since, until))

@@ -13,6 +13,8 @@ BEGIN
     GRANT INSERT, UPDATE ON ${scores_table}, ${alerts_table}, ${incidents_table},
       ${health_table}, ${dead_letters_table}, ${late_events_table}, ${raw_events_table}
       TO ${pg_writer_user};
+    -- Model versions are recorded as the writer too (a retraining, a rollback): no owner.
+    GRANT INSERT, UPDATE ON ${models_table} TO ${pg_writer_user};
     -- As for the reader below: what the later repeatable migrations re-create stays readable.
     ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO ${pg_writer_user};
   ELSE

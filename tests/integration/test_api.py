@@ -142,14 +142,14 @@ READS = [
 @pytest.fixture(scope="module")
 def authed(api_settings):
     """The API as it runs off loopback (both tokens set), on the same database; without the
-    owner's password, so that a retraining that passes authentication stops at once (503)
+    writer's password, so that a retraining that passes authentication stops at once (503)
     instead of training."""
     from fastapi.testclient import TestClient
 
     from query.api import create_app
 
     tokens = {"api_token": READ_TOKEN, "api_admin_token": ADMIN_TOKEN}
-    return TestClient(create_app(api_settings.replace(pg_password="", **tokens)))
+    return TestClient(create_app(api_settings.replace(pg_writer_password="", **tokens)))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -183,9 +183,11 @@ def test_with_tokens_only_the_admin_token_starts_a_retraining(authed):
     challenge = got.headers["WWW-Authenticate"]
     assert 'error="insufficient_scope"' in challenge and 'scope="admin"' in challenge
     assert authed.post("/retrain", json=body).status_code == 401
-    # Past authentication the endpoint itself answers (here: no owner's password to train).
+    # Past authentication the endpoint itself answers (here: no writer's password to record
+    # the version with).
     got = authed.post("/retrain", json=body, headers=bearer(ADMIN_TOKEN))
-    assert got.status_code == 503 and "ANOMALY_PG_PASSWORD" in got.json()["detail"], got.text
+    assert got.status_code == 503, got.text
+    assert "ANOMALY_PG_WRITER_PASSWORD" in got.json()["detail"], got.text
     health = authed.get("/health")
     assert health.status_code == 200 and health.json()["database"] == "ok"
 
@@ -260,9 +262,16 @@ def wait_for(client, job_id: str, timeout_s: float = 120) -> dict:
     raise AssertionError(f"retraining {job_id} still running after {timeout_s} s")
 
 
-def test_retrain_promotes_a_good_candidate_and_refuses_a_bad_one(client, api_settings):
+def test_retrain_promotes_a_good_candidate_and_refuses_a_bad_one(api_settings):
+    """As the API runs on a cluster: without the owner's password (it reads as the reader and
+    records the version as the writer)."""
+    from fastapi.testclient import TestClient
+
     from common.db import connect
     from common.models import current_version
+    from query.api import create_app
+
+    client = TestClient(create_app(api_settings.replace(pg_password="")))
 
     before = current_version(api_settings)
     now_ms = int(time.time() * 1000) // 10_000 * 10_000

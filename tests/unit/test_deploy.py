@@ -721,7 +721,7 @@ K8S_SECRETS_NEEDED = {
     ("anomaly-scoring", "wait-for-model"): set(),
     # The preparation step: the owner creates the writer and reader roles with their passwords.
     ("anomaly-api", "init"): {"anomaly-db-owner", "anomaly-db-writer", "anomaly-db-reader"},
-    ("anomaly-api", "api"): {"anomaly-db-reader", "anomaly-api"},
+    ("anomaly-api", "api"): {"anomaly-db-reader", "anomaly-db-writer", "anomaly-api"},
     ("timescaledb", "timescaledb"): {"anomaly-db-owner"},
     ("grafana", "grafana"): {"anomaly-db-reader", "grafana-admin"},
     ("kafka", "kafka"): set(),
@@ -734,7 +734,12 @@ COMPOSE_PASSWORDS_NEEDED = {
     "submitter": {"ANOMALY_PG_WRITER_PASSWORD"},
     "simulator": set(),
     "init": {"ANOMALY_PG_PASSWORD", "ANOMALY_PG_WRITER_PASSWORD", "ANOMALY_PG_READER_PASSWORD"},
-    "api": {"ANOMALY_PG_READER_PASSWORD", "ANOMALY_API_TOKEN", "ANOMALY_API_ADMIN_TOKEN"},
+    "api": {
+        "ANOMALY_PG_READER_PASSWORD",
+        "ANOMALY_PG_WRITER_PASSWORD",
+        "ANOMALY_API_TOKEN",
+        "ANOMALY_API_ADMIN_TOKEN",
+    },
     "timescaledb": {"ANOMALY_PG_PASSWORD"},
     "grafana": {"ANOMALY_PG_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"},
     "kafka": set(),
@@ -822,9 +827,10 @@ def test_the_api_runs_on_the_cluster_with_its_tokens():
     assert container["command"][:3] == ["python", "-m", "query.api"]
     assert container["command"][container["command"].index("--host") + 1] == "0.0.0.0"
     assert made_secrets()["anomaly-api"] == tokens
-    # Both tokens from a Secret; of the database, the reader's password only.
+    # Both tokens from a Secret; of the database, the reader's (queries) and the writer's (a
+    # retraining records its version) passwords, never the owner's.
     reached = secret_keys_reached(container)
-    assert reached == tokens | {"ANOMALY_PG_READER_PASSWORD"}, reached
+    assert reached == tokens | {"ANOMALY_PG_READER_PASSWORD", "ANOMALY_PG_WRITER_PASSWORD"}
     assert not any("value" in v for v in container.get("env", []) if v["name"] in tokens)
     (service,) = [d for d in k8s_kind("Service") if d["metadata"]["name"] == "anomaly-api"]
     assert service["spec"]["ports"][0]["port"] == container["ports"][0]["containerPort"]
