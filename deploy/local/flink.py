@@ -90,7 +90,7 @@ class Flink:
         base = yaml.safe_load((self.home / "conf" / "config.yaml").read_text()) or {}
         overrides = yaml.safe_load((HERE / "flink-config.yaml").read_text())
         java_opts = base.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
-        merged = _deep_merge(base, overrides)
+        merged = deep_merge(base, overrides)
         # Keep the package's --add-opens flags and add ours.
         extra = overrides.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
         merged["env"]["java"]["opts"]["all"] = f"{java_opts} {extra}".strip()
@@ -439,11 +439,11 @@ def failure_summary(entries: list[dict], now_ms: float, total: int | None) -> st
     )
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out

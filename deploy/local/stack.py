@@ -28,7 +28,7 @@ from deploy.flink_run import LIVE_JOB_STATES
 from deploy.local.flink import (  # noqa: F401
     PROMETHEUS_REPORTER,
     Flink,
-    _deep_merge,
+    deep_merge,
     failure_summary,
     root_cause,
 )

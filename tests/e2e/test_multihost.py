@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from common.settings import REPO_ROOT, Settings
+from deploy.local.flink import deep_merge
 from tests import netns
 from tests.conftest import FIGURES
 from tests.e2e.test_pipeline import assert_windows_exact
@@ -47,16 +48,6 @@ SLOTS = 2  # per TaskManager: either one alone can run the whole job
 # default is 60 s).
 ZK_SESSION_TIMEOUT_MS = 10_000
 HA_CLUSTER_ID = "/anomaly-multihost"
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class MultiHostCluster:
