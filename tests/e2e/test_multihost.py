@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.settings import REPO_ROOT, Settings
+from common.settings import PG_SECRET_FIELDS, REPO_ROOT, Settings
 from deploy.local.flink import deep_merge
 from tests import netns
 from tests.conftest import FIGURES
@@ -72,7 +72,9 @@ class MultiHostCluster:
             flink_prometheus="off",
         )
         # Passwords of its own, generated into its own secrets file that every host reads.
-        self.settings = ensure_secrets(self.settings)
+        self.settings = ensure_secrets(
+            self.settings.replace(**dict.fromkeys(PG_SECRET_FIELDS, ""))  # not the stack's
+        )
         self.secrets_file = self.settings.secrets_file
         # One Flink configuration and classpath, as the local stack writes them; each host
         # gets its own copy with its addresses.
