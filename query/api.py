@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -277,7 +277,7 @@ class Problem(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
-def _errors(*codes: int) -> dict:
+def _responses(*codes: int) -> dict:
     text = {
         400: "the body is not JSON",
         401: "no bearer token, or not a valid one (the WWW-Authenticate header says which)",
@@ -287,7 +287,12 @@ def _errors(*codes: int) -> dict:
         422: "the request is not valid: the detail says why",
         503: "the database or the model is not available",
     }
-    return {c: {"model": Problem, "description": text[c]} for c in (401, 422, 503, *codes)}
+    return {c: {"model": Problem, "description": text[c]} for c in codes}
+
+
+def _errors(*codes: int) -> dict:
+    """The documented refusals of a route: 422, 503 and ``codes``."""
+    return _responses(422, 503, *codes)
 
 
 # --- authentication (RFC 6750 bearer tokens) ----------------------------------------------
@@ -418,9 +423,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="\n\n".join(p.strip().replace("\n", " ") for p in __doc__.split("\n\n")[2:4]),
     )
     db = Database(settings)
-    # Every route but /health needs a read token; POST /retrain the admin token.
-    reader = [Depends(authorizer(settings, "read"))]
-    admin = [Depends(authorizer(settings, "admin"))]
+    # Every route but /health is on one of these: it needs a read token, or (POST /retrain)
+    # the admin token. A route added to them is protected without a word of its own.
+    reading = APIRouter(
+        dependencies=[Depends(authorizer(settings, "read"))], responses=_responses(401)
+    )
+    retraining = APIRouter(
+        dependencies=[Depends(authorizer(settings, "admin"))], responses=_responses(401, 403)
+    )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
@@ -461,7 +471,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/health",
         response_model=Health,
         tags=["service"],
-        responses={c: r for c, r in _errors().items() if c != 401},
+        responses=_errors(),
     )
     def health() -> Health:
         """Whether the database answers, and the model version scoring requests."""
@@ -478,9 +488,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             model_version=current_version(settings),
         )
 
-    @app.get(
+    @reading.get(
         "/anomalies/latest",
-        dependencies=reader,
         response_model=list[Anomaly],
         tags=["anomalies"],
         responses=_errors(),
@@ -500,9 +509,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             r["explanation"] = _explanation(r["explanation"])
         return rows
 
-    @app.get(
+    @reading.get(
         "/anomalies/counts",
-        dependencies=reader,
         response_model=Counts,
         tags=["anomalies"],
         responses=_errors(),
@@ -526,9 +534,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             devices=devices,
         )
 
-    @app.get(
+    @reading.get(
         "/devices/top",
-        dependencies=reader,
         response_model=list[TopDevice],
         tags=["devices"],
         responses=_errors(),
@@ -542,9 +549,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start, stop = _window(end, time_range)
         return db.rows("SELECT * FROM top_devices(%s, %s, %s)", (start, stop, limit))
 
-    @app.get(
+    @reading.get(
         "/devices/{device_id}/metrics/{metric}",
-        dependencies=reader,
         response_model=list[MetricPoint],
         tags=["devices"],
         responses=_errors(404),
@@ -563,9 +569,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "SELECT * FROM device_metric(%s, %s, %s, %s)", (device_id, metric, start, stop)
         )
 
-    @app.get(
+    @reading.get(
         "/incidents/open",
-        dependencies=reader,
         response_model=list[Incident],
         tags=["incidents"],
         responses=_errors(),
@@ -578,9 +583,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (limit,),
         )
 
-    @app.get(
+    @reading.get(
         "/drift",
-        dependencies=reader,
         response_model=list[Drift],
         tags=["model"],
         responses=_errors(),
@@ -593,13 +597,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         span = parse_range(since)
         return db.rows("SELECT * FROM drift_check(%s, %s)", (span, _utc(end)))
 
-    @app.post(
+    @retraining.post(
         "/retrain",
-        dependencies=admin,
         response_model=RetrainJob,
         status_code=202,
         tags=["model"],
-        responses=_errors(400, 403, 409),
+        responses=_errors(400, 409),
     )
     def start_retrain(request: RetrainRequest) -> RetrainJob:
         """Train a candidate on the windows of ``since`` before now (its newest part held
@@ -637,9 +640,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threading.Thread(target=run, name=f"retrain-{job.job_id}", daemon=True).start()
         return job
 
-    @app.get(
+    @reading.get(
         "/retrain/{job_id}",
-        dependencies=reader,
         response_model=RetrainJob,
         tags=["model"],
         responses=_errors(404),
@@ -650,9 +652,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"no retraining {job_id}")
         return job
 
-    @app.post(
+    @reading.post(
         "/predict",
-        dependencies=reader,
         response_model=Prediction,
         tags=["model"],
         responses=_errors(400),
@@ -684,6 +685,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s["explanation"] = _explanation(s["explanation"])
         return Prediction(model_version=model.version, windows=scored)
 
+    app.include_router(reading)
+    app.include_router(retraining)
     return app
 
 
