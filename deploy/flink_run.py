@@ -183,14 +183,19 @@ def rest_address(jobmanager: str) -> str:
     return jobmanager.removeprefix("http://").rstrip("/")
 
 
-def jobs_overview(jobmanager: str) -> list[dict]:
-    """The cluster's jobs (GET /jobs/overview); raises OSError when it does not answer."""
+def rest_get(jobmanager: str, path: str):
+    """GET ``path`` of a JobManager's REST API, decoded; raises OSError when it does not
+    answer."""
     import json
     import urllib.request
 
-    url = f"http://{rest_address(jobmanager)}/jobs/overview"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.load(resp).get("jobs", [])
+    with urllib.request.urlopen(f"http://{rest_address(jobmanager)}{path}", timeout=10) as resp:
+        return json.load(resp)
+
+
+def jobs_overview(jobmanager: str) -> list[dict]:
+    """The cluster's jobs (GET /jobs/overview); raises OSError when it does not answer."""
+    return rest_get(jobmanager, "/jobs/overview").get("jobs", [])
 
 
 def running_job(jobmanager: str, name: str) -> str | None:
@@ -201,12 +206,7 @@ def running_job(jobmanager: str, name: str) -> str | None:
 
 def job_state(jobmanager: str, job_id: str) -> str:
     """A job's state (GET /jobs/<id>); raises OSError when the REST API does not answer."""
-    import json
-    import urllib.request
-
-    url = f"http://{rest_address(jobmanager)}/jobs/{job_id}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.load(resp)["state"]
+    return rest_get(jobmanager, f"/jobs/{job_id}")["state"]
 
 
 def wait_for_end(
@@ -270,22 +270,21 @@ def wait_attached(
 
 
 def failure_cause(jobmanager: str, job_id: str) -> str:
-    """': <the newest failure's exception>' from the job's exception history, or ''."""
-    import json
-    import urllib.request
-
-    url = f"http://{rest_address(jobmanager)}/jobs/{job_id}/exceptions"
+    """': <the newest failure's root cause>' from the job's exception history, or ''."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            entries = json.load(resp)["exceptionHistory"]["entries"]
+        entries = rest_get(jobmanager, f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
         newest = max(entries, key=lambda e: e.get("timestamp", 0))
     except (OSError, ValueError, KeyError):
         return ""
-    lines = [line.strip() for line in newest.get("stacktrace", "").splitlines() if line.strip()]
+    return f": {root_cause(newest.get('stacktrace') or newest.get('exceptionName', ''))}"
+
+
+def root_cause(stacktrace: str, width: int = 200) -> str:
+    """The innermost cause of a Java stack trace, on one line."""
+    lines = [line.strip() for line in stacktrace.splitlines() if line.strip()]
     causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by:")]
-    if causes:
-        return f": {causes[-1]}"
-    return f": {lines[0] if lines else newest.get('exceptionName', '')}"
+    cause = causes[-1] if causes else (lines[0] if lines else "(no stack trace)")
+    return cause if len(cause) <= width else cause[: width - 3] + "..."
 
 
 def main(argv: list[str] | None = None) -> int:

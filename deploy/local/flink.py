@@ -20,7 +20,14 @@ from pathlib import Path
 import yaml
 
 from common.settings import Settings
-from deploy.flink_run import JOB_SCRIPT, LIVE_JOB_STATES, Submission, SubmitError, flink_home
+from deploy.flink_run import (
+    JOB_SCRIPT,
+    LIVE_JOB_STATES,
+    Submission,
+    SubmitError,
+    flink_home,
+    root_cause,
+)
 from deploy.flink_run import submit as submit_job
 from deploy.local.helpers import (
     HERE,
@@ -414,14 +421,6 @@ def config_dir(args: list[str], cwd: Path) -> Path | None:
     with contextlib.suppress(OSError):
         return (cwd.resolve() / given).resolve()
     return None
-
-
-def root_cause(stacktrace: str, width: int = 200) -> str:
-    """The innermost cause of a Java stack trace, on one line."""
-    lines = [line.strip() for line in stacktrace.splitlines() if line.strip()]
-    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by:")]
-    cause = causes[-1] if causes else (lines[0] if lines else "(no stack trace)")
-    return cause if len(cause) <= width else cause[: width - 3] + "..."
 
 
 def failure_summary(entries: list[dict], now_ms: float, total: int | None) -> str:
