@@ -29,23 +29,12 @@ class StackError(RuntimeError):
 
 
 def pid_alive(pid_file: Path) -> int | None:
+    """The pid a pid file names, if that process lives (a zombie does not)."""
     try:
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    # A zombie is not alive.
-    try:
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return None
-    except OSError:
-        pass
-    return pid
+    return pid if process_alive(pid) else None
 
 
 def descendants(pid: int) -> list[int]:
@@ -95,19 +84,13 @@ def spawn(cmd: list[str], log_file: Path, pid_file: Path, env: dict | None = Non
 
 
 def stop_pid(name: str, pid_file: Path, timeout_s: float = 30.0) -> bool:
+    """End the process a pid file names (SIGTERM, SIGKILL after ``timeout_s``); whether one
+    ran."""
     pid = pid_alive(pid_file)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and pid_alive(pid_file):
-        time.sleep(0.2)
-    if pid_alive(pid_file):
-        log(f"{name} (pid {pid}) ignored SIGTERM for {timeout_s:.0f} s; killing it")
-        os.kill(pid, signal.SIGKILL)
+    if pid is not None and end_processes([pid], timeout_s):
+        log(f"{name} (pid {pid}) ignored SIGTERM for {timeout_s:.0f} s; killed it")
     pid_file.unlink(missing_ok=True)
-    return True
+    return pid is not None
 
 
 def process_alive(pid: int) -> bool:
