@@ -14,6 +14,22 @@ from common.settings import Settings
 from tests.hostile import verdict
 
 
+def wait_until(
+    what: str, check, timeout_s: float, poll_s: float = 0.3, passing: tuple = ()
+) -> float:
+    """Poll ``check`` until it is true; returns when (monotonic clock). An exception of
+    ``passing`` counts as "not yet" (e.g. a service on its way down or up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return time.monotonic()
+        except passing:
+            pass
+        time.sleep(poll_s)
+    raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+
+
 def job_env(settings: Settings, topic: str, **extra: str) -> dict[str, str]:
     return {
         "ANOMALY_EVENTS_TOPIC": topic,

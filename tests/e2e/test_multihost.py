@@ -24,7 +24,7 @@ import yaml
 
 from common.settings import PG_SECRET_FIELDS, REPO_ROOT, Settings
 from deploy.local.flink import deep_merge
-from tests import netns
+from tests import netns, pipeline
 from tests.conftest import FIGURES
 from tests.e2e.test_pipeline import assert_windows_exact
 from tests.e2e.test_recovery import expected_windows, known_messages
@@ -182,11 +182,11 @@ class MultiHostCluster:
         self.start_flink("jm2", "jobmanager")
         for name in TASKMANAGERS:
             self.start_flink(name, "taskmanager")
-        deadline = time.monotonic() + 90
-        while self.rest("jm1", "/overview").get("taskmanagers", 0) < len(TASKMANAGERS):
-            if time.monotonic() > deadline:
-                raise AssertionError("the TaskManagers did not register within 90 s")
-            time.sleep(0.5)
+        wait_until(
+            "the TaskManagers registered",
+            lambda: self.rest("jm1", "/overview").get("taskmanagers", 0) == len(TASKMANAGERS),
+            90,
+        )
         wait_port("JobManager jm2", self.address["jm2"], 8081, 90)
 
     # --- reading the cluster -------------------------------------------------------------------
@@ -206,12 +206,9 @@ class MultiHostCluster:
         )
 
     def wait_log(self, name: str, text: str, timeout_s: float) -> float:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if text in self.log_text(name):
-                return time.monotonic()
-            time.sleep(0.2)
-        raise AssertionError(f"{name}'s log has no {text!r} after {timeout_s:.0f} s")
+        return wait_until(
+            f"{text!r} in {name}'s log", lambda: text in self.log_text(name), timeout_s
+        )
 
     def job_hosts(self, jobmanager: str, job_id: str) -> set[str]:
         """The hosts whose TaskManagers run the job's tasks."""
@@ -244,23 +241,13 @@ class MultiHostCluster:
 def wait_port(what: str, host: str, port: int, timeout_s: float) -> None:
     from deploy.local.stack import port_open
 
-    deadline = time.monotonic() + timeout_s
-    while not port_open(host, port):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not listening on {host}:{port} after {timeout_s:.0f} s")
-        time.sleep(0.3)
+    wait_until(f"{what} listening on {host}:{port}", lambda: port_open(host, port), timeout_s)
 
 
-def wait_until(what: str, check, timeout_s: float, poll_s: float = 0.3) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return time.monotonic()
-        except (OSError, ValueError, KeyError):
-            pass  # a JobManager on its way down or up
-        time.sleep(poll_s)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+def wait_until(what: str, check, timeout_s: float) -> float:
+    """Until ``check`` holds; a REST API that does not answer (a JobManager on its way down
+    or up) is "not yet"."""
+    return pipeline.wait_until(what, check, timeout_s, passing=(OSError, ValueError, KeyError))
 
 
 @pytest.fixture

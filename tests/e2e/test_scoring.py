@@ -24,6 +24,7 @@ from tests.pipeline import (
     operator_metrics,
     wait_for_rows,
     wait_for_state,
+    wait_until,
 )
 from udfs.onnx_scorer import MODEL_FILE
 
@@ -64,15 +65,6 @@ def explained_by_episode_metric(rows, episodes: list[dict]) -> tuple[int, list]:
         if row.top_metric != overlapping[0]["metric"]:
             wrong.append((row.device_id, start, overlapping[0], row.explanation))
     return checked, wrong
-
-
-def wait_until(predicate, timeout_s: float, what: str) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
 
 
 def test_running_job_switches_models_refuses_a_broken_one_and_explains(
@@ -116,15 +108,15 @@ def test_running_job_switches_models_refuses_a_broken_one_and_explains(
             "batch_latency_ms": [v for k, v in values.items() if k.endswith("batch_latency_ms")],
         }
 
-    wait_until(lambda: count_rows(fresh_db, stack.scores_table) > 0, 90, "first scored rows")
+    wait_until("first scored rows", lambda: count_rows(fresh_db, stack.scores_table) > 0, 90)
     pointer.write_text("broken-copy\n")
     broken_written = time.monotonic()
-    refused = wait_until(lambda: metrics()["model_load_failures"] >= 1, 30, "broken refused")
+    refused = wait_until("broken refused", lambda: metrics()["model_load_failures"] >= 1, 30)
     assert producer.is_alive(), "the switch must happen while events still stream"
     assert flink.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     pointer.write_text(second + "\n")
     switch_began, switch_began_wall = time.monotonic(), time.time()
-    switched = wait_until(lambda: second in metrics()["active"], 30, f"{second} active")
+    switched = wait_until(f"{second} active", lambda: second in metrics()["active"], 30)
     assert producer.is_alive(), "the switch must happen while events still stream"
 
     expected = len({(e["device_id"], e["ts_ms"] // 10_000) for e in events})
@@ -134,7 +126,7 @@ def test_running_job_switches_models_refuses_a_broken_one_and_explains(
     rows = fetch_scores(fresh_db)
     scored = int(rows["anomaly_score"].notna().sum())
     # The web UI's metric values are fetched from the TaskManagers every 10 s.
-    wait_until(lambda: metrics()["windows_scored"] >= scored, 30, "metrics caught up")
+    wait_until("metrics caught up", lambda: metrics()["windows_scored"] >= scored, 30)
     final = metrics()
     flink.cancel(job_id)
     # Every window once, value for value, scored by the version it names.

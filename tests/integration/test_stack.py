@@ -283,15 +283,28 @@ def own_flink(base_settings, tmp_path):
         assert shared.processes() == shared_before, "the session's cluster must stay as it was"
 
 
-@pytest.mark.slow
-def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(own_flink):
-    """Issue 21: after a TaskManager died (kill -9), `up` started the whole cluster again (a
-    second JobManager), and `stop` then left the first JobManager running."""
+def kill_9(pid: int, what: str) -> None:
+    """SIGKILL ``pid`` and wait (at most 10 s) until it is gone."""
     import os
     import signal
     import time
 
-    from deploy.local.helpers import port_open, process_alive
+    from deploy.local.helpers import process_alive
+
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_alive(pid):
+        assert time.monotonic() < deadline, f"the killed {what} is still there"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(own_flink):
+    """Issue 21: after a TaskManager died (kill -9), `up` started the whole cluster again (a
+    second JobManager), and `stop` then left the first JobManager running."""
+    import time
+
+    from deploy.local.helpers import port_open
 
     flink = own_flink
     conf = str(flink.conf_dir)
@@ -301,11 +314,7 @@ def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(
     assert flink.taskmanagers_wanted() == 1
     assert sorted(processes_with(conf)) == sorted([jobmanager, taskmanager])
 
-    os.kill(taskmanager, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while process_alive(taskmanager):
-        assert time.monotonic() < deadline, "the killed TaskManager is still there"
-        time.sleep(0.1)
+    kill_9(taskmanager, "TaskManager")
     flink.start()  # what `make up` does for Flink
 
     assert flink.pids("jobmanager") == [jobmanager], "the JobManager must be left as it was"
@@ -327,11 +336,7 @@ def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(
     assert sorted(processes_with(conf)) == sorted([jobmanager, new_taskmanager])
 
     # A dead JobManager: only it starts again, and the TaskManager registers with it.
-    os.kill(jobmanager, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while process_alive(jobmanager):
-        assert time.monotonic() < deadline, "the killed JobManager is still there"
-        time.sleep(0.1)
+    kill_9(jobmanager, "JobManager")
     flink.start()
     (new_jobmanager,) = flink.pids("jobmanager")
     assert flink.pids("taskmanager") == [new_taskmanager]
