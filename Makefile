@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state lint format lock
+.PHONY: help setup demo up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ status: ## what runs where
 
 psql: ## an SQL prompt on the results database of the local stack (SQL="SELECT ...": run that and exit)
 	@cmd=$$($(PY) -m deploy.local.stack psql) && if [ -n "$$SQL" ]; then eval "$$cmd"' -c "$$SQL"'; else eval "$$cmd"; fi
+
+notifications: ## what the local stack's Alertmanager delivered (its inbox stands in for the pager and the chat)
+	@$(PY) -m alerting.inbox --show --file $${ANOMALY_STATE_DIR:-.state}/notifications.jsonl
 
 migrate: setup ## apply pending database migrations and list every version (idempotent)
 	@$(PY) -m common.db migrate
@@ -58,6 +61,9 @@ evaluate: setup ## accuracy on SKAB (its protocol): our models and baselines bes
 
 evaluate-simulator: setup ## accuracy on labelled simulator data: our models beside two baselines
 	@$(PY) -m training.evaluate simulator
+
+evaluate-correlation: up ## cascades collapsed into one incident with the true root, unrelated failures kept apart (simulator runs through the job)
+	@$(PY) -m training.evaluate_correlation $(EVAL_ARGS)
 
 models: ## list model versions (* marks CURRENT)
 	@$(PY) -m common.models list

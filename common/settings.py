@@ -142,6 +142,34 @@ class Settings:
     segment_limits_table: str = "device_segment_limits"
     reference_segment_seconds: int = 3600
 
+    # --- Notifications (alerting/notifier.py) -------------------------------------------
+    # Incidents on linked devices that started at most this many seconds apart and whose
+    # spans overlap (give or take as much) are one correlated incident with a probable root
+    # device: one page per failure.
+    correlated_table: str = "correlated_incidents"
+    # Which correlated incident each device incident belongs to.
+    correlation_table: str = "incident_correlation"
+    correlation_gap_seconds: int = 60
+    # Devices whose first alert lies within this many windows of the earliest one's count as
+    # starting together when the root is ranked (detection works in whole windows).
+    correlation_onset_windows: int = 2
+    # What was delivered to Alertmanager, per correlated incident (the notifier's outbox).
+    notifications_table: str = "notifications"
+    # Alertmanager's API ("" : the notifier does not run). The local stack's listens on 9095
+    # (Alertmanager's usual 9093 is its Kafka controller's port). Open incidents are re-sent this
+    # often, as Alertmanager expects of a client.
+    alertmanager_url: str = "http://127.0.0.1:9095"
+    alert_resend_seconds: int = 30
+    # A resolved notification goes out only once the firing one has been with Alertmanager
+    # this long (seconds): longer than its route's group_wait, so that an incident that opened
+    # and closed while Alertmanager was away still pages once, then resolves.
+    alert_min_firing_seconds: int = 15
+    # Incidents that ended longer ago than this (event time) are neither correlated nor sent.
+    alert_horizon_seconds: int = 3600
+    # Where a notification's links point (Grafana's device dashboard, the HTTP API).
+    grafana_url: str = "http://127.0.0.1:3000"
+    api_url: str = "http://127.0.0.1:8000"
+
     # The local stack loads TimescaleDB where it is installed (auto); off: plain PostgreSQL.
     pg_timescaledb: str = "auto"
     # Registered model versions (card facts: training score quantiles for the drift check).
@@ -213,6 +241,9 @@ class Settings:
             "health_table",
             "links_table",
             "segment_limits_table",
+            "correlated_table",
+            "correlation_table",
+            "notifications_table",
             "models_table",
             "raw_events_table",
             "pg_database",
@@ -309,6 +340,17 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def correlation_onset_seconds(self) -> int:
+        return self.correlation_onset_windows * self.window_seconds
+
+    @property
+    def alert_hold_seconds(self) -> int:
+        """How long (event time) a new correlated incident waits before its first send: until
+        an incident of a linked device that started within the onset tolerance has had its
+        window closed and written, so that a cascade's root is known when it pages."""
+        return self.correlation_onset_seconds + self.window_seconds + self.watermark_delay_seconds
 
     @property
     def secrets_file(self) -> Path:

@@ -177,6 +177,20 @@ class Incident(BaseModel):
     duration_s: float
 
 
+class CorrelatedIncident(BaseModel):
+    id: str
+    root_device: str
+    root_reason: str | None
+    symptoms: list[str]
+    devices: int
+    started_at: datetime
+    ended_at: datetime
+    peak_severity: float | None
+    status: str
+    notification: str
+    notification_error: str | None
+
+
 class Drift(BaseModel):
     model_version: str | None
     windows: int
@@ -581,6 +595,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "SELECT *, extract(epoch FROM duration)::float8 AS duration_s FROM open_incidents"
             " ORDER BY peak_severity DESC NULLS LAST, started_at LIMIT %s",
             (limit,),
+        )
+
+    @reading.get(
+        "/incidents/correlated",
+        response_model=list[CorrelatedIncident],
+        tags=["incidents"],
+        responses=_errors(),
+    )
+    def correlated_incidents(
+        status: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
+        device: Annotated[str | None, Query(max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict]:
+        """One incident per failure: incidents on linked devices that overlap in time, with
+        the probable root device (and why), the others as symptoms, and whether Alertmanager
+        has it. Newest first; ``device``: those it is the root or a symptom of."""
+        return db.rows(
+            "SELECT * FROM correlated_incident_status"
+            " WHERE (%(status)s::text IS NULL OR status = %(status)s)"
+            " AND (%(device)s::text IS NULL OR root_device = %(device)s"
+            "      OR %(device)s = ANY(symptoms))"
+            " ORDER BY started_at DESC, id LIMIT %(limit)s",
+            {"status": status, "device": device, "limit": limit},
         )
 
     @reading.get(

@@ -51,6 +51,9 @@ def stack(base_settings: Settings):
     from deploy.local import stack as local
 
     services = {
+        "notifier": local.Notifier(base_settings),
+        "alertmanager": local.Alertmanager(base_settings),
+        "inbox": local.Inbox(base_settings),
         "flink": local.Flink(base_settings),
         "kafka": local.Kafka(base_settings),
         "postgres": local.Postgres(base_settings),
@@ -58,7 +61,8 @@ def stack(base_settings: Settings):
     was_running = {name: svc.running() for name, svc in services.items()}
     settings = local.up(base_settings)
     yield settings
-    for name, svc in services.items():  # Flink first: it talks to the other two
+    # The notifier first, then Flink: each talks to the ones after it.
+    for name, svc in services.items():
         if not was_running[name]:
             svc.stop()
 
@@ -157,3 +161,32 @@ def retrained(trained):
     card = json.loads((second.model_dir / "card.json").read_text())
     assert second.version != result.version
     return second, settings, card
+
+
+@pytest.fixture
+def alerting(tmp_path, base_settings: Settings):
+    """A real Alertmanager with the example route (deploy/alertmanager/alertmanager.yml) and
+    quick timings, its pager and chat webhooks pointed at an inbox in this test; its own
+    storage, so nothing carries over from another test."""
+    import socket
+    from types import SimpleNamespace
+
+    from alerting.inbox import Inbox
+    from deploy.local.alerting import Alertmanager, render_config
+
+    inbox = Inbox().start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = base_settings.replace(alertmanager_url=f"http://127.0.0.1:{port}")
+    config = render_config(
+        {"pager": f"{inbox.url}/pager", "chat": f"{inbox.url}/chat"},
+        group_wait="1s",
+        group_interval="1s",
+        repeat_interval="1h",
+    )
+    am = Alertmanager(settings, config, root=tmp_path / "alertmanager", maintenance="2s")
+    am.start()
+    yield SimpleNamespace(url=settings.alertmanager_url, inbox=inbox, am=am)
+    am.stop()
+    inbox.stop()

@@ -178,6 +178,18 @@ def load(settings, data: KnownData) -> None:
                     " windows, peak_severity) VALUES (%s, %s, %s, %s, %s)",
                     (r.device_id, r.started_at, r.ended_at, r.windows, r.peak_severity),
                 )
+        # Each incident is a correlated incident of its own (as the notifier records one
+        # on unlinked devices).
+        cur.execute(
+            f"INSERT INTO {settings.correlated_table} (id, root_device, started_at)"  # noqa: S608
+            f" SELECT device_id || '@' || started_at, device_id, started_at"
+            f" FROM {settings.incidents_table}"
+        )
+        cur.execute(
+            f"INSERT INTO {settings.correlation_table}"  # noqa: S608
+            f" SELECT device_id, started_at, device_id || '@' || started_at"
+            f" FROM {settings.incidents_table}"
+        )
         for version, shift in ((MODEL, 0.0), (SHIFTED, 0.0)):
             quantiles = {q: v + shift for q, v in NORMAL_QUANTILES.items()}
             cur.execute(

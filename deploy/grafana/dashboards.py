@@ -180,6 +180,31 @@ FLEET = Dashboard(
             ),
         ),
         Panel(
+            "Correlated incidents",
+            "table",
+            "SELECT started_at, root_device, array_to_string(symptoms, ', ') AS symptoms,"
+            " devices, round(peak_severity::numeric, 1) AS peak_severity, status,"
+            " notification, root_reason\n"
+            "FROM correlated_incident_status WHERE $__timeFilter(started_at) AND"
+            " ('__all' IN (${site:sqlstring}) OR root_device IN"
+            " (SELECT device_id FROM devices WHERE site IN (${site:sqlstring})))\n"
+            "ORDER BY started_at DESC LIMIT 100",
+            "table",
+            description="One row per failure: incidents on linked devices that overlap in time,"
+            " with the probable root (and why) and the others as symptoms; what was sent to"
+            " Alertmanager.",
+            columns=(
+                "started_at",
+                "root_device",
+                "symptoms",
+                "devices",
+                "peak_severity",
+                "status",
+                "notification",
+                "root_reason",
+            ),
+        ),
+        Panel(
             "Latest anomalies",
             "table",
             "SELECT window_start AS time, device_id, round(severity::numeric, 1) AS severity,"

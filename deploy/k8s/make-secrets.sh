@@ -2,7 +2,7 @@
 # Create the deployment's Secrets with random values, each only if it does not exist yet
 # (rerunning changes nothing). Each pod mounts only the Secrets it needs:
 #   anomaly-db-owner   ANOMALY_PG_PASSWORD         TimescaleDB, the init step, retraining
-#   anomaly-db-writer  ANOMALY_PG_WRITER_PASSWORD  the Flink job (JobManager, TaskManagers)
+#   anomaly-db-writer  ANOMALY_PG_WRITER_PASSWORD  the Flink job (its pods), the notifier
 #   anomaly-db-reader  ANOMALY_PG_READER_PASSWORD  Grafana, the API
 #   grafana-admin      GRAFANA_ADMIN_PASSWORD      Grafana
 #   anomaly-api        ANOMALY_API_TOKEN ANOMALY_API_ADMIN_TOKEN   the API's bearer tokens

@@ -25,6 +25,7 @@ from deploy.flink_run import LIVE_JOB_STATES
 
 # Each service keeps its start, stop and status in its own module (postgres.py, kafka.py,
 # flink.py); their names stay importable from here, as before the split.
+from deploy.local.alerting import Alertmanager, Inbox, Notifier
 from deploy.local.flink import (  # noqa: F401
     PROMETHEUS_REPORTER,
     Flink,
@@ -108,6 +109,9 @@ def up(settings: Settings) -> Settings:
             f"created topic {settings.events_topic} ({settings.events_topic_partitions} partitions)"
         )
     Flink(settings).start()
+    Inbox(settings).start()
+    Alertmanager(settings).start()
+    Notifier(settings).start()
     log(f"stack up in {time.monotonic() - began:.1f} s")
     return settings
 
@@ -118,6 +122,9 @@ def down(settings: Settings) -> None:
         log(f"cancelling job {job['jid']} ({job['name']})")
         flink.cancel(job["jid"])
     Simulator(settings).stop()
+    Notifier(settings).stop()
+    Alertmanager(settings).stop()
+    Inbox(settings).stop()
     flink.stop()
     Kafka(settings).stop()
     Postgres(settings).stop()
@@ -296,6 +303,8 @@ Newest anomaly scores (the first rows land about {first_rows_s} s after the job 
                  open_incidents, device_health; functions: anomaly_counts, drift_check, ...)
   make api       the HTTP API on http://127.0.0.1:8000/docs
   make plot PLOT_ARGS="--device dev-00003 --metric latency_ms --since 30m"   a PNG report
+  make notifications   what Alertmanager ({settings.alertmanager_url}) delivered: one per
+                 correlated incident, to the example route's pager and chat (its inbox)
   make status    what runs where
   make stop      stop everything
 """,
@@ -325,13 +334,31 @@ def status(settings: Settings) -> int:
         pid_alive(sim.pid_file) is not None,
         f"-> {settings.events_topic} (log {sim.log_file})",
     )
+    am, notifier = Alertmanager(settings), Notifier(settings)
+    line("Alertmanager", am.running(), f"{settings.alertmanager_url} (config {am.config})")
+    line("notifier", notifier.running(), f"log {notifier.log_file}; make notifications")
     for job in flink.jobs():
         print(f"  job {job['jid']}  {job['state']:<10} {job['name']}")
         if job.get("state") in (*LIVE_JOB_STATES, "FAILED"):
             print(f"      {flink.failure_summary(job['jid'])}")
     if pg.running():
         print_result_counts(settings)
+        print_notification_backlog(settings)
     return 0
+
+
+def print_notification_backlog(settings: Settings) -> None:
+    """Notifications Alertmanager has not accepted yet (it was away, or refused them)."""
+    from alerting.notifier import backlog
+
+    try:
+        pending, error = backlog(settings)
+    except Exception as exc:  # status must not fail on a database it cannot read
+        print(f"  (notification backlog not readable: {exc})")
+        return
+    print(f"  {'notifications':<15} {pending} waiting for Alertmanager (backlog)")
+    if pending and error:
+        print(f"      last error: {error}")
 
 
 def print_result_counts(settings: Settings) -> None:

@@ -15,6 +15,9 @@ BEGIN
       TO ${pg_writer_user};
     -- Model versions are recorded as the writer too (a retraining, a rollback): no owner.
     GRANT INSERT, UPDATE ON ${models_table} TO ${pg_writer_user};
+    -- The notifier (alerting/notifier.py) records correlations and what it delivered.
+    GRANT INSERT, UPDATE ON ${correlated_table}, ${correlation_table}, ${notifications_table}
+      TO ${pg_writer_user};
     -- As for the reader below: what the later repeatable migrations re-create stays readable.
     ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO ${pg_writer_user};
   ELSE

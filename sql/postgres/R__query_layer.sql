@@ -142,6 +142,32 @@ SELECT unnest(${metric_names_array}) AS metric;
 CREATE OR REPLACE VIEW open_incidents AS
 SELECT * FROM incident_status WHERE status = 'open';
 
+-- Correlated incidents (alerting/correlate.py): the root, its symptoms (the other devices),
+-- their span and peak, open while any member is, and where its notification stands.
+CREATE OR REPLACE VIEW correlated_incident_status AS
+SELECT
+  c.id,
+  c.root_device,
+  c.root_reason,
+  COALESCE(array_agg(m.device_id ORDER BY m.started_at, m.device_id)
+           FILTER (WHERE m.device_id <> c.root_device), '{}') AS symptoms,
+  count(*) AS devices,
+  min(s.started_at) AS started_at,
+  max(s.ended_at) AS ended_at,
+  max(s.peak_severity) AS peak_severity,
+  CASE WHEN bool_or(s.status = 'open') THEN 'open' ELSE 'closed' END AS status,
+  CASE
+    WHEN n.resolved_at IS NOT NULL THEN 'resolved sent'
+    WHEN n.fired_at IS NOT NULL THEN 'firing sent'
+    ELSE 'not sent'
+  END AS notification,
+  n.last_error AS notification_error
+FROM ${correlated_table} AS c
+JOIN ${correlation_table} AS m ON m.correlated_id = c.id
+JOIN incident_status AS s ON s.device_id = m.device_id AND s.started_at = m.started_at
+LEFT JOIN ${notifications_table} AS n ON n.correlated_id = c.id
+GROUP BY c.id, c.root_device, c.root_reason, n.resolved_at, n.fired_at, n.last_error;
+
 -- Pipeline health per minute of event time: events counted into windows, windows written,
 -- devices heard from, flagged windows; and how long after its window ended a row landed.
 CREATE OR REPLACE VIEW pipeline_throughput_1m AS

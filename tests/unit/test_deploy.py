@@ -190,12 +190,14 @@ def test_images_match_the_pinned_versions():
     tag = re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg(\d+)", images["timescaledb"])
     assert tag and int(tag[1]) >= max(pg_floor, 17), images["timescaledb"]
     # The project's own image carries the project's version.
-    for name in ("init", "jobmanager", "taskmanager", "submitter", "simulator", "api"):
+    for name in ("init", "jobmanager", "taskmanager", "submitter", "simulator", "api", "notifier"):
         assert images[name] == PROJECT_IMAGE, name
     # Kubernetes runs the same images as docker-compose.
     k8s_images = {c["image"] for spec in pod_specs() for c in containers(spec) if "image" in c}
     k8s_images.add(flink_deployment()["spec"]["image"])
-    same = {images[n] for n in ("kafka", "timescaledb", "grafana", "prometheus", "init")}
+    same = {
+        images[n] for n in ("kafka", "timescaledb", "grafana", "prometheus", "alertmanager", "init")
+    }
     assert k8s_images == same, k8s_images ^ same
     kustomized = yaml.safe_load(KUSTOMIZATION.read_text())["images"]
     assert kustomized == [{"name": "flink-anomaly", "newTag": PYPROJECT["project"]["version"]}]
@@ -358,7 +360,7 @@ def test_compose_variables_and_settings_exist():
 
 def test_compose_commands_name_real_modules_and_options():
     services = compose()["services"]
-    for name in ("init", "submitter", "simulator"):
+    for name in ("init", "submitter", "simulator", "notifier"):
         cmd = services[name]["command"]
         assert cmd[:2] == ["python", "-m"], name
         module = cmd[2]
@@ -368,6 +370,15 @@ def test_compose_commands_name_real_modules_and_options():
         assert proc.returncode == 0, f"{name}: python -m {module} --help: {proc.stderr}"
         for option in (a for a in cmd[3:] if a.startswith("--")):
             assert option in proc.stdout, f"{name}: {module} has no option {option}"
+    # The notifier's subcommand is one of its choices ({run,once,status}).
+    proc = subprocess.run(
+        [sys.executable, "-m", "alerting.notifier", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    choices = re.search(r"\{([a-z,]+)\}", proc.stdout)[1].split(",")
+    assert services["notifier"]["command"][3:] == ["run"] and "run" in choices
 
 
 # --- Kubernetes: references -------------------------------------------------------------------
@@ -395,6 +406,9 @@ def test_kustomization_lists_every_manifest_and_file():
         p.relative_to(DEPLOY).as_posix() for p in (DEPLOY / "grafana" / "dashboards").glob("*.json")
     )
     assert sorted(generated["grafana-dashboards"]) == dashboards
+    # Alertmanager's configuration is the example file docker-compose mounts and the local
+    # stack renders (deploy/alertmanager/alertmanager.yml), under the name its pod reads.
+    assert generated["alertmanager-config"] == ["alertmanager/alertmanager.yml"]
     # Every ConfigMap, PVC and Secret a pod names is defined (the Secret by the README's command).
     config_maps = set(generated) | {d["metadata"]["name"] for d in k8s_kind("ConfigMap")}
     claims = {d["metadata"]["name"] for d in k8s_kind("PersistentVolumeClaim")}
@@ -467,6 +481,27 @@ def test_kustomize_renders_the_whole_deployment():
     ]
     job_health = DEPLOY / "grafana" / "dashboards" / "anomaly-job-health.json"
     assert dashboards["data"]["anomaly-job-health.json"] == job_health.read_text()
+    # Alertmanager's configuration: the example file as it is, under the generated (hashed)
+    # name its StatefulSet mounts, so that a changed file rolls the pod.
+    (am_config,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("alertmanager-config-")
+    ]
+    example = DEPLOY / "alertmanager" / "alertmanager.yml"
+    assert am_config["data"] == {"alertmanager.yml": example.read_text()}
+    (am,) = [
+        d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "alertmanager"
+    ]
+    volumes = am["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "config", "configMap": {"name": am_config["metadata"]["name"]}} in volumes
+    (notifier,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "notifier"
+    ]
+    (container,) = notifier["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == PROJECT_IMAGE
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    assert "alertmanager" in services
 
 
 # --- the remote submission script ---------------------------------------------------------------
@@ -727,6 +762,9 @@ K8S_SECRETS_NEEDED = {
     ("kafka", "kafka"): set(),
     ("simulator", "simulator"): set(),
     ("prometheus", "prometheus"): set(),
+    # The notifier records what Alertmanager accepted, as the writer.
+    ("notifier", "notifier"): {"anomaly-db-writer"},
+    ("alertmanager", "alertmanager"): set(),
 }
 COMPOSE_PASSWORDS_NEEDED = {
     "jobmanager": set(),
@@ -744,6 +782,8 @@ COMPOSE_PASSWORDS_NEEDED = {
     "grafana": {"ANOMALY_PG_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"},
     "kafka": set(),
     "prometheus": set(),
+    "notifier": {"ANOMALY_PG_WRITER_PASSWORD"},
+    "alertmanager": set(),
 }
 # The passwords that open everything: the schema owner (PostgreSQL's superuser in the
 # TimescaleDB image) and Grafana's admin.
@@ -800,13 +840,15 @@ def test_each_pod_gets_only_the_secrets_it_needs():
             assert not reached & MASTER_KEYS, (workload, name, reached)
             if workload == "anomaly-scoring":
                 assert reached <= {"ANOMALY_PG_WRITER_PASSWORD"}, (name, reached)
+    notifier = k8s_containers()[("notifier", "notifier")]
+    assert secret_keys_reached(notifier) == {"ANOMALY_PG_WRITER_PASSWORD"}
     # In compose, a password reaches a container only as an ${...} of its environment.
     for name, svc in compose()["services"].items():
         text = yaml.safe_dump(svc.get("environment", {}))
         passwords = set(re.findall(r"\$\{([A-Z_]+):\?", text))
         assert passwords == COMPOSE_PASSWORDS_NEEDED[name], name
         assert "env_file" not in svc, name  # a whole .env would bring every password
-    for name in ("jobmanager", "taskmanager", "submitter", "api"):
+    for name in ("jobmanager", "taskmanager", "submitter", "api", "notifier"):
         assert not COMPOSE_PASSWORDS_NEEDED[name] & MASTER_KEYS, name
 
 
@@ -835,6 +877,108 @@ def test_the_api_runs_on_the_cluster_with_its_tokens():
     (service,) = [d for d in k8s_kind("Service") if d["metadata"]["name"] == "anomaly-api"]
     assert service["spec"]["ports"][0]["port"] == container["ports"][0]["containerPort"]
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+def alertmanager_flags(args: list[str]) -> dict[str, str]:
+    """--flag=value arguments of Alertmanager's command line, as a dict."""
+    return dict(a.removeprefix("--").partition("=")[::2] for a in args)
+
+
+def test_alertmanager_and_the_notifier_run_on_the_cluster():
+    """Alertmanager (the example configuration, its data on a volume, one instance) and the
+    notifier (the project's image, the writer's password only, Alertmanager by its service
+    name) in both deployments, alike."""
+    services = compose()["services"]
+    # docker-compose: Alertmanager reads the example file, read-only, where its flags say,
+    # keeps silences and the notification log in a named volume, on loopback only.
+    am = services["alertmanager"]
+    flags = alertmanager_flags(am["command"])
+    assert flags["cluster.listen-address"] == ""  # one instance: no gossip port
+    mounts = {m.split(":")[1]: m for m in am["volumes"]}
+    config = mounts[flags["config.file"]]
+    assert config == f"../alertmanager/alertmanager.yml:{flags['config.file']}:ro"
+    assert (COMPOSE_FILE.parent / config.split(":")[0]).resolve() == (
+        DEPLOY / "alertmanager" / "alertmanager.yml"
+    )
+    data = mounts[flags["storage.path"]].split(":")[0]
+    assert data in compose()["volumes"], data
+    assert am["ports"] == ["127.0.0.1:9093:9093"]
+    assert am["restart"] == "unless-stopped"
+    # The notifier: the project's settings, Alertmanager by service name, after `init`.
+    notifier = services["notifier"]
+    assert notifier["command"] == ["python", "-m", "alerting.notifier", "run"]
+    assert notifier["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+    assert "alertmanager" in notifier["depends_on"]
+    assert notifier["restart"] == "unless-stopped"
+    env = notifier["environment"]
+    assert {k: v for k, v in env.items() if k in compose()["x-anomaly-env"]} == compose()[
+        "x-anomaly-env"
+    ]
+    url = env["ANOMALY_ALERTMANAGER_URL"]
+    assert url == "http://alertmanager:9093"
+    assert am["ports"][0].endswith(":" + url.rsplit(":", 1)[1])  # the port it listens on
+    assert {k for k in env if k.startswith(ENV_PREFIX)} <= SETTING_VARIABLES
+    plain = {k: str(v) for k, v in env.items() if not str(v).startswith("${")}
+    assert Settings.from_env(plain).alertmanager_url == url
+    assert "ports" not in notifier  # it listens on nothing
+    # Kubernetes: the same image and flags, one replica, the configuration from the generated
+    # ConfigMap at the --config.file path, the data on the claim template, not as root.
+    (sts,) = [d for d in k8s_kind("StatefulSet") if d["metadata"]["name"] == "alertmanager"]
+    assert sts["spec"]["replicas"] == 1
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == am["image"]
+    assert alertmanager_flags(container["args"]) == flags
+    k8s_mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_dir, _, config_key = flags["config.file"].rpartition("/")
+    assert volumes[k8s_mounts[config_dir]]["configMap"]["name"] == "alertmanager-config"
+    assert config_key == "alertmanager.yml"  # the generated ConfigMap's key (the file's name)
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert k8s_mounts[flags["storage.path"]] == claim["metadata"]["name"]
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
+    assert security["fsGroup"] == security["runAsGroup"]  # the fresh volume is writable
+    assert {"requests", "limits"} <= set(container["resources"])
+    (service,) = [d for d in k8s_kind("Service") if d["metadata"]["name"] == "alertmanager"]
+    assert service["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    (port,) = container["ports"]
+    assert service["spec"]["ports"][0]["port"] == port["containerPort"] == 9093
+    # The notifier's Deployment: the compose command, the same Alertmanager address (the
+    # Service's name and port), one pod at a time.
+    (deployment,) = [d for d in k8s_kind("Deployment") if d["metadata"]["name"] == "notifier"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] != 0
+    (container,) = pod["containers"]
+    assert container["image"] == PROJECT_IMAGE
+    assert container["command"] == notifier["command"]
+    assert {"configMapRef": {"name": "anomaly-settings"}} in container["envFrom"]
+    k8s_env = {v["name"]: v["value"] for v in container["env"] if "value" in v}
+    assert k8s_env["ANOMALY_ALERTMANAGER_URL"] == url
+    assert set(k8s_env) <= SETTING_VARIABLES
+    assert {"requests", "limits"} <= set(container["resources"])
+    # The example configuration is valid for Alertmanager (amtool, where installed).
+    if shutil.which("amtool"):
+        proc = subprocess.run(
+            ["amtool", "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("prometheus-alertmanager") is None, reason="no local Alertmanager")
+def test_alertmanager_image_matches_the_local_version():
+    """The clusters run the Alertmanager version the local stack runs (and the suite tests
+    the example configuration against)."""
+    proc = subprocess.run(
+        ["prometheus-alertmanager", "--version"], capture_output=True, text=True, check=False
+    )
+    local = re.search(r"version (\d+\.\d+\.\d+)", proc.stdout + proc.stderr)[1]
+    assert compose()["services"]["alertmanager"]["image"] == f"prom/alertmanager:v{local}"
 
 
 def test_the_shared_claims_can_be_given_a_read_write_many_class(tmp_path):
