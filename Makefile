@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state lint format lock
+.PHONY: help setup demo up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ bench-onnx: setup ## IsolationForest scoring: scikit-learn vs skl2onnx vs one-no
 bench-udf: setup ## the scoring UDF alone: vectorized ONNX vs per-row ONNX vs per-row scikit-learn
 	@$(PY) -m bench.scoring_udf $(BENCH_ARGS)
 
+
+bench-notifier: up ## one notifier cycle (read, correlate, record, plan) with 100 to 10,000 incidents in its horizon
+	@$(PY) -m bench.notifier $(BENCH_ARGS)
 
 bench-state: up ## the job's Flink state per stage once 1,000 devices have filled the context horizons
 	@$(PY) -m bench.job_state $(BENCH_ARGS)

@@ -304,7 +304,7 @@ def annotations_of(cur, g: Group, s: Settings) -> dict[str, str]:
         ),
         "severity": f"{max(m['peak_severity'] or 0.0 for m in g.members):.0f}",
         "top_metrics": root.get("top_metrics") or "",
-        "explanation": model["explanation"] if model else "",
+        "explanation": explanation_text(model["explanation"]) if model else "",
         "rules": "; ".join(
             f"{name.removeprefix('rule:')}: {a['metric']} {a['value']:.4g} vs threshold "
             f"{a['threshold']:.4g}"
@@ -318,6 +318,19 @@ def annotations_of(cur, g: Group, s: Settings) -> dict[str, str]:
         "api": f"{s.api_url}/incidents/correlated?" + urlencode({"device": device}),
     }
     return {k: v for k, v in out.items() if v}
+
+
+def explanation_text(explanation: str) -> str:
+    """A model alert's explanation (JSON, as the job stores it) in words: each metric the
+    window deviated on (its most deviating feature), actual against typical, in the order
+    of their part in the score."""
+    try:
+        return "; ".join(
+            f"{i['feature']} {i['direction']}: {i['actual']:.4g} (typical {i['typical']:.4g})"
+            for i in json.loads(explanation)
+        )
+    except (ValueError, TypeError, KeyError):
+        return explanation
 
 
 def _iso(t: datetime) -> str:

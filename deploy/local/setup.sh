@@ -32,7 +32,7 @@ if ((${#need_apt[@]})); then
   # The packages create and may start a system PostgreSQL on 5432 and a Prometheus on 9090;
   # the stack and the tests run their own.
 else
-  say "system packages present (PostgreSQL, Java, Maven, Prometheus)"
+  say "system packages present (PostgreSQL, Java, Maven, Prometheus, Alertmanager)"
 fi
 
 # --- 2. Python virtualenv -------------------------------------------------------------------
