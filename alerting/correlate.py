@@ -40,14 +40,25 @@ def correlated_id(incident: Incident) -> str:
     return f"{incident.device_id}@{incident.started_at.isoformat()}"
 
 
-def neighbours(links: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
-    """Each device's linked devices, either direction."""
-    out: dict[str, set[str]] = defaultdict(set)
-    for a, b in links:
-        if a != b:
-            out[a].add(b)
-            out[b].add(a)
-    return out
+class Links:
+    """device_links as read this cycle: each device's outgoing and incoming links (a link
+    leads from device_a to device_b). Built once per cycle, shared by every lookup."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]):
+        self.out: dict[str, set[str]] = defaultdict(set)
+        self.into: dict[str, set[str]] = defaultdict(set)
+        for a, b in pairs:
+            if a != b:
+                self.out[a].add(b)
+                self.into[b].add(a)
+
+    @classmethod
+    def of(cls, links: Links | Iterable[tuple[str, str]]) -> Links:
+        return links if isinstance(links, Links) else cls(links)
+
+    def around(self, device: str) -> set[str]:
+        """The devices linked to ``device``, either direction."""
+        return self.out.get(device, set()) | self.into.get(device, set())
 
 
 def related(a: Incident, b: Incident, gap: timedelta) -> bool:
@@ -64,7 +75,7 @@ def related(a: Incident, b: Incident, gap: timedelta) -> bool:
 def assign(
     incidents: list[Incident],
     assigned: dict[Key, str],
-    links: Iterable[tuple[str, str]],
+    links: Links | Iterable[tuple[str, str]],
     gap: timedelta,
 ) -> dict[Key, str]:
     """Correlated incident ids for the incidents that have none yet (the others keep theirs).
@@ -75,7 +86,7 @@ def assign(
     correlated incident, named after its first member. Existing ones are never merged with
     each other: the caller passes as ``assigned`` those that were paged, which stay as paged.
     """
-    linked = neighbours(links)
+    links = Links.of(links)
     by_device: dict[str, list[Incident]] = defaultdict(list)
     for incident in incidents:
         by_device[incident.device_id].append(incident)
@@ -90,7 +101,7 @@ def assign(
 
     touches: dict[Key, set[str]] = defaultdict(set)
     for incident in new:
-        for device in linked.get(incident.device_id, ()):
+        for device in links.around(incident.device_id):
             for other in by_device.get(device, ()):
                 if not related(incident, other, gap):
                     continue
@@ -125,7 +136,9 @@ def assign(
 
 
 def rank_root(
-    members: list[Incident], links: Iterable[tuple[str, str]], onset_tolerance: timedelta
+    members: list[Incident],
+    links: Links | Iterable[tuple[str, str]],
+    onset_tolerance: timedelta,
 ) -> Root:
     """The probable root of a correlated incident, and why.
 
@@ -140,12 +153,9 @@ def rank_root(
         first[m.device_id] = min(first.get(m.device_id, m.started_at), m.started_at)
         peak[m.device_id] = max(peak.get(m.device_id, 0.0), m.peak_severity or 0.0)
     devices = set(first)
-    out_links: dict[str, set[str]] = defaultdict(set)
-    in_links: dict[str, set[str]] = defaultdict(set)
-    for a, b in links:
-        if a != b and a in devices and b in devices:
-            out_links[a].add(b)
-            in_links[b].add(a)
+    links = Links.of(links)
+    out_links = {d: links.out.get(d, set()) & devices for d in devices}
+    in_links = {d: links.into.get(d, set()) & devices for d in devices}
     t0 = min(first.values())
 
     def order(device: str) -> tuple:

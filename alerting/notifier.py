@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from alerting.correlate import Incident, assign, rank_root
+from alerting.correlate import Incident, Links, assign, rank_root
 from common.db import connect
 from common.settings import Settings
 
@@ -149,7 +149,7 @@ def _rows(cur, query, params=()) -> list[dict]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def read_groups(cur, s: Settings) -> tuple[datetime, list[Group], list[tuple[str, str]]]:
+def read_groups(cur, s: Settings) -> tuple[datetime, list[Group], Links]:
     """Correlate, record, and return (stream time, the groups to consider, the links): the
     incidents that ended within the horizon, and those of groups whose notification is not
     complete (Alertmanager was away longer than the horizon).
@@ -182,7 +182,7 @@ def read_groups(cur, s: Settings) -> tuple[datetime, list[Group], list[tuple[str
         (stream_time, s.alert_horizon_seconds),
     )
     cur.execute(sql.SQL("SELECT device_a, device_b FROM {}").format(sql.Identifier(s.links_table)))
-    links = [tuple(r) for r in cur.fetchall()]
+    links = Links(cur.fetchall())
     by_key = {(r["device_id"], r["started_at"]): r for r in incidents}
     as_incident = {
         k: Incident(k[0], k[1], r["ended_at"], r["peak_severity"] or 0.0) for k, r in by_key.items()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alerting.correlate import Incident, assign, rank_root
+from alerting.correlate import Incident, Links, assign, rank_root
 from alerting.notifier import Group, plan
 from common.settings import REPO_ROOT, Settings
 
@@ -150,6 +150,7 @@ def replay(alerts: list[dict], links, s: Settings) -> tuple[dict, dict]:
         return assigned, roots
     t = min(a["window_end"] for a in alerts)
     end = max(a["window_end"] for a in alerts) + closes_after + window
+    links = Links(links)
     gap = timedelta(seconds=s.correlation_gap_seconds)
     tolerance = timedelta(seconds=s.correlation_onset_seconds)
     horizon = timedelta(seconds=s.alert_horizon_seconds)
