@@ -77,8 +77,11 @@ def assign(
     assigned: dict[Key, str],
     links: Links | Iterable[tuple[str, str]],
     gap: timedelta,
+    resolved: frozenset[str] = frozenset(),
 ) -> dict[Key, str]:
     """Correlated incident ids for the incidents that have none yet (the others keep theirs).
+    Nothing joins a correlated incident in ``resolved`` (its page is over: a late member
+    would never be told).
 
     New incidents that are linked and related in time (``related``), directly or through
     each other, form one component. A lone new incident that is related to members of
@@ -124,7 +127,7 @@ def assign(
 
     out: dict[Key, str] = {}
     for members in components.values():
-        existing = set().union(*(touches[m.key] for m in members))
+        existing = set().union(*(touches[m.key] for m in members)) - resolved
         # A lone incident related to existing correlated incidents is a late symptom: it
         # joins the oldest. New linked incidents are a failure with a root of their own.
         if existing and len(members) == 1:

@@ -164,12 +164,14 @@ def read_groups(cur, s: Settings) -> tuple[datetime, list[Group], Links]:
         sql.SQL(
             "SELECT s.device_id, s.started_at, s.ended_at, s.peak_severity, s.status,"
             " s.top_metrics, s.sources, s.site, s.region, s.criticality, d.kind,"
-            " m.correlated_id, COALESCE(c.root_frozen, false) AS frozen"
+            " m.correlated_id, COALESCE(c.root_frozen, false) AS frozen,"
+            " n.resolved_at IS NOT NULL AS resolved"
             " FROM incident_status AS s"
             " LEFT JOIN {devices} AS d ON d.device_id = s.device_id"
             " LEFT JOIN {correlation} AS m"
             "   ON m.device_id = s.device_id AND m.started_at = s.started_at"
             " LEFT JOIN {correlated} AS c ON c.id = m.correlated_id"
+            " LEFT JOIN {notifications} AS n ON n.correlated_id = m.correlated_id"
             " WHERE s.ended_at >= %s - make_interval(secs => %s)"
             "    OR m.correlated_id IN (SELECT correlated_id FROM {notifications}"
             "                           WHERE resolved_at IS NULL)"
@@ -189,7 +191,8 @@ def read_groups(cur, s: Settings) -> tuple[datetime, list[Group], Links]:
     }
     sent = {k: r["correlated_id"] for k, r in by_key.items() if r["frozen"]}
     gap = timedelta(seconds=s.correlation_gap_seconds)
-    regrouped = assign(list(as_incident.values()), sent, links, gap)
+    resolved = frozenset(r["correlated_id"] for r in by_key.values() if r["resolved"])
+    regrouped = assign(list(as_incident.values()), sent, links, gap, resolved)
     changed = {k: cid for k, cid in regrouped.items() if by_key[k]["correlated_id"] != cid}
     for k, cid in regrouped.items():
         by_key[k]["correlated_id"] = cid

@@ -65,6 +65,16 @@ def test_new_members_join_an_existing_incident_and_existing_ones_are_never_merge
     assert set(got.values()) == {correlated_id(pair[0])}
 
 
+def test_nothing_joins_an_incident_whose_page_was_resolved():
+    first = inc("r1", 0, 30)
+    late = inc("a1", 40, 60)
+    ids = {first.key: "done"}
+    assert assign([first, late], ids, LINKS, GAP) == {late.key: "done"}
+    assert assign([first, late], ids, LINKS, GAP, frozenset({"done"})) == {
+        late.key: correlated_id(late)
+    }
+
+
 def test_links_are_read_as_they_are_now():
     incidents = [inc("r1", 0, 60), inc("u1", 10, 60)]
     assert len(set(assign(incidents, {}, LINKS, GAP).values())) == 2
