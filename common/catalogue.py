@@ -11,6 +11,7 @@ folder of CSVs. Loading validates everything and names the file and field at fau
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
@@ -33,6 +34,10 @@ SCENARIO_TYPES = (
 )
 # Scenarios whose episode length needs a metric to act on.
 _NEEDS_METRICS = ("spike", "dip", "level_shift", "drift", "stuck")
+# The agents' inputs a catalogue can name metrics for (README, Agents), beside the flat event.
+AGENT_INPUTS = ("collectd", "telegraf", "otlp")
+INPUTS = ("flat", *AGENT_INPUTS)
+_AGENT_NAME = re.compile(r"([^{}\s]+)(?:\{([^{}]*)\})?")
 
 
 class CatalogueError(SettingsError):
@@ -49,6 +54,13 @@ class Metric:
     decimals: int = 4
     # Column holding this metric in a replayed dataset, if it differs from the name.
     source_column: str | None = None
+    # A running total (bytes sent, packets, CPU time): the job scores its rate per second
+    # (jvm/ CounterRates). Agents that say so themselves (collectd's derive, OTLP's monotonic
+    # cumulative sums) must agree, or their points are dead letters that say so.
+    counter: bool = False
+    # What each agent input calls this metric (AGENT_INPUTS): a name, and for Telegraf and
+    # OpenTelemetry optionally the tags a point must carry, `cpu.usage_user{cpu=cpu-total}`.
+    agents: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,23 @@ class Catalogue:
     def metric_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.metrics)
 
+    def agent_mapping(self, agent: str) -> dict:
+        """What the telemetry-json format reads for an agent input (jvm/ AgentMapping):
+        ``names``, [name, {tag: value}, metric] per metric the input names, and ``counters``."""
+        return {
+            "names": [
+                [name, dict(tags), m.name]
+                for m in self.metrics
+                for input_, name, tags in m.agents
+                if input_ == agent
+            ],
+            "counters": [m.name for m in self.metrics if m.counter],
+        }
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.metrics if m.counter)
+
     @property
     def source_columns(self) -> dict[str, str]:
         """CSV column -> metric name, for reading datasets of this catalogue's metrics."""
@@ -204,6 +233,35 @@ def load(name_or_path: str | Path) -> Catalogue:
         raise CatalogueError(f"{path}: {exc!r}") from exc
 
 
+def _agent_names(raw: object, where: str):
+    """`agents: {collectd: load.load.shortterm, telegraf: "cpu.usage_user{cpu=cpu-total}"}`
+    as (input, name, ((tag, value), ...)) triples."""
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{where}: `agents` must map an input ({AGENT_INPUTS}) to a name")
+    names = []
+    for agent, spec in raw.items():
+        if agent not in AGENT_INPUTS:
+            raise CatalogueError(f"{where}: agents.{agent}: no such input; inputs: {AGENT_INPUTS}")
+        match = _AGENT_NAME.fullmatch(str(spec).strip())
+        if match is None:
+            raise CatalogueError(
+                f"{where}: agents.{agent}: {spec!r} is not `name` or `name{{tag=value,...}}`"
+            )
+        tags = []
+        for pair in filter(None, (p.strip() for p in (match.group(2) or "").split(","))):
+            tag, sep, value = pair.partition("=")
+            if not sep or not tag.strip():
+                raise CatalogueError(f"{where}: agents.{agent}: {pair!r} is not tag=value")
+            tags.append((tag.strip(), value.strip()))
+        if tags and agent == "collectd":
+            raise CatalogueError(
+                f"{where}: agents.collectd: collectd names carry no tags "
+                "(plugin-instance.type-instance.dsname)"
+            )
+        names.append((agent, match.group(1), tuple(sorted(tags))))
+    return tuple(names)
+
+
 def _pair(value: object, where: str) -> tuple[float, float]:
     if not (isinstance(value, list | tuple) and len(value) == 2):
         raise CatalogueError(f"{where}: expected [low, high], got {value!r}")
@@ -234,6 +292,8 @@ def _parse(raw: dict, path: Path) -> Catalogue:
             max=None if m.get("max") is None else float(m["max"]),
             decimals=int(m.get("decimals", 4)),
             source_column=m.get("source_column"),
+            counter=bool(m.get("counter", False)),
+            agents=_agent_names(m.get("agents") or {}, f"{path}: metric {m.get('name')}"),
         )
         for m in raw["metrics"]
     )

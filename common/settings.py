@@ -62,6 +62,16 @@ class Settings:
     events_topic: str = "telemetry-events"
     events_topic_partitions: int = 2
     kafka_group_id: str = "anomaly-scoring"
+    # What the job reads, one setting per topic: `topic:input` pairs, comma-separated, input
+    # one of flat (one event with every metric), collectd, telegraf, otlp (sparse points from
+    # those agents, README "Agents"). Empty: the events topic, flat.
+    sources: str = ""
+    # The Telegraf tag and the OpenTelemetry resource attribute that name the device.
+    telegraf_device_tag: str = "host"
+    otlp_device_attribute: str = "host.name"
+    # The local stack's collectd (make demo-agent, tests): the topic it writes, its interval.
+    agent_topic: str = "collectd-metrics"
+    agent_interval_seconds: int = 2
     # Largest message batch the events topic accepts (set when the topic is created). The
     # broker refuses bigger ones to their producer, so an oversized payload is the producer's
     # error and never reaches the job. It bounds producer batches too (batch.size must stay
@@ -256,7 +266,8 @@ class Settings:
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use lower-case letters,"
                     " digits and _ (a plain SQL identifier, at most 63 characters)"
                 )
-        for name in ("events_topic", "kafka_group_id", "job_name"):
+        _ = self.source_list  # checks ANOMALY_SOURCES
+        for name in ("events_topic", "kafka_group_id", "job_name", "agent_topic"):
             if not _KAFKA_NAME.fullmatch(getattr(self, name)):
                 raise SettingsError(
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use letters, digits,"
@@ -340,6 +351,26 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def source_list(self) -> tuple[tuple[str, str], ...]:
+        """The topics the job reads and the input of each (``sources``)."""
+        from common.catalogue import INPUTS
+
+        if not self.sources.strip():
+            return ((self.events_topic, "flat"),)
+        pairs = []
+        for part in filter(None, (p.strip() for p in self.sources.split(","))):
+            topic, _, input_ = part.rpartition(":")
+            if not _KAFKA_NAME.fullmatch(topic) or input_ not in INPUTS:
+                raise SettingsError(
+                    f"{ENV_PREFIX}SOURCES={self.sources!r}: {part!r} is not topic:input with an "
+                    f"input among {', '.join(INPUTS)} (e.g. telemetry-events:flat,metrics:collectd)"
+                )
+            pairs.append((topic, input_))
+        if len({t for t, _ in pairs}) != len(pairs):
+            raise SettingsError(f"{ENV_PREFIX}SOURCES={self.sources!r}: a topic is named twice")
+        return tuple(pairs)
 
     @property
     def correlation_onset_seconds(self) -> int:

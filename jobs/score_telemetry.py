@@ -10,6 +10,7 @@ the job follows the models folder's CURRENT pointer while it runs (hot reload).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,11 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyflink.table import Table, TableEnvironment, TableResult
 from pyflink.table.expressions import col
 
-from common.features import MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
-from common.models import resolve_model_dir
+from common.features import CATALOGUE, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
+from common.models import current_version, resolve_model_dir
 from common.settings import Settings
 from common.sql import context, render, statements, window_feature_statements
-from udfs.onnx_scorer import SCORE_RESULT_SQL_TYPE, ModelCardError, OnnxModel, score_window_udf
+from udfs.onnx_scorer import (
+    NO_MODEL_YET,
+    SCORE_RESULT_SQL_TYPE,
+    ModelCardError,
+    OnnxModel,
+    score_window_udf,
+)
 
 
 def execute_file(t_env: TableEnvironment, relative_path: str, settings: Settings, **extra) -> None:
@@ -36,13 +43,13 @@ def options_sql(options: dict[str, str]) -> str:
     return ",\n  ".join(f"'{key}' = '{value}'" for key, value in options.items())
 
 
-def kafka_source_options(settings: Settings, *, bounded: bool) -> str:
-    """Where and how far the Kafka source of events_kafka.sql reads (the bench's bare engine,
-    bench/bare_job.py, reads the same way): the topic from its earliest offset; a bounded run
-    stops at the offsets that are latest when it starts."""
+def kafka_source_options(settings: Settings, *, bounded: bool, topic: str | None = None) -> str:
+    """Where and how far a Kafka source of events_kafka.sql reads (the bench's bare engine,
+    bench/bare_job.py, reads the same way): the topic (default: the events topic) from its
+    earliest offset; a bounded run stops at the offsets that are latest when it starts."""
     options = {
         "connector": "kafka",
-        "topic": settings.events_topic,
+        "topic": topic or settings.events_topic,
         "properties.bootstrap.servers": settings.kafka_bootstrap,
         "scan.startup.mode": "earliest-offset",
     }
@@ -51,15 +58,38 @@ def kafka_source_options(settings: Settings, *, bounded: bool) -> str:
     return options_sql(options)
 
 
+def source_tables(settings: Settings) -> list[tuple[str, str, str]]:
+    """(table, topic, input) of each topic the job reads (ANOMALY_SOURCES); the first table is
+    telemetry_source (its operator's name is what dashboards and the bench read)."""
+    return [
+        ("telemetry_source" if i == 0 else f"telemetry_source_{i}", topic, input_)
+        for i, (topic, input_) in enumerate(settings.source_list)
+    ]
+
+
 def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: bool) -> None:
     """Declare the Kafka sources, the event checks and the window-feature view."""
-    execute_file(
-        t_env,
-        "flink/events_kafka.sql",
-        settings,
-        kafka_source_options=kafka_source_options(settings, bounded=bounded),
+    tables = source_tables(settings)
+    for table, topic, input_ in tables:
+        mapping = json.dumps(CATALOGUE.agent_mapping(input_)) if input_ != "flat" else ""
+        execute_file(
+            t_env,
+            "flink/events_kafka.sql",
+            settings,
+            kafka_source_options=kafka_source_options(settings, bounded=bounded, topic=topic),
+            source_table=table,
+            source_input=input_,
+            source_mapping=mapping.replace("'", "''"),
+            source_device_field=settings.otlp_device_attribute
+            if input_ == "otlp"
+            else settings.telegraf_device_tag,
+        )
+    sources = (
+        tables[0][0]
+        if len(tables) == 1
+        else "(" + " UNION ALL ".join(f"SELECT * FROM {t}" for t, _, _ in tables) + ")"  # noqa: S608
     )
-    execute_file(t_env, "flink/checked_events.sql", settings)
+    execute_file(t_env, "flink/checked_events.sql", settings, telemetry_sources=sources)
     register_checked_events(t_env, settings)
     execute_file(t_env, "flink/telemetry_events.sql", settings)
     for statement in window_feature_statements(settings):
@@ -68,9 +98,11 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
 
 def register_checked_events(t_env, settings: Settings) -> None:
     """Register ``checked_events``: every message read from Kafka once, parsed and checked
-    (checked_events.sql), with is_late and watermark_met from LateMarker (jvm/), an operator
-    whose watermark survives a restore. The windows read the good ones, the dead letters and
-    late events the others: every branch reads this one plan of it.
+    (checked_events.sql), the counters' running totals as rates (CounterRates, keyed by
+    device, only where the catalogue has counters), with is_late and watermark_met from
+    LateMarker (jvm/), an operator whose watermark survives a restore. The windows read the
+    good ones, the dead letters and late events the others: every branch reads this one plan
+    of it.
 
     The event time crosses the DataStream as a plain column (it is NULL for events without a
     valid one, which a record timestamp may not be) and is the rowtime again behind it, with
@@ -84,6 +116,12 @@ def register_checked_events(t_env, settings: Settings) -> None:
             for c in query.get_schema().get_field_names()
         )
     )
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    counters = gateway.new_array(gateway.jvm.java.lang.String, len(CATALOGUE.counters))
+    for i, name in enumerate(CATALOGUE.counters):
+        counters[i] = name
     marked = jvm_class("LateMarker").mark(
         t_env._j_tenv,
         events._j_table,
@@ -91,6 +129,10 @@ def register_checked_events(t_env, settings: Settings) -> None:
         "is_late",
         "watermark_met",
         settings.window_seconds * 1000,
+        "device_id",
+        "reject_reason",
+        "ts_ms",
+        counters,
     )
     t_env.create_temporary_view("checked_events", Table(marked, t_env))
 
@@ -172,11 +214,25 @@ def register_scoring(
     if settings.scoring == "off":
         return f"CAST(NULL AS {SCORE_RESULT_SQL_TYPE})"
     follow = model_dir is None and shipped_model is None and settings.model_reload_seconds > 0
-    model_dir = resolve_model_dir(settings, model_dir)
-    # Load the model here too, before submitting: a model that does not fit this job (other
-    # features or window) or fails its card's checks is refused at `flink run` time with the
-    # reason, instead of failing in every TaskManager restart.
-    OnnxModel.load(model_dir, MODEL_FEATURE_NAMES, settings.window_seconds, SCORER_CONTEXT_NAMES)
+    if follow and current_version(settings) is None:
+        # Before the first model (a new fleet, your own agent's metrics): the windows are
+        # stored unscored, the history a first model trains on (`training.train --postgres`),
+        # and the job scores from the moment CURRENT names one.
+        print(
+            f"score_telemetry: no model yet ({settings.current_model_pointer} is missing): "
+            "windows are stored unscored until a trained version is made current",
+            file=sys.stderr,
+            flush=True,
+        )
+        model_dir = NO_MODEL_YET
+    else:
+        model_dir = resolve_model_dir(settings, model_dir)
+        # Load the model here too, before submitting: a model that does not fit this job
+        # (other features or window) or fails its card's checks is refused at `flink run`
+        # time with the reason, instead of failing in every TaskManager restart.
+        OnnxModel.load(
+            model_dir, MODEL_FEATURE_NAMES, settings.window_seconds, SCORER_CONTEXT_NAMES
+        )
     t_env.create_temporary_function(
         "score_window",
         score_window_udf(

@@ -401,6 +401,11 @@ def _json_number(value: float) -> str:
     return "%.6g" % value if math.isfinite(value) else "null"  # noqa: UP031
 
 
+# The model folder of a job submitted before its first model: it follows CURRENT, and its
+# windows are stored unscored until CURRENT names a version (jobs/score_telemetry.py).
+NO_MODEL_YET = ""
+
+
 class ModelSource:
     """The model that scores: a pinned version folder, or the version the models folder's
     CURRENT pointer names, re-read at most every ``reload_seconds``.
@@ -421,6 +426,7 @@ class ModelSource:
         reload_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ):
+        self.no_model_yet = str(model_dir) == NO_MODEL_YET
         self.model_dir = Path(model_dir)
         self.feature_names = tuple(feature_names)
         self.context_names = tuple(context_names)
@@ -436,13 +442,14 @@ class ModelSource:
         self._next_check = 0.0
         self._refused: tuple | None = None
 
-    def open(self) -> OnnxModel:
+    def open(self) -> OnnxModel | None:
         """Load the current version (pinned: the folder given). If CURRENT names a version
         that cannot be used, start with the folder given at submission, which passed its
-        checks then."""
+        checks then. A job submitted before the first model (folder NO_MODEL_YET) has none
+        until CURRENT names one."""
         if self.pointer is not None:
             self.refresh(force=True)
-        if self.model is None:
+        if self.model is None and not self.no_model_yet:
             self._install(self._load(self.model_dir))
         return self.model
 
@@ -560,7 +567,7 @@ class ScoreWindow(ScalarFunction):
 
     def _register_version(self) -> None:
         group = getattr(self, "metric_group", None)
-        if group is not None:
+        if group is not None and self.model is not None:
             version = self.model.version
             group.add_group("model_version", version).gauge(
                 "active", lambda: int(self.model.version == version)
@@ -573,6 +580,12 @@ class ScoreWindow(ScalarFunction):
             self._register_version()
         model = self.model
         n = len(self.feature_names)
+        if model is None:  # no model yet: the windows are stored unscored
+            self.last_batch = ((time.perf_counter() - began) * 1000.0, len(device_id))
+            nothing = [None] * len(device_id)
+            return pd.DataFrame(
+                {name: pd.Series(nothing, dtype=object) for name in SCORE_RESULT_FIELDS}
+            )
         # The context columns only for a model that reads them (most do not).
         x = _matrix(columns[:n])
         context = _matrix(columns[n:]) if model.check else None

@@ -22,4 +22,4 @@ SELECT
       THEN 'ts_ms: before 1970 or more than ${max_clock_skew_seconds} s ahead of the broker' END,
     value_problem
   ) AS reject_reason
-FROM telemetry_source
+FROM ${telemetry_sources}

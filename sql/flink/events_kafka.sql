@@ -1,4 +1,9 @@
--- Telemetry events from Kafka: one JSON object per message, keyed by device id, read once.
+-- Telemetry events from Kafka, one table per topic the job reads (ANOMALY_SOURCES), read once.
+-- With input flat, one JSON object per message with every metric, keyed by device id. With an
+-- agent's input (collectd, telegraf, otlp; README "Agents"), sparse points: one row per device
+-- and time a message holds, its metrics those it has points of (NULL for the others), the
+-- names the catalogue keeps mapped to its metrics and the others ignored; a counter's running
+-- total is turned into a rate behind the source, keyed by device (jvm/ CounterRates).
 --
 -- The telemetry-json format (jvm/, TelemetryJsonDeserializer) parses each message once, with
 -- the same Jackson reading as Flink's JSON format, and never skips one: it types every field,
@@ -16,7 +21,7 @@
 -- The table reads the topic from its earliest offsets (kafka_source_options, one definition in
 -- jobs/score_telemetry.py): endless, or for bounded runs (tests, replays, benchmarks) up to
 -- the offsets that were latest when the job started.
-CREATE TEMPORARY TABLE telemetry_source (
+CREATE TEMPORARY TABLE ${source_table} (
   `device_id` STRING,
   `ts_ms` BIGINT,
   ${event_metric_columns},
@@ -38,5 +43,8 @@ CREATE TEMPORARY TABLE telemetry_source (
   'properties.group.id' = '${kafka_group_id}',
   'format' = 'telemetry-json',
   'telemetry-json.limits' = '${metric_limits}',
-  'telemetry-json.max-device-id-length' = '${max_device_id_length}'
+  'telemetry-json.max-device-id-length' = '${max_device_id_length}',
+  'telemetry-json.input' = '${source_input}',
+  'telemetry-json.mapping' = '${source_mapping}',
+  'telemetry-json.device-field' = '${source_device_field}'
 )

@@ -8,32 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from common.settings import REPO_ROOT
+from tests.pipeline import consume_all
 
 pytestmark = pytest.mark.stack
-
-
-def consume_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes, bytes]]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
-    )
-    tps = [TopicPartition(topic, p, 0) for p in range(partitions)]
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in range(partitions)
-    }
-    consumer.assign(tps)
-    out, done = [], {p: ends[p] == 0 for p in ends}
-    while not all(done.values()):
-        for msg in consumer.consume(10_000, timeout=5):
-            assert msg.error() is None, msg.error()
-            out.append((msg.key(), msg.value()))
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                done[msg.partition()] = True
-    consumer.close()
-    return out
 
 
 def test_two_processes_deliver_every_event_keyed_by_device(stack, fresh_topic, tmp_path):

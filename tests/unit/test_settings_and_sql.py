@@ -157,6 +157,8 @@ def test_plpgsql_dollar_quotes_survive_rendering():
 )
 def test_every_sql_file_renders_completely(path):
     extra = {"kafka_source_options": "", "jdbc_sink_options": "", "lookup_options": ""}
+    extra.update(source_table="t", source_input="flat", source_mapping="", telemetry_sources="t")
+    extra.update(source_device_field="host")
     extra.update(context_placeholders(labelled=False))
     text = render(path, Settings(), path="/x", **extra)
     assert "${" not in text

@@ -74,6 +74,25 @@ public class LateMarker extends AbstractStreamOperator<RowData>
             String late,
             String watermark,
             long windowMs) {
+        return mark(tEnv, events, time, late, watermark, windowMs, null, null, null, new String[0]);
+    }
+
+    /**
+     * As above, with the counters' running totals turned into rates first ({@link
+     * CounterRates}, keyed by the column {@code device}; {@code reject}: the reject reason,
+     * {@code timeMs}: the event's time in ms). Without counters nothing is keyed here.
+     */
+    public static Table mark(
+            StreamTableEnvironment tEnv,
+            Table events,
+            String time,
+            String late,
+            String watermark,
+            long windowMs,
+            String device,
+            String reject,
+            String timeMs,
+            String[] counters) {
         DataType inType = events.getResolvedSchema().toPhysicalRowDataType();
         RowType inRow = (RowType) inType.getLogicalType();
         int timeField = inRow.getFieldNames().indexOf(time);
@@ -93,6 +112,19 @@ public class LateMarker extends AbstractStreamOperator<RowData>
         fields.add(DataTypes.FIELD(watermark, DataTypes.TIMESTAMP_LTZ(3)));
         DataType outType = DataTypes.ROW(fields).notNull().bridgedTo(RowData.class);
         DataStream<RowData> in = tEnv.toDataStream(events, inType.bridgedTo(RowData.class));
+        if (counters.length > 0) {
+            int[] counterFields = new int[counters.length];
+            for (int k = 0; k < counters.length; k++) {
+                counterFields[k] = field(inRow, counters[k]);
+            }
+            in =
+                    in.keyBy(CounterRates.byDevice(field(inRow, device)))
+                            .process(
+                                    new CounterRates(
+                                            inRow, field(inRow, reject), field(inRow, timeMs), counterFields),
+                                    InternalTypeInfo.of(inRow))
+                            .name("counter rates (keyed by device)");
+        }
         DataStream<RowData> out =
                 in.transform(
                         "late events (watermark kept over restores)",
@@ -104,6 +136,14 @@ public class LateMarker extends AbstractStreamOperator<RowData>
                         .fromRowDataType(outType)
                         .watermark(time, "SOURCE_WATERMARK()")
                         .build());
+    }
+
+    private static int field(RowType row, String name) {
+        int index = row.getFieldNames().indexOf(name);
+        if (index < 0) {
+            throw new IllegalArgumentException("LateMarker: no column " + name + " in " + row);
+        }
+        return index;
     }
 
     @Override

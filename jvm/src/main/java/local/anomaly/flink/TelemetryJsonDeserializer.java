@@ -2,6 +2,7 @@ package local.anomaly.flink;
 
 import org.apache.flink.api.common.serialization.DeserializationSchema;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.metrics.Counter;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
@@ -14,12 +15,14 @@ import org.apache.flink.table.data.binary.BinaryStringData;
 import org.apache.flink.table.data.binary.BinaryStringDataUtil;
 import org.apache.flink.table.types.logical.LogicalTypeRoot;
 import org.apache.flink.table.types.logical.RowType;
+import org.apache.flink.util.Collector;
 import org.apache.flink.util.jackson.JacksonMapperFactory;
 
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -40,6 +43,15 @@ import java.util.Map;
  * read past the object. A field given twice counts with its last value. A field's value is read
  * as text (a string, a number as written, true/false, an object or array as JSON) and converted
  * as Flink's CAST from text does: the time as BIGINT, the metrics as DOUBLE.
+ *
+ * <p>That is the {@code flat} input, one event with every metric per message. The agents'
+ * inputs ({@code collectd}, {@code telegraf}, {@code otlp}: {@link AgentFormats}) send sparse
+ * points instead: a message becomes one row per device and time it holds, with the metrics it
+ * has points of and NULL for the others (the windows aggregate what arrived). Points of names
+ * the catalogue does not keep are ignored and counted ({@code pointsIgnored}, beside {@code
+ * pointsKept}, in the source's metrics). A message with a problem also yields one row with the
+ * problem and the message's bytes: its first problem, whether the message's good points went
+ * on or not.
  */
 public class TelemetryJsonDeserializer implements DeserializationSchema<RowData> {
     private static final long serialVersionUID = 1L;
@@ -59,8 +71,15 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
     private final String[] metricNames;
     private final MetricLimit[] metricLimits;
     private final int maxDeviceIdLength;
+    /** flat, or one of AgentFormats' inputs. */
+    private final String input;
+    private final AgentMapping mapping;
+    private final String deviceField;
 
     private transient ObjectMapper mapper;
+    private transient Map<String, Integer> metricIndex;
+    private transient Counter pointsKept;
+    private transient Counter pointsIgnored;
     private transient JsonFactory factory;
     /** Field name -> metric index, or DEVICE / TIME. */
     private transient Map<String, Integer> roles;
@@ -71,6 +90,20 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
             TypeInformation<RowData> producedType,
             Map<String, MetricLimit> limits,
             int maxDeviceIdLength) {
+        this(rowType, producedType, limits, maxDeviceIdLength, "flat", AgentMapping.parse(""), "");
+    }
+
+    public TelemetryJsonDeserializer(
+            RowType rowType,
+            TypeInformation<RowData> producedType,
+            Map<String, MetricLimit> limits,
+            int maxDeviceIdLength,
+            String input,
+            AgentMapping mapping,
+            String deviceField) {
+        this.input = input;
+        this.mapping = mapping;
+        this.deviceField = deviceField;
         this.producedType = producedType;
         this.arity = rowType.getFieldCount();
         this.maxDeviceIdLength = maxDeviceIdLength;
@@ -121,6 +154,10 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
     @Override
     public void open(InitializationContext context) {
         setUp();
+        if (!input.equals("flat")) {
+            pointsKept = context.getMetricGroup().counter("pointsKept");
+            pointsIgnored = context.getMetricGroup().counter("pointsIgnored");
+        }
     }
 
     private void setUp() {
@@ -136,7 +173,75 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
             roles.put(metricNames[k], k);
         }
         texts = new String[metricNames.length];
+        metricIndex = new HashMap<>();
+        for (int k = 0; k < metricNames.length; k++) {
+            metricIndex.put(metricNames[k], k);
+        }
     }
+
+    @Override
+    public void deserialize(byte[] message, Collector<RowData> out) throws IOException {
+        if (input.equals("flat")) {
+            out.collect(deserialize(message));
+            return;
+        }
+        if (mapper == null) {
+            setUp();
+        }
+        if (message == null) {
+            GenericRowData row = new GenericRowData(arity);
+            row.setField(eventProblemColumn, StringData.fromString("empty message"));
+            out.collect(row);
+            return;
+        }
+        AgentFormats.Points points = new AgentFormats.Points();
+        String problem;
+        try {
+            problem =
+                    AgentFormats.read(
+                            input, mapper.readTree(message), mapping, deviceField, this::deviceProblem, points);
+        } catch (AgentFormats.Refused e) {
+            problem = e.getMessage();
+            points.clear();
+        } catch (IOException | RuntimeException e) {
+            problem = input + ": not JSON";
+            points.clear();
+        }
+        // One row per device and time, in the order of the message.
+        Map<String, GenericRowData> rows = new LinkedHashMap<>();
+        for (AgentFormats.Point point : points) {
+            int k = metricIndex.get(point.metric);
+            MetricLimit limit = metricLimits[k];
+            if (limit != null && (point.value < limit.min || point.value > limit.max)) {
+                problem = problem != null ? problem : point.value < limit.min ? limit.belowReason : limit.aboveReason;
+                continue;
+            }
+            GenericRowData row =
+                    rows.computeIfAbsent(
+                            point.device + "\u0000" + point.timeMs,
+                            key -> {
+                                GenericRowData r = new GenericRowData(arity);
+                                r.setField(deviceColumn, StringData.fromString(point.device));
+                                r.setField(timeColumn, point.timeMs);
+                                return r;
+                            });
+            row.setField(metricColumns[k], point.value);
+        }
+        if (pointsKept != null) {
+            pointsKept.inc(points.size());
+            pointsIgnored.inc(points.ignored);
+        }
+        for (GenericRowData row : rows.values()) {
+            out.collect(row);
+        }
+        if (problem != null) {
+            GenericRowData row = new GenericRowData(arity);
+            row.setField(eventProblemColumn, StringData.fromString(problem));
+            row.setField(payloadColumn, message);
+            out.collect(row);
+        }
+    }
+
 
     @Override
     public RowData deserialize(byte[] message) {

@@ -33,6 +33,18 @@ public class TelemetryJsonFormatFactory implements DeserializationFormatFactory 
                     .defaultValue("")
                     .withDescription("metric ranges, name:min:max:minText:maxText,...");
 
+    /** What a message holds: flat (one event with every metric), collectd, telegraf, otlp. */
+    public static final ConfigOption<String> INPUT =
+            ConfigOptions.key("input").stringType().defaultValue("flat");
+
+    /** The catalogue's agent names and counters, as JSON (AgentMapping). */
+    public static final ConfigOption<String> MAPPING =
+            ConfigOptions.key("mapping").stringType().defaultValue("");
+
+    /** The Telegraf tag or OTLP resource attribute that names the device. */
+    public static final ConfigOption<String> DEVICE_FIELD =
+            ConfigOptions.key("device-field").stringType().defaultValue("host");
+
     public static final ConfigOption<Integer> MAX_DEVICE_ID_LENGTH =
             ConfigOptions.key("max-device-id-length").intType().defaultValue(128);
 
@@ -42,6 +54,14 @@ public class TelemetryJsonFormatFactory implements DeserializationFormatFactory 
         FactoryUtil.validateFactoryOptions(this, options);
         final String limits = options.get(LIMITS);
         final int maxDeviceIdLength = options.get(MAX_DEVICE_ID_LENGTH);
+        final String input = options.get(INPUT);
+        if (!input.equals("flat") && !input.equals(AgentFormats.COLLECTD)
+                && !input.equals(AgentFormats.TELEGRAF) && !input.equals(AgentFormats.OTLP)) {
+            throw new IllegalArgumentException(
+                    "telemetry-json.input: " + input + " is none of flat, collectd, telegraf, otlp");
+        }
+        final AgentMapping mapping = AgentMapping.parse(options.get(MAPPING));
+        final String deviceField = options.get(DEVICE_FIELD);
         return new DecodingFormat<DeserializationSchema<RowData>>() {
             @Override
             public DeserializationSchema<RowData> createRuntimeDecoder(
@@ -52,7 +72,10 @@ public class TelemetryJsonFormatFactory implements DeserializationFormatFactory 
                         (RowType) physicalType.getLogicalType(),
                         produced,
                         MetricLimit.parseAll(limits),
-                        maxDeviceIdLength);
+                        maxDeviceIdLength,
+                        input,
+                        mapping,
+                        deviceField);
             }
 
             @Override
@@ -77,6 +100,9 @@ public class TelemetryJsonFormatFactory implements DeserializationFormatFactory 
         Set<ConfigOption<?>> options = new HashSet<>();
         options.add(LIMITS);
         options.add(MAX_DEVICE_ID_LENGTH);
+        options.add(INPUT);
+        options.add(MAPPING);
+        options.add(DEVICE_FIELD);
         return options;
     }
 }
