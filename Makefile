@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier lint format lock
+.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -14,10 +14,13 @@ setup: ## install what is missing: apt packages, pinned Python packages, jars (i
 demo: setup ## set up, start the local stack, train a first model, stream, submit the job
 	@$(PY) -m deploy.local.stack demo
 
+demo-agent: setup ## this host's collectd -> Kafka -> a second job (catalogue host), then a first model (AGENT_ARGS="--windows 64 --hostname h")
+	@$(PY) -m deploy.local.stack demo-agent $(AGENT_ARGS)
+
 up: setup ## start PostgreSQL, Kafka and the Flink cluster only
 	@$(PY) -m deploy.local.stack up
 
-stop: ## cancel the job, stop the simulator and every service (data stays in .state/)
+stop: ## cancel the jobs, stop the simulator, collectd and every service (data stays in .state/)
 	@if [ -x $(PY) ]; then $(PY) -m deploy.local.stack down; fi
 
 status: ## what runs where

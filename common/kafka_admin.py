@@ -76,3 +76,27 @@ def messages_in(bootstrap: str, topic: str) -> int:
         return sum(end[p] - begin[p] for p in parts)
     finally:
         consumer.close()
+
+
+def consume_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes, bytes]]:
+    """Every message of the topic, (key, value), read from the start to the current end."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
+    )
+    tps = [TopicPartition(topic, p, 0) for p in range(partitions)]
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in range(partitions)
+    }
+    consumer.assign(tps)
+    out, done = [], {p: ends[p] == 0 for p in ends}
+    while not all(done.values()):
+        for msg in consumer.consume(10_000, timeout=5):
+            assert msg.error() is None, msg.error()
+            out.append((msg.key(), msg.value()))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done[msg.partition()] = True
+    consumer.close()
+    return out

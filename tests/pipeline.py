@@ -157,27 +157,3 @@ def wait_for_rows(settings: Settings, table: str, expected: int, timeout_s: floa
 def operator_metrics(flink, job_id: str, suffixes: tuple[str, ...]) -> dict[str, float]:
     """Current values of the job's operator metrics whose names end with one of ``suffixes``."""
     return flink.operator_metrics(job_id, suffixes)
-
-
-def consume_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes, bytes]]:
-    """Every message of the topic, (key, value), read from the start to the current end."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
-    )
-    tps = [TopicPartition(topic, p, 0) for p in range(partitions)]
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in range(partitions)
-    }
-    consumer.assign(tps)
-    out, done = [], {p: ends[p] == 0 for p in ends}
-    while not all(done.values()):
-        for msg in consumer.consume(10_000, timeout=5):
-            assert msg.error() is None, msg.error()
-            out.append((msg.key(), msg.value()))
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                done[msg.partition()] = True
-    consumer.close()
-    return out

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the local stack and the tests need. Idempotent: each step checks what is
 # already there and does only what is missing or out of date.
-#   1. Debian packages: PostgreSQL server, Java 17, Maven, Prometheus (only if missing)
+#   1. Debian packages: PostgreSQL server, Java 17, Maven, Prometheus, collectd (only if missing)
 #   2. .venv with the pinned Python packages (pyproject.toml + constraints.txt)
 #   3. Flink connector jars listed in pom-deps.txt -> .deps/jars/
 #   4. Apache Kafka broker jars (deploy/local/kafka-broker-pom.xml) -> .deps/kafka/libs/
@@ -23,16 +23,21 @@ command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 # Prometheus: the tests run the job-health dashboard's queries on a real one (not a service).
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# collectd, the metrics agent of `make demo-agent` and the agent tests (deploy/local/agent.py):
+# its write_kafka plugin needs librdkafka and, for Format JSON, yajl.
+have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+for pkg in collectd-core libyajl2 librdkafka1; do have_deb "$pkg" || need_apt+=("$pkg"); done
 command -v python3.11 >/dev/null 2>&1 || command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if ((${#need_apt[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   say "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  # The packages create and may start a system PostgreSQL on 5432 and a Prometheus on 9090;
-  # the stack and the tests run their own.
+  # The packages create and may start a system PostgreSQL on 5432 and a Prometheus on 9090
+  # (collectd-core ships no configuration: its service does not start); the stack and the
+  # tests run their own.
 else
-  say "system packages present (PostgreSQL, Java, Maven, Prometheus, Alertmanager)"
+  say "system packages present (PostgreSQL, Java, Maven, Prometheus, Alertmanager, collectd)"
 fi
 
 # --- 2. Python virtualenv -------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
   python -m deploy.local.stack up        start what is not running (idempotent)
   python -m deploy.local.stack demo      up + first model + simulator + submit the job
+  python -m deploy.local.stack demo-agent
+        up + this host's collectd + a second job on its metrics (catalogue host), then a
+        first model from the windows it stored (make demo-agent; --windows N, --hostname H)
   python -m deploy.local.stack status    what runs where
   python -m deploy.local.stack train     simulate history and train the demo model (make train)
   python -m deploy.local.stack down      stop everything (data stays under .state/)
@@ -13,11 +16,13 @@ state folder (ANOMALY_STATE_DIR, default .state/). Installing is deploy/local/se
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from common.settings import ENV_PREFIX, PG_SECRET_FIELDS, REPO_ROOT, Settings
@@ -25,6 +30,7 @@ from deploy.flink_run import LIVE_JOB_STATES
 
 # Each service keeps its start, stop and status in its own module (postgres.py, kafka.py,
 # flink.py); their names stay importable from here, as before the split.
+from deploy.local.agent import Collectd
 from deploy.local.alerting import Alertmanager, Inbox, Notifier
 from deploy.local.flink import (  # noqa: F401
     PROMETHEUS_REPORTER,
@@ -122,6 +128,7 @@ def down(settings: Settings) -> None:
         log(f"cancelling job {job['jid']} ({job['name']})")
         flink.cancel(job["jid"])
     Simulator(settings).stop()
+    Collectd(settings).stop()
     Notifier(settings).stop()
     Alertmanager(settings).stop()
     Inbox(settings).stop()
@@ -262,6 +269,310 @@ def upgrade(settings: Settings) -> None:
     log(f"job {job_id} runs from the savepoint ({time.monotonic() - began:.1f} s switch-over)")
 
 
+# --------------------------------------------------------------------------------------------
+# make demo-agent: this host's collectd through a second job
+
+
+AGENT_JOB_NAME = "anomaly-agent"
+AGENT_CATALOGUE = "host"
+# Windows of the host to wait for before training (18: three minutes of 10 s windows); at least
+# as many as training needs (training/train.py: two complete windows per model feature).
+AGENT_WINDOWS = 18
+# No new window of the host for this long while waiting: something is wrong, say where to look.
+AGENT_STALL_S = 180
+AGENT_DEAD_LETTERS_SQL = (
+    "SELECT reason, count(*) FROM {table} WHERE source_topic = '{topic}' GROUP BY reason"
+)
+
+
+def agent_env(settings: Settings) -> dict[str, str]:
+    """The agent job's settings, as the environment of its submission and of its training."""
+    return {
+        "ANOMALY_CATALOGUE": AGENT_CATALOGUE,
+        "ANOMALY_SOURCES": f"{settings.agent_topic}:collectd",
+        "ANOMALY_JOB_NAME": AGENT_JOB_NAME,
+        "ANOMALY_KAFKA_GROUP_ID": AGENT_JOB_NAME,
+        "ANOMALY_MODELS_DIR": str((settings.state_dir / f"models-{AGENT_CATALOGUE}").resolve()),
+    }
+
+
+def run_agent_python(settings: Settings, args: list[str], what: str) -> str:
+    """``python args`` under the agent job's environment; its output, or a StackError that
+    quotes it."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        env={**os.environ, **agent_env(settings)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        output = (done.stdout + done.stderr).strip()
+        tail = "\n  ".join(output.splitlines()[-20:])
+        raise StackError(f"{what} failed (exit {done.returncode}):\n  {tail}")
+    return done.stdout
+
+
+def agent_training_needs(settings: Settings) -> tuple[list[str], int]:
+    """The model features of the agent's catalogue and the fewest complete windows training
+    fits on (training/train.py), as a process under the agent's environment sees them (the
+    catalogue is read at import)."""
+    code = (
+        "import json\n"
+        "from common.features import MODEL_FEATURE_NAMES as f\n"
+        "from training.train import MIN_WINDOWS, MIN_WINDOWS_PER_FEATURE\n"
+        "print(json.dumps([list(f), max(MIN_WINDOWS, MIN_WINDOWS_PER_FEATURE * len(f))]))"
+    )
+    features, needed = json.loads(
+        run_agent_python(settings, ["-c", code], "reading the host catalogue").splitlines()[-1]
+    )
+    return features, int(needed)
+
+
+def host_windows(settings: Settings, host: str, features: list[str]) -> dict:
+    """The host's windows in the scores table: how many, how many complete (every model
+    feature a finite number, as training needs), how many scored, the first and newest."""
+    from psycopg2 import sql
+
+    from common.db import connect
+
+    # NaN sorts above 'Infinity' in PostgreSQL: this keeps finite numbers only (not NULL).
+    finite = sql.SQL(" AND ").join(
+        sql.SQL("{c} > '-Infinity' AND {c} < 'Infinity'").format(c=sql.Identifier(f))
+        for f in features
+    )
+    query = sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE {finite}), count(model_version),"
+        " min(window_start), max(window_start) FROM {table} WHERE device_id = %s"
+    ).format(finite=finite, table=sql.Identifier(settings.scores_table))
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, (host,))
+            total, complete, scored, first, newest = cur.fetchone()
+    finally:
+        conn.close()
+    return {
+        "total": total,
+        "complete": complete,
+        "scored": scored,
+        "first": first,
+        "newest": newest,
+    }
+
+
+def submit_agent_job(settings: Settings, flink: Flink) -> str:
+    """The agent job's id: the running one, else a new submission (if the cluster has a free
+    slot for it)."""
+    existing = flink.running_jobs(AGENT_JOB_NAME)
+    if existing:
+        log(f"job {AGENT_JOB_NAME} already running: {existing[0]['jid']}")
+        return existing[0]["jid"]
+    ov = flink.overview() or {}
+    free, total = ov.get("slots-available", 0), ov.get("slots-total", 0)
+    if free < settings.parallelism:
+        others = ", ".join(f"{j['name']} ({j['jid']})" for j in flink.running_jobs()) or "none"
+        raise StackError(
+            f"the Flink cluster has {free} free task slot(s) of {total}: the agent job needs "
+            f"{settings.parallelism}. Running jobs: {others}. Cancel one in the web UI "
+            f"({settings.flink_rest_url}), or `make stop` (stops everything), then run "
+            "`make demo-agent` again; or give the TaskManager more slots "
+            "(taskmanager.numberOfTaskSlots in deploy/local/flink-config.yaml)."
+        )
+    log(
+        f"submitting job {AGENT_JOB_NAME} with `flink run` (catalogue {AGENT_CATALOGUE}, "
+        f"sources {settings.agent_topic}:collectd; {free}/{total} slots free)"
+    )
+    job_id = flink.submit([], env=agent_env(settings))
+    wait_agent_job_running(flink, job_id)
+    return job_id
+
+
+def wait_agent_job_running(flink: Flink, job_id: str, timeout_s: float = 120) -> None:
+    """Until every task of the job runs; a StackError if it fails or waits for slots."""
+    deadline = time.monotonic() + timeout_s
+    waiting: list[str] = []
+    while time.monotonic() < deadline:
+        job = flink.rest(f"/jobs/{job_id}")
+        if job.get("state") in ("FAILED", "CANCELED", "FINISHED"):
+            raise StackError(
+                f"job {AGENT_JOB_NAME} ({job_id}) is {job['state']}: "
+                f"{flink.failure_summary(job_id)}"
+            )
+        waiting = [v["name"] for v in job.get("vertices", []) if v.get("status") != "RUNNING"]
+        if job.get("state") == "RUNNING" and not waiting:
+            log(f"job {AGENT_JOB_NAME} running: {job_id}")
+            return
+        time.sleep(1)
+    ov = flink.overview() or {}
+    raise StackError(
+        f"job {AGENT_JOB_NAME} ({job_id}) has tasks not running after {timeout_s:.0f} s "
+        f"({len(waiting)} waiting; {ov.get('slots-available', '?')}/"
+        f"{ov.get('slots-total', '?')} slots free): if it waits for a task slot, cancel "
+        f"another job in the web UI ({flink.s.flink_rest_url}); else see its exceptions there"
+    )
+
+
+def wait_for_host_windows(
+    settings: Settings, flink: Flink, job_id: str, host: str, features: list[str], wanted: int
+) -> dict:
+    """Until the scores table holds ``wanted`` complete windows of the host; progress lines
+    as they come. A StackError if the job stops or no window comes for AGENT_STALL_S."""
+    log(
+        f"waiting for {wanted} complete {settings.window_seconds} s windows of host {host} "
+        f"(about {wanted * settings.window_seconds // 60} min from the first); Ctrl-C leaves "
+        "collectd and the job running, `make demo-agent` again carries on"
+    )
+    last_total, last_change, last_print = -1, time.monotonic(), 0.0
+    while True:
+        seen = host_windows(settings, host, features)
+        now = time.monotonic()
+        if seen["total"] != last_total:
+            last_total, last_change = seen["total"], now
+        if seen["complete"] >= wanted:
+            log(f"{seen['complete']} complete windows of host {host}: enough to train")
+            return seen
+        if now - last_print >= 15:
+            last_print = now
+            newest = seen["newest"].strftime("%H:%M:%S %Z") if seen["newest"] else "none yet"
+            left_s = (wanted - seen["complete"]) * settings.window_seconds
+            log(
+                f"windows of host {host}: {seen['total']} stored, {seen['complete']} complete "
+                f"of {wanted} wanted (newest {newest}; about {left_s // 60} min {left_s % 60} s "
+                "to go)"
+            )
+        if not flink.running_jobs(AGENT_JOB_NAME):
+            raise StackError(
+                f"job {AGENT_JOB_NAME} ({job_id}) stopped running: {flink.failure_summary(job_id)}"
+            )
+        if now - last_change > AGENT_STALL_S:
+            raise StackError(
+                f"no new window of host {host} in {settings.scores_table} for "
+                f"{AGENT_STALL_S} s although job {job_id} runs. Look at: `make status` "
+                f"(collectd, the job's failures), the topic (`python -m deploy.local.agent "
+                f"status`), the job's dead letters ({psql_command(settings)} -c \""
+                + AGENT_DEAD_LETTERS_SQL.format(
+                    table=settings.dead_letters_table, topic=settings.agent_topic
+                )
+                + f'"), the web UI {settings.flink_rest_url}'
+            )
+        time.sleep(5)
+
+
+def train_agent_model(settings: Settings, since: datetime) -> str:
+    """`python -m training.train --postgres` under the agent's environment, from ``since``;
+    the version it made CURRENT in the agent's models folder."""
+    from common.models import current_version
+
+    agent = settings.replace(models_dir=Path(agent_env(settings)["ANOMALY_MODELS_DIR"]))
+    # train.py reads every device's windows in the time range (it has no device option): the
+    # other jobs' windows lack the host metrics and are left out as incomplete.
+    since_text = since.isoformat()
+    log(f"training a model on the windows stored since {since_text} (training.train --postgres)")
+    output = run_agent_python(
+        settings,
+        ["-m", "training.train", "--postgres", "--since", since_text],
+        "training the agent's model",
+    )
+    for line in output.splitlines():
+        if line.startswith("training:"):
+            log(line)
+    version = current_version(agent)
+    if version is None:
+        raise StackError(f"training wrote no CURRENT pointer into {agent.models_dir}")
+    return version
+
+
+def demo_agent(settings: Settings, hostname: str | None = None, windows: int = AGENT_WINDOWS):
+    """`make demo-agent`: the stack, collectd on this host, the agent job (catalogue host) on
+    its topic, and, once it has stored enough windows of this host, a first model."""
+    from common.models import current_version
+
+    settings = up(settings)
+    env = agent_env(settings)
+    for line in run_agent_python(
+        settings, ["-m", "common.db", "migrate"], "the migrations under catalogue host"
+    ).splitlines():
+        if line.startswith("applied "):
+            log(f"{line} (catalogue {AGENT_CATALOGUE}: its metric columns)")
+    collectd = Collectd(settings, hostname=hostname)
+    collectd.start()
+    host = collectd.running_hostname() or collectd.hostname
+    models_dir = Path(env["ANOMALY_MODELS_DIR"])
+    models_dir.mkdir(parents=True, exist_ok=True)
+    flink = Flink(settings)
+    job_id = submit_agent_job(settings, flink)
+    agent = settings.replace(models_dir=models_dir)
+    version = current_version(agent)
+    features, needed = agent_training_needs(settings)
+    if version:
+        log(f"model {version} is CURRENT in {models_dir}: the job scores with it")
+    else:
+        if windows < needed:
+            log(
+                f"training needs at least {needed} complete windows (2 per model feature, "
+                f"training/train.py); waiting for {needed}, not {windows}"
+            )
+        seen = wait_for_host_windows(settings, flink, job_id, host, features, max(windows, needed))
+        version = train_agent_model(settings, seen["first"])
+        log(f"model {version} is CURRENT in {models_dir}; the job picks it up within seconds")
+        wait_first_scored(settings, host, features)
+    print_agent_guide(settings, job_id, host, version)
+
+
+def wait_first_scored(settings: Settings, host: str, features: list[str]) -> None:
+    """Until the first window of the host carries a score (a note, not an error, if none
+    within the time a window, the watermark and a model reload take, and a minute)."""
+    timeout_s = settings.window_seconds + settings.watermark_delay_seconds + 60
+    timeout_s += settings.model_reload_seconds
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if host_windows(settings, host, features)["scored"]:
+            log(f"the first scored windows of host {host} are in {settings.scores_table}")
+            return
+        time.sleep(3)
+    log(
+        f"no scored window of host {host} within {timeout_s} s of the model: the job reloads "
+        "CURRENT from its models folder (ANOMALY_MODELS_DIR); see its logs in the web UI"
+    )
+
+
+HOST_SCORES_SQL = (
+    "SELECT window_start, round(severity::numeric, 1) AS severity, is_anomaly, model_version, "
+    "top_metric, round(cpu_user_mean::numeric, 1) AS cpu_user, "
+    "round(load1_mean::numeric, 2) AS load1, round((mem_used_mean / 1e6)::numeric) AS mem_mb, "
+    "round(net_rx_bytes_mean::numeric) AS lo_rx_bytes_s FROM {table} "
+    "WHERE device_id = '{host}' ORDER BY window_start DESC LIMIT 20"
+)
+
+
+def print_agent_guide(settings: Settings, job_id: str, host: str, version: str) -> None:
+    env = agent_env(settings)
+    query = HOST_SCORES_SQL.format(table=settings.scores_table, host=host)
+    retrain = " ".join(f"{k}={v}" for k, v in env.items() if k != "ANOMALY_SOURCES")
+    print(
+        f"""
+The agent pipeline is running: collectd -> Kafka -> job {AGENT_JOB_NAME} -> PostgreSQL.
+  Flink web UI   {settings.flink_rest_url}   (job {job_id}, {AGENT_JOB_NAME})
+  collectd       host {host}, every {settings.agent_interval_seconds} s -> Kafka \
+{settings.kafka_bootstrap} topic {settings.agent_topic}
+  model          {version} in {env["ANOMALY_MODELS_DIR"]} (catalogue {AGENT_CATALOGUE})
+
+This host's newest windows and their scores (a window lands about \
+{settings.window_seconds + settings.watermark_delay_seconds} s after it closes):
+  {psql_command(settings)} -c "{query}"
+
+  python -m deploy.local.agent status    collectd and its topic
+  retrain from the newest windows:
+    {retrain} \\
+      .venv/bin/python -m training.train --postgres --since $(date -u -d '1 hour ago' +%FT%TZ)
+  make status    what runs where (the agent job too)
+  make stop      stop everything (both jobs, collectd, the services)
+""",
+        flush=True,
+    )
+
+
 LATEST_SCORES_SQL = (
     "SELECT device_id, window_start, round(severity::numeric, 1) AS severity, is_anomaly, "
     "model_version, top_metric FROM {table} ORDER BY window_start DESC, severity DESC LIMIT 20"
@@ -333,6 +644,13 @@ def status(settings: Settings) -> int:
         "simulator",
         pid_alive(sim.pid_file) is not None,
         f"-> {settings.events_topic} (log {sim.log_file})",
+    )
+    collectd = Collectd(settings)
+    line(
+        "collectd",
+        collectd.running(),
+        f"-> {settings.agent_topic} as host {collectd.running_hostname() or collectd.hostname}"
+        f" (log {collectd.log_file}); make demo-agent",
     )
     am, notifier = Alertmanager(settings), Notifier(settings)
     line("Alertmanager", am.running(), f"{settings.alertmanager_url} (config {am.config})")
@@ -413,7 +731,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "command",
-        choices=("up", "down", "demo", "status", "migrate", "psql", "train", "upgrade"),
+        choices=(
+            "up",
+            "down",
+            "demo",
+            "demo-agent",
+            "status",
+            "migrate",
+            "psql",
+            "train",
+            "upgrade",
+        ),
+    )
+    p.add_argument(
+        "--windows",
+        type=int,
+        default=AGENT_WINDOWS,
+        help="demo-agent: complete windows of this host to train the first model on "
+        "(default %(default)s, at least what training needs)",
+    )
+    p.add_argument(
+        "--hostname", help="demo-agent: the host name collectd reports (default: this machine's)"
     )
     args = p.parse_args(argv)
     settings = Settings.from_env()
@@ -422,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
             up(settings)
         elif args.command == "demo":
             demo(settings)
+        elif args.command == "demo-agent":
+            demo_agent(settings, hostname=args.hostname, windows=args.windows)
         elif args.command == "down":
             down(settings)
         elif args.command == "status":

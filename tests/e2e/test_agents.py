@@ -6,8 +6,8 @@ to two more, keyed at random as agents key them. One bounded job reads the three
 (ANOMALY_SOURCES, catalogue `host`), before any model exists. The windows it stores must equal
 an independent reading of the three topics (tests/agent_reference.py): agent names mapped to
 the catalogue's metrics, counters as rates in time order (a reset, and points that reach the
-job out of order through different partitions), the other points ignored; what cannot be mapped is a dead letter with its
-reason; and nothing is scored without a model."""
+job out of order through different partitions), the other points ignored; what cannot be
+mapped is a dead letter with its reason; and nothing is scored without a model."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ import pandas as pd
 import pytest
 
 from common.catalogue import load as load_catalogue
+from common.kafka_admin import consume_all
 from common.settings import REPO_ROOT
 from tests import agent_reference as ref
 from tests.conftest import new_database
-from tests.pipeline import consume_all, fetch_table, wait_for_state
+from tests.pipeline import fetch_table, wait_for_state
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from common.kafka_admin import consume_all
 from common.settings import REPO_ROOT
-from tests.pipeline import consume_all
 
 pytestmark = pytest.mark.stack
 

@@ -247,7 +247,7 @@ final class AgentFormats {
                 for (JsonNode metric : scope.path("metrics")) {
                     String name = metric.path("name").asText();
                     if (!mapping.knows(name)) {
-                        out.ignored++;
+                        out.ignored += pointCount(metric);
                         continue;
                     }
                     String found = otlpMetric(metric, name, device, mapping, out);
@@ -276,12 +276,13 @@ final class AgentFormats {
         }
         String problem = null;
         if (data == null) {
-            for (String other : new String[] {"histogram", "exponentialHistogram", "summary"}) {
+            for (String other : OTHER_KINDS) {
                 for (JsonNode point : metric.path(other).path("dataPoints")) {
                     String kept = mapping.metric(name, attributes(point.get("attributes")));
                     if (kept != null) {
                         return kept + ": otlp " + other + " " + name + " is not mapped (gauges and sums are)";
                     }
+                    out.ignored++;
                 }
             }
             return null;
@@ -315,6 +316,19 @@ final class AgentFormats {
             }
         }
         return problem;
+    }
+
+    /** The metric kinds not mapped: a dead letter if the catalogue names one. */
+    private static final String[] OTHER_KINDS = {"histogram", "exponentialHistogram", "summary"};
+
+    /** How many data points a metric has, of any kind (all ignored when its name is not kept). */
+    private static int pointCount(JsonNode metric) {
+        int count = metric.path("gauge").path("dataPoints").size()
+                + metric.path("sum").path("dataPoints").size();
+        for (String other : OTHER_KINDS) {
+            count += metric.path(other).path("dataPoints").size();
+        }
+        return count;
     }
 
     private static Map<String, String> attributes(JsonNode list) {

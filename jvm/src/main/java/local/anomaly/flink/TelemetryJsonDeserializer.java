@@ -209,6 +209,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
         }
         // One row per device and time, in the order of the message.
         Map<String, GenericRowData> rows = new LinkedHashMap<>();
+        long kept = 0;
         for (AgentFormats.Point point : points) {
             int k = metricIndex.get(point.metric);
             MetricLimit limit = metricLimits[k];
@@ -226,9 +227,11 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
                                 return r;
                             });
             row.setField(metricColumns[k], point.value);
+            kept++;
         }
+        // Kept: the points that went on (not those out of their metric's range).
         if (pointsKept != null) {
-            pointsKept.inc(points.size());
+            pointsKept.inc(kept);
             pointsIgnored.inc(points.ignored);
         }
         for (GenericRowData row : rows.values()) {
