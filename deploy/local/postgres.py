@@ -93,7 +93,7 @@ class Postgres:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-        self._ensure_database()
+        self.ensure_database()
 
     def _init(self) -> None:
         if (self.data / "PG_VERSION").exists():
@@ -129,7 +129,9 @@ class Postgres:
             host=str(self.run_dir), port=self.s.pg_port, user="postgres", dbname=database
         )
 
-    def _ensure_database(self) -> None:
+    def ensure_database(self) -> None:
+        """The owner role (its password from the secrets file), the job's roles and the
+        database ``pg_database``, created if missing."""
         from psycopg2 import sql
 
         from common.db import ensure_roles

@@ -275,9 +275,9 @@ def upgrade(settings: Settings) -> None:
 
 AGENT_JOB_NAME = "anomaly-agent"
 AGENT_CATALOGUE = "host"
-# Windows of the host to wait for before training (18: three minutes of 10 s windows); at least
-# as many as training needs (training/train.py: two complete windows per model feature).
-AGENT_WINDOWS = 18
+# One catalogue, one database: the query layer (views, the metric functions) is rendered from
+# the catalogue it is migrated with, so the agent's job writes apart from the demo's.
+AGENT_DATABASE = "anomaly_host"
 # No new window of the host for this long while waiting: something is wrong, say where to look.
 AGENT_STALL_S = 180
 AGENT_DEAD_LETTERS_SQL = (
@@ -289,6 +289,7 @@ def agent_env(settings: Settings) -> dict[str, str]:
     """The agent job's settings, as the environment of its submission and of its training."""
     return {
         "ANOMALY_CATALOGUE": AGENT_CATALOGUE,
+        "ANOMALY_PG_DATABASE": AGENT_DATABASE,
         "ANOMALY_SOURCES": f"{settings.agent_topic}:collectd",
         "ANOMALY_JOB_NAME": AGENT_JOB_NAME,
         "ANOMALY_KAFKA_GROUP_ID": AGENT_JOB_NAME,
@@ -465,8 +466,6 @@ def train_agent_model(settings: Settings, since: datetime) -> str:
     from common.models import current_version
 
     agent = settings.replace(models_dir=Path(agent_env(settings)["ANOMALY_MODELS_DIR"]))
-    # train.py reads every device's windows in the time range (it has no device option): the
-    # other jobs' windows lack the host metrics and are left out as incomplete.
     since_text = since.isoformat()
     log(f"training a model on the windows stored since {since_text} (training.train --postgres)")
     output = run_agent_python(
@@ -483,18 +482,21 @@ def train_agent_model(settings: Settings, since: datetime) -> str:
     return version
 
 
-def demo_agent(settings: Settings, hostname: str | None = None, windows: int = AGENT_WINDOWS):
-    """`make demo-agent`: the stack, collectd on this host, the agent job (catalogue host) on
-    its topic, and, once it has stored enough windows of this host, a first model."""
+def demo_agent(settings: Settings, hostname: str | None = None, windows: int | None = None):
+    """`make demo-agent`: the stack, collectd on this host, the agent job (catalogue host,
+    database AGENT_DATABASE) on its topic, and, once it has stored enough windows of this host
+    (``windows``, default what training needs), a first model."""
     from common.models import current_version
 
     settings = up(settings)
     env = agent_env(settings)
+    db = settings.replace(pg_database=AGENT_DATABASE)
+    Postgres(db).ensure_database()
     for line in run_agent_python(
-        settings, ["-m", "common.db", "migrate"], "the migrations under catalogue host"
+        settings, ["-m", "common.db", "migrate"], f"the migrations of database {AGENT_DATABASE}"
     ).splitlines():
         if line.startswith("applied "):
-            log(f"{line} (catalogue {AGENT_CATALOGUE}: its metric columns)")
+            log(f"{line} (database {AGENT_DATABASE}, catalogue {AGENT_CATALOGUE})")
     collectd = Collectd(settings, hostname=hostname)
     collectd.start()
     host = collectd.running_hostname() or collectd.hostname
@@ -502,22 +504,22 @@ def demo_agent(settings: Settings, hostname: str | None = None, windows: int = A
     models_dir.mkdir(parents=True, exist_ok=True)
     flink = Flink(settings)
     job_id = submit_agent_job(settings, flink)
-    agent = settings.replace(models_dir=models_dir)
-    version = current_version(agent)
+    version = current_version(settings.replace(models_dir=models_dir))
     features, needed = agent_training_needs(settings)
     if version:
         log(f"model {version} is CURRENT in {models_dir}: the job scores with it")
     else:
-        if windows < needed:
+        if windows is not None and windows < needed:
             log(
                 f"training needs at least {needed} complete windows (2 per model feature, "
                 f"training/train.py); waiting for {needed}, not {windows}"
             )
-        seen = wait_for_host_windows(settings, flink, job_id, host, features, max(windows, needed))
+        wanted = max(windows or 0, needed)
+        seen = wait_for_host_windows(db, flink, job_id, host, features, wanted)
         version = train_agent_model(settings, seen["first"])
         log(f"model {version} is CURRENT in {models_dir}; the job picks it up within seconds")
-        wait_first_scored(settings, host, features)
-    print_agent_guide(settings, job_id, host, version)
+        wait_first_scored(db, host, features)
+    print_agent_guide(db, job_id, host, version)
 
 
 def wait_first_scored(settings: Settings, host: str, features: list[str]) -> None:
@@ -746,9 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--windows",
         type=int,
-        default=AGENT_WINDOWS,
         help="demo-agent: complete windows of this host to train the first model on "
-        "(default %(default)s, at least what training needs)",
+        "(default and least: what training needs)",
     )
     p.add_argument(
         "--hostname", help="demo-agent: the host name collectd reports (default: this machine's)"
