@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier lint format lock
+.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier bench-agents lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -92,8 +92,9 @@ test-unit: setup ## only the fast tests that need no services
 multihost: setup ## the cluster on 7 hosts of this machine (network namespaces; root): remote submit, a TaskManager host cut off, JobManager failover through ZooKeeper
 	@$(PY) -m pytest -s tests/e2e/test_multihost.py $(PYTEST_ARGS)
 
-bench: up ## the benchmark: throughput, latency, memory, the consumer-loop baseline (5M events; BENCH_ARGS)
+bench: up ## the benchmark: throughput, latency, memory, the consumer-loop baseline (5M events; BENCH_ARGS), then sparse against dense input
 	@$(PY) -m bench.pipeline $(BENCH_ARGS)
+	@$(PY) -m bench.agents
 
 bench-simulator: up ## simulator events/s into the local Kafka, 1 and 2 processes (10k devices)
 	@$(PY) -m bench.simulator_throughput $(BENCH_ARGS)
@@ -107,6 +108,9 @@ bench-udf: setup ## the scoring UDF alone: vectorized ONNX vs per-row ONNX vs pe
 
 bench-notifier: up ## one notifier cycle (read, correlate, record, plan) with 100 to 10,000 incidents in its horizon
 	@$(PY) -m bench.notifier $(BENCH_ARGS)
+
+bench-agents: up ## sparse (collectd, one metric a message) against dense (flat) input, with and without keyed counters
+	@$(PY) -m bench.agents $(BENCH_ARGS)
 
 bench-state: up ## the job's Flink state per stage once 1,000 devices have filled the context horizons
 	@$(PY) -m bench.job_state $(BENCH_ARGS)
