@@ -48,12 +48,13 @@ def interval(seconds: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}' DAY TO SECOND"
 
 
-def format_limits() -> str:
+def format_limits(metrics=None) -> str:
     """The metrics' ranges for the telemetry-json format (events_kafka.sql): one
     ``name:min:max:minText:maxText`` per metric with a range, the texts as its dead letters
-    show them (``below its minimum 0``)."""
+    show them (``below its minimum 0``). ``metrics``: another catalogue's (default: this
+    one's)."""
     parts = []
-    for m in METRICS:
+    for m in METRICS if metrics is None else metrics:
         if m.min is None and m.max is None:
             continue
         low = repr(float(m.min)) if m.min is not None else ""

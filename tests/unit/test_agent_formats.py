@@ -17,6 +17,7 @@ import pytest
 
 from common.catalogue import load as load_catalogue
 from common.settings import REPO_ROOT
+from common.sql import format_limits
 
 HOST = load_catalogue("host")
 METRICS = list(HOST.metric_names)
@@ -45,20 +46,6 @@ def row(device, ts, **metrics):
 
 def problem(text):
     return (None, None, {}, text)
-
-
-def limits(catalogue) -> str:
-    """The ranges as common.sql.format_limits writes them, of this catalogue."""
-    parts = []
-    for m in catalogue.metrics:
-        if m.min is None and m.max is None:
-            continue
-        low = repr(float(m.min)) if m.min is not None else ""
-        high = repr(float(m.max)) if m.max is not None else ""
-        low_text = f"{m.min:g}" if m.min is not None else ""
-        high_text = f"{m.max:g}" if m.max is not None else ""
-        parts.append(f"{m.name}:{low}:{high}:{low_text}:{high_text}")
-    return ",".join(parts)
 
 
 def mapping(agent: str, *extra) -> dict:
@@ -678,7 +665,7 @@ def outputs() -> dict[str, list[dict]]:
     procs = {}
     for input_, (cases, mapping_, device_field, metrics) in RUNS.items():
         mapping_json = json.dumps(mapping_) if mapping_ else ""
-        args = [input_, mapping_json, device_field, ",".join(metrics), limits(HOST)]
+        args = [input_, mapping_json, device_field, ",".join(metrics), format_limits(HOST.metrics)]
         proc = subprocess.Popen(
             [java, "-cp", classpath, "local.anomaly.flink.FormatCheck", *args],
             stdin=subprocess.PIPE,
@@ -727,24 +714,13 @@ def check(outputs, input_: str, case: Case) -> None:
         assert got["counters"] == case.counters
 
 
-@pytest.mark.parametrize("case", COLLECTD, ids=lambda c: c.id)
-def test_collectd(outputs, case):
-    check(outputs, "collectd", case)
-
-
-@pytest.mark.parametrize("case", TELEGRAF, ids=lambda c: c.id)
-def test_telegraf(outputs, case):
-    check(outputs, "telegraf", case)
-
-
-@pytest.mark.parametrize("case", OTLP, ids=lambda c: c.id)
-def test_otlp(outputs, case):
-    check(outputs, "otlp", case)
-
-
-@pytest.mark.parametrize("case", FLAT, ids=lambda c: c.id)
-def test_flat(outputs, case):
-    check(outputs, "flat", case)
+@pytest.mark.parametrize(
+    ("input_", "case"),
+    [(input_, case) for input_, run in RUNS.items() for case in run[0]],
+    ids=lambda v: v if isinstance(v, str) else v.id,
+)
+def test_format(outputs, input_, case):
+    check(outputs, input_, case)
 
 
 def test_agent_problems_are_event_problems_and_flat_metric_problems_value_problems(outputs):
