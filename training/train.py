@@ -52,6 +52,13 @@ PARITY_TOLERANCE = 1e-5
 # Below this many usable windows per model feature, training refuses to fit.
 MIN_WINDOWS_PER_FEATURE = 2
 MIN_WINDOWS = 20
+
+
+def windows_needed(features: int) -> int:
+    """The fewest complete windows training fits a model of ``features`` features on."""
+    return max(MIN_WINDOWS, MIN_WINDOWS_PER_FEATURE * features)
+
+
 # Windows of training and of held-out data whose scores the card keeps for load-time checks.
 SELF_CHECK_ROWS = 4
 
@@ -214,7 +221,7 @@ def usable_windows(features: pd.DataFrame, source: str, log=print) -> pd.DataFra
             f"training: left out {int((~complete).sum()):,} windows with a missing feature and "
             f"{int((complete & labelled).sum()):,} windows with events labelled anomalous"
         )
-    needed = max(MIN_WINDOWS, MIN_WINDOWS_PER_FEATURE * len(MODEL_FEATURE_NAMES))
+    needed = windows_needed(len(MODEL_FEATURE_NAMES))
     if keep.sum() < needed:
         raise TrainingDataError(
             f"only {int(keep.sum())} complete windows in {source}: training needs at least "

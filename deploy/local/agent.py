@@ -23,7 +23,16 @@ import sys
 from pathlib import Path
 
 from common.settings import Settings
-from deploy.local.helpers import StackError, log, pid_alive, port_open, spawn, stop_pid, wait_for
+from deploy.local.helpers import (
+    StackError,
+    cmdline,
+    log,
+    pid_alive,
+    port_open,
+    spawn,
+    stop_pid,
+    wait_for,
+)
 
 PLUGIN_DIR = Path("/usr/lib/collectd")
 TYPES_DB = Path("/usr/share/collectd/types.db")
@@ -144,13 +153,6 @@ def check_config(binary: str, config: Path) -> None:
         )
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 class Collectd:
     """collectd as a child daemon (``collectd -f``) of the local stack.
 
@@ -189,8 +191,9 @@ class Collectd:
         pid = pid_alive(self.pid_file)
         if pid is None:
             return None
-        cmdline = _cmdline(pid)
-        return pid if "collectd" in cmdline and str(self.config.resolve()) in cmdline else None
+        words = cmdline(pid)
+        ours = "collectd" in " ".join(words) and str(self.config.resolve()) in words
+        return pid if ours else None
 
     def running(self) -> bool:
         return self.pid() is not None

@@ -32,6 +32,7 @@ from deploy.flink_run import submit as submit_job
 from deploy.local.helpers import (
     HERE,
     StackError,
+    cmdline,
     descendants,
     end_processes,
     log,
@@ -210,11 +211,11 @@ class Flink:
         found = []
         for proc in Path("/proc").glob("[0-9]*"):
             try:
-                cmdline = (proc / "cmdline").read_bytes()
+                command = (proc / "cmdline").read_bytes()
                 ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if runner in cmdline and ppid == 1:
+            if runner in command and ppid == 1:
                 with contextlib.suppress(OSError):
                     environ = (proc / "environ").read_bytes().split(b"\0")
                     conf = [v for v in environ if v.startswith(b"FLINK_CONF_DIR=")]
@@ -246,11 +247,11 @@ class Flink:
             for pid_file in self.pid_files(daemon):
                 with contextlib.suppress(OSError):
                     for word in pid_file.read_text().split():
-                        if word.isdigit() and self.MAIN_CLASSES[daemon] in _cmdline(int(word)):
+                        if word.isdigit() and self.MAIN_CLASSES[daemon] in cmdline(int(word)):
                             found[daemon].add(int(word))
         conf_dir = self.conf_dir.resolve()
         for proc in Path("/proc").glob("[0-9]*"):
-            args = _cmdline(int(proc.name))
+            args = cmdline(int(proc.name))
             daemon = next((d for d, c in self.MAIN_CLASSES.items() if c in args), None)
             if daemon and config_dir(args, proc / "cwd") == conf_dir:
                 found[daemon].add(int(proc.name))
@@ -401,14 +402,6 @@ class Flink:
             return submit_job(submission, self.s, env={**self.env(), **(env or {})})
         except SubmitError as exc:
             raise StackError(str(exc)) from exc
-
-
-def _cmdline(pid: int) -> list[str]:
-    """A process's command line, one word a string; empty if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
 
 
 def config_dir(args: list[str], cwd: Path) -> Path | None:

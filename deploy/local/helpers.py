@@ -93,6 +93,14 @@ def stop_pid(name: str, pid_file: Path, timeout_s: float = 30.0) -> bool:
     return pid is not None
 
 
+def cmdline(pid: int) -> list[str]:
+    """A process's command line, one word a string; empty if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
 def process_alive(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie is not)."""
     try:

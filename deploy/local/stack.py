@@ -321,8 +321,8 @@ def agent_training_needs(settings: Settings) -> tuple[list[str], int]:
     code = (
         "import json\n"
         "from common.features import MODEL_FEATURE_NAMES as f\n"
-        "from training.train import MIN_WINDOWS, MIN_WINDOWS_PER_FEATURE\n"
-        "print(json.dumps([list(f), max(MIN_WINDOWS, MIN_WINDOWS_PER_FEATURE * len(f))]))"
+        "from training.train import windows_needed\n"
+        "print(json.dumps([list(f), windows_needed(len(f))]))"
     )
     features, needed = json.loads(
         run_agent_python(settings, ["-c", code], "reading the host catalogue").splitlines()[-1]
