@@ -104,7 +104,7 @@ def reference_score(detector, normaliser, check, device_ids, x, context=None) ->
 def window_features_from_files(settings: Settings, path: Path) -> pd.DataFrame:
     """Window features of a JSONL event file (or folder), by the job's own Flink SQL, with the
     number of events per window that the source labels anomalous."""
-    from common.flink_env import create_table_env
+    from common.flink_env import create_table_env, to_pandas
 
     if not path.exists():
         raise FileNotFoundError(f"no events at {path}: make a dump with `python -m simulator`")
@@ -114,9 +114,9 @@ def window_features_from_files(settings: Settings, path: Path) -> pd.DataFrame:
     )
     for statement in window_feature_statements(settings, labelled=True, batch=True):
         t_env.execute_sql(statement)
-    return t_env.sql_query(
-        "SELECT * FROM window_features ORDER BY device_id, window_start"
-    ).to_pandas()
+    return to_pandas(
+        t_env.sql_query("SELECT * FROM window_features ORDER BY device_id, window_start")
+    )
 
 
 def window_features_from_csv(settings: Settings, paths: list[Path], options) -> pd.DataFrame:

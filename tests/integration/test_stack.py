@@ -358,15 +358,16 @@ def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(
 
 
 @pytest.mark.slow
-def test_flink_run_attached_waits_for_the_job_to_end(own_flink, fresh_topic, fresh_db, trained):
+def test_flink_run_attached_waits_for_the_job_to_end(stack, fresh_topic, fresh_db, trained):
     """Issue 21: `flink_run --attached -- --bounded` returned right after submission. It waits
-    for the job's end now (exit 0: FINISHED); a job still running at --timeout fails it."""
+    for the job's end now (exit 0: FINISHED); a job still running at --timeout fails it. On
+    the session's cluster (its jobs run beside the others, each under its own id)."""
     import os
 
+    from deploy.local.flink import Flink
     from tests.pipeline import job_env
 
-    flink = own_flink
-    flink.start()
+    flink = Flink(stack)
     env = {**os.environ, **job_env(fresh_db, fresh_topic)}
     jobmanager = flink.s.flink_rest_url.removeprefix("http://")
     model = ["--model-dir", str(trained[0].model_dir)]

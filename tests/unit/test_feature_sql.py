@@ -37,6 +37,8 @@ def edge_case_events() -> list[dict]:
 def flink_window_features(t_env, settings: Settings, events: list[dict]) -> pd.DataFrame:
     from pyflink.table import DataTypes
 
+    from common.flink_env import to_pandas
+
     frame = pd.DataFrame(events)
     schema = DataTypes.ROW(
         [
@@ -53,7 +55,7 @@ def flink_window_features(t_env, settings: Settings, events: list[dict]) -> pd.D
     )
     for statement in window_feature_statements(settings, batch=True):
         t_env.execute_sql(statement)
-    out = t_env.sql_query("SELECT * FROM window_features").to_pandas()
+    out = to_pandas(t_env.sql_query("SELECT * FROM window_features"))
     for name in t_env.list_temporary_views():
         t_env.drop_temporary_view(name)
     out["window_start"] = pd.to_datetime(out["window_start"]).dt.tz_localize("UTC")
