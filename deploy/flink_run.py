@@ -55,6 +55,8 @@ LIVE_JOB_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING")
 TERMINAL_JOB_STATES = ("FINISHED", "FAILED", "CANCELED", "SUSPENDED")
 # How long --attached waits for the job to end, by default.
 ATTACHED_TIMEOUT_S = 3600.0
+# Options of the `flink run` client's JVM (see submit).
+CLIENT_JVM_ARGS = "-XX:TieredStopAtLevel=1"
 
 
 class SubmitError(RuntimeError):
@@ -143,6 +145,10 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
         # would override `flink run -p`: both say the same.
         run_env["ANOMALY_PARALLELISM"] = str(submission.parallelism)
     run_env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
+    # The client's JVM plans the job once and exits: the quick compiler alone (no C2) gets it
+    # submitted sooner, 19.9 s against 22.6 s on average (5 alternating pairs of submissions
+    # of the job, this 2-core machine). JVM_ARGS given by the user come after, so they win.
+    run_env["JVM_ARGS"] = f"{CLIENT_JVM_ARGS} {run_env.get('JVM_ARGS', '')}".strip()
     try:
         jobs_overview(submission.jobmanager)  # the REST API answers
     except (OSError, ValueError) as exc:
