@@ -133,6 +133,31 @@ def stage_model(model_dir: Path, target: Path) -> Path:
     return path
 
 
+def client_class_archive(settings: Settings) -> tuple[Path | None, Path | None]:
+    """The class-data archive of the `flink run` client (Java's dynamic CDS): the classes one
+    client loaded, mapped by the next instead of loaded again; 18.1 s against 21.2 s to
+    "submitted" (3 alternating pairs). Returns (archive, None) when it exists, else (archive,
+    a file of this client's own to dump its classes to at exit); (None, None) where the state
+    folder cannot be written. The name follows the Java and PyFlink installed, so an upgrade
+    makes a new one (a stale archive is only ignored, with a warning of the JVM's)."""
+    import hashlib
+    from importlib.metadata import version
+
+    home = os.environ.get("JAVA_HOME")
+    java = Path(home, "bin", "java") if home else Path(shutil.which("java") or "java")
+    try:
+        stamp = f"{java.resolve()}:{java.resolve().stat().st_mtime_ns}"
+        key = hashlib.sha256(f"{stamp}|{version('apache-flink')}".encode()).hexdigest()[:12]
+        folder = settings.state_dir / "flink-client"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None, None
+    archive = folder / f"classes-{key}.jsa"
+    if archive.exists():
+        return archive, None
+    return archive, folder / f".classes-{key}-{os.getpid()}-{time.monotonic_ns()}.jsa"
+
+
 def submit(submission: Submission, settings: Settings, env: dict[str, str] | None = None) -> str:
     """Run `flink run`; returns the id of the submitted job (detached) or of the job that ran
     (attached). Raises SubmitError with the CLI's last lines when it fails."""
@@ -147,8 +172,18 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
     run_env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
     # The client's JVM plans the job once and exits: the quick compiler alone (no C2) gets it
     # submitted sooner, 19.9 s against 22.6 s on average (5 alternating pairs of submissions
-    # of the job, this 2-core machine). JVM_ARGS given by the user come after, so they win.
-    run_env["JVM_ARGS"] = f"{CLIENT_JVM_ARGS} {run_env.get('JVM_ARGS', '')}".strip()
+    # of the job, this 2-core machine); so does an archive of the classes it loaded last time
+    # (below). JVM_ARGS given by the user come after, so they win.
+    archive, dump = client_class_archive(settings)
+    if archive is None:
+        sharing = ""
+    elif dump is None:
+        sharing = f"-XX:SharedArchiveFile={archive}"
+    else:
+        sharing = f"-XX:ArchiveClassesAtExit={dump}"
+    run_env["JVM_ARGS"] = " ".join(
+        filter(None, [CLIENT_JVM_ARGS, sharing, run_env.get("JVM_ARGS")])
+    )
     try:
         jobs_overview(submission.jobmanager)  # the REST API answers
     except (OSError, ValueError) as exc:
@@ -157,6 +192,7 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
             "JobManager's REST address right and reachable from here?"
         ) from exc
     staging = Path(tempfile.mkdtemp(prefix="flink-run-")) if submission.ship else None
+    proc: subprocess.CompletedProcess | None = None
     try:
         if staging is not None:
             # The version shipped: the one given, else CURRENT at submission time.
@@ -169,6 +205,12 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+        if dump is not None and dump.exists():
+            # Whole or not at all, also when two clients dump at once.
+            if proc is not None and proc.returncode == 0:
+                os.replace(dump, archive)
+            else:
+                dump.unlink()
     output = proc.stdout + proc.stderr
     match = _JOB_ID.search(output)
     if proc.returncode != 0 or not match:

@@ -148,3 +148,20 @@ def test_a_timeout_must_be_positive(value, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         flink_run.main(["-m", "h:8081", "--attached", "--timeout", value])
     assert exc.value.code == 2
+
+
+def test_the_client_dumps_its_classes_once_then_maps_them(tmp_path):
+    """No archive yet: a file of this client's own to dump to (beside, never over, the
+    archive); once the archive exists, it is used; an unwritable state folder: none."""
+    from common.settings import Settings
+
+    settings = Settings.from_env().replace(state_dir=tmp_path / "state")
+    archive, dump = flink_run.client_class_archive(settings)
+    assert archive.parent == dump.parent == tmp_path / "state" / "flink-client"
+    assert archive.suffix == dump.suffix == ".jsa" and dump != archive
+    assert flink_run.client_class_archive(settings)[1] != dump  # each client its own
+    archive.write_bytes(b"classes")
+    assert flink_run.client_class_archive(settings) == (archive, None)
+    (tmp_path / "file").write_text("")
+    blocked = settings.replace(state_dir=tmp_path / "file" / "state")
+    assert flink_run.client_class_archive(blocked) == (None, None)
