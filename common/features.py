@@ -68,10 +68,18 @@ class Horizon:
 # device has no context yet). The model sees the deviation (of the horizons in
 # ANOMALY_CONTEXT_MODELLED); the mean and spread are stored (the "typical" band of a metric).
 CONTEXT_STATS: tuple[tuple[str, bool], ...] = (("avg", False), ("sd", False), ("dev", True))
+# Of a one-metric catalogue, over the longest horizon only: the mean ("stdavg") and population
+# spread ("stdsd") of the device's window spreads (their std), and how many windows they come
+# from ("windows"). Stored, not modelled: the context check's spread reading uses them
+# (udfs.calibration.ContextCheck). Where many metrics give the model a joint structure, the
+# context check is off by default, and these are not computed (each costs state and time).
+SPREAD_STATS: tuple[str, ...] = ("stdavg", "stdsd", "windows")
 
 
 _CONTEXT_NAME = re.compile(
-    r"_(?:" + "|".join(stat for stat, _ in CONTEXT_STATS) + r")([0-9]+[smhd])$"
+    r"_(?:"
+    + "|".join(sorted([stat for stat, _ in CONTEXT_STATS] + list(SPREAD_STATS), key=len)[::-1])
+    + r")([0-9]+[smhd])$"
 )
 
 
@@ -127,7 +135,21 @@ def features_of(metric_names, horizon_list) -> tuple[Feature, ...]:
         for h in horizon_list
         for stat, modelled in CONTEXT_STATS
     )
-    return window + context
+    longest = max(horizon_list, key=lambda h: h.seconds, default=None)
+    spread = tuple(
+        Feature(
+            f"{metric}_{stat}{longest.name}",
+            metric,
+            "BIGINT" if stat == "windows" else "DOUBLE",
+            False,
+            horizon=longest,
+            stat=stat,
+        )
+        for metric in metric_names
+        if longest is not None and len(metric_names) == 1
+        for stat in SPREAD_STATS
+    )
+    return window + context + spread
 
 
 HORIZONS: tuple[Horizon, ...] = horizons(Settings.from_env())
@@ -141,11 +163,15 @@ MODEL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.model
 
 def scorer_context_names(metric_names, horizon_list) -> tuple[str, ...]:
     """The context the scorer reads beside the model's features (udfs.calibration.ContextCheck):
-    each metric's level and spread (avg, sd) over the longest horizon; none without horizons."""
+    each metric's level and spread (avg, sd) over the longest horizon, and for one metric its
+    SPREAD_STATS; none without horizons."""
     if not horizon_list:
         return ()
     longest = max(horizon_list, key=lambda h: h.seconds)
-    return tuple(f"{m}_{stat}{longest.name}" for m in metric_names for stat in ("avg", "sd"))
+    spread = SPREAD_STATS if len(metric_names) == 1 else ()
+    return tuple(
+        f"{m}_{stat}{longest.name}" for m in metric_names for stat in ("avg", "sd", *spread)
+    )
 
 
 # Passed to the scoring UDF after the model features, whatever the model: a model that checks

@@ -483,6 +483,14 @@ def duration_name(seconds: int) -> str:
     raise AssertionError(seconds)
 
 
+def duration_seconds(name: str) -> int:
+    """The seconds of a duration in the horizons' notation: "1h" -> 3600."""
+    match = _HORIZON.fullmatch(name)
+    if match is None:
+        raise ValueError(f"not a duration such as 1m or 1h: {name!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 # Passwords and tokens: from ANOMALY_<FIELD> in the environment or the secrets file, never
 # defaults.
 PG_SECRET_FIELDS = ("pg_password", "pg_writer_password", "pg_reader_password")

@@ -22,6 +22,7 @@ from common.features import (
     MODEL_FEATURE_NAMES,
     PG_TYPES,
     SCORER_CONTEXT_NAMES,
+    SPREAD_STATS,
     WINDOW_FEATURES,
     Horizon,
 )
@@ -182,24 +183,31 @@ def _context_view(h: Horizon) -> str:
     return f"window_context_{h.name}"
 
 
-def _sums(h: Horizon, metric: str) -> tuple[str, str, str]:
-    """The columns holding, over a horizon (the window included), how many windows have a
-    mean of the metric, and the sum and sum of squares of those means."""
-    return tuple(f"`ctx_{part}{h.name}_{metric}`" for part in ("n", "sum", "sumsq"))
+def _sums(h: Horizon, metric: str, aggregate: str = _MEAN.suffix) -> tuple[str, str, str]:
+    """The columns holding, over a horizon (the window included), how many windows have the
+    aggregate (the mean; the std for SPREAD_STATS) of the metric, and the sum and sum of squares
+    of those values."""
+    tag = "" if aggregate == _MEAN.suffix else aggregate
+    return tuple(f"`ctx_{part}{tag}{h.name}_{metric}`" for part in ("n", "sum", "sumsq"))
 
 
 def _context_feature(f) -> str:
-    """A context feature from its horizon's sums, the window's own mean left out: the mean and
+    """A context feature from its horizon's sums, the window's own value left out: the mean and
     population spread of the preceding windows' means (NULL if there are none), and the
-    window mean's deviation from that mean (0 then; NULL if the window has no mean)."""
-    h, mean = f.horizon, f"`{f.metric}_{_MEAN.suffix}`"
-    count, total, squares = _sums(h, f.metric)
+    window mean's deviation from that mean (0 then; NULL if the window has no mean). The
+    SPREAD_STATS are the same over the windows' std, and the number of preceding windows."""
+    spread = f.stat in SPREAD_STATS
+    aggregate = "std" if spread else _MEAN.suffix
+    h, mean = f.horizon, f"`{f.metric}_{aggregate}`"
+    count, total, squares = _sums(h, f.metric, aggregate)
     own = f"COALESCE({mean}, 0E0)"
     preceding = f"{count} - CASE WHEN {mean} IS NULL THEN 0 ELSE 1 END"
     avg = f"({total} - {own}) / NULLIF({preceding}, 0)"
-    if f.stat == "avg":
+    if f.stat == "windows":
+        return preceding
+    if f.stat in ("avg", "stdavg"):
         return avg
-    if f.stat == "sd":
+    if f.stat in ("sd", "stdsd"):
         # Population variance as E[x^2] - E[x]^2, as Flink's STDDEV_POP computes it: within
         # ~1e-6 of 0 where it is 0, exactly 0 for a single window.
         var = f"({squares} - {own} * {own}) / NULLIF({preceding}, 0) - POWER({avg}, 2)"
@@ -223,14 +231,16 @@ def context_placeholders(labelled: bool, batch: bool = False) -> dict[str, str]:
     for h in sorted(HORIZONS, key=lambda h: -h.seconds):
         bound = str(h.seconds) if batch else interval(h.seconds)
         sums = []
+        spread = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in SPREAD_STATS}
         for metric in METRIC_NAMES:
-            mean = f"`{metric}_{_MEAN.suffix}`"
-            count, total, squares = _sums(h, metric)
-            sums += [
-                f"COUNT({mean}) OVER w AS {count}",
-                f"SUM({mean}) OVER w AS {total}",
-                f"SUM({mean} * {mean}) OVER w AS {squares}",
-            ]
+            for aggregate in (_MEAN.suffix, "std") if metric in spread else (_MEAN.suffix,):
+                value = f"`{metric}_{aggregate}`"
+                count, total, squares = _sums(h, metric, aggregate)
+                sums += [
+                    f"COUNT({value}) OVER w AS {count}",
+                    f"SUM({value}) OVER w AS {total}",
+                    f"SUM({value} * {value}) OVER w AS {squares}",
+                ]
         views.append(
             f"CREATE TEMPORARY VIEW {_context_view(h)} AS\n"
             f"SELECT\n  *,\n  {indent.join(sums)}\nFROM {source}\n"

@@ -7,7 +7,8 @@ import pandas as pd
 
 from common.features import CONTEXT_FEATURES, HORIZONS, METRIC_NAMES
 
-_SPREADS = {f.name for f in CONTEXT_FEATURES if f.stat == "sd"}
+_SPREADS = {f.name for f in CONTEXT_FEATURES if f.stat in ("sd", "stdsd")}
+_NAMES = {f.name for f in CONTEXT_FEATURES}
 
 
 def atol(feature: str) -> float:
@@ -53,39 +54,37 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
     """Each window's context over each horizon (name, seconds), as
     sql/flink/window_context.sql defines it: the mean and population std of the device's window
     means over the windows starting in [start - horizon, start) (none there: NULL, deviation
-    0)."""
+    0); where the features have them (one metric, the longest horizon), the same of the
+    windows' std and how many there are."""
     frame = frame.copy()
     starts = frame["window_start"].map(lambda t: t.value // 1_000_000).to_numpy()
     devices = frame["device_id"].to_numpy()
+
+    def preceding(column: str, horizon_ms: int):
+        values = frame[column].to_numpy(dtype=np.float64)
+        avg, sd = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+        windows = np.zeros(len(frame), dtype=np.int64)
+        for i in range(len(frame)):
+            inside = (
+                (devices == devices[i]) & (starts >= starts[i] - horizon_ms) & (starts < starts[i])
+            )
+            seen = values[inside]
+            seen = seen[~np.isnan(seen)]
+            windows[i] = len(seen)
+            if len(seen):
+                avg[i] = seen.mean()
+                sd[i] = 0.0 if seen.min() == seen.max() else seen.std(ddof=0)
+        return values, avg, sd, windows
+
     for h in horizons:
-        horizon_ms = h.seconds * 1000
         for m in METRIC_NAMES:
-            means = frame[f"{m}_mean"].to_numpy(dtype=np.float64)
-            avg, sd = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
-            for i in range(len(frame)):
-                inside = (
-                    (devices == devices[i])
-                    & (starts >= starts[i] - horizon_ms)
-                    & (starts < starts[i])
-                )
-                values = means[inside]
-                values = values[~np.isnan(values)]
-                if len(values):
-                    avg[i] = values.mean()
-                    sd[i] = 0.0 if values.min() == values.max() else values.std(ddof=0)
+            means, avg, sd, _ = preceding(f"{m}_mean", h.seconds * 1000)
             frame[f"{m}_avg{h.name}"] = avg
             frame[f"{m}_sd{h.name}"] = sd
             frame[f"{m}_dev{h.name}"] = means - np.where(np.isnan(avg), means, avg)
+            if f"{m}_stdavg{h.name}" in _NAMES:
+                _, avg, sd, windows = preceding(f"{m}_std", h.seconds * 1000)
+                frame[f"{m}_stdavg{h.name}"] = avg
+                frame[f"{m}_stdsd{h.name}"] = sd
+                frame[f"{m}_windows{h.name}"] = windows
     return frame
-
-
-def anomalous_windows(events: list[dict], window_seconds: int) -> tuple[set, set]:
-    """(windows whose every event is labelled anomalous, windows with no anomalous event)."""
-    window_ms = window_seconds * 1000
-    labels: dict[tuple[str, int], list[bool]] = {}
-    for e in events:
-        key = (e["device_id"], (e["ts_ms"] // window_ms) * window_ms)
-        labels.setdefault(key, []).append(bool(e["is_anomaly"]))
-    all_anomalous = {k for k, v in labels.items() if all(v)}
-    clean = {k for k, v in labels.items() if not any(v)}
-    return all_anomalous, clean

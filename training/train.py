@@ -36,7 +36,7 @@ from common.features import (
     context_horizon_of,
 )
 from common.models import register_quietly, set_current
-from common.settings import Settings
+from common.settings import Settings, duration_seconds
 from common.sql import render, strip_comments, window_feature_statements
 from training.detectors import (
     CONTEXT_CHECKS,
@@ -95,7 +95,7 @@ def reference_score(detector, normaliser, check, device_ids, x, context=None) ->
     if check is None:
         return detector.score(z)
     zc = check.transform_rows(normaliser, normaliser.indices(device_ids), x, context)
-    return detector.score(z, zc)
+    return check.combine(detector.score(z, zc), detector.threshold, x, context)
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -435,17 +435,26 @@ def fit_model(
     calibration = calibration_of(params, device_ids, x.shape[1])
     detector, held_out_threshold = fitted_detector(device_ids, x, z, params, calibration)
     check = context_check_of(params, feature_names, context_names)
+    # The spread reading waits for a quarter of its horizon's windows in the context.
+    horizon = context_horizon_of(context_names[0]) if context_names else None
+    spread_min_windows = max(1, duration_seconds(horizon) // window_seconds // 4) if horizon else 1
     if check is not None:
         xc = check.read(normaliser, normaliser.indices(device_ids), x, context)
-        check = check.fitted(DeviceNormaliser.fit(device_ids, xc))
+        check = check.fitted(DeviceNormaliser.fit(device_ids, xc), spread_min_windows)
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(device_ids, xc, zc, params, calibration)
         detector = ContextCheckedDetector(detector, context_detector)
+        spread = (
+            f"; or where a window's std is {check.spread_z:g} of its recent spreads out "
+            f"(once {spread_min_windows} windows are in its context)"
+            if check.spread
+            else ""
+        )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "
-            f"{detector.threshold:g} of their thresholds"
+            f"{detector.threshold:g} of their thresholds{spread}"
         )
-        train_scores = detector.score(z, zc)
+        train_scores = check.combine(detector.score(z, zc), detector.threshold, x, context)
     else:
         train_scores = detector.score(z)
     severity = Severity.fit(train_scores, detector.threshold)

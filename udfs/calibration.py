@@ -6,6 +6,7 @@ UDF exactly as training applied them (pure numpy; no scikit-learn at scoring tim
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from functools import cached_property
@@ -176,6 +177,15 @@ class DeviceNormaliser:
 # the context's level) and spreads (as they are), each over the context's spread.
 CONTEXT_LEVELS = ("mean", "min", "max")
 CONTEXT_SPREADS = ("std",)
+# The spread reading of a context check (one-metric catalogues: common.features.SPREAD_STATS):
+# how far a window's std is from the std of the device's recent windows, in their own spread,
+# |std - stdavg| / stdsd over the longest horizon. A window SPREAD_Z out is flagged whatever
+# the model's score: a change in how much a series varies, as a failing disk's latency or a
+# stuck counter shows it, rather than in its level. Read only once the horizon holds enough
+# of the device's windows (the card's spread_min_windows: a quarter of the horizon's). Measured
+# (README, Accuracy): on one-metric public server metrics it finds events the model's own
+# threshold, lowered, does not.
+SPREAD_Z = 10.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,11 @@ class ContextCheck:
     # Per used model feature: (feature index, mean feature index, avg column, sd column, level)
     uses: tuple[tuple[int, int, int, int, bool], ...]
     normaliser: DeviceNormaliser | None = None
+    # The spread reading, per metric with SPREAD_STATS: (std feature index, stdavg column,
+    # stdsd column, windows column); read where windows >= spread_min_windows.
+    spread: tuple[tuple[int, int, int, int], ...] = ()
+    spread_min_windows: int = 0
+    spread_z: float = SPREAD_Z
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -213,7 +228,40 @@ class ContextCheck:
             sd = [c for n, c in context.items() if n.startswith(f"{metric}_sd")]
             if len(avg) == 1 and len(sd) == 1:
                 uses.append((j, index[f"{metric}_mean"], avg[0], sd[0], level))
-        return cls(tuple(context_names), tuple(uses)) if uses else None
+        spread = []
+        for j, name in enumerate(feature_names):
+            metric, _, aggregate = name.rpartition("_")
+            found = [
+                [c for n, c in context.items() if n.startswith(f"{metric}_{stat}")]
+                for stat in ("stdavg", "stdsd", "windows")
+            ]
+            if aggregate == "std" and all(len(f) == 1 for f in found):
+                spread.append((j, *(f[0] for f in found)))
+        if not uses:
+            return None
+        return cls(tuple(context_names), tuple(uses), spread=tuple(spread))
+
+    def spread_reading(self, x: np.ndarray, context: np.ndarray | None) -> np.ndarray:
+        """Per window, the largest |std - stdavg| / stdsd of its metrics; 0 where it is not
+        read (no context, fewer than spread_min_windows windows in it, a context spread of 0)."""
+        out = np.zeros(len(x))
+        if context is None:
+            return out
+        for j, a, s, n in self.spread:
+            sd = context[:, s]
+            known = (context[:, n] >= self.spread_min_windows) & (sd > 0)
+            z = np.abs(np.asarray(x[:, j], dtype=np.float64) - context[:, a]) / np.where(
+                known, sd, 1.0
+            )
+            out = np.fmax(out, np.where(known & np.isfinite(z), z, 0.0))
+        return out
+
+    def combine(self, scores, threshold: float, x: np.ndarray, context) -> np.ndarray:
+        """The scores with the spread reading folded in: a window spread_z out scores at
+        least the threshold times its reading over spread_z (flagged above it)."""
+        if not self.spread:
+            return scores
+        return np.fmax(scores, threshold * self.spread_reading(x, context) / self.spread_z)
 
     def read(
         self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None
@@ -236,8 +284,10 @@ class ContextCheck:
         assert self.normaliser is not None, "fitted context check"
         return self.normaliser.transform_rows(rows, self.read(fixed, rows, x, context))
 
-    def fitted(self, normaliser: DeviceNormaliser) -> ContextCheck:
-        return ContextCheck(self.columns, self.uses, normaliser)
+    def fitted(self, normaliser: DeviceNormaliser, spread_min_windows: int = 0) -> ContextCheck:
+        return dataclasses.replace(
+            self, normaliser=normaliser, spread_min_windows=spread_min_windows
+        )
 
     def to_card(self, feature_names) -> dict:
         assert self.normaliser is not None
@@ -253,6 +303,17 @@ class ContextCheck:
                 for j, _, a, s, level in self.uses
             ],
             "normalisation": self.normaliser.to_card(),
+            "spread": [
+                {
+                    "feature": feature_names[j],
+                    "avg": self.columns[a],
+                    "sd": self.columns[s],
+                    "windows": self.columns[n],
+                }
+                for j, a, s, n in self.spread
+            ],
+            "spread_z": self.spread_z,
+            "spread_min_windows": self.spread_min_windows,
         }
 
     @classmethod
@@ -270,7 +331,24 @@ class ContextCheck:
         if planned is None or uses != expected:
             raise CalibrationError("the card's context check does not fit the model's features")
         normaliser = DeviceNormaliser.from_card(card.get("normalisation") or {}, len(uses))
-        return planned.fitted(normaliser)
+        # A card without a spread reading (trained before it existed) reads none.
+        spread = [
+            (u.get("feature"), u.get("avg"), u.get("sd"), u.get("windows"))
+            for u in card.get("spread") or ()
+        ]
+        planned_spread = [
+            (feature_names[j], columns[a], columns[s], columns[n]) for j, a, s, n in planned.spread
+        ]
+        if spread and spread != planned_spread:
+            raise CalibrationError("the card's spread reading does not fit the model's features")
+        check = planned.fitted(normaliser, int(card.get("spread_min_windows") or 0))
+        if not spread:
+            return dataclasses.replace(check, spread=())
+        try:
+            z = float(card["spread_z"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"spread_z in the model card is malformed: {exc}") from exc
+        return dataclasses.replace(check, spread_z=z)
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,8 @@ class OnnxModel:
             if zc is not None:
                 finite &= np.isfinite(zc).all(axis=1)
             s = np.where(finite, self.raw_scores(z, zc), np.inf)
+            if self.check is not None:
+                s = self.check.combine(s, self.threshold, x[complete], c)
             scores[complete] = s
             flagged = s > self.threshold
             flags[complete] = flagged

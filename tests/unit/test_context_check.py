@@ -170,3 +170,61 @@ def test_a_card_whose_context_check_does_not_fit_its_features_is_refused(tmp_pat
         card_path.write_text(json.dumps(card))
         with pytest.raises(ModelCardError, match="does not fit the model's features"):
             OnnxModel.load(result.model_dir, FEATURES, 3600, CONTEXT)
+
+
+SPREAD_CONTEXT = (*CONTEXT, "value_stdavg1d", "value_stdsd1d", "value_windows1d")
+
+
+def with_spread_context(x, context, windows_seen: float):
+    """The context with the spread statistics of a device whose window std is steady at the
+    window's own (mean) and varies by a tenth of it (sd)."""
+    std = x[:, 1]
+    return np.column_stack([context, std, std / 10, np.full(len(x), windows_seen)])
+
+
+def test_plan_reads_the_spread_statistics_of_a_metric_with_them():
+    check = ContextCheck.plan(FEATURES, SPREAD_CONTEXT)
+    assert check.spread == ((1, 2, 3, 4),)
+    assert ContextCheck.plan(FEATURES, CONTEXT).spread == ()
+
+
+def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_are_seen(
+    tmp_path, fleet
+):
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 150, level, spread)
+    result = fit_model(
+        ids,
+        x,
+        feature_names=FEATURES,
+        window_seconds=3600,  # a 1-day horizon holds 24 windows: read from 6 on
+        params=DetectorParams(context_check="on"),
+        models_dir=tmp_path,
+        training={"source": "test"},
+        context=with_spread_context(x, context, 24),
+        context_names=SPREAD_CONTEXT,
+        log=lambda m: None,
+    )
+    card = json.loads((result.model_dir / CARD_FILE).read_text())
+    spread_card = card["context_check"]
+    assert spread_card["spread_min_windows"] == 6 and spread_card["spread_z"] == 10.0
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
+    after_ids, after_x, after_context = windows(rng, 30, level, spread)
+    plain = model.score(after_ids, after_x, with_spread_context(after_x, after_context, 24))
+    assert plain.flag.astype(bool).mean() < 0.02
+    # The same windows, their recent spreads 11 of their own spread below (z = 11).
+    ctx = with_spread_context(after_x, after_context, 24)
+    ctx[:, 2] = after_x[:, 1] * (1 - 11 / 10)
+    assert model.score(after_ids, after_x, ctx).flag.astype(bool).all()
+    ctx[:, 2] = after_x[:, 1] * (1 - 9 / 10)  # z = 9: not flagged by the spread reading
+    assert model.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02
+    ctx[:, 2] = after_x[:, 1] * (1 - 11 / 10)
+    ctx[:, 4] = 5  # too few windows in the context yet
+    assert model.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02
+    # A card from before the spread reading (none in it) loads and reads none.
+    del spread_card["spread"]
+    (result.model_dir / CARD_FILE).write_text(json.dumps(card))
+    ctx[:, 4] = 24
+    old = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
+    assert old.check.spread == ()
+    assert old.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02

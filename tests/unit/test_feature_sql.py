@@ -135,10 +135,12 @@ def test_context_horizons_match_numpy(batch_env, base_settings):
         for offset in range(0, span, window_ms):
             if gap and gap[0] <= offset < gap[1]:
                 continue
-            values = {m: float(rng.normal(50.0, 5.0)) for m in METRIC_NAMES}
-            if device == "holes" and offset // window_ms % 7 == 3:
-                values[METRIC_NAMES[0]] = None
-            events.append({**values, "device_id": device, "ts_ms": T0 + offset + 1})
+            # Two samples a window, so that windows have a spread (and its context).
+            for sample in (1, window_ms // 2):
+                values = {m: float(rng.normal(50.0, 5.0)) for m in METRIC_NAMES}
+                if device == "holes" and offset // window_ms % 7 == 3:
+                    values[METRIC_NAMES[0]] = None
+                events.append({**values, "device_id": device, "ts_ms": T0 + offset + sample})
     actual = flink_window_features(batch_env, base_settings, events)
     expected = reference.window_features(events, base_settings.window_seconds)
     assert_features_equal(actual, expected)
@@ -187,3 +189,39 @@ def test_predict_window_features_are_the_jobs(batch_env, base_settings):
             atol=1e-9,
             err_msg=f.name,
         )
+
+
+def test_one_metric_spread_context_matches_numpy():
+    """A one-metric catalogue adds its window spreads' context over the longest horizon
+    (common.features.SPREAD_STATS): the horizon test again, in a process of its own (the
+    features are fixed at import) with the ops catalogue, compares them with the reference."""
+    import os
+    import subprocess
+    import sys
+
+    from common.settings import REPO_ROOT
+
+    env = {**os.environ, "ANOMALY_CATALOGUE": "ops", "ANOMALY_WINDOW_SECONDS": "10"}
+    env.pop("ANOMALY_CONTEXT_HORIZONS", None)
+    check = (
+        "from common.features import FEATURE_NAMES as f; "
+        "assert {'value_stdavg1h', 'value_stdsd1h', 'value_windows1h'} <= set(f), f"
+    )
+    subprocess.run([sys.executable, "-c", check], env=env, cwd=REPO_ROOT, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::test_context_horizons_match_numpy",
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

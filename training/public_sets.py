@@ -1,0 +1,107 @@
+"""Public labelled server metrics as CSVs that `make onboard` and `evaluate csv` read.
+
+  python -m training.public_sets PROCESSED_DIR OUT_DIR
+
+PROCESSED_DIR is `data/processed` of a clone of https://github.com/zhhlee/InterFusion: per
+server, `<server>_train.pkl` (unlabelled, normal) and `<server>_test.pkl` with
+`<server>_test_label.pkl`, values scaled to [0, 1] per metric. Servers called `machine-*` are
+SMD (the Server Machine Dataset of NetManAIOps/OmniAnomaly, one sample a minute), `omi-*` are
+ASD (the Application Server Dataset, one sample every 5 minutes). Written, per server, the
+training part followed by the test part, timed from 2026-01-05 00:00 UTC (a Monday):
+
+  OUT_DIR/smd/<server>.csv     timestamp, m00 … m37, label
+  OUT_DIR/asd/<server>.csv     timestamp, m00 … m18, label
+  OUT_DIR/mixed/<server>.csv   timestamp, value, label: one metric of each server, the one whose
+                               mean moves most (in its own spread) between the test part's
+                               normal and labelled rows, multiplied by 10^k (k = -2 … 3 in
+                               turn) so that one fleet holds values of very different scales.
+
+A server whose files are missing or empty is skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+START = pd.Timestamp("2026-01-05T00:00:00Z")
+SETS = {"machine-": ("smd", "1min"), "omi-": ("asd", "5min")}
+SCALES = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+
+
+def _load(path: Path) -> np.ndarray | None:
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    with path.open("rb") as f:
+        return np.asarray(pickle.load(f), dtype=np.float64)
+
+
+def server_frame(processed: Path, server: str, step: str) -> pd.DataFrame | None:
+    train = _load(processed / f"{server}_train.pkl")
+    test = _load(processed / f"{server}_test.pkl")
+    labels = _load(processed / f"{server}_test_label.pkl")
+    if train is None or test is None or labels is None or len(labels) != len(test):
+        return None
+    values = np.vstack([train, test])
+    frame = pd.DataFrame(values, columns=[f"m{i:02d}" for i in range(values.shape[1])])
+    frame.insert(0, "timestamp", pd.date_range(START, periods=len(frame), freq=step))
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame["label"] = np.concatenate([np.zeros(len(train)), labels]).astype(int)
+    return frame
+
+
+def moving_metric(frame: pd.DataFrame) -> str:
+    """The metric whose mean differs most between the labelled rows and the other rows after
+    the training part, in units of its spread over those rows."""
+    test = frame[frame.index >= frame["label"].to_numpy().argmax()]
+    metrics = [c for c in frame.columns if c.startswith("m")]
+    bad, good = test[test["label"] == 1][metrics], test[test["label"] == 0][metrics]
+    spread = test[metrics].std(ddof=0).replace(0, np.nan)
+    return ((bad.mean() - good.mean()).abs() / spread).fillna(0).idxmax()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("processed", type=Path, help="data/processed of a zhhlee/InterFusion clone")
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    servers = sorted(
+        {p.name.removesuffix("_test_label.pkl") for p in args.processed.glob("*_test_label.pkl")},
+        key=lambda s: (s.split("-")[0], [int(x) for x in s.split("-")[1:] if x.isdigit()]),
+    )
+    if not servers:
+        print(f"no <server>_test_label.pkl in {args.processed}", file=sys.stderr)
+        return 2
+    mixed = 0
+    for server in servers:
+        prefix = next((p for p in SETS if server.startswith(p)), None)
+        if prefix is None:
+            continue
+        name, step = SETS[prefix]
+        frame = server_frame(args.processed, server, step)
+        if frame is None:
+            print(f"{server}: skipped (missing or empty files)")
+            continue
+        for folder in (name, "mixed"):
+            (args.out / folder).mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out / name / f"{server}.csv", index=False, float_format="%.6g")
+        metric = moving_metric(frame)
+        scale = SCALES[mixed % len(SCALES)]
+        mixed += 1
+        one = frame[["timestamp", metric, "label"]].rename(columns={metric: "value"})
+        one["value"] = one["value"] * scale
+        one.to_csv(args.out / "mixed" / f"{name}-{server}.csv", index=False, float_format="%.6g")
+        print(
+            f"{server}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> {name}/; "
+            f"mixed: {metric} x {scale:g}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
