@@ -239,6 +239,8 @@ class OnnxModel:
             raise ModelCardError(f"model card {card_path}: self_check does not fit the model")
         rows = self.normaliser.indices(ids)
         got = self.raw_scores(*self.readings(rows, x, context))
+        if self.check is not None:
+            got = self.check.combine(got, self.threshold, x, context)
         diff = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
         if not np.all(diff <= SELF_CHECK_TOLERANCE):
             raise ModelCardError(

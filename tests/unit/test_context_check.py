@@ -193,6 +193,9 @@ def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_
 ):
     rng, level, spread = fleet
     ids, x, context = windows(rng, 150, level, spread)
+    train_context = with_spread_context(x, context, 24)
+    # The card's self-check rows (the first training windows) read their spread too.
+    train_context[:4, 2] = x[:4, 1] * (1 - 11 / 10)
     result = fit_model(
         ids,
         x,
@@ -201,7 +204,7 @@ def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_
         params=DetectorParams(context_check="on"),
         models_dir=tmp_path,
         training={"source": "test"},
-        context=with_spread_context(x, context, 24),
+        context=train_context,
         context_names=SPREAD_CONTEXT,
         log=lambda m: None,
     )
@@ -221,8 +224,16 @@ def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_
     ctx[:, 2] = after_x[:, 1] * (1 - 11 / 10)
     ctx[:, 4] = 5  # too few windows in the context yet
     assert model.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02
-    # A card from before the spread reading (none in it) loads and reads none.
+    # A card from before the spread reading (none in it, nor in its self-check's scores)
+    # loads and reads none.
     del spread_card["spread"]
+    sc = card["self_check"]
+    sc_ids = np.asarray(sc["device_ids"], dtype=object)
+    sc_context = np.array(sc["context"], dtype=np.float64)
+    sc["scores"] = model.raw_scores(
+        *model.readings(model.normaliser.indices(sc_ids), np.asarray(sc["features"]), sc_context)
+    ).tolist()
+    assert sc["scores"][0] < 0.7  # the spread reading had raised it
     (result.model_dir / CARD_FILE).write_text(json.dumps(card))
     ctx[:, 4] = 24
     old = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
