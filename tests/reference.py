@@ -88,3 +88,15 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
                 frame[f"{m}_stdsd{h.name}"] = sd
                 frame[f"{m}_windows{h.name}"] = windows
     return frame
+
+
+def anomalous_windows(events: list[dict], window_seconds: int) -> tuple[set, set]:
+    """(windows whose every event is labelled anomalous, windows with no anomalous event)."""
+    window_ms = window_seconds * 1000
+    labels: dict[tuple[str, int], list[bool]] = {}
+    for e in events:
+        key = (e["device_id"], (e["ts_ms"] // window_ms) * window_ms)
+        labels.setdefault(key, []).append(bool(e["is_anomaly"]))
+    all_anomalous = {k for k, v in labels.items() if all(v)}
+    clean = {k for k, v in labels.items() if not any(v)}
+    return all_anomalous, clean
