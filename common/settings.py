@@ -212,6 +212,10 @@ class Settings:
     # pandas: the scoring UDF gets Arrow batches of windows (vectorized); row: one window per
     # call, as a general UDF (only to measure what vectorizing saves: make bench).
     scoring_udf: str = "pandas"
+    # How the stream computes the context horizons' sums: jvm (WindowContext, jvm/: keeps
+    # only each device's tracked window values) or sql (Flink's RANGE OVER, one per horizon,
+    # keeping each window's whole row; the batch path always uses it). Same figures.
+    context_operator: str = "jvm"
     # Hot reload: the scoring UDF re-reads the models folder's CURRENT pointer at most this
     # often (seconds) and switches to a new version between two batches. 0: never (the job
     # keeps the model it was submitted with).
@@ -298,6 +302,7 @@ class Settings:
         for name, allowed in (
             ("scoring", ("on", "off")),
             ("scoring_udf", ("pandas", "row")),
+            ("context_operator", ("jvm", "sql")),
             ("raw_events", ("on", "off")),
             ("pg_timescaledb", ("auto", "off")),
             ("flink_prometheus", ("on", "off")),

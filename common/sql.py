@@ -215,7 +215,21 @@ def _context_feature(f) -> str:
     return f"{mean} - COALESCE({avg}, {mean})"
 
 
-def context_placeholders(labelled: bool, batch: bool = False) -> dict[str, str]:
+def context_sums(h: Horizon) -> list[tuple[str, tuple[str, str, str]]]:
+    """Per column whose context a horizon holds (each metric's window mean, and its std where
+    the features have SPREAD_STATS), the names of its count, sum and sum of squares over the
+    horizon, the window included (unquoted)."""
+    spread = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in SPREAD_STATS}
+    return [
+        (f"{metric}_{aggregate}", tuple(n.strip("`") for n in _sums(h, metric, aggregate)))
+        for metric in METRIC_NAMES
+        for aggregate in ((_MEAN.suffix, "std") if metric in spread else (_MEAN.suffix,))
+    ]
+
+
+def context_placeholders(
+    labelled: bool, batch: bool = False, context_table: str | None = None
+) -> dict[str, str]:
     """The generated parts of window_context.sql (see its header for the design). ``batch``:
     for Flink's batch mode (training), which cannot range over timestamps; its OVERs range
     over the windows' start in seconds instead (the same windows)."""
@@ -231,16 +245,13 @@ def context_placeholders(labelled: bool, batch: bool = False) -> dict[str, str]:
     for h in sorted(HORIZONS, key=lambda h: -h.seconds):
         bound = str(h.seconds) if batch else interval(h.seconds)
         sums = []
-        spread = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in SPREAD_STATS}
-        for metric in METRIC_NAMES:
-            for aggregate in (_MEAN.suffix, "std") if metric in spread else (_MEAN.suffix,):
-                value = f"`{metric}_{aggregate}`"
-                count, total, squares = _sums(h, metric, aggregate)
-                sums += [
-                    f"COUNT({value}) OVER w AS {count}",
-                    f"SUM({value}) OVER w AS {total}",
-                    f"SUM({value} * {value}) OVER w AS {squares}",
-                ]
+        for column, (count, total, squares) in context_sums(h):
+            value = f"`{column}`"
+            sums += [
+                f"COUNT({value}) OVER w AS `{count}`",
+                f"SUM({value}) OVER w AS `{total}`",
+                f"SUM({value} * {value}) OVER w AS `{squares}`",
+            ]
         views.append(
             f"CREATE TEMPORARY VIEW {_context_view(h)} AS\n"
             f"SELECT\n  *,\n  {indent.join(sums)}\nFROM {source}\n"
@@ -248,6 +259,8 @@ def context_placeholders(labelled: bool, batch: bool = False) -> dict[str, str]:
             f"  RANGE BETWEEN {bound} PRECEDING AND CURRENT ROW\n);"
         )
         source = _context_view(h)
+    if context_table is not None:
+        views, source = [], context_table
     return {
         "context_views": "\n\n".join(views),
         "context_source": source,
@@ -263,12 +276,18 @@ def context_placeholders(labelled: bool, batch: bool = False) -> dict[str, str]:
 
 
 def window_feature_statements(
-    settings: Settings, *, labelled: bool = False, batch: bool = False
+    settings: Settings,
+    *,
+    labelled: bool = False,
+    batch: bool = False,
+    context_table: str | None = None,
 ) -> list[str]:
     """The statements that define the ``window_features`` view over ``telemetry_events``:
     window aggregates, then (with context horizons) their context. ``labelled`` adds the
-    training labels of LABEL_COLUMNS."""
-    extra = context_placeholders(labelled, batch)
+    training labels of LABEL_COLUMNS. ``context_table``: the horizons' sums (context_sums)
+    come from that table, which the caller registers over ``window_aggregates`` before the
+    last statement, instead of from the OVER views."""
+    extra = context_placeholders(labelled, batch, context_table)
     out = statements(render("flink/window_features.sql", settings, **extra))
     if HORIZONS:
         out += statements(render("flink/window_context.sql", settings, **extra))

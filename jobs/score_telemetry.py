@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyflink.table import Table, TableEnvironment, TableResult
 from pyflink.table.expressions import col
 
-from common.features import CATALOGUE, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
+from common.features import CATALOGUE, HORIZONS, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
 from common.models import current_version, resolve_model_dir
 from common.settings import Settings
-from common.sql import context, render, statements, window_feature_statements
+from common.sql import context, context_sums, render, statements, window_feature_statements
 from udfs.onnx_scorer import (
     NO_MODEL_YET,
     SCORE_RESULT_SQL_TYPE,
@@ -92,8 +92,43 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
     execute_file(t_env, "flink/checked_events.sql", settings, telemetry_sources=sources)
     register_checked_events(t_env, settings)
     execute_file(t_env, "flink/telemetry_events.sql", settings)
-    for statement in window_feature_statements(settings):
+    operator = settings.context_operator == "jvm" and bool(HORIZONS)
+    window_statements = window_feature_statements(
+        settings, context_table="window_context" if operator else None
+    )
+    for statement in window_statements[:-1]:
         t_env.execute_sql(statement)
+    if operator:
+        register_window_context(t_env)
+    t_env.execute_sql(window_statements[-1])
+
+
+def register_window_context(t_env) -> None:
+    """Register ``window_context``: ``window_aggregates`` with every horizon's sums
+    (common.sql.context_sums), computed by WindowContext (jvm/), keyed by device."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    specs = [
+        (column, h.seconds * 1000, names) for h in HORIZONS for column, names in context_sums(h)
+    ]
+    columns = gateway.new_array(gateway.jvm.java.lang.String, len(specs))
+    horizons = gateway.new_array(gateway.jvm.long, len(specs))
+    names = gateway.new_array(gateway.jvm.java.lang.String, 3 * len(specs))
+    for i, (column, horizon_ms, triple) in enumerate(specs):
+        columns[i], horizons[i] = column, horizon_ms
+        for k, name in enumerate(triple):
+            names[3 * i + k] = name
+    table = jvm_class("WindowContext").apply(
+        t_env._j_tenv,
+        t_env.from_path("window_aggregates")._j_table,
+        "device_id",
+        "window_time",
+        columns,
+        horizons,
+        names,
+    )
+    t_env.create_temporary_view("window_context", Table(table, t_env))
 
 
 def register_checked_events(t_env, settings: Settings) -> None:

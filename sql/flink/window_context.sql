@@ -16,6 +16,11 @@
 -- Their cost: each keeps the device's window rows of its horizon in state (1h of 10 s
 -- windows: 360 rows per device). Flink clears a device's rows once it has been silent for
 -- 1.5 horizons.
+--
+-- The stream computes the same sums (common.sql.context_sums) with WindowContext (jvm/,
+-- ANOMALY_CONTEXT_OPERATOR=jvm, the default): one keyed operator on the same single path,
+-- which keeps only the tracked values of each device's windows; this file then reads its
+-- table instead of the OVER views. The batch path (training, evaluation) uses the OVERs.
 ${context_views}
 
 CREATE TEMPORARY VIEW window_features AS

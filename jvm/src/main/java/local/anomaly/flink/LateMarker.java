@@ -11,7 +11,6 @@ import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.table.api.DataTypes;
-import org.apache.flink.table.api.Schema;
 import org.apache.flink.table.api.Table;
 import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
 import org.apache.flink.table.data.GenericRowData;
@@ -130,20 +129,11 @@ public class LateMarker extends AbstractStreamOperator<RowData>
                         "late events (watermark kept over restores)",
                         InternalTypeInfo.of(outType.getLogicalType()),
                         new LateMarker(timeField, windowMs));
-        return tEnv.fromDataStream(
-                out,
-                Schema.newBuilder()
-                        .fromRowDataType(outType)
-                        .watermark(time, "SOURCE_WATERMARK()")
-                        .build());
+        return Tables.withRowtime(tEnv, out, outType, time);
     }
 
     private static int field(RowType row, String name) {
-        int index = row.getFieldNames().indexOf(name);
-        if (index < 0) {
-            throw new IllegalArgumentException("LateMarker: no column " + name + " in " + row);
-        }
-        return index;
+        return Tables.field(row, name, "LateMarker");
     }
 
     @Override
