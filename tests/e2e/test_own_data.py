@@ -242,7 +242,28 @@ make replay REPLAY_ARGS="{data} --label-column label"
         for path in created:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
     assert features == ["value_mean", "value_std", "value_min", "value_max"]
-    assert context == ["value_avg15d", "value_sd15d"]
+    assert context == [
+        "value_avg15d",
+        "value_sd15d",
+        "value_stdavg15d",
+        "value_stdsd15d",
+        "value_windows15d",
+    ]
+    # The spreads' context the stream stored (WindowContext), by value: five days of windows
+    # are all within the 15-day horizon, so each window's is that of all its device's
+    # earlier windows.
+    for _, device in rows.sort_values("window_start").groupby("device_id"):
+        earlier = device["value_std"].astype(float).shift(1)
+        np.testing.assert_array_equal(device["value_windows15d"], np.arange(len(device)))
+        np.testing.assert_allclose(
+            device["value_stdavg15d"].astype(float), earlier.expanding().mean(), rtol=1e-9
+        )
+        np.testing.assert_allclose(
+            device["value_stdsd15d"].astype(float),
+            earlier.expanding().std(ddof=0),
+            rtol=1e-6,
+            atol=1e-5,  # from sums of squares, as tests/reference.py allows
+        )
     # By value: the stream's scores are the model's scores of what the stream stored.
     expected = model.score(
         rows["device_id"].to_numpy(dtype=object),
