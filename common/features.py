@@ -115,6 +115,16 @@ class Feature:
         return self.aggregate.flink_sql.format(col=f"`{self.metric}`")
 
 
+def longest_horizon(horizon_list) -> Horizon | None:
+    """The horizon whose context the scorer reads and the band shows: the longest."""
+    return max(horizon_list, key=lambda h: h.seconds, default=None)
+
+
+def spread_stats(metric_names) -> tuple[str, ...]:
+    """The SPREAD_STATS a catalogue of these metrics computes: all for one metric, else none."""
+    return SPREAD_STATS if len(metric_names) == 1 else ()
+
+
 def features_of(metric_names, horizon_list) -> tuple[Feature, ...]:
     """Every feature of these metrics: the window aggregates, then each horizon's context."""
     window = tuple(
@@ -135,7 +145,7 @@ def features_of(metric_names, horizon_list) -> tuple[Feature, ...]:
         for h in horizon_list
         for stat, modelled in CONTEXT_STATS
     )
-    longest = max(horizon_list, key=lambda h: h.seconds, default=None)
+    longest = longest_horizon(horizon_list)
     spread = tuple(
         Feature(
             f"{metric}_{stat}{longest.name}",
@@ -146,8 +156,8 @@ def features_of(metric_names, horizon_list) -> tuple[Feature, ...]:
             stat=stat,
         )
         for metric in metric_names
-        if longest is not None and len(metric_names) == 1
-        for stat in SPREAD_STATS
+        if longest is not None
+        for stat in spread_stats(metric_names)
     )
     return window + context + spread
 
@@ -165,13 +175,11 @@ def scorer_context_names(metric_names, horizon_list) -> tuple[str, ...]:
     """The context the scorer reads beside the model's features (udfs.calibration.ContextCheck):
     each metric's level and spread (avg, sd) over the longest horizon, and for one metric its
     SPREAD_STATS; none without horizons."""
-    if not horizon_list:
+    longest = longest_horizon(horizon_list)
+    if longest is None:
         return ()
-    longest = max(horizon_list, key=lambda h: h.seconds)
-    spread = SPREAD_STATS if len(metric_names) == 1 else ()
-    return tuple(
-        f"{m}_{stat}{longest.name}" for m in metric_names for stat in ("avg", "sd", *spread)
-    )
+    stats = ("avg", "sd", *spread_stats(metric_names))
+    return tuple(f"{m}_{stat}{longest.name}" for m in metric_names for stat in stats)
 
 
 # Passed to the scoring UDF after the model features, whatever the model: a model that checks

@@ -25,6 +25,7 @@ from common.features import (
     SPREAD_STATS,
     WINDOW_FEATURES,
     Horizon,
+    longest_horizon,
 )
 from common.settings import REPO_ROOT, Settings
 
@@ -188,7 +189,7 @@ def _sums(h: Horizon, metric: str, aggregate: str = _MEAN.suffix) -> tuple[str, 
     aggregate (the mean; the std for SPREAD_STATS) of the metric, and the sum and sum of squares
     of those values."""
     tag = "" if aggregate == _MEAN.suffix else aggregate
-    return tuple(f"`ctx_{part}{tag}{h.name}_{metric}`" for part in ("n", "sum", "sumsq"))
+    return tuple(f"ctx_{part}{tag}{h.name}_{metric}" for part in ("n", "sum", "sumsq"))
 
 
 def _context_feature(f) -> str:
@@ -199,7 +200,7 @@ def _context_feature(f) -> str:
     spread = f.stat in SPREAD_STATS
     aggregate = "std" if spread else _MEAN.suffix
     h, mean = f.horizon, f"`{f.metric}_{aggregate}`"
-    count, total, squares = _sums(h, f.metric, aggregate)
+    count, total, squares = (f"`{name}`" for name in _sums(h, f.metric, aggregate))
     own = f"COALESCE({mean}, 0E0)"
     preceding = f"{count} - CASE WHEN {mean} IS NULL THEN 0 ELSE 1 END"
     avg = f"({total} - {own}) / NULLIF({preceding}, 0)"
@@ -221,7 +222,7 @@ def context_sums(h: Horizon) -> list[tuple[str, tuple[str, str, str]]]:
     horizon, the window included (unquoted)."""
     spread = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in SPREAD_STATS}
     return [
-        (f"{metric}_{aggregate}", tuple(n.strip("`") for n in _sums(h, metric, aggregate)))
+        (f"{metric}_{aggregate}", _sums(h, metric, aggregate))
         for metric in METRIC_NAMES
         for aggregate in ((_MEAN.suffix, "std") if metric in spread else (_MEAN.suffix,))
     ]
@@ -310,7 +311,7 @@ def _metric_case(column: str) -> str:
 
 def band_horizon() -> Horizon | None:
     """The context whose mean and spread give a metric its typical band: the longest."""
-    return max(HORIZONS, key=lambda h: h.seconds, default=None)
+    return longest_horizon(HORIZONS)
 
 
 def query_layer_placeholders() -> dict[str, str]:

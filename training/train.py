@@ -435,10 +435,10 @@ def fit_model(
     calibration = calibration_of(params, device_ids, x.shape[1])
     detector, held_out_threshold = fitted_detector(device_ids, x, z, params, calibration)
     check = context_check_of(params, feature_names, context_names)
-    # The spread reading waits for a quarter of its horizon's windows in the context.
-    horizon = context_horizon_of(context_names[0]) if context_names else None
-    spread_min_windows = max(1, duration_seconds(horizon) // window_seconds // 4) if horizon else 1
     if check is not None:
+        # The spread reading waits for a quarter of its horizon's windows in the context.
+        horizon = duration_seconds(context_horizon_of(context_names[0]))
+        spread_min_windows = max(1, horizon // window_seconds // 4)
         xc = check.read(normaliser, normaliser.indices(device_ids), x, context)
         check = check.fitted(DeviceNormaliser.fit(device_ids, xc), spread_min_windows)
         zc = check.normaliser.transform(device_ids, xc)

@@ -237,10 +237,8 @@ class OnnxModel:
             raise ModelCardError(f"model card {card_path}: self_check is malformed: {exc}") from exc
         if len(ids) == 0 or x.shape[1] != len(self.feature_names) or len(expected) != len(ids):
             raise ModelCardError(f"model card {card_path}: self_check does not fit the model")
-        rows = self.normaliser.indices(ids)
-        got = self.raw_scores(*self.readings(rows, x, context))
-        if self.check is not None:
-            got = self.check.combine(got, self.threshold, x, context)
+        # Scored as the stream scores (with a context check's spread reading too).
+        got = self.score(ids, x, context).score
         diff = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
         if not np.all(diff <= SELF_CHECK_TOLERANCE):
             raise ModelCardError(
