@@ -12,9 +12,10 @@ training part followed by the test part, timed from 2026-01-05 00:00 UTC (a Mond
   OUT_DIR/smd/<server>.csv     timestamp, m00 … m37, label
   OUT_DIR/asd/<server>.csv     timestamp, m00 … m18, label
   OUT_DIR/mixed/<server>.csv   timestamp, value, label: one metric of each server, the one whose
-                               mean moves most (in its own spread) between the test part's
-                               normal and labelled rows, multiplied by 10^k (k = -2 … 3 in
-                               turn) so that one fleet holds values of very different scales.
+                               mean moves most (in its own spread) between the labelled rows
+                               and the other rows from the first labelled one on, multiplied
+                               by 10^k (k = -2 … 3 in turn) so that one fleet holds values of
+                               very different scales.
 
 A server whose files are missing or empty is skipped with a line saying so.
 """
@@ -56,8 +57,8 @@ def server_frame(processed: Path, server: str, step: str) -> pd.DataFrame | None
 
 
 def moving_metric(frame: pd.DataFrame) -> str:
-    """The metric whose mean differs most between the labelled rows and the other rows after
-    the training part, in units of its spread over those rows."""
+    """The metric whose mean differs most between the labelled rows and the other rows from the
+    first labelled row on, in units of its spread over those rows."""
     test = frame[frame.index >= frame["label"].to_numpy().argmax()]
     metrics = [c for c in frame.columns if c.startswith("m")]
     bad, good = test[test["label"] == 1][metrics], test[test["label"] == 0][metrics]
