@@ -18,6 +18,19 @@ def atol(feature: str) -> float:
     return 1e-5 if feature in _SPREADS else 1e-9
 
 
+def one_pass_std_atol(count, peak, std) -> np.ndarray:
+    """Absolute error bound of a window's population std that Flink computes in one pass
+    (STDDEV_POP from the sums of x and x^2), per window of ``count`` values whose largest
+    magnitude is ``peak`` and whose exact std is ``std``. Summing n squares in doubles errs
+    by up to n * eps * peak^2 in E[x^2], twice that in E[x]^2; on large values with a small
+    spread (memory in bytes) the variance loses that much, and the std
+    min(err / 2 std, sqrt(err))."""
+    count, peak, std = (np.asarray(a, dtype=float) for a in (count, peak, std))
+    err = 4 * np.maximum(count, 1) * np.finfo(float).eps * peak**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.fmin(err / (2 * std), np.sqrt(err))
+
+
 def window_features(
     events: list[dict], window_seconds: int, horizons: tuple = HORIZONS
 ) -> pd.DataFrame:

@@ -106,6 +106,33 @@ def test_flat_windows_have_exactly_zero_spread(batch_env, base_settings):
         assert actual[f"{m}_std"].iloc[0] == 0.0, m
 
 
+def test_large_values_std_within_the_one_pass_bound(batch_env, base_settings):
+    """Byte counters (~5e9) with a small spread: Flink's std (from sums of squares) loses
+    digits, never more than reference.one_pass_std_atol allows, and that bound stays far
+    below the spread itself (so agent tests that use it still catch a wrong std)."""
+    rng = np.random.default_rng(7)
+    events = [
+        {
+            **{m: 5.3e9 + d * 1e8 + rng.normal(0, 1.6e5) for m in METRIC_NAMES},
+            "device_id": f"d{d}",
+            "ts_ms": T0 + w * 10_000 + k * 1000,
+        }
+        for d in range(4)
+        for w in range(20)
+        for k in range(10)
+    ]
+    actual = flink_window_features(batch_env, base_settings, events)
+    expected = reference.window_features(events, base_settings.window_seconds)
+    assert len(actual) == len(expected) == 80
+    for m in METRIC_NAMES:
+        want = expected[f"{m}_std"].to_numpy(float)
+        bound = reference.one_pass_std_atol(
+            expected[f"{m}_count"], expected[f"{m}_max"].abs(), want
+        )
+        assert (np.abs(actual[f"{m}_std"].to_numpy(float) - want) <= bound).all(), m
+        assert (bound < 1e-4 * want).all(), m
+
+
 def test_simulated_fleet_matches_numpy(batch_env, base_settings):
     gen = TelemetryGenerator(SimulatorConfig(devices=25, seed=3, anomaly_rate=0.01))
     events = [e for tick in gen.events(T0 + 3_500, 95) for e in tick]  # unaligned start
