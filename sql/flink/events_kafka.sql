@@ -14,7 +14,9 @@
 --
 -- Event time is the event's own ts_ms (epoch milliseconds), but only when it is plausible:
 -- from 1970 on, at most ${max_clock_skew_seconds} s ahead of the broker's timestamp of the
--- message (the one check that needs the broker's time). Otherwise event_time is NULL, which
+-- message (the one check that needs the broker's time). The format gives the time as a
+-- timestamp (event_ts, what TO_TIMESTAMP_LTZ(ts_ms, 3) gives from 1970 to the year 9999, else
+-- NULL), so each message costs a comparison, not conversions. Otherwise event_time is NULL, which
 -- neither moves the watermark nor reaches a window (the event becomes a dead letter). The
 -- watermark trails the newest event time by the allowed out-of-orderness; the job sets
 -- table.exec.source.idle-timeout so that a quiet partition does not hold every window open.
@@ -28,14 +30,13 @@ CREATE TEMPORARY TABLE ${source_table} (
   `event_problem` STRING,
   `value_problem` STRING,
   `payload` BYTES,
+  `event_ts` TIMESTAMP_LTZ(3),
   `source_topic` STRING METADATA FROM 'topic' VIRTUAL,
   `source_partition` INT METADATA FROM 'partition' VIRTUAL,
   `source_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
   `broker_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
   event_time AS CASE
-    WHEN `ts_ms` BETWEEN 0 AND 253402300799999
-      AND TO_TIMESTAMP_LTZ(`ts_ms`, 3) <= `broker_time` + ${clock_skew_interval}
-    THEN TO_TIMESTAMP_LTZ(`ts_ms`, 3)
+    WHEN `event_ts` <= `broker_time` + ${clock_skew_interval} THEN `event_ts`
   END,
   WATERMARK FOR event_time AS event_time - ${watermark_interval}
 ) WITH (

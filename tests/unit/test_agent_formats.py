@@ -8,6 +8,7 @@ it matters the points kept and ignored."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -607,6 +608,83 @@ FLAT = [
     ),
 ]
 
+
+def _flat(ts: str, first: str) -> str:
+    """A flat event's text with the time and the first metric as written here."""
+    rest = ", ".join(f'"{m}": {i + 1}.5' for i, m in enumerate(METRICS[1:], 1))
+    return f'{{"device_id": "d1", "ts_ms": {ts}, "{METRICS[0]}": {first}, {rest}}}'
+
+
+def _rest(**first) -> dict:
+    return {**first, **{m: i + 1.5 for i, m in enumerate(METRICS[1:], 1)}}
+
+
+MAX_EVENT_MS = 253_402_300_799_999  # TO_TIMESTAMP_LTZ(ts_ms, 3)'s last millisecond
+# JSON numbers: read as Jackson reads them, they must give what their text gives.
+NUMBERS = [
+    Case("int_metric", _flat(str(T_MS), "42"), [row("d1", T_MS, **_rest(**{METRICS[0]: 42.0}))]),
+    Case("minus_zero", _flat(str(T_MS), "-0"), [row("d1", T_MS, **_rest(**{METRICS[0]: -0.0}))]),
+    Case(
+        "int_beyond_2_53",
+        _flat(str(T_MS), "9007199254740993"),
+        [row("d1", T_MS, **_rest(**{METRICS[0]: 9007199254740992.0}))],
+    ),
+    Case(
+        "int_beyond_bigint",
+        _flat(str(T_MS), "100000000000000000000000000001"),
+        [row("d1", T_MS, **_rest(**{METRICS[0]: 1e29}))],
+    ),
+    Case(
+        # Jackson 2.15 keeps the big integer's text for the next integer's getDoubleValue.
+        "int_after_an_int_beyond_bigint",
+        _flat(str(T_MS), "100000000000000000000000000001").replace(
+            f'"{METRICS[1]}": 2.5', f'"{METRICS[1]}": 3'
+        ),
+        [row("d1", T_MS, **{**_rest(**{METRICS[0]: 1e29}), METRICS[1]: 3.0})],
+    ),
+    Case(
+        "decimal_metric",
+        _flat(str(T_MS), "0.30000000000000004"),
+        [row("d1", T_MS, **_rest(**{METRICS[0]: 0.30000000000000004}))],
+    ),
+    Case(
+        "subnormal",
+        _flat(str(T_MS), "4.9e-324"),
+        [row("d1", T_MS, **_rest(**{METRICS[0]: 5e-324}))],
+    ),
+    Case(
+        "overflowing_decimal",
+        _flat(str(T_MS), "1e400"),
+        [("d1", T_MS, {}, f"{METRICS[0]}: not a finite number")],
+    ),
+    Case(
+        "metric_as_text",
+        _flat(str(T_MS), '" 7.25 "'),
+        [row("d1", T_MS, **_rest(**{METRICS[0]: 7.25}))],
+    ),
+    Case(
+        "time_as_text", _flat(f'" {T_MS} "', "1"), [row("d1", T_MS, **_rest(**{METRICS[0]: 1.0}))]
+    ),
+    Case("time_decimal", _flat(f"{T_MS}.9", "1"), [row("d1", T_MS, **_rest(**{METRICS[0]: 1.0}))]),
+    Case(
+        "time_beyond_bigint",
+        _flat("99999999999999999999", "1"),
+        [("d1", None, {METRICS[0]: 1.0, **_rest()}, "ts_ms: not an integer")],
+    ),
+    Case("time_negative", _flat("-5", "1"), [row("d1", -5, **_rest(**{METRICS[0]: 1.0}))]),
+    Case(
+        "time_last_ms",
+        _flat(str(MAX_EVENT_MS), "1"),
+        [row("d1", MAX_EVENT_MS, **_rest(**{METRICS[0]: 1.0}))],
+    ),
+    Case(
+        "time_after_9999",
+        _flat(str(MAX_EVENT_MS + 1), "1"),
+        [row("d1", MAX_EVENT_MS + 1, **_rest(**{METRICS[0]: 1.0}))],
+    ),
+]
+FLAT += NUMBERS
+
 RUNS = {
     "collectd": (
         COLLECTD,
@@ -737,3 +815,22 @@ def test_agent_problems_are_event_problems_and_flat_metric_problems_value_proble
         None,
         "net_tx_bytes: missing or null",
     )
+
+
+def test_json_numbers_read_as_their_text_reads(outputs):
+    """Each case's value, sign of zero included, is Double.parseDouble of its text."""
+    got = {c.id: outputs["flat"][FLAT.index(c)]["rows"][0] for c in NUMBERS}
+    zero = got["minus_zero"]["metrics"][METRICS[0]]
+    assert zero == 0.0 and math.copysign(1.0, zero) == -1.0
+
+
+def test_event_ts_is_the_time_where_it_is_a_timestamp(outputs):
+    """Every row of every input: event_ts is ts_ms from 1970 to 9999 (TO_TIMESTAMP_LTZ's
+    range), NULL otherwise."""
+    rows = [r for per_case in outputs.values() for c in per_case for r in c["rows"]]
+    timed = [r for r in rows if r["ts_ms"] is not None]
+    assert len(timed) > 20
+    for r in rows:
+        inside = r["ts_ms"] is not None and 0 <= r["ts_ms"] <= MAX_EVENT_MS
+        assert r["event_ts"] == (r["ts_ms"] if inside else None), r
+    assert {r["ts_ms"] for r in timed if r["event_ts"] is None} == {-5, MAX_EVENT_MS + 1}

@@ -38,14 +38,15 @@ import java.util.Map;
  * empty for flat); DEVICE_FIELD: the Telegraf tag or OTLP resource attribute naming the device;
  * the metric names: the DOUBLE columns, in order; LIMITS: {@link MetricLimit#parseAll}'s text.
  * The row type is device_id STRING, ts_ms BIGINT, the metrics, event_problem STRING,
- * value_problem STRING, payload BYTES.
+ * value_problem STRING, payload BYTES, event_ts TIMESTAMP_LTZ(3).
  *
  * <p>Standard input: one message per line, as a JSON value: a string (the message is its text
  * in UTF-8, so it may hold newlines), {@code null} (a null message) or {@code {"base64": "..."}}
  * (the message's exact bytes). Blank lines are skipped. Standard output, one JSON object per
- * line: per row the format emits, {@code {"message": i, "device_id", "ts_ms", "metrics": {name:
- * value or null}, "problem": event_problem or else value_problem or null, "event_problem",
- * "value_problem", "payload": the payload as UTF-8 text or null}}; after each message's rows,
+ * line: per row the format emits, {@code {"message": i, "device_id", "ts_ms", "event_ts" (its
+ * epoch milliseconds or null), "metrics": {name: value or null}, "problem": event_problem or
+ * else value_problem or null, "event_problem", "value_problem", "payload": the payload as UTF-8
+ * text or null}}; after each message's rows,
  * {@code {"message": i, "counters": {"pointsKept": n, "pointsIgnored": n}}} (the counters the
  * message added; zero for flat). Messages count from 0.
  */
@@ -79,6 +80,7 @@ public final class FormatCheck {
         fields.add(DataTypes.FIELD("event_problem", DataTypes.STRING()));
         fields.add(DataTypes.FIELD("value_problem", DataTypes.STRING()));
         fields.add(DataTypes.FIELD("payload", DataTypes.BYTES()));
+        fields.add(DataTypes.FIELD("event_ts", DataTypes.TIMESTAMP_LTZ(3)));
         RowType rowType =
                 (RowType) DataTypes.ROW(fields.toArray(new DataTypes.Field[0])).getLogicalType();
         TelemetryJsonDeserializer deserializer =
@@ -113,6 +115,7 @@ public final class FormatCheck {
         int eventProblem = rowType.getFieldIndex("event_problem");
         int valueProblem = rowType.getFieldIndex("value_problem");
         int payload = rowType.getFieldIndex("payload");
+        int eventTs = rowType.getFieldIndex("event_ts");
         PrintStream out = new PrintStream(System.out, false, StandardCharsets.UTF_8);
         BufferedReader in =
                 new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
@@ -145,6 +148,11 @@ public final class FormatCheck {
                     node.putNull("ts_ms");
                 } else {
                     node.put("ts_ms", row.getLong(time));
+                }
+                if (row.isNullAt(eventTs)) {
+                    node.putNull("event_ts");
+                } else {
+                    node.put("event_ts", row.getTimestamp(eventTs, 3).getMillisecond());
                 }
                 ObjectNode values = node.putObject("metrics");
                 for (String name : metrics) {

@@ -5,12 +5,14 @@ import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser.NumberType;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.json.JsonReadFeature;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
+import org.apache.flink.table.data.TimestampData;
 import org.apache.flink.table.data.binary.BinaryStringData;
 import org.apache.flink.table.data.binary.BinaryStringDataUtil;
 import org.apache.flink.table.types.logical.LogicalTypeRoot;
@@ -35,14 +37,19 @@ import java.util.Map;
  * metric, read from the JSON field of its name; {@code event_problem} STRING, the first problem
  * of the message, its device id or the type of its time (NULL: none); {@code value_problem}
  * STRING, the first problem of a metric in column order (NULL: none); {@code payload} BYTES,
- * the message's exact bytes where either problem is set (NULL for a good event).
+ * the message's exact bytes where either problem is set (NULL for a good event); optionally
+ * {@code event_ts} TIMESTAMP_LTZ(3), the time as a timestamp where it is one (from 1970 to the
+ * year 9999, as {@code TO_TIMESTAMP_LTZ(ts_ms, 3)} gives it; NULL otherwise), so that the
+ * table's event time is a comparison instead of a conversion per message.
  *
  * <p>The JSON reading is Flink's own JSON format's (the same shaded Jackson, configured as it
  * is): Jackson picks the encoding from the first bytes, refuses invalid UTF-8 and nesting or
  * numbers beyond its limits, lets control characters stand unescaped in strings, and does not
  * read past the object. A field given twice counts with its last value. A field's value is read
  * as text (a string, a number as written, true/false, an object or array as JSON) and converted
- * as Flink's CAST from text does: the time as BIGINT, the metrics as DOUBLE.
+ * as Flink's CAST from text does: the time as BIGINT, the metrics as DOUBLE. A JSON number is
+ * taken as Jackson reads it, which gives the same value without the text: a decimal or a
+ * nonzero integer as a metric, an integer within BIGINT as the time.
  *
  * <p>That is the {@code flat} input, one event with every metric per message. The agents'
  * inputs ({@code collectd}, {@code telegraf}, {@code otlp}: {@link AgentFormats}) send sparse
@@ -58,6 +65,10 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
 
     private static final int DEVICE = -1;
     private static final int TIME = -2;
+    /** Where a field's text would be: the field held a JSON number, read as such. */
+    private static final String NUMBER = new String("number");
+    /** TO_TIMESTAMP_LTZ(ts_ms, 3)'s range: 1970-01-01 to 9999-12-31 23:59:59.999. */
+    static final long MAX_EVENT_MS = 253402300799999L;
 
     private final TypeInformation<RowData> producedType;
     private final int arity;
@@ -66,6 +77,8 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
     private final int eventProblemColumn;
     private final int valueProblemColumn;
     private final int payloadColumn;
+    /** event_ts, or -1 where the table has none. */
+    private final int eventTsColumn;
     /** The metric columns in column order, their names and limits. */
     private final int[] metricColumns;
     private final String[] metricNames;
@@ -84,6 +97,8 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
     /** Field name -> metric index, or DEVICE / TIME. */
     private transient Map<String, Integer> roles;
     private transient String[] texts;
+    /** A metric's value where its text is NUMBER. */
+    private transient double[] numbers;
 
     public TelemetryJsonDeserializer(
             RowType rowType,
@@ -108,6 +123,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
         this.arity = rowType.getFieldCount();
         this.maxDeviceIdLength = maxDeviceIdLength;
         int device = -1, time = -1, eventProblem = -1, valueProblem = -1, payload = -1;
+        int eventTs = -1;
         List<Integer> metrics = new ArrayList<>();
         List<String> names = rowType.getFieldNames();
         for (int i = 0; i < arity; i++) {
@@ -123,13 +139,17 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
                 valueProblem = i;
             } else if (name.equals("payload") && type == LogicalTypeRoot.VARBINARY) {
                 payload = i;
+            } else if (name.equals("event_ts")
+                    && type == LogicalTypeRoot.TIMESTAMP_WITH_LOCAL_TIME_ZONE) {
+                eventTs = i;
             } else if (type == LogicalTypeRoot.DOUBLE) {
                 metrics.add(i);
             } else {
                 throw new IllegalArgumentException(
                         "telemetry-json: column " + name + " " + rowType.getTypeAt(i)
                                 + " is none of device_id STRING, ts_ms BIGINT, a DOUBLE metric,"
-                                + " event_problem STRING, value_problem STRING, payload BYTES");
+                                + " event_problem STRING, value_problem STRING, payload BYTES,"
+                                + " event_ts TIMESTAMP_LTZ(3)");
             }
         }
         if (device < 0 || time < 0 || eventProblem < 0 || valueProblem < 0 || payload < 0) {
@@ -142,6 +162,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
         this.eventProblemColumn = eventProblem;
         this.valueProblemColumn = valueProblem;
         this.payloadColumn = payload;
+        this.eventTsColumn = eventTs;
         this.metricColumns = metrics.stream().mapToInt(Integer::intValue).toArray();
         this.metricNames = new String[metricColumns.length];
         this.metricLimits = new MetricLimit[metricColumns.length];
@@ -173,6 +194,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
             roles.put(metricNames[k], k);
         }
         texts = new String[metricNames.length];
+        numbers = new double[metricNames.length];
         metricIndex = new HashMap<>();
         for (int k = 0; k < metricNames.length; k++) {
             metricIndex.put(metricNames[k], k);
@@ -223,7 +245,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
                             key -> {
                                 GenericRowData r = new GenericRowData(arity);
                                 r.setField(deviceColumn, StringData.fromString(point.device));
-                                r.setField(timeColumn, point.timeMs);
+                                setTime(r, point.timeMs);
                                 return r;
                             });
             row.setField(metricColumns[k], point.value);
@@ -258,6 +280,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
         }
         String device = null;
         String time = null;
+        long timeMs = 0;
         Arrays.fill(texts, null);
         try (JsonParser parser = factory.createParser(message)) {
             if (parser.nextToken() != JsonToken.START_OBJECT) {
@@ -268,6 +291,16 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
                 JsonToken value = parser.nextToken();
                 if (role == null) {
                     parser.skipChildren();
+                    continue;
+                }
+                if (role == TIME
+                        && value == JsonToken.VALUE_NUMBER_INT
+                        && parser.getNumberType() != NumberType.BIG_INTEGER) {
+                    time = NUMBER;
+                    timeMs = parser.getLongValue();
+                    continue;
+                }
+                if (role >= 0 && readNumber(parser, value, role)) {
                     continue;
                 }
                 String text = text(parser, value);
@@ -291,10 +324,11 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
         String timeProblem = null;
         if (time == null) {
             timeProblem = "ts_ms: missing or null";
+        } else if (time == NUMBER) {
+            setTime(row, timeMs);
         } else {
             try {
-                row.setField(
-                        timeColumn, BinaryStringDataUtil.toLong(BinaryStringData.fromString(time).trim()));
+                setTime(row, BinaryStringDataUtil.toLong(BinaryStringData.fromString(time).trim()));
             } catch (NumberFormatException e) {
                 timeProblem = "ts_ms: not an integer";
             }
@@ -320,6 +354,36 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
         row.setField(eventProblemColumn, StringData.fromString("not a JSON object"));
         row.setField(payloadColumn, message);
         return row;
+    }
+
+    /** Sets the time, and event_ts where the table has it and the time is a timestamp. */
+    private void setTime(GenericRowData row, long ms) {
+        row.setField(timeColumn, ms);
+        if (eventTsColumn >= 0 && ms >= 0 && ms <= MAX_EVENT_MS) {
+            row.setField(eventTsColumn, TimestampData.fromEpochMillis(ms));
+        }
+    }
+
+    /**
+     * Reads metric k's JSON number without its text where that gives Double.parseDouble of the
+     * text exactly: a decimal (Jackson parses its text the same way), or an integer within
+     * BIGINT other than 0 (a long converts to the nearest double, as its text parses; "-0"
+     * parses to -0.0). Returns whether it did. An integer is read as a long, never through
+     * Jackson's double: after an integer beyond BIGINT, Jackson 2.15 returns that one's double
+     * for the next integer's getDoubleValue.
+     */
+    private boolean readNumber(JsonParser parser, JsonToken value, int k) throws IOException {
+        if (value == JsonToken.VALUE_NUMBER_FLOAT) {
+            numbers[k] = parser.getDoubleValue();
+        } else if (value == JsonToken.VALUE_NUMBER_INT
+                && parser.getNumberType() != NumberType.BIG_INTEGER
+                && parser.getLongValue() != 0) {
+            numbers[k] = parser.getLongValue();
+        } else {
+            return false;
+        }
+        texts[k] = NUMBER;
+        return true;
     }
 
     /** A field's value as text, as a STRING column of Flink's JSON format reads it. */
@@ -375,11 +439,15 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
             return name + ": missing or null";
         }
         double value;
-        try {
-            // What Flink's CAST(text AS DOUBLE) does (BinaryStringDataUtil.toDouble).
-            value = Double.parseDouble(text);
-        } catch (NumberFormatException e) {
-            return name + ": not a number";
+        if (text == NUMBER) {
+            value = numbers[k];
+        } else {
+            try {
+                // What Flink's CAST(text AS DOUBLE) does (BinaryStringDataUtil.toDouble).
+                value = Double.parseDouble(text);
+            } catch (NumberFormatException e) {
+                return name + ": not a number";
+            }
         }
         if (Double.isNaN(value) || Double.isInfinite(value)) {
             return name + ": not a finite number";
