@@ -16,7 +16,9 @@ In one run, on events preloaded into Kafka (simulator, one process, so that none
    end, when the last row is written: start-up apart), job time, start-up (submission to
    the job running, its first record read, its first row visible in PostgreSQL), windows
    written, the peak memory of the TaskManager JVM and of its Python workers (RSS sampled
-   twice a second), and the job's state in its largest checkpoint.
+   twice a second), the job's state in its largest checkpoint, and the CPU seconds the run
+   took in each process of the stack (TaskManager, Python workers, PostgreSQL, Kafka): on a
+   machine whose cores they share, what each part costs.
 2. **Latency** in real time: the simulator at a fixed rate (``--rate`` events/s) for
    ``--realtime-s`` seconds into the running job (scoring on); per window, the time its row
    became visible in PostgreSQL (an insert trigger of the scratch table) minus
@@ -138,6 +140,66 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float | None:
+    """The CPU seconds (user + system) process ``pid`` has used, None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds a run takes, per part of the stack, from /proc: each process's use since
+    the run began (the processes then, from that figure on; those started since, from 0),
+    sampled at each poll, so a process that ends between two polls loses its last half
+    second (PostgreSQL's backends of the job's connections, at its end)."""
+
+    def __init__(self, parts: dict):
+        self.parts = parts  # name -> () -> pids
+        self.first: dict[int, float] = {}
+        self.last: dict[str, dict[int, float]] = {name: {} for name in parts}
+        for pids in parts.values():
+            for pid in pids():
+                used = cpu_s(pid)
+                if used is not None:
+                    self.first[pid] = used
+
+    def sample(self) -> None:
+        for name, pids in self.parts.items():
+            for pid in pids():
+                used = cpu_s(pid)
+                if used is not None:
+                    self.last[name][pid] = used
+
+    def seconds(self) -> dict[str, float]:
+        return {
+            name: round(sum(used - self.first.get(pid, 0.0) for pid, used in seen.items()), 1)
+            for name, seen in self.last.items()
+        }
+
+
+def stack_parts(flink, settings: Settings) -> dict:
+    """The stack's processes a run's CPU is counted in: TaskManagers, their Python workers,
+    PostgreSQL (the server and its backends), Kafka (the broker)."""
+    from deploy.local.helpers import descendants
+
+    def from_pid_file(path: Path, children: bool) -> list[int]:
+        try:
+            pid = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        return [pid, *descendants(pid)] if children else [pid]
+
+    state = settings.state_dir
+    return {
+        "taskmanager": lambda: flink.pids("taskmanager"),
+        "python": lambda: python_workers(flink.pids("taskmanager")),
+        "postgresql": lambda: from_pid_file(state / "pg" / "data" / "postmaster.pid", True),
+        "kafka": lambda: from_pid_file(state / "kafka" / "kafka.pid", False),
+    }
+
+
 def python_workers(tm_pids: list[int]) -> list[int]:
     """The TaskManagers' Python UDF worker processes."""
     from deploy.local.stack import descendants
@@ -182,6 +244,8 @@ class Throughput:
     python_rss_peak_mb: float = 0.0
     python_workers: int = 0
     checkpoint_state_mb: float | None = None
+    # CPU seconds per part of the stack (CpuMeter), submission to the job's end.
+    cpu_s: dict = field(default_factory=dict)
     # Settings this run changes (--variant), as ANOMALY_* variables.
     extra_env: dict = field(default_factory=dict)
     topic: str = ""
@@ -275,6 +339,7 @@ def bounded_run(
     db = settings.replace(pg_database=database)
     log(f"{r.label}: the job over {r.events:,} events ({r.devices:,} devices, p={r.parallelism})")
     bare = r.role == "bare"
+    cpu = CpuMeter(stack_parts(flink, settings))
     submitted = time.time()
     if bare:
         job_id = flink.submit([], env=env, script=BARE_SCRIPT)
@@ -284,6 +349,7 @@ def bounded_run(
     while True:
         t = time.time() - submitted
         job = flink.rest(f"/jobs/{job_id}")
+        cpu.sample()
         if job["state"] in ("FINISHED", "FAILED", "CANCELED"):
             break
         if job["state"] == "RUNNING":
@@ -316,6 +382,8 @@ def bounded_run(
         r.tm_rss_peak_mb = sum(rss_mb(p) for p in flink.pids("taskmanager"))
     if profiler and profiler.threads:
         r.profile = profiler.join()
+    cpu.sample()
+    r.cpu_s = cpu.seconds()
     r.job_s = job["duration"] / 1000
     # Steady state: the events over the time from the first record read (start-up behind)
     # to the job's end, when the last row was written.
@@ -525,7 +593,8 @@ def machine_facts(settings: Settings) -> dict:
 def print_table(runs: list[Throughput]) -> None:
     head = (
         f"{'run':<26} {'devices':>8} {'p':>2} {'steady ev/s':>12} {'job s':>7} {'1st row s':>9} "
-        f"{'windows':>9} {'late':>5} {'TM MB':>6} {'py MB':>6} {'state MB':>8}"
+        f"{'windows':>9} {'late':>5} {'TM MB':>6} {'py MB':>6} {'state MB':>8} "
+        f"{'CPU s TM/py/PG/Kafka':>21}"
     )
     print(head)
     for r in runs:
@@ -533,7 +602,8 @@ def print_table(runs: list[Throughput]) -> None:
             f"{r.label:<26} {r.devices:>8,} {r.parallelism:>2} {r.steady_events_per_s:>12,} "
             f"{r.job_s:>7.1f} {r.first_row_s or float('nan'):>9.1f} {r.windows:>9,} "
             f"{r.late_events:>5,} {r.tm_rss_peak_mb:>6,.0f} {r.python_rss_peak_mb:>6,.0f} "
-            f"{r.checkpoint_state_mb if r.checkpoint_state_mb is not None else float('nan'):>8.1f}"
+            f"{r.checkpoint_state_mb if r.checkpoint_state_mb is not None else float('nan'):>8.1f} "
+            f"{'/'.join(f'{v:.0f}' for v in r.cpu_s.values()):>21}"
         )
 
 

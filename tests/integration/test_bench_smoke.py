@@ -78,6 +78,13 @@ def test_the_bench_command_runs_every_part(stack, trained, tmp_path, monkeypatch
     assert runs["scoring-off 60 p1"]["flagged"] == 0
     assert all(runs[m]["first_row_s"] for m in main)
     assert all(r["tm_rss_peak_mb"] > 0 and r["job_s"] > 0 for r in runs.values())
+    # Each part's CPU seconds: the TaskManager worked in every run, the Python workers only
+    # where the job scores. (PostgreSQL's share of 300 windows rounds to 0 here.)
+    parts = ("taskmanager", "python", "postgresql", "kafka")
+    assert all(list(r["cpu_s"]) == list(parts) for r in runs.values())
+    assert all(r["cpu_s"]["taskmanager"] > 0 for r in runs.values())
+    assert runs[main[1]]["cpu_s"]["python"] > 0
+    assert runs["bare-engine 60 p1"]["cpu_s"]["python"] == runs[main[0]]["cpu_s"]["python"] == 0
     # 3,000 events give no steady state to speak of: only that a rate is reported.
     assert all(r["steady_events_per_s"] >= 0 for r in runs.values())
     assert "full_over_bare_60_p1" in result["ratios"]
