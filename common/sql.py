@@ -365,7 +365,6 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "correlation_table": settings.correlation_table,
         "notifications_table": settings.notifications_table,
         "health_seconds": settings.health_seconds,
-        "health_interval": interval(settings.health_seconds),
         "device_limit_columns": indent.join(f"`{c}` DOUBLE" for c in limit_columns()),
         "device_limit_select": indent.join(f"d.`{c}`" for c in limit_columns()),
         "pg_add_device_limit_columns": _pg_add_limit_columns(settings.devices_table),

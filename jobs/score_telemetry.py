@@ -172,6 +172,22 @@ def register_checked_events(t_env, settings: Settings) -> None:
     t_env.create_temporary_view("checked_events", Table(marked, t_env))
 
 
+def register_health_windows(t_env, settings: Settings) -> None:
+    """Register ``health_windows``: ``health_windows_query`` (health_windows.sql) with
+    recent_severity, the highest window severity of the device over the last health_seconds
+    of event time, computed by RecentMax (jvm/), keyed by device."""
+    table = jvm_class("RecentMax").apply(
+        t_env._j_tenv,
+        t_env.from_path("health_windows_query")._j_table,
+        "device_id",
+        "window_time",
+        "window_severity",
+        settings.health_seconds * 1000,
+        "recent_severity",
+    )
+    t_env.create_temporary_view("health_windows", Table(table, t_env))
+
+
 def register_via_data_stream(t_env, name: str, columns, schema) -> None:
     """Register the view ``name``: the view ``<name>_query`` with the columns
     ``columns(<its field names>)``, through one DataStream and back as ``schema`` says, so
@@ -380,6 +396,8 @@ def run(
     )
     execute_file(t_env, "flink/scored_windows.sql", settings, score_call=score_call)
     register_scored_windows(t_env)
+    execute_file(t_env, "flink/health_windows.sql", settings)
+    register_health_windows(t_env, settings)
     register_sinks(t_env, settings)
     job = t_env.create_statement_set()
     for relative_path in inserts(settings):
