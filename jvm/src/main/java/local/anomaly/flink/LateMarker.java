@@ -22,7 +22,6 @@ import org.apache.flink.table.types.DataType;
 import org.apache.flink.table.types.logical.LogicalTypeRoot;
 import org.apache.flink.table.types.logical.RowType;
 
-import java.util.ArrayList;
 import java.util.List;
 
 /**
@@ -101,12 +100,7 @@ public class LateMarker extends AbstractStreamOperator<RowData>
             throw new IllegalArgumentException(
                     "LateMarker: no TIMESTAMP_LTZ column " + time + " in " + inRow);
         }
-        List<DataTypes.Field> fields = new ArrayList<>();
-        List<String> names = inRow.getFieldNames();
-        List<DataType> types = inType.getChildren();
-        for (int i = 0; i < names.size(); i++) {
-            fields.add(DataTypes.FIELD(names.get(i), types.get(i)));
-        }
+        List<DataTypes.Field> fields = Tables.fieldsOf(inType);
         fields.add(DataTypes.FIELD(late, DataTypes.BOOLEAN().notNull()));
         fields.add(DataTypes.FIELD(watermark, DataTypes.TIMESTAMP_LTZ(3)));
         DataType outType = DataTypes.ROW(fields).notNull().bridgedTo(RowData.class);

@@ -18,7 +18,6 @@ import org.apache.flink.table.types.logical.LogicalTypeRoot;
 import org.apache.flink.table.types.logical.RowType;
 import org.apache.flink.util.Collector;
 
-import java.util.ArrayList;
 import java.util.List;
 
 /**
@@ -73,12 +72,7 @@ public class RecentMax extends KeyedProcessFunction<String, RowData, RowData> {
             throw new IllegalArgumentException(
                     "RecentMax: " + time + " must be TIMESTAMP_LTZ and " + value + " DOUBLE");
         }
-        List<DataTypes.Field> fields = new ArrayList<>();
-        List<String> inNames = inRow.getFieldNames();
-        List<DataType> inTypes = inType.getChildren();
-        for (int i = 0; i < inNames.size(); i++) {
-            fields.add(DataTypes.FIELD(inNames.get(i), inTypes.get(i)));
-        }
+        List<DataTypes.Field> fields = Tables.fieldsOf(inType);
         fields.add(DataTypes.FIELD(name, DataTypes.DOUBLE()));
         DataType outType = DataTypes.ROW(fields).notNull().bridgedTo(RowData.class);
         DataStream<RowData> in = tEnv.toDataStream(rows, inType.bridgedTo(RowData.class));

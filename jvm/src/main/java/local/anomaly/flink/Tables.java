@@ -1,12 +1,16 @@
 package local.anomaly.flink;
 
 import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.table.api.DataTypes;
 import org.apache.flink.table.api.Schema;
 import org.apache.flink.table.api.Table;
 import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.types.DataType;
 import org.apache.flink.table.types.logical.RowType;
+
+import java.util.ArrayList;
+import java.util.List;
 
 /** What the operators that cross from a table to a DataStream and back share. */
 final class Tables {
@@ -19,6 +23,17 @@ final class Tables {
             throw new IllegalArgumentException(who + ": no column " + name + " in " + row);
         }
         return index;
+    }
+
+    /** The fields of the row type {@code rowType}, to which an operator adds its columns. */
+    static List<DataTypes.Field> fieldsOf(DataType rowType) {
+        List<DataTypes.Field> fields = new ArrayList<>();
+        List<String> names = ((RowType) rowType.getLogicalType()).getFieldNames();
+        List<DataType> types = rowType.getChildren();
+        for (int i = 0; i < names.size(); i++) {
+            fields.add(DataTypes.FIELD(names.get(i), types.get(i)));
+        }
+        return fields;
     }
 
     /**

@@ -101,12 +101,7 @@ public class WindowContext extends KeyedProcessFunction<String, RowData, RowData
             }
             outputTracked[i] = tracked.indexOf(f);
         }
-        List<DataTypes.Field> fields = new ArrayList<>();
-        List<String> inNames = inRow.getFieldNames();
-        List<DataType> inTypes = inType.getChildren();
-        for (int i = 0; i < inNames.size(); i++) {
-            fields.add(DataTypes.FIELD(inNames.get(i), inTypes.get(i)));
-        }
+        List<DataTypes.Field> fields = Tables.fieldsOf(inType);
         for (int i = 0; i < columns.length; i++) {
             fields.add(DataTypes.FIELD(names[3 * i], DataTypes.BIGINT().notNull()));
             fields.add(DataTypes.FIELD(names[3 * i + 1], DataTypes.DOUBLE()));
