@@ -805,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"\nwhere the time goes, {side} ({r.label}, {prof['samples']:,} samples):")
             print("  by part: " + ", ".join(f"{part} {pct} %" for part, pct in prof["parts"]))
+            if prof.get("tasks"):
+                print("  by task: " + "; ".join(f"{task} {pct} %" for task, pct in prof["tasks"]))
             for name, pct in prof["top_self"][:8]:
                 print(f"  {pct:5.1f} %  {name}")
     if baseline:

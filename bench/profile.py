@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ JVM_PARTS = (
     ("org.apache.flink.kafka.shaded.org.apache.kafka", "Kafka client"),
     ("org.apache.kafka", "Kafka client"),
     ("org.apache.flink.connector.kafka", "Kafka connector"),
-    ("local.anomaly.flink", "telemetry-json format, late marker (jvm/)"),
+    ("local.anomaly.flink", "the project's operators and format (jvm/)"),
     ("org.apache.flink.formats.json", "JSON format"),
     ("org.apache.flink.shaded.jackson2", "JSON (Jackson)"),
     ("org.apache.flink.connector.jdbc", "JDBC sink / lookup"),
@@ -26,7 +27,7 @@ JVM_PARTS = (
     ("org.apache.flink.python", "Python operator (JVM side)"),
     ("org.apache.beam", "Beam (Python operator transport)"),
     ("org.apache.flink.table.runtime.operators.window", "window aggregation"),
-    ("org.apache.flink.table.runtime.operators.over", "OVER (context)"),
+    ("org.apache.flink.table.runtime.operators.over", "OVER aggregates"),
     ("org.apache.flink.table.runtime", "Flink SQL runtime"),
     ("org.apache.flink.table.data", "Flink SQL rows"),
     ("org.apache.flink.runtime.state", "state backend"),
@@ -93,13 +94,30 @@ def profile_jvm(pid: int, seconds: float, out_dir: Path) -> dict:
     if printed is None or printed.returncode != 0:
         return {"error": f"jfr print failed: {printed.stderr[-300:] if printed else ''}"}
     counts: collections.Counter = collections.Counter()
+    tasks: collections.Counter = collections.Counter()
     for event in json.loads(printed.stdout)["recording"]["events"]:
         frames = (event["values"].get("stackTrace") or {}).get("frames") or []
         if frames:
             method = frames[0]["method"]
             # JFR writes class names with '/'.
             counts[f"{method['type']['name'].replace('/', '.')}.{method['name']}"] += 1
-    return {"recording": str(recording), **summarise(counts, JVM_PARTS)}
+            tasks[task_of((event["values"].get("sampledThread") or {}).get("javaName") or "")] += 1
+    total = sum(tasks.values()) or 1
+    return {
+        "recording": str(recording),
+        **summarise(counts, JVM_PARTS),
+        "tasks": [(task, round(100 * n / total, 1)) for task, n in tasks.most_common(8)],
+    }
+
+
+def task_of(thread: str) -> str:
+    """A sampled thread's task: a chain's first operator and its last (a sink, or where the
+    chain hands on), as the web UI names them; other threads by name."""
+    chain = re.sub(r" \(\d+/\d+\)(#\d+)?$", "", thread)
+    if " -> " not in chain:
+        return re.sub(r"-\d+$", "", chain) or "?"
+    operators = [op.strip(" ()") for op in re.split(r" -> |, ", chain)]
+    return f"{operators[0]} … {operators[-1]}"
 
 
 def profile_python(pids: list[int], seconds: float, out_dir: Path) -> dict:
