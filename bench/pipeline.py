@@ -153,51 +153,50 @@ class CpuMeter:
     """CPU seconds a run takes, per part of the stack, from /proc: each process's use since
     the run began (the processes then, from that figure on; those started since, from 0),
     sampled at each poll, so a process that ends between two polls loses its last half
-    second (PostgreSQL's backends of the job's connections, at its end)."""
+    second (PostgreSQL's backends of the job's connections, at its end). The parts:
+    TaskManagers, their Python workers (both as the poll found them), PostgreSQL (the server
+    and its backends), Kafka (the broker)."""
 
-    def __init__(self, parts: dict):
-        self.parts = parts  # name -> () -> pids
-        self.first: dict[int, float] = {}
-        self.last: dict[str, dict[int, float]] = {name: {} for name in parts}
-        for pids in parts.values():
-            for pid in pids():
-                used = cpu_s(pid)
-                if used is not None:
-                    self.first[pid] = used
+    PARTS = ("taskmanager", "python", "postgresql", "kafka")
 
-    def sample(self) -> None:
-        for name, pids in self.parts.items():
-            for pid in pids():
-                used = cpu_s(pid)
-                if used is not None:
-                    self.last[name][pid] = used
+    def __init__(self, settings: Settings, tms: list[int]):
+        self.state = settings.state_dir
+        self.first = {
+            pid: used for seen in self.read(tms, python_workers(tms)).values()
+            for pid, used in seen.items()
+        }  # fmt: skip
+        self.last: dict[str, dict[int, float]] = {name: {} for name in self.PARTS}
+
+    def parts(self, tms: list[int], workers: list[int]) -> dict[str, list[int]]:
+        from deploy.local.helpers import descendants
+
+        def from_pid_file(path: Path, children: bool) -> list[int]:
+            try:
+                pid = int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                return []
+            return [pid, *descendants(pid)] if children else [pid]
+
+        postgresql = from_pid_file(self.state / "pg" / "data" / "postmaster.pid", True)
+        kafka = from_pid_file(self.state / "kafka" / "kafka.pid", False)
+        return dict(zip(self.PARTS, (tms, workers, postgresql, kafka), strict=True))
+
+    def read(self, tms: list[int], workers: list[int]) -> dict[str, dict[int, float]]:
+        """Per part, each live process's CPU seconds so far."""
+        return {
+            name: {pid: used for pid in pids if (used := cpu_s(pid)) is not None}
+            for name, pids in self.parts(tms, workers).items()
+        }
+
+    def sample(self, tms: list[int], workers: list[int]) -> None:
+        for name, seen in self.read(tms, workers).items():
+            self.last[name].update(seen)
 
     def seconds(self) -> dict[str, float]:
         return {
             name: round(sum(used - self.first.get(pid, 0.0) for pid, used in seen.items()), 1)
             for name, seen in self.last.items()
         }
-
-
-def stack_parts(flink, settings: Settings) -> dict:
-    """The stack's processes a run's CPU is counted in: TaskManagers, their Python workers,
-    PostgreSQL (the server and its backends), Kafka (the broker)."""
-    from deploy.local.helpers import descendants
-
-    def from_pid_file(path: Path, children: bool) -> list[int]:
-        try:
-            pid = int(path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return []
-        return [pid, *descendants(pid)] if children else [pid]
-
-    state = settings.state_dir
-    return {
-        "taskmanager": lambda: flink.pids("taskmanager"),
-        "python": lambda: python_workers(flink.pids("taskmanager")),
-        "postgresql": lambda: from_pid_file(state / "pg" / "data" / "postmaster.pid", True),
-        "kafka": lambda: from_pid_file(state / "kafka" / "kafka.pid", False),
-    }
 
 
 def python_workers(tm_pids: list[int]) -> list[int]:
@@ -339,7 +338,7 @@ def bounded_run(
     db = settings.replace(pg_database=database)
     log(f"{r.label}: the job over {r.events:,} events ({r.devices:,} devices, p={r.parallelism})")
     bare = r.role == "bare"
-    cpu = CpuMeter(stack_parts(flink, settings))
+    cpu = CpuMeter(settings, flink.pids("taskmanager"))
     submitted = time.time()
     if bare:
         job_id = flink.submit([], env=env, script=BARE_SCRIPT)
@@ -349,7 +348,9 @@ def bounded_run(
     while True:
         t = time.time() - submitted
         job = flink.rest(f"/jobs/{job_id}")
-        cpu.sample()
+        tms = flink.pids("taskmanager")
+        workers = python_workers(tms)
+        cpu.sample(tms, workers)
         if job["state"] in ("FINISHED", "FAILED", "CANCELED"):
             break
         if job["state"] == "RUNNING":
@@ -361,9 +362,7 @@ def bounded_run(
                 r.first_record_s = round(t, 2)
             if r.first_row_s is None and not bare and first_row_visible(db):
                 r.first_row_s = round(t, 2)
-            tms = flink.pids("taskmanager")
             r.tm_rss_peak_mb = max(r.tm_rss_peak_mb, sum(rss_mb(p) for p in tms))
-            workers = python_workers(tms)
             r.python_workers = max(r.python_workers, len(workers))
             r.python_rss_peak_mb = max(r.python_rss_peak_mb, sum(rss_mb(p) for p in workers))
             if profiler and not profiler.threads and records >= 0.2 * r.events and workers:
@@ -376,13 +375,14 @@ def bounded_run(
         raise RuntimeError(
             f"job {job_id} ended {job['state']}: {flink.rest(f'/jobs/{job_id}/exceptions')}"
         )
+    tms = flink.pids("taskmanager")
     if not r.tm_rss_peak_mb:
         # A tiny run can end before `flink run` returns: no poll saw it RUNNING. The
         # TaskManager's size just after it is then the figure (a lower bound of the peak).
-        r.tm_rss_peak_mb = sum(rss_mb(p) for p in flink.pids("taskmanager"))
+        r.tm_rss_peak_mb = sum(rss_mb(p) for p in tms)
     if profiler and profiler.threads:
         r.profile = profiler.join()
-    cpu.sample()
+    cpu.sample(tms, python_workers(tms))
     r.cpu_s = cpu.seconds()
     r.job_s = job["duration"] / 1000
     # Steady state: the events over the time from the first record read (start-up behind)

@@ -172,20 +172,26 @@ def register_checked_events(t_env, settings: Settings) -> None:
     t_env.create_temporary_view("checked_events", Table(marked, t_env))
 
 
+def recent_max(t_env, table: Table, time: str, value: str, horizon_ms: int, name: str) -> Table:
+    """``table`` with the column ``name``: the highest ``value`` of the row's device
+    (device_id) over the ``horizon_ms`` of event time (its rowtime ``time``) up to the row,
+    computed by RecentMax (jvm/), keyed by device."""
+    marked = jvm_class("RecentMax").apply(
+        t_env._j_tenv, table._j_table, "device_id", time, value, horizon_ms, name
+    )
+    return Table(marked, t_env)
+
+
 def register_health_windows(t_env, settings: Settings) -> None:
     """Register ``health_windows``: ``health_windows_query`` (health_windows.sql) with
     recent_severity, the highest window severity of the device over the last health_seconds
-    of event time, computed by RecentMax (jvm/), keyed by device."""
-    table = jvm_class("RecentMax").apply(
-        t_env._j_tenv,
-        t_env.from_path("health_windows_query")._j_table,
-        "device_id",
-        "window_time",
-        "window_severity",
-        settings.health_seconds * 1000,
+    of event time."""
+    query = t_env.from_path("health_windows_query")
+    windows = recent_max(
+        t_env, query, "window_time", "window_severity", settings.health_seconds * 1000,
         "recent_severity",
-    )
-    t_env.create_temporary_view("health_windows", Table(table, t_env))
+    )  # fmt: skip
+    t_env.create_temporary_view("health_windows", windows)
 
 
 def register_via_data_stream(t_env, name: str, columns, schema) -> None:

@@ -59,11 +59,10 @@ def stream_env():
 
 
 def test_recent_max_equals_flinks_range_over_and_numpy(stream_env, tmp_path):
-    from pyflink.table import Table
     from pyflink.table.expressions import col
 
     from common.flink_env import to_pandas
-    from jobs.score_telemetry import jvm_class
+    from jobs.score_telemetry import recent_max
 
     frame = rows()
     path = tmp_path / "rows.csv"
@@ -78,16 +77,9 @@ def test_recent_max_equals_flinks_range_over_and_numpy(stream_env, tmp_path):
           'csv.null-literal' = '')"""
     )
     over = to_pandas(t_env.sql_query(OVER_SQL))
-    marked = jvm_class("RecentMax").apply(
-        t_env._j_tenv,
-        t_env.sql_query("SELECT * FROM recent_rows")._j_table,
-        "device_id",
-        "event_time",
-        "v",
-        HORIZON_MS,
-        "recent",
-    )
-    mine = to_pandas(Table(marked, t_env).select(col("device_id"), col("ts_ms"), col("recent")))
+    source = t_env.sql_query("SELECT * FROM recent_rows")
+    marked = recent_max(t_env, source, "event_time", "v", HORIZON_MS, "recent")
+    mine = to_pandas(marked.select(col("device_id"), col("ts_ms"), col("recent")))
     for name in t_env.list_temporary_tables():
         t_env.drop_temporary_table(name)
 

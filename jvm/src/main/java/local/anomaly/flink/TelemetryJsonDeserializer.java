@@ -294,9 +294,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
                     parser.skipChildren();
                     continue;
                 }
-                if (role == TIME
-                        && value == JsonToken.VALUE_NUMBER_INT
-                        && parser.getNumberType() != NumberType.BIG_INTEGER) {
+                if (role == TIME && isLong(parser, value)) {
                     time = NUMBER;
                     timeMs = parser.getLongValue();
                     continue;
@@ -382,15 +380,19 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
     private boolean readNumber(JsonParser parser, JsonToken value, int k) throws IOException {
         if (value == JsonToken.VALUE_NUMBER_FLOAT) {
             numbers[k] = parser.getDoubleValue();
-        } else if (value == JsonToken.VALUE_NUMBER_INT
-                && parser.getNumberType() != NumberType.BIG_INTEGER
-                && parser.getLongValue() != 0) {
+        } else if (isLong(parser, value) && parser.getLongValue() != 0) {
             numbers[k] = parser.getLongValue();
         } else {
             return false;
         }
         texts[k] = NUMBER;
         return true;
+    }
+
+    /** Whether the value is a JSON integer within BIGINT. */
+    private static boolean isLong(JsonParser parser, JsonToken value) throws IOException {
+        return value == JsonToken.VALUE_NUMBER_INT
+                && parser.getNumberType() != NumberType.BIG_INTEGER;
     }
 
     /** A field's value as text, as a STRING column of Flink's JSON format reads it. */
