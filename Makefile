@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier bench-agents lint format lock
+.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-all evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier bench-agents lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ evaluate: setup ## accuracy on SKAB (its protocol): our models and baselines bes
 
 evaluate-simulator: setup ## accuracy on labelled simulator data: our models beside two baselines
 	@$(PY) -m training.evaluate simulator
+
+evaluate-all: setup ## every dataset at once, one table (SKAB, simulator, ops simulator, CSV folders): make evaluate-all EVAL_ARGS="--csv data/smd"
+	@$(PY) -m training.evaluate all $(EVAL_ARGS)
 
 evaluate-correlation: up ## cascades collapsed into one incident with the true root, unrelated failures kept apart (simulator runs through the job)
 	@$(PY) -m training.evaluate_correlation $(EVAL_ARGS)

@@ -6,6 +6,7 @@
   python -m training.evaluate simulator --model current   # the CURRENT model; figures -> card
   python -m training.evaluate csv DATA --label-column label --train-fraction 0.15   # your data
   python -m training.evaluate topic TOPIC --train-fraction 0.15    # your topic (is_anomaly)
+  python -m training.evaluate all [--csv DIR ...]   # every dataset at once, one table
 
 SKAB protocol: for every labelled file, the first 400 rows (anomaly-free) train, the rest are
 scored; metrics are pooled over all files. Our models run as the stream runs them: window
@@ -635,6 +636,10 @@ def main(argv: list[str] | None = None) -> int:
         from training import evaluate_csv
 
         return evaluate_csv.main(argv[1:], source=argv[0])
+    if argv[:1] == ["all"]:
+        from training import evaluate_all
+
+        return evaluate_all.main(argv[1:])
     settings = Settings.from_env()
     p = argparse.ArgumentParser(
         prog="python -m training.evaluate",
@@ -645,10 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "dataset",
         nargs="?",
-        choices=("skab", "simulator", "csv", "topic"),
+        choices=("skab", "simulator", "csv", "topic", "all"),
         default="skab",
         help="csv / topic: your own labelled CSVs or Kafka topic "
-        "(python -m training.evaluate csv --help)",
+        "(python -m training.evaluate csv --help); all: every dataset at once, one table "
+        "(python -m training.evaluate all --help)",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="skab: the data folder")
     p.add_argument(

@@ -147,6 +147,21 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# The settings a deployment's file sets (settings_env); a command that evaluates several
+# datasets at once leaves them out of the environment it gives each (training.evaluate_all).
+DEPLOYMENT_KEYS = (
+    "ANOMALY_CATALOGUE",
+    "ANOMALY_WINDOW_SECONDS",
+    "ANOMALY_EVENTS_TOPIC",
+    "ANOMALY_KAFKA_GROUP_ID",
+    "ANOMALY_JOB_NAME",
+    "ANOMALY_PG_DATABASE",
+    "ANOMALY_MODELS_DIR",
+    "ANOMALY_REFERENCE_SEGMENT_SECONDS",
+    "ANOMALY_RETENTION_DAYS",
+)
+
+
 def settings_env(
     name: str, catalogue_path: Path, window_seconds: int, oldest_ms: int
 ) -> tuple[str, Settings]:

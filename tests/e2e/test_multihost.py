@@ -306,7 +306,7 @@ def test_cluster_on_several_hosts_survives_a_cut_taskmanager_host_and_a_killed_l
         jobmanager=f"{cluster.address['jm1']}:8081", ship=True, model_dir=trained[0].model_dir
     )
     job_id = submit(submission, settings, env=env)
-    producer = PacedProducer(settings, topic, messages, slices=90, pause_s=1.0)
+    producer = PacedProducer(settings, topic, messages, slices=70, pause_s=1.0)
     producer.start()
     wait_until("job running", lambda: cluster.all_running("jm1", job_id), 120)
     wait_until(

@@ -1,0 +1,98 @@
+"""`python -m training.evaluate all`: every dataset at once. Its parts on bounded inputs, and one
+real run (a small ops fleet: simulator, onboarding, the CSV evaluation with Flink's batch SQL)
+whose table must hold exactly what that dataset's own command reported."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from training import evaluate_all as ea
+from training.onboard import DEPLOYMENT_KEYS, settings_env
+
+
+def test_simulator_events_become_one_csv_per_device_with_their_labels(tmp_path):
+    events = [
+        {"device_id": "b", "ts_ms": 600, "value": 2.5, "is_anomaly": True, "scenario": "spike"},
+        {"device_id": "a", "ts_ms": 300, "value": 1.0, "is_anomaly": False, "scenario": None},
+        {"device_id": "a", "ts_ms": 0, "value": 0.5, "is_anomaly": True, "scenario": "dip"},
+    ]
+    dump = tmp_path / "d.jsonl"
+    dump.write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert ea.events_to_csvs(dump, tmp_path / "out") == 2
+    a = pd.read_csv(tmp_path / "out" / "a.csv")
+    assert a.columns.tolist() == ["ts_ms", "value", "label"]
+    assert a.values.tolist() == [[0, 0.5, 1], [300, 1.0, 0]]  # in time order
+    assert pd.read_csv(tmp_path / "out" / "b.csv").values.tolist() == [[600, 2.5, 1]]
+
+
+def test_each_dataset_runs_without_the_loaded_deployments_settings(tmp_path, monkeypatch):
+    # Every key a deployment's file sets is one the runner leaves out.
+    text, _ = settings_env("shop", tmp_path / "shop.yaml", 7200, 0)
+    written = ea.read_env_file(_write(tmp_path / "shop.env", text))
+    assert written["ANOMALY_WINDOW_SECONDS"] == "7200"
+    assert set(written) <= set(DEPLOYMENT_KEYS)
+    for key in written:
+        monkeypatch.setenv(key, written[key])
+    monkeypatch.setenv("ANOMALY_PG_HOST", "db.example")
+    env = ea.base_env()
+    assert not set(written) & set(env)
+    assert env["ANOMALY_PG_HOST"] == "db.example" and env["PATH"] == os.environ["PATH"]
+
+
+def test_table_rows_leave_event_wise_columns_blank_where_not_computed():
+    skab = {"method": "m", "f1": 0.791, "far_pct": 15.69, "mar_pct": 25.85}
+    skab |= {"events": 34, "events_detected": 32}
+    (row,) = ea.rows_of("skab", {"results": [skab]})
+    assert row == {
+        "dataset": "skab",
+        "method": "m",
+        "F1": "0.79",
+        "FAR %": "15.69",
+        "MAR %": "25.85",
+        "events found": "32/34",
+    }
+    csv = skab | {"false_alarms_per_day": 0.034, "normal_alarmed_median_pct": 0.0}
+    csv |= {"normal_alarmed_worst_pct": 2.5, "devices_noisy": 0, "devices": 40}
+    csv |= {"devices_never_alarm": 1, "devices_labelled": 39}
+    (row,) = ea.rows_of("ops", {"results": [csv]})
+    assert (row["FA/day"], row["normal alarmed %"], row["noisy"], row["silent"]) == (
+        "0.03",
+        "0.0 / 2.5",
+        "0/40",
+        "1/39",
+    )
+
+
+def test_unknown_datasets_are_named(capsys):
+    with pytest.raises(SystemExit):
+        ea.main(["--only", "ops,nab"])
+    assert "no dataset nab (there are: skab, simulator, ops)" in capsys.readouterr().err
+
+
+def test_a_small_ops_fleet_runs_end_to_end_and_the_table_is_its_own_report(tmp_path, capsys):
+    out = tmp_path / "all.json"
+    args = ["--only", "ops", "--ops-devices", "3", "--ops-days", "5"]
+    assert ea.main([*args, "--workdir", str(tmp_path / "w"), "--json-out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    own = json.loads((tmp_path / "w" / "ops.json").read_text())  # the csv command's report
+    assert result["datasets"] == ["ops"] and result["reports"]["ops"] == own
+    assert result["rows"] == ea.rows_of("ops", own)
+    # The fleet as simulated: 3 devices, 5 days of 5-minute samples, onboarded to 1 h windows.
+    csvs = sorted((tmp_path / "w" / "ops").glob("*.csv"))
+    assert len(csvs) == own["devices"] == 3 and own["window_seconds"] == 3600
+    rows = sum(len(pd.read_csv(f)) for f in csvs)
+    assert own["rows"] == rows and 0.95 * 3 * 5 * 288 <= rows <= 3 * 5 * 288  # a few dropped
+    methods = [r["method"] for r in own["results"]]
+    assert methods[:2] == ["pca-t2q context check auto (ours)", "pca-t2q context check off (ours)"]
+    assert sum("baseline" in m for m in methods) == 2
+    printed = capsys.readouterr().out
+    assert all(r["method"] in printed for r in own["results"])
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

@@ -1,0 +1,294 @@
+"""Every dataset at once: our default model and the baselines on each, in one table.
+
+  python -m training.evaluate all                        # SKAB, the simulator, the ops simulator
+  python -m training.evaluate all --csv data/smd --csv data/asd   # and labelled CSV folders
+  python -m training.evaluate all --only ops --csv data/smd
+
+Each dataset is evaluated by its own command, as a user runs it, each in its own process (a
+process reads one catalogue and one window):
+
+  skab       python -m training.evaluate skab (SKAB's protocol)
+  simulator  python -m training.evaluate simulator (the network catalogue, window-wise)
+  ops        the ops catalogue's fleet (one metric per device in mixed units, 5-minute samples,
+             daily and weekly seasons, holidays, benign level shifts), simulated with fixed
+             seeds, written as one CSV per device, onboarded (python -m training.onboard: its
+             proposed window) and evaluated as CSVs
+  --csv DIR  a folder of labelled CSVs (one per device), onboarded and evaluated the same way;
+             the folder's name names it
+
+CSV datasets train on the first --train-fraction of each device's rows. One-metric datasets
+also show our model without its context check (the model before it). A change to detection is
+measured with this command: every dataset moves at once, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from common.settings import REPO_ROOT, Settings
+
+BUILT_IN = ("skab", "simulator", "ops")
+# The ops fleet of the README's Accuracy section: 40 devices, 42 days from 2026-11-20.
+OPS_FLEET = {
+    "--catalogue": "ops",
+    "--devices": "40",
+    "--seed": "7",
+    "--fleet-seed": "3",
+    "--anomaly-rate": "0.001",
+    "--start-ms": "1795132800000",
+    "--duration-s": str(42 * 86_400),
+}
+COLUMNS = ("F1", "FAR %", "MAR %", "events found", "FA/day", "normal alarmed %", "noisy", "silent")
+
+
+class EvaluateAllError(RuntimeError):
+    pass
+
+
+def events_to_csvs(jsonl: Path, out_dir: Path) -> int:
+    """The simulator's JSONL events as one CSV per device: ts_ms, each metric, label. Returns
+    the number of devices."""
+    import pandas as pd
+
+    events = pd.read_json(jsonl, lines=True)
+    metrics = [
+        c for c in events.columns if c not in ("device_id", "ts_ms", "is_anomaly", "scenario")
+    ]
+    events["label"] = events["is_anomaly"].astype(int)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for device, rows in events.groupby("device_id", sort=True):
+        rows.sort_values("ts_ms")[["ts_ms", *metrics, "label"]].to_csv(
+            out_dir / f"{device}.csv", index=False
+        )
+    return int(events["device_id"].nunique())
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a settings file (python -m training.onboard), comments left out."""
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def base_env() -> dict[str, str]:
+    """This process's environment without a deployment's own settings (those a loaded
+    `<name>.env` sets), so that each dataset reads its own catalogue and window."""
+    from training.onboard import DEPLOYMENT_KEYS
+
+    return {k: v for k, v in os.environ.items() if k not in DEPLOYMENT_KEYS}
+
+
+class Runner:
+    def __init__(self, workdir: Path, log):
+        self.workdir, self.log = workdir, log
+
+    def command(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        """Runs ``python -m <args>``; its progress lines go to our stderr under the dataset's
+        name, its own table to <workdir>/<name>.out."""
+        out = self.workdir / f"{name}.out"
+        with out.open("a") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert proc.stderr is not None
+            tail: list[str] = []
+            for line in proc.stderr:
+                tail = [*tail[-19:], line.rstrip()]
+                if line.startswith(("evaluate:", "onboard:", "simulator:")):
+                    self.log(f"[{name}] {line.rstrip()}")
+            if proc.wait() != 0:
+                raise EvaluateAllError(
+                    f"{name}: `python -m {' '.join(args)}` ended with exit {proc.returncode}; "
+                    f"its last lines:\n  " + "\n  ".join(tail) + f"\n(its output: {out})"
+                )
+
+    def built_in(self, name: str) -> dict:
+        report = self.workdir / f"{name}.json"
+        self.command(name, ["training.evaluate", name, "--json-out", str(report)], base_env())
+        return json.loads(report.read_text())
+
+    def csv_folder(self, name: str, folder: Path, label: str, train_fraction: float) -> dict:
+        from common.catalogue import load as load_catalogue
+
+        tag = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "data"
+        tag = f"eval_{tag}"
+        self.command(
+            name,
+            [
+                "training.onboard", str(folder), "--name", tag, "--label-column", label,
+                "--catalogue-dir", str(self.workdir), "--env-dir", str(self.workdir), "--force",
+            ],
+            base_env(),
+        )  # fmt: skip
+        deployment = read_env_file(self.workdir / f"{tag}.env")
+        catalogue = load_catalogue(Path(deployment["ANOMALY_CATALOGUE"]))
+        # One-metric fleets get the context check by default: show the model without it too.
+        checks = ["auto", "off"] if len(catalogue.metric_names) == 1 else ["auto"]
+        report = self.workdir / f"{name}.json"
+        args = ["training.evaluate", "csv", str(folder), "--label-column", label]
+        args += ["--train-fraction", str(train_fraction), "--json-out", str(report)]
+        for check in checks:
+            args += ["--context-check", check]
+        self.command(name, args, {**base_env(), **deployment})
+        return json.loads(report.read_text())
+
+    def ops(self, train_fraction: float, fleet: dict[str, str]) -> dict:
+        dump = self.workdir / "ops.jsonl"
+        args = ["simulator", *(x for kv in fleet.items() for x in kv)]
+        self.command("ops", [*args, "--output", "file", "--path", str(dump)], base_env())
+        devices = events_to_csvs(dump, self.workdir / "ops")
+        dump.unlink()
+        self.log(f"[ops] {devices} devices written as CSVs to {self.workdir / 'ops'}")
+        return self.csv_folder("ops", self.workdir / "ops", "label", train_fraction)
+
+
+def rows_of(dataset: str, report: dict) -> list[dict]:
+    """One table row per method of a dataset's report; event-wise columns only where the
+    evaluation computes them (CSV datasets)."""
+    out = []
+    for r in report["results"]:
+        row = {
+            "dataset": dataset,
+            "method": r["method"],
+            "F1": f"{r['f1']:.2f}",
+            "FAR %": f"{r['far_pct']:.2f}",
+            "MAR %": f"{r['mar_pct']:.2f}",
+            "events found": f"{r['events_detected']}/{r['events']}",
+        }
+        if "false_alarms_per_day" in r:
+            row["FA/day"] = f"{r['false_alarms_per_day']:.2f}"
+            row["normal alarmed %"] = (
+                f"{r['normal_alarmed_median_pct']:.1f} / {r['normal_alarmed_worst_pct']:.1f}"
+            )
+            row["noisy"] = f"{r['devices_noisy']}/{r['devices']}"
+            row["silent"] = f"{r['devices_never_alarm']}/{r['devices_labelled']}"
+        out.append(row)
+    return out
+
+
+def print_table(rows: list[dict]) -> None:
+    width = {c: max([len(c), *(len(r.get(c, "")) for r in rows)]) for c in COLUMNS}
+    name = max([7, *(len(r["method"]) for r in rows)])
+    data = max([7, *(len(r["dataset"]) for r in rows)])
+    print(
+        f"\n{'dataset':<{data}}  {'method':<{name}}  "
+        + "  ".join(f"{c:>{width[c]}}" for c in COLUMNS)
+    )
+    shown = None
+    for r in rows:
+        label = r["dataset"] if r["dataset"] != shown else ""
+        shown = r["dataset"]
+        print(
+            f"{label:<{data}}  {r['method']:<{name}}  "
+            + "  ".join(f"{r.get(c, ''):>{width[c]}}" for c in COLUMNS)
+        )
+    print(
+        "\nF1 / FAR / MAR: each evaluation's own unit (SKAB rows, simulator and CSV windows); "
+        "events found: labelled events with a flag inside;\nFA/day, normal alarmed, noisy, silent "
+        "(CSV datasets): false-alarm episodes per device-day, the share of each device's normal "
+        "windows alarmed (median / worst),\ndevices alarmed on more than 5 % of their normal "
+        "windows, devices with labelled anomalies that never alarm"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate all",
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--csv", type=Path, action="append", default=[], metavar="DIR",
+                   help="a folder of labelled CSVs, one per device (repeatable)")  # fmt: skip
+    p.add_argument("--label-column", default="label", help="the CSVs' label (%(default)s)")
+    p.add_argument("--train-fraction", type=float, default=0.15, help="CSVs: (%(default)s)")
+    p.add_argument(
+        "--only",
+        help=f"comma-separated: of {', '.join(BUILT_IN)} and the --csv folders' names "
+        "(default: all of them)",
+    )
+    p.add_argument("--ops-devices", type=int, help="ops: a smaller fleet (default: 40)")
+    p.add_argument("--ops-days", type=float, help="ops: a shorter span (default: 42)")
+    p.add_argument("--workdir", type=Path, help="keep each dataset's files and output here")
+    p.add_argument("--json-out", type=Path, help="(default: .state/eval/all.json)")
+    a = p.parse_args(argv)
+    folders = {folder.resolve().name: folder for folder in a.csv}
+    for folder in a.csv:
+        if not folder.is_dir():
+            p.error(f"--csv {folder}: not a folder")
+    if len(folders) != len(a.csv) or set(folders) & set(BUILT_IN):
+        p.error("--csv folders need distinct names, none of " + ", ".join(BUILT_IN))
+    names = [*BUILT_IN, *folders]
+    if a.only:
+        wanted = [n.strip() for n in a.only.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            p.error(f"--only: no dataset {', '.join(unknown)} (there are: {', '.join(names)})")
+        names = [n for n in names if n in wanted]
+    fleet = dict(OPS_FLEET)
+    if a.ops_devices:
+        fleet["--devices"] = str(a.ops_devices)
+    if a.ops_days:
+        fleet["--duration-s"] = str(int(a.ops_days * 86_400))
+    json_out = a.json_out or settings.state_dir / "eval" / "all.json"
+
+    def log(message: str) -> None:
+        print(f"evaluate all: {message}", file=sys.stderr, flush=True)
+
+    began = time.monotonic()
+    reports: dict[str, dict] = {}
+    seconds: dict[str, float] = defaultdict(float)
+    with tempfile.TemporaryDirectory(prefix="eval-all-") as tmp:
+        workdir = a.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        runner = Runner(workdir, log)
+        for k, name in enumerate(names, 1):
+            log(f"({k}/{len(names)}) {name} ...")
+            started = time.monotonic()
+            try:
+                if name in ("skab", "simulator"):
+                    reports[name] = runner.built_in(name)
+                elif name == "ops":
+                    reports[name] = runner.ops(a.train_fraction, fleet)
+                else:
+                    reports[name] = runner.csv_folder(
+                        name, folders[name].resolve(), a.label_column, a.train_fraction
+                    )
+            except EvaluateAllError as exc:
+                print(f"evaluate all: {exc}", file=sys.stderr)
+                return 2
+            seconds[name] = round(time.monotonic() - started, 1)
+            log(f"({k}/{len(names)}) {name} done in {seconds[name]:.0f} s")
+    rows = [row for name in names for row in rows_of(name, reports[name])]
+    print_table(rows)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(
+        json.dumps(
+            {"datasets": names, "seconds": seconds, "rows": rows, "reports": reports}, indent=2
+        )
+        + "\n"
+    )
+    log(f"{len(names)} datasets in {time.monotonic() - began:.0f} s; results in {json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
