@@ -445,8 +445,9 @@ def fit_model(
         context_detector, _ = fitted_detector(device_ids, xc, zc, params, calibration)
         detector = ContextCheckedDetector(detector, context_detector)
         spread = (
-            f"; or where a window's std is {check.spread_z:g} of its recent spreads out "
-            f"(once {spread_min_windows} windows are in its context)"
+            f"; or where a window's std is {check.spread_z:g} of its recent spreads out, or "
+            f"it is flat where they sit {check.flat_z:g} of their spread above 0 (once "
+            f"{spread_min_windows} windows are in its context)"
             if check.spread
             else ""
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -186,6 +187,14 @@ CONTEXT_SPREADS = ("std",)
 # (README, Accuracy): on one-metric public server metrics it finds events the model's own
 # threshold, lowered, does not.
 SPREAD_Z = 10.0
+# A flat window (min = max: a stuck gauge, a frozen exporter repeating its last value) is read
+# with a lower bar: FLAT_Z of the device's recent spreads below their mean, i.e. where its
+# windows' std has sat more than FLAT_Z of its own spread above 0. The std of n samples of
+# noise has mean/sd of about 1.9 for n = 3, 2.8 for n = 5 and 4.7 for n = 12 (chi
+# distribution), so this holds for a device whose windows hold 4 or more samples that vary; a
+# device whose windows are sometimes flat anyway (a quantised idle metric, one sample per
+# window) sits below it and is not read.
+FLAT_Z = 2.0
 
 
 @dataclass(frozen=True)
@@ -207,10 +216,12 @@ class ContextCheck:
     uses: tuple[tuple[int, int, int, int, bool], ...]
     normaliser: DeviceNormaliser | None = None
     # The spread reading, per metric with SPREAD_STATS: (std feature index, stdavg column,
-    # stdsd column, windows column); read where windows >= spread_min_windows.
-    spread: tuple[tuple[int, int, int, int], ...] = ()
+    # stdsd column, windows column, min and max feature indices or -1); read where windows >=
+    # spread_min_windows.
+    spread: tuple[tuple[int, int, int, int, int, int], ...] = ()
     spread_min_windows: int = 0
     spread_z: float = SPREAD_Z
+    flat_z: float = FLAT_Z  # inf: no flat reading (a card from before it)
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -236,32 +247,37 @@ class ContextCheck:
                 for stat in ("stdavg", "stdsd", "windows")
             ]
             if aggregate == "std" and all(len(f) == 1 for f in found):
-                spread.append((j, *(f[0] for f in found)))
+                bounds = (index.get(f"{metric}_min", -1), index.get(f"{metric}_max", -1))
+                spread.append((j, *(f[0] for f in found), *bounds))
         if not uses:
             return None
         return cls(tuple(context_names), tuple(uses), spread=tuple(spread))
 
     def spread_reading(self, x: np.ndarray, context: np.ndarray | None) -> np.ndarray:
-        """Per window, the largest |std - stdavg| / stdsd of its metrics; 0 where it is not
-        read (no context, fewer than spread_min_windows windows in it, a context spread of 0)."""
+        """Per window, the largest of its metrics' |std - stdavg| / stdsd over the bar it must
+        pass: spread_z, or flat_z for a flat window (min = max); 1 is flagged. 0 where it is
+        not read (no context, fewer than spread_min_windows windows in it, a context spread
+        of 0)."""
         out = np.zeros(len(x))
         if context is None:
             return out
-        for j, a, s, n in self.spread:
+        x = np.asarray(x, dtype=np.float64)
+        for j, a, s, n, lo, hi in self.spread:
             sd = context[:, s]
             known = (context[:, n] >= self.spread_min_windows) & (sd > 0)
-            z = np.abs(np.asarray(x[:, j], dtype=np.float64) - context[:, a]) / np.where(
-                known, sd, 1.0
-            )
-            out = np.fmax(out, np.where(known & np.isfinite(z), z, 0.0))
+            z = np.abs(x[:, j] - context[:, a]) / np.where(known, sd, 1.0)
+            bar = np.full(len(x), self.spread_z)
+            if lo >= 0 and hi >= 0:
+                bar[x[:, lo] == x[:, hi]] = min(self.flat_z, self.spread_z)
+            out = np.fmax(out, np.where(known & np.isfinite(z), z / bar, 0.0))
         return out
 
     def combine(self, scores, threshold: float, x: np.ndarray, context) -> np.ndarray:
-        """The scores with the spread reading folded in: a window spread_z out scores at
-        least the threshold times its reading over spread_z (flagged above it)."""
+        """The scores with the spread reading folded in: a window past its bar scores at
+        least the threshold times its reading (flagged above it)."""
         if not self.spread:
             return scores
-        return np.fmax(scores, threshold * self.spread_reading(x, context) / self.spread_z)
+        return np.fmax(scores, threshold * self.spread_reading(x, context))
 
     def read(
         self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None
@@ -310,9 +326,10 @@ class ContextCheck:
                     "sd": self.columns[s],
                     "windows": self.columns[n],
                 }
-                for j, a, s, n in self.spread
+                for j, a, s, n, _, _ in self.spread
             ],
             "spread_z": self.spread_z,
+            "flat_z": self.flat_z,
             "spread_min_windows": self.spread_min_windows,
         }
 
@@ -337,7 +354,8 @@ class ContextCheck:
             for u in card.get("spread") or ()
         ]
         planned_spread = [
-            (feature_names[j], columns[a], columns[s], columns[n]) for j, a, s, n in planned.spread
+            (feature_names[j], columns[a], columns[s], columns[n])
+            for j, a, s, n, _, _ in planned.spread
         ]
         if spread and spread != planned_spread:
             raise CalibrationError("the card's spread reading does not fit the model's features")
@@ -346,9 +364,11 @@ class ContextCheck:
             return dataclasses.replace(check, spread=())
         try:
             z = float(card["spread_z"])
+            # A card from before the flat reading reads none.
+            flat = float(card.get("flat_z", math.inf))
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"spread_z in the model card is malformed: {exc}") from exc
-        return dataclasses.replace(check, spread_z=z)
+        return dataclasses.replace(check, spread_z=z, flat_z=flat)
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,8 @@ def with_spread_context(x, context, windows_seen: float):
 
 def test_plan_reads_the_spread_statistics_of_a_metric_with_them():
     check = ContextCheck.plan(FEATURES, SPREAD_CONTEXT)
-    assert check.spread == ((1, 2, 3, 4),)
+    # std, stdavg, stdsd, windows; and the min and max that tell a flat window
+    assert check.spread == ((1, 2, 3, 4, 2, 3),)
     assert ContextCheck.plan(FEATURES, CONTEXT).spread == ()
 
 
@@ -239,3 +240,58 @@ def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_
     old = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
     assert old.check.spread == ()
     assert old.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02
+
+
+def test_a_flat_window_is_flagged_where_the_devices_windows_reliably_vary(tmp_path, fleet):
+    """A stuck gauge: min = max (std 0). Read with the lower bar FLAT_Z (2) of the recent
+    spreads where those sit well above 0; where a device's windows are often near flat anyway
+    (their std's mean within 2 of its spread), or in a card from before the reading, it adds
+    nothing to the model's own score."""
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 150, level, spread)
+    result = fit_model(
+        ids,
+        x,
+        feature_names=FEATURES,
+        window_seconds=3600,
+        params=DetectorParams(context_check="on"),
+        models_dir=tmp_path,
+        training={"source": "test"},
+        context=with_spread_context(x, context, 24),
+        context_names=SPREAD_CONTEXT,
+        log=lambda m: None,
+    )
+    card = json.loads((result.model_dir / CARD_FILE).read_text())
+    assert card["context_check"]["flat_z"] == 2.0
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
+    del card["context_check"]["flat_z"]  # a card from before the flat reading
+    (result.model_dir / CARD_FILE).write_text(json.dumps(card))
+    old = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
+    assert old.check.flat_z == float("inf")
+
+    after_ids, after_x, after_context = windows(rng, 30, level, spread)
+    ctx = with_spread_context(after_x, after_context, 24)  # stdavg 10 of its spread above 0
+    stuck = after_x.copy()
+    stuck[:, 1] = 0.0  # std
+    stuck[:, 2] = stuck[:, 3] = stuck[:, 0]  # min = max = mean: the level itself is normal
+    assert model.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02
+    # Flat: z = 10 over the bar 2, a reading of 5 thresholds, whatever the model's own score.
+    assert model.check.spread_reading(stuck, ctx) == pytest.approx(5.0)
+    flat = model.score(after_ids, stuck, ctx)
+    assert flat.flag.astype(bool).all()
+    assert flat.score == pytest.approx(5.0 * model.threshold)
+    assert (old.score(after_ids, stuck, ctx).score < 2.5 * model.threshold).all()
+    # Nearly flat (min < max): the spread reading's own bar of 10 holds.
+    nearly = stuck.copy()
+    nearly[:, 3] = np.nextafter(nearly[:, 2], np.inf)
+    assert model.check.spread_reading(nearly, ctx) == pytest.approx(1.0)
+    # A device whose windows' std is within 1.5 of its spread from 0 (flat is not news), or
+    # too few windows in the context yet: the model's own score.
+    loose = ctx.copy()
+    loose[:, 3] = after_x[:, 1] / 1.5
+    young = ctx.copy()
+    young[:, 4] = 5
+    for c in (loose, young):
+        assert model.score(after_ids, stuck, c).score == pytest.approx(
+            old.score(after_ids, stuck, c).score
+        )
