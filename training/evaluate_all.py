@@ -13,6 +13,7 @@ process reads one catalogue and one window):
              daily and weekly seasons, holidays, benign level shifts), simulated with fixed
              seeds, written as one CSV per device, onboarded (python -m training.onboard: its
              proposed window) and evaluated as CSVs
+  ops_hourly the same fleet as slow series: one sample an hour for 180 days
   --csv DIR  a folder of labelled CSVs (one per device), onboarded and evaluated the same way;
              the folder's name names it
 
@@ -35,8 +36,8 @@ from pathlib import Path
 
 from common.settings import REPO_ROOT, Settings
 
-BUILT_IN = ("skab", "simulator", "ops")
-# The ops fleet of the README's Accuracy section: 40 devices, 42 days from 2026-11-20.
+# The ops fleet of the README's Accuracy section: 40 devices, 42 days of 5-minute samples from
+# 2026-11-20; and the same fleet as a slow series, one sample an hour for 180 days.
 OPS_FLEET = {
     "--catalogue": "ops",
     "--devices": "40",
@@ -46,6 +47,11 @@ OPS_FLEET = {
     "--start-ms": "1795132800000",
     "--duration-s": str(42 * 86_400),
 }
+OPS_FLEETS = {
+    "ops": OPS_FLEET,
+    "ops_hourly": {**OPS_FLEET, "--interval-ms": "3600000", "--duration-s": str(180 * 86_400)},
+}
+BUILT_IN = ("skab", "simulator", *OPS_FLEETS)
 COLUMNS = ("F1", "FAR %", "MAR %", "events found", "FA/day", "normal alarmed %", "noisy", "silent")
 
 
@@ -149,14 +155,14 @@ class Runner:
         self.command(name, args, {**base_env(), **deployment})
         return json.loads(report.read_text())
 
-    def ops(self, train_fraction: float, fleet: dict[str, str]) -> dict:
-        dump = self.workdir / "ops.jsonl"
+    def simulated(self, name: str, train_fraction: float, fleet: dict[str, str]) -> dict:
+        dump = self.workdir / f"{name}.jsonl"
         args = ["simulator", *(x for kv in fleet.items() for x in kv)]
-        self.command("ops", [*args, "--output", "file", "--path", str(dump)], base_env())
-        devices = events_to_csvs(dump, self.workdir / "ops")
+        self.command(name, [*args, "--output", "file", "--path", str(dump)], base_env())
+        devices = events_to_csvs(dump, self.workdir / name)
         dump.unlink()
-        self.log(f"[ops] {devices} devices written as CSVs to {self.workdir / 'ops'}")
-        return self.csv_folder("ops", self.workdir / "ops", "label", train_fraction)
+        self.log(f"[{name}] {devices} devices written as CSVs to {self.workdir / name}")
+        return self.csv_folder(name, self.workdir / name, "label", train_fraction)
 
 
 def rows_of(dataset: str, report: dict) -> list[dict]:
@@ -225,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated: of {', '.join(BUILT_IN)} and the --csv folders' names "
         "(default: all of them)",
     )
-    p.add_argument("--ops-devices", type=int, help="ops: a smaller fleet (default: 40)")
-    p.add_argument("--ops-days", type=float, help="ops: a shorter span (default: 42)")
+    p.add_argument("--ops-devices", type=int, help="ops fleets: fewer devices (default: 40)")
+    p.add_argument("--ops-days", type=float, help="ops fleets: another span (default: 42, 180)")
     p.add_argument("--workdir", type=Path, help="keep each dataset's files and output here")
     p.add_argument("--json-out", type=Path, help="(default: .state/eval/all.json)")
     a = p.parse_args(argv)
@@ -243,11 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"--only: no dataset {', '.join(unknown)} (there are: {', '.join(names)})")
         names = [n for n in names if n in wanted]
-    fleet = dict(OPS_FLEET)
-    if a.ops_devices:
-        fleet["--devices"] = str(a.ops_devices)
-    if a.ops_days:
-        fleet["--duration-s"] = str(int(a.ops_days * 86_400))
+    fleets = {name: dict(fleet) for name, fleet in OPS_FLEETS.items()}
+    for fleet in fleets.values():
+        if a.ops_devices:
+            fleet["--devices"] = str(a.ops_devices)
+        if a.ops_days:
+            fleet["--duration-s"] = str(int(a.ops_days * 86_400))
     json_out = a.json_out or settings.state_dir / "eval" / "all.json"
 
     def log(message: str) -> None:
@@ -266,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if name in ("skab", "simulator"):
                     reports[name] = runner.built_in(name)
-                elif name == "ops":
-                    reports[name] = runner.ops(a.train_fraction, fleet)
+                elif name in fleets:
+                    reports[name] = runner.simulated(name, a.train_fraction, fleets[name])
                 else:
                     reports[name] = runner.csv_folder(
                         name, folders[name].resolve(), a.label_column, a.train_fraction

@@ -70,7 +70,7 @@ def test_table_rows_leave_event_wise_columns_blank_where_not_computed():
 def test_unknown_datasets_are_named(capsys):
     with pytest.raises(SystemExit):
         ea.main(["--only", "ops,nab"])
-    assert "no dataset nab (there are: skab, simulator, ops)" in capsys.readouterr().err
+    assert "no dataset nab (there are: skab, simulator, ops, ops_hourly)" in capsys.readouterr().err
 
 
 def test_a_small_ops_fleet_runs_end_to_end_and_the_table_is_its_own_report(tmp_path, capsys):
