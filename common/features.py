@@ -74,11 +74,29 @@ CONTEXT_STATS: tuple[tuple[str, bool], ...] = (("avg", False), ("sd", False), ("
 # (udfs.calibration.ContextCheck). Where many metrics give the model a joint structure, the
 # context check is off by default, and these are not computed (each costs state and time).
 SPREAD_STATS: tuple[str, ...] = ("stdavg", "stdsd", "windows")
+# Of a one-metric catalogue whose window divides the week and is 10 minutes or longer (a
+# shorter one would keep too many slots per device), the seasonal reading's parts
+# (udfs.calibration.ContextCheck): "seasres", the window mean's residual against the mean of
+# the same time of the week on the previous SEASON_WEEKS weeks (all of them present), less the
+# mean of that residual over the day before the window; "seassd", the population spread of
+# those de-biased residuals over the week before (at least a day's windows of them). NULL
+# until the history is there. A spike within a daily or weekly swing stands out of it where a
+# horizon's spread, which holds the swing, hides it; a benign level shift moves every
+# residual, and the day's mean follows it. Named with the SEASON horizon ("28d").
+SEASON_STATS: tuple[str, ...] = ("seasres", "seassd")
+SEASON_WEEKS = 4
+SEASON_MIN_WINDOW_SECONDS = 600
+WEEK_SECONDS = 7 * 86_400
 
 
 _CONTEXT_NAME = re.compile(
     r"_(?:"
-    + "|".join(sorted([stat for stat, _ in CONTEXT_STATS] + list(SPREAD_STATS), key=len)[::-1])
+    + "|".join(
+        sorted(
+            [stat for stat, _ in CONTEXT_STATS] + list(SPREAD_STATS) + list(SEASON_STATS),
+            key=len,
+        )[::-1]
+    )
     + r")([0-9]+[smhd])$"
 )
 
@@ -125,7 +143,20 @@ def spread_stats(metric_names) -> tuple[str, ...]:
     return SPREAD_STATS if len(metric_names) == 1 else ()
 
 
-def features_of(metric_names, horizon_list) -> tuple[Feature, ...]:
+SEASON = Horizon(f"{7 * SEASON_WEEKS}d", SEASON_WEEKS * WEEK_SECONDS, modelled=False)
+
+
+def season_stats(metric_names, horizon_list, window_seconds: int) -> tuple[str, ...]:
+    """The SEASON_STATS computed: for one metric with context horizons (the context check
+    reads them) and a window of 10 minutes or more that divides the week; else none."""
+    if len(metric_names) != 1 or not horizon_list:
+        return ()
+    if window_seconds < SEASON_MIN_WINDOW_SECONDS or WEEK_SECONDS % window_seconds:
+        return ()
+    return SEASON_STATS
+
+
+def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Feature, ...]:
     """Every feature of these metrics: the window aggregates, then each horizon's context."""
     window = tuple(
         Feature(f"{metric}_{agg.suffix}", metric, agg.sql_type, agg.modelled, aggregate=agg)
@@ -159,11 +190,18 @@ def features_of(metric_names, horizon_list) -> tuple[Feature, ...]:
         if longest is not None
         for stat in spread_stats(metric_names)
     )
-    return window + context + spread
+    season = tuple(
+        Feature(f"{metric}_{stat}{SEASON.name}", metric, "DOUBLE", False, horizon=SEASON, stat=stat)
+        for metric in metric_names
+        for stat in season_stats(metric_names, horizon_list, window_seconds)
+    )
+    return window + context + spread + season
 
 
 HORIZONS: tuple[Horizon, ...] = horizons(Settings.from_env())
-FEATURES: tuple[Feature, ...] = features_of(METRIC_NAMES, HORIZONS)
+FEATURES: tuple[Feature, ...] = features_of(
+    METRIC_NAMES, HORIZONS, Settings.from_env().window_seconds
+)
 WINDOW_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.aggregate is not None)
 CONTEXT_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.horizon is not None)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -171,21 +209,26 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 MODEL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.modelled)
 
 
-def scorer_context_names(metric_names, horizon_list) -> tuple[str, ...]:
+def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) -> tuple[str, ...]:
     """The context the scorer reads beside the model's features (udfs.calibration.ContextCheck):
     each metric's level and spread (avg, sd) over the longest horizon, and for one metric its
-    SPREAD_STATS; none without horizons."""
+    SPREAD_STATS, then its SEASON_STATS where computed; none without horizons."""
     longest = longest_horizon(horizon_list)
     if longest is None:
         return ()
     stats = ("avg", "sd", *spread_stats(metric_names))
-    return tuple(f"{m}_{stat}{longest.name}" for m in metric_names for stat in stats)
+    season = season_stats(metric_names, horizon_list, window_seconds)
+    return tuple(f"{m}_{stat}{longest.name}" for m in metric_names for stat in stats) + tuple(
+        f"{m}_{stat}{SEASON.name}" for m in metric_names for stat in season
+    )
 
 
 # Passed to the scoring UDF after the model features, whatever the model: a model that checks
 # windows against their recent context uses them, others ignore them (a new model version
 # must not need another UDF call).
-SCORER_CONTEXT_NAMES: tuple[str, ...] = scorer_context_names(METRIC_NAMES, HORIZONS)
+SCORER_CONTEXT_NAMES: tuple[str, ...] = scorer_context_names(
+    METRIC_NAMES, HORIZONS, Settings.from_env().window_seconds
+)
 
 # PostgreSQL column types for Flink SQL types used above.
 PG_TYPES = {"DOUBLE": "double precision", "BIGINT": "bigint"}

@@ -22,7 +22,10 @@ from common.features import (
     MODEL_FEATURE_NAMES,
     PG_TYPES,
     SCORER_CONTEXT_NAMES,
+    SEASON_STATS,
+    SEASON_WEEKS,
     SPREAD_STATS,
+    WEEK_SECONDS,
     WINDOW_FEATURES,
     Horizon,
     longest_horizon,
@@ -192,11 +195,102 @@ def _sums(h: Horizon, metric: str, aggregate: str = _MEAN.suffix) -> tuple[str, 
     return tuple(f"ctx_{part}{tag}{h.name}_{metric}" for part in ("n", "sum", "sumsq"))
 
 
-def _context_feature(f) -> str:
+def _excluding_own(value: str, count: str, total: str, squares: str) -> tuple[str, str, str]:
+    """Over an OVER's count, sum and sum of squares of ``value`` (the row's own included): how
+    many preceding rows have it, their mean, and their population variance (as Flink's
+    STDDEV_POP computes it, from sums of squares)."""
+    own = f"COALESCE({value}, 0E0)"
+    preceding = f"({count} - CASE WHEN {value} IS NULL THEN 0 ELSE 1 END)"
+    avg = f"({total} - {own}) / NULLIF({preceding}, 0)"
+    var = f"({squares} - {own} * {own}) / NULLIF({preceding}, 0) - POWER({avg}, 2)"
+    return preceding, avg, var
+
+
+def _season_parts(metric: str) -> dict[str, str]:
+    """The columns of the seasonal views (one metric)."""
+    return {
+        part: f"`ctx_{part}_{metric}`"
+        for part in ("sn", "ssum", "sr", "srn", "srsum", "srr", "srrn", "srrsum", "srrsq")
+    }
+
+
+def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[str], str]:
+    """The views that compute the SEASON_STATS (common.features) over ``source``, and the last
+    one's name; none where the features have none. Each is an OVER on the window rows, as the
+    horizons' views are: the same time of the week on the previous SEASON_WEEKS weeks (a
+    partition per device and time of the week), the residual's mean over the day before, the
+    de-biased residuals' spread over the week before; each leaves the window's own value
+    out."""
+    metrics = sorted({f.metric for f in CONTEXT_FEATURES if f.stat in SEASON_STATS})
+    if not metrics:
+        return [], source
+    order = "`ctx_second`" if batch else "window_time"
+
+    def bound(seconds: int) -> str:
+        return str(seconds) if batch else interval(seconds)
+
+    def over(partition: str, seconds: int) -> str:
+        return (
+            f"WINDOW w AS (\n  PARTITION BY {partition} ORDER BY {order}\n"
+            f"  RANGE BETWEEN {bound(seconds)} PRECEDING AND CURRENT ROW\n)"
+        )
+
+    per_day = max(1, 86_400 // window_seconds)
+    seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
+    steps = [f"SELECT *, MOD({seconds}, {WEEK_SECONDS}) AS `ctx_slot` FROM {{source}}"]  # noqa: S608
+    profile, residual, day, debiased, week = [], [], [], [], []
+    for metric in metrics:
+        c, mean = _season_parts(metric), f"`{metric}_{_MEAN.suffix}`"
+        profile += [f"COUNT({mean}) OVER w AS {c['sn']}", f"SUM({mean}) OVER w AS {c['ssum']}"]
+        residual.append(
+            f"CASE WHEN {mean} IS NOT NULL AND {c['sn']} - 1 >= {SEASON_WEEKS} "
+            f"THEN {mean} - ({c['ssum']} - {mean}) / ({c['sn']} - 1) END AS {c['sr']}"
+        )
+        day += [f"COUNT({c['sr']}) OVER w AS {c['srn']}", f"SUM({c['sr']}) OVER w AS {c['srsum']}"]
+        preceding, avg, _ = _excluding_own(c["sr"], c["srn"], c["srsum"], c["srsum"])
+        debiased.append(
+            f"CASE WHEN {c['sr']} IS NOT NULL AND {preceding} >= {max(2, per_day // 2)} "
+            f"THEN {c['sr']} - {avg} END AS {c['srr']}"
+        )
+        week += [
+            f"COUNT({c['srr']}) OVER w AS {c['srrn']}",
+            f"SUM({c['srr']}) OVER w AS {c['srrsum']}",
+            f"SUM({c['srr']} * {c['srr']}) OVER w AS {c['srrsq']}",
+        ]
+    indent = ",\n  "
+    steps += [
+        f"SELECT *,\n  {indent.join(profile)}\nFROM {{source}}\n"
+        + over("device_id, `ctx_slot`", SEASON_WEEKS * WEEK_SECONDS),
+        f"SELECT *,\n  {indent.join(residual)}\nFROM {{source}}",
+        f"SELECT *,\n  {indent.join(day)}\nFROM {{source}}\n" + over("device_id", 86_400),
+        f"SELECT *,\n  {indent.join(debiased)}\nFROM {{source}}",
+        f"SELECT *,\n  {indent.join(week)}\nFROM {{source}}\n" + over("device_id", WEEK_SECONDS),
+    ]
+    views = []
+    for k, step in enumerate(steps):
+        name = f"window_season_{k}"
+        views.append(f"CREATE TEMPORARY VIEW {name} AS\n{step.format(source=source)};")
+        source = name
+    return views, source
+
+
+def _season_feature(f, window_seconds: int) -> str:
+    c = _season_parts(f.metric)
+    if f.stat == "seasres":
+        return c["srr"]
+    preceding, _, var = _excluding_own(c["srr"], c["srrn"], c["srrsum"], c["srrsq"])
+    per_day = max(1, 86_400 // window_seconds)
+    return f"CASE WHEN {preceding} >= {per_day} THEN SQRT(GREATEST({var}, 0)) END"
+
+
+def _context_feature(f, window_seconds: int = 0) -> str:
     """A context feature from its horizon's sums, the window's own value left out: the mean and
     population spread of the preceding windows' means (NULL if there are none), and the
     window mean's deviation from that mean (0 then; NULL if the window has no mean). The
-    SPREAD_STATS are the same over the windows' std, and the number of preceding windows."""
+    SPREAD_STATS are the same over the windows' std, and the number of preceding windows;
+    the SEASON_STATS come from their own views (_season_views)."""
+    if f.stat in SEASON_STATS:
+        return _season_feature(f, window_seconds)
     spread = f.stat in SPREAD_STATS
     aggregate = "std" if spread else _MEAN.suffix
     h, mean = f.horizon, f"`{f.metric}_{aggregate}`"
@@ -229,7 +323,10 @@ def context_sums(h: Horizon) -> list[tuple[str, tuple[str, str, str]]]:
 
 
 def context_placeholders(
-    labelled: bool, batch: bool = False, context_table: str | None = None
+    labelled: bool,
+    batch: bool = False,
+    context_table: str | None = None,
+    window_seconds: int = 0,
 ) -> dict[str, str]:
     """The generated parts of window_context.sql (see its header for the design). ``batch``:
     for Flink's batch mode (training), which cannot range over timestamps; its OVERs range
@@ -262,11 +359,12 @@ def context_placeholders(
         source = _context_view(h)
     if context_table is not None:
         views, source = [], context_table
+    season, source = _season_views(source, batch, window_seconds)
     return {
-        "context_views": "\n\n".join(views),
+        "context_views": "\n\n".join([*views, *season]),
         "context_source": source,
         "context_features": indent.join(
-            f"{_context_feature(f)} AS `{f.name}`" for f in CONTEXT_FEATURES
+            f"{_context_feature(f, window_seconds)} AS `{f.name}`" for f in CONTEXT_FEATURES
         ),
         "window_feature_list": indent.join(f"`{f.name}`" for f in WINDOW_FEATURES),
         "label_list": labels,
@@ -287,14 +385,27 @@ def window_feature_statements(
     window aggregates, then (with context horizons) their context. ``labelled`` adds the
     training labels of LABEL_COLUMNS. ``context_table``: the horizons' sums (context_sums)
     come from that table, which the caller registers over ``window_aggregates`` before the
-    last statement, instead of from the OVER views."""
-    extra = context_placeholders(labelled, batch, context_table)
-    out = statements(render("flink/window_features.sql", settings, **extra))
+    context's statements (window_feature_parts), instead of from the OVER views."""
+    aggregates, context = window_feature_parts(
+        settings, labelled=labelled, batch=batch, context_table=context_table
+    )
+    return aggregates + context
+
+
+def window_feature_parts(
+    settings: Settings,
+    *,
+    labelled: bool = False,
+    batch: bool = False,
+    context_table: str | None = None,
+) -> tuple[list[str], list[str]]:
+    """window_feature_statements in two parts: those up to ``window_aggregates``, and the
+    context's; a ``context_table`` is registered between them."""
+    extra = context_placeholders(labelled, batch, context_table, settings.window_seconds)
+    aggregates = statements(render("flink/window_features.sql", settings, **extra))
     if HORIZONS:
-        out += statements(render("flink/window_context.sql", settings, **extra))
-    else:
-        out.append("CREATE TEMPORARY VIEW window_features AS SELECT * FROM window_aggregates")
-    return out
+        return aggregates, statements(render("flink/window_context.sql", settings, **extra))
+    return aggregates, ["CREATE TEMPORARY VIEW window_features AS SELECT * FROM window_aggregates"]
 
 
 def _metric_case(column: str) -> str:

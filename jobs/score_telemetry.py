@@ -24,7 +24,7 @@ from pyflink.table.expressions import col
 from common.features import CATALOGUE, HORIZONS, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
 from common.models import current_version, resolve_model_dir
 from common.settings import Settings
-from common.sql import context, context_sums, render, statements, window_feature_statements
+from common.sql import context, context_sums, render, statements, window_feature_parts
 from udfs.onnx_scorer import (
     NO_MODEL_YET,
     SCORE_RESULT_SQL_TYPE,
@@ -93,14 +93,15 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
     register_checked_events(t_env, settings)
     execute_file(t_env, "flink/telemetry_events.sql", settings)
     operator = settings.context_operator == "jvm" and bool(HORIZONS)
-    window_statements = window_feature_statements(
+    aggregates, context = window_feature_parts(
         settings, context_table="window_context" if operator else None
     )
-    for statement in window_statements[:-1]:
+    for statement in aggregates:
         t_env.execute_sql(statement)
     if operator:
         register_window_context(t_env)
-    t_env.execute_sql(window_statements[-1])
+    for statement in context:
+        t_env.execute_sql(statement)
 
 
 def register_window_context(t_env) -> None:

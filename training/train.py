@@ -451,6 +451,11 @@ def fit_model(
             if check.spread
             else ""
         )
+        if check.season:
+            spread += (
+                f"; or where its mean's residual against the same time of the week is "
+                f"{check.season_z:g} of its recent spread out"
+            )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "
             f"{detector.threshold:g} of their thresholds{spread}"

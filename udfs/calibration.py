@@ -195,6 +195,11 @@ SPREAD_Z = 10.0
 # device whose windows are sometimes flat anyway (a quantised idle metric, one sample per
 # window) sits below it and is not read.
 FLAT_Z = 2.0
+# The seasonal reading (one-metric catalogues with SEASON_STATS, common.features): a window
+# whose mean's de-biased residual against the same time of the week on the previous weeks is
+# SEASON_Z of its recent spread out is flagged whatever the model's score. Measured (README,
+# Accuracy): it finds the spikes a daily swing hides in slow series.
+SEASON_Z = 5.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,9 @@ class ContextCheck:
     spread_min_windows: int = 0
     spread_z: float = SPREAD_Z
     flat_z: float = FLAT_Z  # inf: no flat reading (a card from before it)
+    # The seasonal reading, per metric with SEASON_STATS: (seasres column, seassd column).
+    season: tuple[tuple[int, int], ...] = ()
+    season_z: float = SEASON_Z
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -249,9 +257,16 @@ class ContextCheck:
             if aggregate == "std" and all(len(f) == 1 for f in found):
                 bounds = (index.get(f"{metric}_min", -1), index.get(f"{metric}_max", -1))
                 spread.append((j, *(f[0] for f in found), *bounds))
+        season = []
+        for metric in dict.fromkeys(feature_names[jm] for _, jm, _, _, _ in uses):
+            metric = metric.rpartition("_")[0]
+            res = [c for n, c in context.items() if n.startswith(f"{metric}_seasres")]
+            sd = [c for n, c in context.items() if n.startswith(f"{metric}_seassd")]
+            if len(res) == 1 and len(sd) == 1:
+                season.append((res[0], sd[0]))
         if not uses:
             return None
-        return cls(tuple(context_names), tuple(uses), spread=tuple(spread))
+        return cls(tuple(context_names), tuple(uses), spread=tuple(spread), season=tuple(season))
 
     def spread_reading(self, x: np.ndarray, context: np.ndarray | None) -> np.ndarray:
         """Per window, the largest of its metrics' |std - stdavg| / stdsd over the bar it must
@@ -272,12 +287,27 @@ class ContextCheck:
             out = np.fmax(out, np.where(known & np.isfinite(z), z / bar, 0.0))
         return out
 
+    def season_reading(self, context: np.ndarray | None, rows: int) -> np.ndarray:
+        """Per window, the largest |seasres| / seassd of its metrics over season_z (1 is
+        flagged); 0 where it is not read (no context, no seasonal history yet, a spread of
+        0)."""
+        out = np.zeros(rows)
+        if context is None:
+            return out
+        for r, s in self.season:
+            sd = context[:, s]
+            known = np.isfinite(context[:, r]) & np.isfinite(sd) & (sd > 0)
+            z = np.abs(context[:, r]) / np.where(known, sd, 1.0)
+            out = np.fmax(out, np.where(known, z / self.season_z, 0.0))
+        return out
+
     def combine(self, scores, threshold: float, x: np.ndarray, context) -> np.ndarray:
-        """The scores with the spread reading folded in: a window past its bar scores at
-        least the threshold times its reading (flagged above it)."""
-        if not self.spread:
+        """The scores with the spread and seasonal readings folded in: a window past a bar
+        scores at least the threshold times its reading (flagged above it)."""
+        if not (self.spread or self.season):
             return scores
-        return np.fmax(scores, threshold * self.spread_reading(x, context))
+        reading = np.fmax(self.spread_reading(x, context), self.season_reading(context, len(x)))
+        return np.fmax(scores, threshold * reading)
 
     def read(
         self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None
@@ -330,6 +360,8 @@ class ContextCheck:
             ],
             "spread_z": self.spread_z,
             "flat_z": self.flat_z,
+            "season": [{"res": self.columns[r], "sd": self.columns[s]} for r, s in self.season],
+            "season_z": self.season_z,
             "spread_min_windows": self.spread_min_windows,
         }
 
@@ -360,6 +392,18 @@ class ContextCheck:
         if spread and spread != planned_spread:
             raise CalibrationError("the card's spread reading does not fit the model's features")
         check = planned.fitted(normaliser, int(card.get("spread_min_windows") or 0))
+        # A card from before the seasonal reading reads none.
+        season = [(u.get("res"), u.get("sd")) for u in card.get("season") or ()]
+        planned_season = [(columns[r], columns[s]) for r, s in planned.season]
+        if season and season != planned_season:
+            raise CalibrationError("the card's seasonal reading does not fit its context")
+        try:
+            season_z = float(card.get("season_z", SEASON_Z))
+        except (TypeError, ValueError) as exc:
+            raise CalibrationError(f"season_z in the model card is malformed: {exc}") from exc
+        check = dataclasses.replace(
+            check, season=planned.season if season else (), season_z=season_z
+        )
         if not spread:
             return dataclasses.replace(check, spread=())
         try:

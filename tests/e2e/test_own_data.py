@@ -248,6 +248,8 @@ make replay REPLAY_ARGS="{data} --label-column label"
         "value_stdavg15d",
         "value_stdsd15d",
         "value_windows15d",
+        "value_seasres28d",  # NULL here: five days hold no earlier weeks
+        "value_seassd28d",
     ]
     # The spreads' context the stream stored (WindowContext), by value: five days of windows
     # are all within the 15-day horizon, so each window's is that of all its device's

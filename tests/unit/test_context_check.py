@@ -242,6 +242,22 @@ def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_
     assert old.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02
 
 
+def fit_checked(models_dir, ids, x, context, context_names):
+    """A context-checked model of 1 h windows fitted on these windows and context."""
+    return fit_model(
+        ids,
+        x,
+        feature_names=FEATURES,
+        window_seconds=3600,
+        params=DetectorParams(context_check="on"),
+        models_dir=models_dir,
+        training={"source": "test"},
+        context=context,
+        context_names=context_names,
+        log=lambda m: None,
+    )
+
+
 def test_a_flat_window_is_flagged_where_the_devices_windows_reliably_vary(tmp_path, fleet):
     """A stuck gauge: min = max (std 0). Read with the lower bar FLAT_Z (2) of the recent
     spreads where those sit well above 0; where a device's windows are often near flat anyway
@@ -249,18 +265,7 @@ def test_a_flat_window_is_flagged_where_the_devices_windows_reliably_vary(tmp_pa
     nothing to the model's own score."""
     rng, level, spread = fleet
     ids, x, context = windows(rng, 150, level, spread)
-    result = fit_model(
-        ids,
-        x,
-        feature_names=FEATURES,
-        window_seconds=3600,
-        params=DetectorParams(context_check="on"),
-        models_dir=tmp_path,
-        training={"source": "test"},
-        context=with_spread_context(x, context, 24),
-        context_names=SPREAD_CONTEXT,
-        log=lambda m: None,
-    )
+    result = fit_checked(tmp_path, ids, x, with_spread_context(x, context, 24), SPREAD_CONTEXT)
     card = json.loads((result.model_dir / CARD_FILE).read_text())
     assert card["context_check"]["flat_z"] == 2.0
     model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
@@ -295,3 +300,53 @@ def test_a_flat_window_is_flagged_where_the_devices_windows_reliably_vary(tmp_pa
         assert model.score(after_ids, stuck, c).score == pytest.approx(
             old.score(after_ids, stuck, c).score
         )
+
+
+SEASON_CONTEXT = (*SPREAD_CONTEXT, "value_seasres28d", "value_seassd28d")
+
+
+def test_a_window_far_from_its_time_of_the_week_is_flagged_once_the_history_is_there(
+    tmp_path, fleet
+):
+    """The seasonal reading: |seasres| / seassd (common.features.SEASON_STATS) over SEASON_Z
+    (5) is folded in as the spread reading is; NULL parts (no history yet) or a spread of 0
+    read nothing; a card from before the reading reads none."""
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 150, level, spread)
+
+    def with_season(x, context, res, sd):
+        spread_context = with_spread_context(x, context, 24)
+        return np.column_stack([spread_context, np.full(len(x), res), np.full(len(x), sd)])
+
+    # No seasonal history in training.
+    training = with_season(x, context, np.nan, np.nan)
+    result = fit_checked(tmp_path, ids, x, training, SEASON_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())
+    assert card["context_check"]["season"] == [{"res": "value_seasres28d", "sd": "value_seassd28d"}]
+    assert card["context_check"]["season_z"] == 5.0
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SEASON_CONTEXT)
+    assert model.check.season == ((5, 6),)
+    # A card from before the seasonal reading reads none: the model's own score.
+    del card["context_check"]["season"]
+    (result.model_dir / CARD_FILE).write_text(json.dumps(card))
+    old = OnnxModel.load(result.model_dir, FEATURES, 3600, SEASON_CONTEXT)
+    assert old.check.season == ()
+
+    after_ids, after_x, after_context = windows(rng, 30, level, spread)
+    for res, sd, reading in (
+        (6.0, 1.0, 1.2),  # 6 of its spread out, either way: flagged whatever the model says
+        (-6.0, 1.0, 1.2),
+        (4.0, 1.0, 0.8),  # raises the score, not past the threshold
+        (np.nan, 1.0, 0.0),  # no history yet
+        (6.0, np.nan, 0.0),
+        (6.0, 0.0, 0.0),  # no spread to read against
+    ):
+        ctx = with_season(after_x, after_context, res, sd)
+        base = old.score(after_ids, after_x, ctx)
+        assert base.flag.astype(bool).mean() < 0.02
+        got = model.score(after_ids, after_x, ctx)
+        np.testing.assert_allclose(got.score, np.fmax(base.score, reading * model.threshold))
+        if reading > 1:
+            assert got.flag.astype(bool).all()
+        else:
+            assert list(got.flag) == list(base.flag)

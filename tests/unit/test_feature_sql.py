@@ -222,33 +222,99 @@ def test_one_metric_spread_context_matches_numpy():
     """A one-metric catalogue adds its window spreads' context over the longest horizon
     (common.features.SPREAD_STATS): the horizon test again, in a process of its own (the
     features are fixed at import) with the ops catalogue, compares them with the reference."""
+    check = (
+        "from common.features import FEATURE_NAMES as f; "
+        "assert {'value_stdavg1h', 'value_stdsd1h', 'value_windows1h'} <= set(f), f"
+    )
+    run_in_deployment("test_context_horizons_match_numpy", "ops", 10, check)
+
+
+def run_in_deployment(test: str, catalogue: str, window_seconds: int, check: str = "") -> None:
+    """Runs one test of this file in a process of its own with this catalogue and window (the
+    features are fixed at import), after ``check`` (Python) in that process."""
     import os
     import subprocess
     import sys
 
     from common.settings import REPO_ROOT
 
-    env = {**os.environ, "ANOMALY_CATALOGUE": "ops", "ANOMALY_WINDOW_SECONDS": "10"}
+    env = {
+        **os.environ,
+        "ANOMALY_CATALOGUE": catalogue,
+        "ANOMALY_WINDOW_SECONDS": str(window_seconds),
+    }
     env.pop("ANOMALY_CONTEXT_HORIZONS", None)
-    check = (
-        "from common.features import FEATURE_NAMES as f; "
-        "assert {'value_stdavg1h', 'value_stdsd1h', 'value_windows1h'} <= set(f), f"
+    if check:
+        subprocess.run([sys.executable, "-c", check], env=env, cwd=REPO_ROOT, check=True)
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test}"]
+    done = subprocess.run(args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "1 passed" in done.stdout, (
+        done.stdout[-3000:] + done.stderr[-3000:]
     )
-    subprocess.run([sys.executable, "-c", check], env=env, cwd=REPO_ROOT, check=True)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            f"{__file__}::test_context_horizons_match_numpy",
-        ],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def season_reference(frame: pd.DataFrame, window_ms: int) -> pd.DataFrame:
+    """SEASON_STATS (common.features) by their definition, by time, one device at a time."""
+    from common.features import SEASON_WEEKS, WEEK_SECONDS
+
+    week, day = WEEK_SECONDS * 1000, 86_400_000
+    per_day = max(1, day // window_ms)
+    out = []
+    for _, rows in frame.groupby("device_id", sort=False):
+        t = rows["start_ms"].to_numpy()
+        mean = dict(zip(t, rows["value_mean"].to_numpy(), strict=True))
+        r = {}
+        for ts in t:
+            back = [mean.get(ts - k * week) for k in range(1, SEASON_WEEKS + 1)]
+            if all(v is not None for v in back):
+                r[ts] = mean[ts] - np.mean(back)
+        rr = {}
+        for ts in r:
+            prev = [r[u] for u in t if ts - day <= u < ts and u in r]
+            if len(prev) >= max(2, per_day // 2):
+                rr[ts] = r[ts] - np.mean(prev)
+        sd = {}
+        for ts in t:
+            prev = [rr[u] for u in t if ts - week <= u < ts and u in rr]
+            if len(prev) >= per_day:
+                sd[ts] = np.std(prev)
+        out.append(
+            rows.assign(
+                value_seasres28d=[rr.get(ts, np.nan) for ts in t],
+                value_seassd28d=[sd.get(ts, np.nan) for ts in t],
+            )
+        )
+    return pd.concat(out)
+
+
+def test_season_stats_match_a_time_based_reference(batch_env, base_settings):
+    """Run in a process of its own with a one-metric catalogue and 1 h windows (the season
+    test below): the seasonal views (common.sql) against their definition, on hourly samples
+    over 37 days with a daily swing, a spike and a gap."""
+    if "value_seasres28d" not in FEATURE_NAMES:
+        pytest.skip("needs a one-metric catalogue and windows of 10 min or more")
+    rng = np.random.default_rng(5)
+    events = []
+    start = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a whole hour
+    for device, level in (("dev-a", 30.0), ("dev-b", 2e6)):
+        for h in range(37 * 24):
+            if device == "dev-b" and 700 <= h < 706:
+                continue  # six silent hours
+            value = level * (1 + 0.4 * np.sin(2 * np.pi * h / 24)) + rng.normal(0, level / 50)
+            if h == 800:
+                value += level / 5
+            ts = start + h * 3_600_000 + int(rng.integers(0, 3_600_000))
+            events.append({"device_id": device, "ts_ms": ts, "value": value})
+    got = flink_window_features(batch_env, base_settings, events)
+    got["start_ms"] = (got["window_start"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1ms")
+    expected = season_reference(got, base_settings.window_seconds * 1000)
+    for name in ("value_seasres28d", "value_seassd28d"):
+        a, b = got[name].to_numpy(float), expected[name].to_numpy(float)
+        assert (np.isnan(a) == np.isnan(b)).all(), name
+        assert np.isfinite(a).sum() > 300, name  # the history is there from day 30 on
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(b)))
+
+
+def test_season_stats_in_a_one_metric_deployment_of_hourly_windows():
+    """The season test above with the ops catalogue and 1 h windows."""
+    run_in_deployment("test_season_stats_match_a_time_based_reference", "ops", 3600)
