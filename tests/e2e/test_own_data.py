@@ -266,6 +266,8 @@ make replay REPLAY_ARGS="{data} --label-column label"
             rtol=1e-6,
             atol=1e-5,  # from sums of squares, as tests/reference.py allows
         )
+    # The seasonal reading's parts are stored, NULL until a device has four weeks behind it.
+    assert rows[["value_seasres28d", "value_seassd28d"]].isna().all().all()
     # By value: the stream's scores are the model's scores of what the stream stored.
     expected = model.score(
         rows["device_id"].to_numpy(dtype=object),
