@@ -113,3 +113,37 @@ def anomalous_windows(events: list[dict], window_seconds: int) -> tuple[set, set
     all_anomalous = {k for k, v in labels.items() if all(v)}
     clean = {k for k, v in labels.items() if not any(v)}
     return all_anomalous, clean
+
+
+def season_stats(frame: pd.DataFrame, window_ms: int) -> pd.DataFrame:
+    """common.features.SEASON_STATS of a one-metric catalogue ("value") by their definition,
+    by time, per device: ``frame`` holds device_id, start_ms (each window's start) and
+    value_mean; returns it with value_seasres28d and value_seassd28d."""
+    week, day, weeks = 7 * 86_400_000, 86_400_000, 4
+    per_day = max(1, day // window_ms)
+    out = []
+    for _, rows in frame.groupby("device_id", sort=False):
+        t = rows["start_ms"].to_numpy()
+        mean = dict(zip(t, rows["value_mean"].to_numpy(dtype=float), strict=True))
+        r = {}
+        for ts in t:
+            back = [mean.get(ts - k * week) for k in range(1, weeks + 1)]
+            if all(v is not None for v in back):
+                r[ts] = mean[ts] - np.mean(back)
+        rr = {}
+        for ts in r:
+            prev = [r[u] for u in t if ts - day <= u < ts and u in r]
+            if len(prev) >= max(2, per_day // 2):
+                rr[ts] = r[ts] - np.mean(prev)
+        sd = {}
+        for ts in t:
+            prev = [rr[u] for u in t if ts - week <= u < ts and u in rr]
+            if len(prev) >= per_day:
+                sd[ts] = np.std(prev)
+        out.append(
+            rows.assign(
+                value_seasres28d=[rr.get(ts, np.nan) for ts in t],
+                value_seassd28d=[sd.get(ts, np.nan) for ts in t],
+            )
+        )
+    return pd.concat(out)

@@ -18,6 +18,7 @@ import psycopg2
 import pytest
 
 from common.settings import REPO_ROOT, Settings
+from tests import reference
 from tests.conftest import drop_database
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -173,9 +174,20 @@ def cancel_jobs(job_name: str) -> None:
             flink.cancel(job["jid"])
 
 
-def write_series(folder) -> dict[str, pd.DataFrame]:
+HOURLY_DAYS = 35
+# The hourly device starts 30 days before the others and ends with them (a replay sends every
+# file's rows merged in time, as fast as it goes; ending together, no partition's watermark
+# waits on another's idleness). Its spike: its 33rd day (fifth week) at 03:00, the trough of
+# its daily swing.
+HOURLY_T0 = T0 - pd.Timedelta(days=HOURLY_DAYS - 5)
+HOURLY_SPIKE = T0 + pd.Timedelta(days=2, hours=3)
+
+
+def write_series(folder, hourly: bool = False) -> dict[str, pd.DataFrame]:
     """A folder of one-metric exports in three units (bytes/s, CPU %, a load of ~0.1), each
-    file `timestamp,value,label`; the load spikes for three samples."""
+    file `timestamp,value,label`; the load spikes for three samples. ``hourly`` adds a slow
+    series: requests, one sample an hour for HOURLY_DAYS days, a daily swing of 40 % and a
+    spike of 20 % at HOURLY_SPIKE, within the swing."""
     rng = np.random.default_rng(11)
     folder.mkdir(parents=True)
     frames = {}
@@ -198,6 +210,22 @@ def write_series(folder) -> dict[str, pd.DataFrame]:
             frame.loc[1100:1102, "label"] = 1
         frame.to_csv(folder / f"{name}.csv", index=False)
         frames[name] = frame
+    if hourly:
+        times = pd.date_range(HOURLY_T0, periods=HOURLY_DAYS * 24, freq="1h")
+        hours = np.arange(len(times))
+        value = 500 * (1 + 0.4 * np.sin(2 * np.pi * (hours - 9) / 24)) + rng.normal(
+            0, 5, len(times)
+        )
+        spike = times == HOURLY_SPIKE
+        frame = pd.DataFrame(
+            {
+                "timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "value": (value + 100 * spike).round(6),
+                "label": spike.astype(int),
+            }
+        )
+        frame.to_csv(folder / "hourly.csv", index=False)
+        frames["hourly"] = frame
     return frames
 
 
@@ -208,7 +236,7 @@ def test_one_metric_series_are_scored_in_the_stream_with_their_context(stack, tm
 
     name = f"one_{uuid.uuid4().hex[:8]}"
     data = tmp_path / "series"
-    write_series(data)
+    write_series(data, hourly=True)
     env_file = REPO_ROOT / f"{name}.env"
     created = [REPO_ROOT / "catalogues" / f"{name}.yaml", env_file, REPO_ROOT / "models" / name]
     script = f"""
@@ -231,7 +259,8 @@ make replay REPLAY_ARGS="{data} --label-column label"
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
         assert "context check on" in done.stdout, done.stdout[-3000:]
         settings = Settings.from_env({**os.environ, **read_env(env_file)})
-        rows = wait_for_windows(settings, expected=3 * (ROWS // 12 - 1))
+        # Each device's last window stays open (no later event closes it).
+        rows = wait_for_windows(settings, expected=3 * (ROWS // 12 - 1) + HOURLY_DAYS * 24 - 1)
         model_dir = settings.models_dir / (settings.models_dir / "CURRENT").read_text().strip()
         card = json.loads((model_dir / "card.json").read_text())
         features, context = card["feature_names"], card["context_check"]["columns"]
@@ -254,7 +283,8 @@ make replay REPLAY_ARGS="{data} --label-column label"
     # The spreads' context the stream stored (WindowContext), by value: five days of windows
     # are all within the 15-day horizon, so each window's is that of all its device's
     # earlier windows.
-    for _, device in rows.sort_values("window_start").groupby("device_id"):
+    five_days = rows[rows["device_id"] != "series-hourly"]
+    for _, device in five_days.sort_values("window_start").groupby("device_id"):
         earlier = device["value_std"].astype(float).shift(1)
         np.testing.assert_array_equal(device["value_windows15d"], np.arange(len(device)))
         np.testing.assert_allclose(
@@ -266,8 +296,19 @@ make replay REPLAY_ARGS="{data} --label-column label"
             rtol=1e-6,
             atol=1e-5,  # from sums of squares, as tests/reference.py allows
         )
-    # The seasonal reading's parts are stored, NULL until a device has four weeks behind it.
-    assert rows[["value_seasres28d", "value_seassd28d"]].isna().all().all()
+    # The seasonal reading's parts the stream stored, by value (NULL until a device has four
+    # weeks behind it): the five-day devices have none, the hourly one from its fifth week.
+    season = ["value_seasres28d", "value_seassd28d"]
+    assert five_days[season].isna().all().all()
+    hourly = rows[rows["device_id"] == "series-hourly"].sort_values("window_start")
+    start_ms = (pd.to_datetime(hourly["window_start"], utc=True) - pd.Timestamp(0, tz="UTC")) // (
+        pd.Timedelta("1ms")
+    )
+    expected_season = reference.season_stats(hourly.assign(start_ms=start_ms.to_numpy()), 3_600_000)
+    for column in season:
+        got, want = hourly[column].astype(float), expected_season[column].astype(float)
+        assert (got.isna() == want.isna()).all() and got.notna().sum() > 100, column
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     # By value: the stream's scores are the model's scores of what the stream stored.
     expected = model.score(
         rows["device_id"].to_numpy(dtype=object),
@@ -279,5 +320,8 @@ make replay REPLAY_ARGS="{data} --label-column label"
     # The spike's hour is flagged; the quiet device was not floored by the loud ones.
     hits = rows[rows["is_anomaly"].astype(bool)]
     spike = (T0 + 1100 * STEP).floor("h")
-    assert ("series-load", spike) in set(zip(hits["device_id"], hits["window_start"], strict=True))
+    flagged = set(zip(hits["device_id"], hits["window_start"], strict=True))
+    assert ("series-load", spike) in flagged
+    # The slow series' spike, within its daily swing: the seasonal reading flags it.
+    assert ("series-hourly", HOURLY_SPIKE) in flagged
     assert len(hits) <= 0.05 * len(rows), hits[["device_id", "window_start"]]

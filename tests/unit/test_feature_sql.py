@@ -253,40 +253,6 @@ def run_in_deployment(test: str, catalogue: str, window_seconds: int, check: str
     )
 
 
-def season_reference(frame: pd.DataFrame, window_ms: int) -> pd.DataFrame:
-    """SEASON_STATS (common.features) by their definition, by time, one device at a time."""
-    from common.features import SEASON_WEEKS, WEEK_SECONDS
-
-    week, day = WEEK_SECONDS * 1000, 86_400_000
-    per_day = max(1, day // window_ms)
-    out = []
-    for _, rows in frame.groupby("device_id", sort=False):
-        t = rows["start_ms"].to_numpy()
-        mean = dict(zip(t, rows["value_mean"].to_numpy(), strict=True))
-        r = {}
-        for ts in t:
-            back = [mean.get(ts - k * week) for k in range(1, SEASON_WEEKS + 1)]
-            if all(v is not None for v in back):
-                r[ts] = mean[ts] - np.mean(back)
-        rr = {}
-        for ts in r:
-            prev = [r[u] for u in t if ts - day <= u < ts and u in r]
-            if len(prev) >= max(2, per_day // 2):
-                rr[ts] = r[ts] - np.mean(prev)
-        sd = {}
-        for ts in t:
-            prev = [rr[u] for u in t if ts - week <= u < ts and u in rr]
-            if len(prev) >= per_day:
-                sd[ts] = np.std(prev)
-        out.append(
-            rows.assign(
-                value_seasres28d=[rr.get(ts, np.nan) for ts in t],
-                value_seassd28d=[sd.get(ts, np.nan) for ts in t],
-            )
-        )
-    return pd.concat(out)
-
-
 def test_season_stats_match_a_time_based_reference(batch_env, base_settings):
     """Run in a process of its own with a one-metric catalogue and 1 h windows (the season
     test below): the seasonal views (common.sql) against their definition, on hourly samples
@@ -307,7 +273,7 @@ def test_season_stats_match_a_time_based_reference(batch_env, base_settings):
             events.append({"device_id": device, "ts_ms": ts, "value": value})
     got = flink_window_features(batch_env, base_settings, events)
     got["start_ms"] = (got["window_start"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1ms")
-    expected = season_reference(got, base_settings.window_seconds * 1000)
+    expected = reference.season_stats(got, base_settings.window_seconds * 1000)
     for name in ("value_seasres28d", "value_seassd28d"):
         a, b = got[name].to_numpy(float), expected[name].to_numpy(float)
         assert (np.isnan(a) == np.isnan(b)).all(), name
