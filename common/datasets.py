@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+import warnings
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,7 +208,10 @@ def epoch_ms(path: Path, column: pd.Series, name: str) -> np.ndarray:
             scale = 1.0 if np.nanmax(np.abs(numbers), initial=0) > EPOCH_MS_ABOVE else 1000.0
             ts = pd.to_datetime(numbers * scale, unit="ms", errors="coerce", utc=True)
         else:
-            ts = pd.to_datetime(column, errors="coerce", utc=True)
+            with warnings.catch_warnings():
+                # Text pandas cannot infer one format for: read row by row below.
+                warnings.simplefilter("ignore", UserWarning)
+                ts = pd.to_datetime(column, errors="coerce", utc=True)
             if ts.isna().any():  # formats or offsets that differ between rows
                 ts = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
     except (ValueError, TypeError, OverflowError) as exc:
