@@ -17,7 +17,8 @@ from common.settings import Settings
 
 # The metrics of the active catalogue (ANOMALY_CATALOGUE, default network): one deployment
 # scores one catalogue's metrics.
-CATALOGUE = load_catalogue(Settings.from_env().catalogue)
+_SETTINGS = Settings.from_env()
+CATALOGUE = load_catalogue(_SETTINGS.catalogue)
 METRICS: tuple[Metric, ...] = CATALOGUE.metrics
 METRIC_NAMES: tuple[str, ...] = CATALOGUE.metric_names
 
@@ -198,10 +199,8 @@ def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Fe
     return window + context + spread + season
 
 
-HORIZONS: tuple[Horizon, ...] = horizons(Settings.from_env())
-FEATURES: tuple[Feature, ...] = features_of(
-    METRIC_NAMES, HORIZONS, Settings.from_env().window_seconds
-)
+HORIZONS: tuple[Horizon, ...] = horizons(_SETTINGS)
+FEATURES: tuple[Feature, ...] = features_of(METRIC_NAMES, HORIZONS, _SETTINGS.window_seconds)
 WINDOW_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.aggregate is not None)
 CONTEXT_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.horizon is not None)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -227,7 +226,7 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
 # windows against their recent context uses them, others ignore them (a new model version
 # must not need another UDF call).
 SCORER_CONTEXT_NAMES: tuple[str, ...] = scorer_context_names(
-    METRIC_NAMES, HORIZONS, Settings.from_env().window_seconds
+    METRIC_NAMES, HORIZONS, _SETTINGS.window_seconds
 )
 
 # PostgreSQL column types for Flink SQL types used above.

@@ -195,15 +195,22 @@ def _sums(h: Horizon, metric: str, aggregate: str = _MEAN.suffix) -> tuple[str, 
     return tuple(f"ctx_{part}{tag}{h.name}_{metric}" for part in ("n", "sum", "sumsq"))
 
 
-def _excluding_own(value: str, count: str, total: str, squares: str) -> tuple[str, str, str]:
+def _excluding_own(value: str, count: str, total: str, squares: str = "") -> tuple[str, str, str]:
     """Over an OVER's count, sum and sum of squares of ``value`` (the row's own included): how
-    many preceding rows have it, their mean, and their population variance (as Flink's
-    STDDEV_POP computes it, from sums of squares)."""
+    many preceding rows have it, their mean, and their population variance as E[x^2] - E[x]^2,
+    as Flink's STDDEV_POP computes it (within ~1e-6 of 0 where it is 0); no variance without
+    ``squares``."""
     own = f"COALESCE({value}, 0E0)"
     preceding = f"({count} - CASE WHEN {value} IS NULL THEN 0 ELSE 1 END)"
     avg = f"({total} - {own}) / NULLIF({preceding}, 0)"
-    var = f"({squares} - {own} * {own}) / NULLIF({preceding}, 0) - POWER({avg}, 2)"
+    var = (
+        f"({squares} - {own} * {own}) / NULLIF({preceding}, 0) - POWER({avg}, 2)" if squares else ""
+    )
     return preceding, avg, var
+
+
+def _windows_per_day(window_seconds: int) -> int:
+    return max(1, 86_400 // window_seconds)
 
 
 def _season_parts(metric: str) -> dict[str, str]:
@@ -235,7 +242,7 @@ def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[s
             f"  RANGE BETWEEN {bound(seconds)} PRECEDING AND CURRENT ROW\n)"
         )
 
-    per_day = max(1, 86_400 // window_seconds)
+    per_day = _windows_per_day(window_seconds)
     seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
     steps = [f"SELECT *, MOD({seconds}, {WEEK_SECONDS}) AS `ctx_slot` FROM {{source}}"]  # noqa: S608
     profile, residual, day, debiased, week = [], [], [], [], []
@@ -247,7 +254,7 @@ def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[s
             f"THEN {mean} - ({c['ssum']} - {mean}) / ({c['sn']} - 1) END AS {c['sr']}"
         )
         day += [f"COUNT({c['sr']}) OVER w AS {c['srn']}", f"SUM({c['sr']}) OVER w AS {c['srsum']}"]
-        preceding, avg, _ = _excluding_own(c["sr"], c["srn"], c["srsum"], c["srsum"])
+        preceding, avg, _ = _excluding_own(c["sr"], c["srn"], c["srsum"])
         debiased.append(
             f"CASE WHEN {c['sr']} IS NOT NULL AND {preceding} >= {max(2, per_day // 2)} "
             f"THEN {c['sr']} - {avg} END AS {c['srr']}"
@@ -279,7 +286,7 @@ def _season_feature(f, window_seconds: int) -> str:
     if f.stat == "seasres":
         return c["srr"]
     preceding, _, var = _excluding_own(c["srr"], c["srrn"], c["srrsum"], c["srrsq"])
-    per_day = max(1, 86_400 // window_seconds)
+    per_day = _windows_per_day(window_seconds)
     return f"CASE WHEN {preceding} >= {per_day} THEN SQRT(GREATEST({var}, 0)) END"
 
 
@@ -294,18 +301,14 @@ def _context_feature(f, window_seconds: int = 0) -> str:
     spread = f.stat in SPREAD_STATS
     aggregate = "std" if spread else _MEAN.suffix
     h, mean = f.horizon, f"`{f.metric}_{aggregate}`"
-    count, total, squares = (f"`{name}`" for name in _sums(h, f.metric, aggregate))
-    own = f"COALESCE({mean}, 0E0)"
-    preceding = f"{count} - CASE WHEN {mean} IS NULL THEN 0 ELSE 1 END"
-    avg = f"({total} - {own}) / NULLIF({preceding}, 0)"
+    sums = (f"`{name}`" for name in _sums(h, f.metric, aggregate))
+    preceding, avg, var = _excluding_own(mean, *sums)
     if f.stat == "windows":
         return preceding
     if f.stat in ("avg", "stdavg"):
         return avg
     if f.stat in ("sd", "stdsd"):
-        # Population variance as E[x^2] - E[x]^2, as Flink's STDDEV_POP computes it: within
-        # ~1e-6 of 0 where it is 0, exactly 0 for a single window.
-        var = f"({squares} - {own} * {own}) / NULLIF({preceding}, 0) - POWER({avg}, 2)"
+        # Exactly 0 for a single window.
         return f"CASE WHEN {preceding} = 1 THEN 0E0 ELSE SQRT(GREATEST({var}, 0)) END"
     return f"{mean} - COALESCE({avg}, {mean})"
 

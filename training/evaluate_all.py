@@ -31,10 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from common.settings import REPO_ROOT, Settings
+from training.onboard import DEPLOYMENT_KEYS, read_settings_file
 
 # The ops fleet of the README's Accuracy section: 40 devices, 42 days of 5-minute samples from
 # 2026-11-20; and the same fleet as a slow series, one sample an hour for 180 days.
@@ -77,22 +77,9 @@ def events_to_csvs(jsonl: Path, out_dir: Path) -> int:
     return int(events["device_id"].nunique())
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a settings file (python -m training.onboard), comments left out."""
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
-
-
 def base_env() -> dict[str, str]:
     """This process's environment without a deployment's own settings (those a loaded
     `<name>.env` sets), so that each dataset reads its own catalogue and window."""
-    from training.onboard import DEPLOYMENT_KEYS
-
     return {k: v for k, v in os.environ.items() if k not in DEPLOYMENT_KEYS}
 
 
@@ -143,7 +130,7 @@ class Runner:
             ],
             base_env(),
         )  # fmt: skip
-        deployment = read_env_file(self.workdir / f"{tag}.env")
+        deployment = read_settings_file(self.workdir / f"{tag}.env")
         catalogue = load_catalogue(Path(deployment["ANOMALY_CATALOGUE"]))
         # One-metric fleets get the context check by default: show the model without it too.
         checks = ["auto", "off"] if len(catalogue.metric_names) == 1 else ["auto"]
@@ -262,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.monotonic()
     reports: dict[str, dict] = {}
-    seconds: dict[str, float] = defaultdict(float)
+    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="eval-all-") as tmp:
         workdir = a.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -189,6 +189,22 @@ def test_plan_reads_the_spread_statistics_of_a_metric_with_them():
     assert ContextCheck.plan(FEATURES, CONTEXT).spread == ()
 
 
+def fit_checked(models_dir, ids, x, context, context_names):
+    """A context-checked model of 1 h windows fitted on these windows and context."""
+    return fit_model(
+        ids,
+        x,
+        feature_names=FEATURES,
+        window_seconds=3600,
+        params=DetectorParams(context_check="on"),
+        models_dir=models_dir,
+        training={"source": "test"},
+        context=context,
+        context_names=context_names,
+        log=lambda m: None,
+    )
+
+
 def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_are_seen(
     tmp_path, fleet
 ):
@@ -197,18 +213,8 @@ def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_
     train_context = with_spread_context(x, context, 24)
     # The card's self-check rows (the first training windows) read their spread too.
     train_context[:4, 2] = x[:4, 1] * (1 - 11 / 10)
-    result = fit_model(
-        ids,
-        x,
-        feature_names=FEATURES,
-        window_seconds=3600,  # a 1-day horizon holds 24 windows: read from 6 on
-        params=DetectorParams(context_check="on"),
-        models_dir=tmp_path,
-        training={"source": "test"},
-        context=train_context,
-        context_names=SPREAD_CONTEXT,
-        log=lambda m: None,
-    )
+    # 1 h windows: a 1-day horizon holds 24 windows, read from 6 on.
+    result = fit_checked(tmp_path, ids, x, train_context, SPREAD_CONTEXT)
     card = json.loads((result.model_dir / CARD_FILE).read_text())
     spread_card = card["context_check"]
     assert spread_card["spread_min_windows"] == 6 and spread_card["spread_z"] == 10.0
@@ -240,22 +246,6 @@ def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_
     old = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
     assert old.check.spread == ()
     assert old.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02
-
-
-def fit_checked(models_dir, ids, x, context, context_names):
-    """A context-checked model of 1 h windows fitted on these windows and context."""
-    return fit_model(
-        ids,
-        x,
-        feature_names=FEATURES,
-        window_seconds=3600,
-        params=DetectorParams(context_check="on"),
-        models_dir=models_dir,
-        training={"source": "test"},
-        context=context,
-        context_names=context_names,
-        log=lambda m: None,
-    )
 
 
 def test_a_flat_window_is_flagged_where_the_devices_windows_reliably_vary(tmp_path, fleet):
