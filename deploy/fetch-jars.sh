@@ -2,7 +2,9 @@
 # Fetch the connector jars listed in pom-deps.txt with Maven into a folder, build the project's
 # own jar (jvm/: the telemetry-json format and the late-event marker) into it, and drop jars no
 # longer listed there (an old connector version must not linger on the classpath): the one
-# way, used by deploy/local/setup.sh and deploy/docker/Dockerfile.
+# way, used by deploy/local/setup.sh and deploy/docker/Dockerfile. Lines marked `client:` are
+# jars of the `flink run` client alone (deploy/flink_run.py); they go to OUT_DIR/client/, which
+# is neither the job's classpath nor the cluster's.
 #   deploy/fetch-jars.sh OUT_DIR          (run from the project root)
 set -euo pipefail
 OUT=${1:?usage: deploy/fetch-jars.sh OUT_DIR}
@@ -13,13 +15,16 @@ wanted=()
 while read -r coord; do
   coord="${coord%%#*}"; coord="$(echo "$coord" | xargs)"
   [ -n "$coord" ] || continue
+  folder=""
+  case "$coord" in client:*) folder="client/"; coord="$(echo "${coord#client:}" | xargs)" ;; esac
   IFS=: read -r group artifact version <<<"$coord"
   [ -n "$version" ] || { echo "fetch-jars: pom-deps.txt: '$coord' is not group:artifact:version" >&2; exit 1; }
-  jar="$artifact-$version.jar"
+  jar="$folder$artifact-$version.jar"
   wanted+=("$jar")
   if [ ! -s "$OUT/$jar" ]; then
     echo "[jars] fetching $coord with Maven"
-    mvn_quiet dependency:copy -Dartifact="$coord" -DoutputDirectory="$OUT" \
+    mkdir -p "$OUT/$folder"
+    mvn_quiet dependency:copy -Dartifact="$coord" -DoutputDirectory="$OUT/$folder" \
       || { echo "fetch-jars: Maven could not fetch $coord (is Maven Central reachable?)" >&2; exit 1; }
   fi
 done < pom-deps.txt
@@ -33,10 +38,10 @@ if [ ! -s "$OUT/$own" ] || [ -n "$(find jvm -path jvm/target -prune -o -newer "$
   # A new file in its place, never written over: a running Flink may have the old one open.
   cp jvm/target/$own "$OUT/$own.new" && mv -f "$OUT/$own.new" "$OUT/$own"
 fi
-for f in "$OUT"/*.jar; do
+for f in "$OUT"/*.jar "$OUT"/client/*.jar; do
   [ -e "$f" ] || continue
-  name=$(basename "$f"); keep=0
+  name=${f#"$OUT"/}; keep=0
   for w in "${wanted[@]}"; do [ "$w" = "$name" ] && keep=1; done
   [ $keep = 1 ] || { echo "[jars] removing $name (not in pom-deps.txt)"; rm -f "$f"; }
 done
-echo "[jars] ${#wanted[@]} jars in $OUT (connectors and the project's own)"
+echo "[jars] ${#wanted[@]} jars in $OUT (connectors, the project's own, and the client's in client/)"

@@ -165,3 +165,33 @@ def test_the_client_dumps_its_classes_once_then_maps_them(tmp_path):
     (tmp_path / "file").write_text("")
     blocked = settings.replace(state_dir=tmp_path / "file" / "state")
     assert flink_run.client_class_archive(blocked) == (None, None)
+
+
+def test_the_client_loads_the_planner_from_its_classpath_where_make_setup_fetched_it(tmp_path):
+    """With pom-deps.txt's planner jar of the installed Flink: a lib folder of pyflink's jars
+    with the planner in place of its loader, made once, and a class archive of its own; without
+    it: pyflink's lib."""
+    from importlib.metadata import version
+
+    from common.settings import Settings
+
+    settings = Settings.from_env().replace(state_dir=tmp_path / "state", jars_dir=tmp_path / "jars")
+    assert flink_run.client_lib_dir(settings) is None
+    planner = (
+        tmp_path / "jars" / "client" / f"flink-table-planner_2.12-{version('apache-flink')}.jar"
+    )
+    planner.parent.mkdir(parents=True)
+    planner.write_bytes(b"planner")
+    lib = flink_run.client_lib_dir(settings)
+    pyflink_lib = flink_run.flink_home() / "lib"
+    names = sorted(p.name for p in lib.iterdir())
+    assert names == sorted(
+        [planner.name]
+        + [j.name for j in pyflink_lib.glob("*.jar") if "planner-loader" not in j.name]
+    )
+    assert (lib / planner.name).resolve() == planner
+    assert any("planner-loader" in j.name for j in pyflink_lib.glob("*.jar"))
+    made = lib.stat().st_mtime_ns
+    assert flink_run.client_lib_dir(settings) == lib and lib.stat().st_mtime_ns == made
+    archive = flink_run.client_class_archive(settings, lib)[0]
+    assert archive != flink_run.client_class_archive(settings)[0]
