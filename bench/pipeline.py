@@ -18,7 +18,8 @@ In one run, on events preloaded into Kafka (simulator, one process, so that none
    written, the peak memory of the TaskManager JVM and of its Python workers (RSS sampled
    twice a second), the job's state in its largest checkpoint, and the CPU seconds the run
    took in each process of the stack (TaskManager, Python workers, PostgreSQL, Kafka): on a
-   machine whose cores they share, what each part costs.
+   machine whose cores they share, what each part costs; of the TaskManager's, those of the
+   JVM's JIT compilers and garbage collector.
 2. **Latency** in real time: the simulator at a fixed rate (``--rate`` events/s) for
    ``--realtime-s`` seconds into the running job (scoring on); per window, the time its row
    became visible in PostgreSQL (an insert trigger of the scratch table) minus
@@ -149,13 +150,46 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# The TaskManager JVM's own threads, by the start of the name the kernel keeps (15
+# characters): its JIT compilers, and its garbage collector's (with the VM thread, which runs
+# the collector's pauses). The rest of its CPU is the job's tasks (and Flink's own threads).
+JVM_THREADS = {
+    "jit": ("C1 CompilerThre", "C2 CompilerThre"),
+    "gc": ("GC Thread", "G1 ", "VM Thread"),
+}
+
+
+def jvm_thread_cpu_s(pid: int) -> dict[tuple[int, int], tuple[str, float]]:
+    """The CPU seconds each of process ``pid``'s JVM_THREADS has used, by (pid, thread id):
+    (its group, seconds)."""
+    found = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        group = next((g for g, starts in JVM_THREADS.items() if name.startswith(starts)), None)
+        if group:
+            fields = stat.rsplit(")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found[(pid, int(tid))] = (group, used)
+    return found
+
+
 class CpuMeter:
     """CPU seconds a run takes, per part of the stack, from /proc: each process's use since
     the run began (the processes then, from that figure on; those started since, from 0),
     sampled at each poll, so a process that ends between two polls loses its last half
     second (PostgreSQL's backends of the job's connections, at its end). The parts:
     TaskManagers, their Python workers (both as the poll found them), PostgreSQL (the server
-    and its backends), Kafka (the broker)."""
+    and its backends), Kafka (the broker). Of the TaskManagers' seconds, those of the JVM's
+    JIT compilers and garbage collector (JVM_THREADS) are told apart too (jvm_seconds): a
+    profile's samples do not show them."""
 
     PARTS = ("taskmanager", "python", "postgresql", "kafka")
 
@@ -166,6 +200,8 @@ class CpuMeter:
             for pid, used in seen.items()
         }  # fmt: skip
         self.last: dict[str, dict[int, float]] = {name: {} for name in self.PARTS}
+        self.first_threads = {key: v for pid in tms for key, v in jvm_thread_cpu_s(pid).items()}
+        self.last_threads: dict[tuple[int, int], tuple[str, float]] = {}
 
     def parts(self, tms: list[int], workers: list[int]) -> dict[str, list[int]]:
         from deploy.local.helpers import descendants
@@ -191,6 +227,15 @@ class CpuMeter:
     def sample(self, tms: list[int], workers: list[int]) -> None:
         for name, seen in self.read(tms, workers).items():
             self.last[name].update(seen)
+        for pid in tms:
+            self.last_threads.update(jvm_thread_cpu_s(pid))
+
+    def jvm_seconds(self) -> dict[str, float]:
+        """Of the TaskManagers' CPU seconds, the JIT compilers' and the garbage collector's."""
+        used = dict.fromkeys(JVM_THREADS, 0.0)
+        for key, (group, seconds) in self.last_threads.items():
+            used[group] += seconds - self.first_threads.get(key, (group, 0.0))[1]
+        return {group: round(seconds, 1) for group, seconds in used.items()}
 
     def seconds(self) -> dict[str, float]:
         return {
@@ -245,6 +290,8 @@ class Throughput:
     checkpoint_state_mb: float | None = None
     # CPU seconds per part of the stack (CpuMeter), submission to the job's end.
     cpu_s: dict = field(default_factory=dict)
+    # Of the TaskManagers' CPU seconds, its JIT compilers' and garbage collector's.
+    tm_jvm_cpu_s: dict = field(default_factory=dict)
     # Settings this run changes (--variant), as ANOMALY_* variables.
     extra_env: dict = field(default_factory=dict)
     topic: str = ""
@@ -384,6 +431,7 @@ def bounded_run(
         r.profile = profiler.join()
     cpu.sample(tms, python_workers(tms))
     r.cpu_s = cpu.seconds()
+    r.tm_jvm_cpu_s = cpu.jvm_seconds()
     r.job_s = job["duration"] / 1000
     # Steady state: the events over the time from the first record read (start-up behind)
     # to the job's end, when the last row was written.
@@ -594,7 +642,7 @@ def print_table(runs: list[Throughput]) -> None:
     head = (
         f"{'run':<26} {'devices':>8} {'p':>2} {'steady ev/s':>12} {'job s':>7} {'1st row s':>9} "
         f"{'windows':>9} {'late':>5} {'TM MB':>6} {'py MB':>6} {'state MB':>8} "
-        f"{'CPU s TM/py/PG/Kafka':>21}"
+        f"{'CPU s TM/py/PG/Kafka':>21} {'TM: JIT/GC':>10}"
     )
     print(head)
     for r in runs:
@@ -603,7 +651,8 @@ def print_table(runs: list[Throughput]) -> None:
             f"{r.job_s:>7.1f} {r.first_row_s or float('nan'):>9.1f} {r.windows:>9,} "
             f"{r.late_events:>5,} {r.tm_rss_peak_mb:>6,.0f} {r.python_rss_peak_mb:>6,.0f} "
             f"{r.checkpoint_state_mb if r.checkpoint_state_mb is not None else float('nan'):>8.1f} "
-            f"{'/'.join(f'{v:.0f}' for v in r.cpu_s.values()):>21}"
+            f"{'/'.join(f'{v:.0f}' for v in r.cpu_s.values()):>21} "
+            f"{'/'.join(f'{v:.0f}' for v in r.tm_jvm_cpu_s.values()):>10}"
         )
 
 

@@ -85,6 +85,15 @@ def test_the_bench_command_runs_every_part(stack, trained, tmp_path, monkeypatch
     assert all(r["cpu_s"]["taskmanager"] > 0 for r in runs.values())
     assert runs[main[1]]["cpu_s"]["python"] > 0
     assert runs["bare-engine 60 p1"]["cpu_s"]["python"] == runs[main[0]]["cpu_s"]["python"] == 0
+    # Of the TaskManager's seconds, its JIT compilers' and garbage collector's: a part of the
+    # whole (both rounded to 0.1 s), and each job's new code gets compiled.
+    jvm = {label: r["tm_jvm_cpu_s"] for label, r in runs.items()}
+    assert all(list(used) == ["jit", "gc"] for used in jvm.values())
+    assert all(
+        0 <= sum(jvm[label].values()) <= r["cpu_s"]["taskmanager"] + 0.2
+        for label, r in runs.items()
+    )
+    assert any(used["jit"] > 0 for used in jvm.values())
     # 3,000 events give no steady state to speak of: only that a rate is reported.
     assert all(r["steady_events_per_s"] >= 0 for r in runs.values())
     assert "full_over_bare_60_p1" in result["ratios"]
