@@ -564,24 +564,6 @@ def strip_comments(statement: str) -> str:
     return "\n".join(lines).strip().rstrip(";")
 
 
-_VIEW = re.compile(r"CREATE\s+TEMPORARY\s+VIEW\s+(\w+)\s+AS\s+(.*?);?\s*", re.S | re.I)
-
-
-def execute(t_env, statement: str) -> None:
-    """Run one statement of the project's Flink SQL (comments dropped). A view (``CREATE
-    TEMPORARY VIEW name AS query``) is registered as its query, validated once
-    (``sql_query``): registered as text, a view is parsed and expanded again wherever it is
-    read, so the alerts' view, read by each of its rule branches and by every view over it,
-    was planned many times over. Planning the job (in-process, to its explained plan) took
-    11.8 s against 13.8 s on average of three each, and the plan then shares the alerts'
-    union between the alerts and the incidents instead of building it twice."""
-    view = _VIEW.fullmatch(statement.strip())
-    if view:
-        t_env.create_temporary_view(view.group(1), t_env.sql_query(view.group(2)))
-    else:
-        t_env.execute_sql(statement)
-
-
 def statements(text: str) -> list[str]:
     """The statements of a rendered Flink SQL file, comments dropped: each ends with a line
     ending in ``;`` (or the end of the file)."""

@@ -24,7 +24,7 @@ from pyflink.table.expressions import col
 from common.features import CATALOGUE, HORIZONS, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
 from common.models import current_version, resolve_model_dir
 from common.settings import Settings
-from common.sql import context, context_sums, execute, render, statements, window_feature_parts
+from common.sql import context, context_sums, render, statements, window_feature_parts
 from udfs.onnx_scorer import (
     NO_MODEL_YET,
     SCORE_RESULT_SQL_TYPE,
@@ -36,7 +36,7 @@ from udfs.onnx_scorer import (
 
 def execute_file(t_env: TableEnvironment, relative_path: str, settings: Settings, **extra) -> None:
     for statement in statements(render(relative_path, settings, **extra)):
-        execute(t_env, statement)
+        t_env.execute_sql(statement)
 
 
 def options_sql(options: dict[str, str]) -> str:
@@ -97,11 +97,11 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
         settings, context_table="window_context" if operator else None
     )
     for statement in aggregates:
-        execute(t_env, statement)
+        t_env.execute_sql(statement)
     if operator:
         register_window_context(t_env)
     for statement in context:
-        execute(t_env, statement)
+        t_env.execute_sql(statement)
 
 
 def register_window_context(t_env) -> None:
@@ -412,7 +412,7 @@ def run(
             if statement.lstrip().upper().startswith("INSERT"):
                 job.add_insert_sql(statement)
             else:  # the views an INSERT reads
-                execute(t_env, statement)
+                t_env.execute_sql(statement)
     return job.execute()
 
 

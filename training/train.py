@@ -37,7 +37,7 @@ from common.features import (
 )
 from common.models import register_quietly, set_current
 from common.settings import Settings, duration_seconds
-from common.sql import execute, render, strip_comments, window_feature_statements
+from common.sql import render, strip_comments, window_feature_statements
 from training.detectors import (
     CONTEXT_CHECKS,
     ONNX_OPSETS,
@@ -113,7 +113,7 @@ def window_features_from_files(settings: Settings, path: Path) -> pd.DataFrame:
         strip_comments(render("flink/events_file.sql", settings, path=path.resolve().as_posix()))
     )
     for statement in window_feature_statements(settings, labelled=True, batch=True):
-        execute(t_env, statement)
+        t_env.execute_sql(statement)
     return to_pandas(
         t_env.sql_query("SELECT * FROM window_features ORDER BY device_id, window_start")
     )

@@ -9,7 +9,7 @@ import pytest
 
 from common.features import FEATURE_NAMES, HORIZONS, METRIC_NAMES
 from common.settings import Settings
-from common.sql import execute, window_feature_statements
+from common.sql import window_feature_statements
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from tests import reference
 
@@ -54,7 +54,7 @@ def flink_window_features(t_env, settings: Settings, events: list[dict]) -> pd.D
         "SELECT *, TO_TIMESTAMP_LTZ(ts_ms, 3) AS event_time FROM raw_events"
     )
     for statement in window_feature_statements(settings, batch=True):
-        execute(t_env, statement)
+        t_env.execute_sql(statement)
     out = to_pandas(t_env.sql_query("SELECT * FROM window_features"))
     for name in t_env.list_temporary_views():
         t_env.drop_temporary_view(name)

@@ -6,16 +6,7 @@ import pytest
 
 from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
 from common.settings import Settings, SettingsError
-from common.sql import (
-    SQL_DIR,
-    context,
-    context_placeholders,
-    execute,
-    interval,
-    render,
-    render_text,
-    statements,
-)
+from common.sql import SQL_DIR, context, context_placeholders, interval, render, render_text
 
 
 def test_env_overrides_and_types(tmp_path):
@@ -165,17 +156,12 @@ def test_plpgsql_dollar_quotes_survive_rendering():
     "path", sorted(p.relative_to(SQL_DIR).as_posix() for p in SQL_DIR.rglob("*.sql"))
 )
 def test_every_sql_file_renders_completely(path):
-    assert "${" not in render_any(path)
-
-
-def render_any(path: str) -> str:
-    """``sql/<path>`` rendered with the default settings and stand-ins for what the job fills
-    in at run time (connector options, source names)."""
     extra = {"kafka_source_options": "", "jdbc_sink_options": "", "lookup_options": ""}
     extra.update(source_table="t", source_input="flat", source_mapping="", telemetry_sources="t")
     extra.update(source_device_field="host")
     extra.update(context_placeholders(labelled=False))
-    return render(path, Settings(), path="/x", **extra)
+    text = render(path, Settings(), path="/x", **extra)
+    assert "${" not in text
 
 
 def test_feature_columns_agree_everywhere():
@@ -244,42 +230,3 @@ def test_scoring_udf_and_flink_options_settings():
     assert config.get("python.fn-execution.bundle.size", None) == "7"
     with pytest.raises(ValueError, match="not key=value"):
         apply_flink_options(t_env, Settings(flink_options="pipeline.object-reuse"))
-
-
-def test_views_are_registered_as_their_query_and_other_statements_run_as_they_are():
-    """Every view of the job's SQL files is registered by name from its query (no trailing
-    semicolon, a semicolon inside kept); tables and inserts go to execute_sql whole."""
-    calls = []
-
-    class Env:
-        def sql_query(self, query):
-            calls.append(("query", query))
-            return f"table<{query}>"
-
-        def create_temporary_view(self, name, table):
-            calls.append(("view", name, table))
-
-        def execute_sql(self, statement):
-            calls.append(("sql", statement))
-
-    execute(Env(), "CREATE TEMPORARY VIEW v1 AS\nSELECT ';' AS s FROM t;")
-    execute(Env(), "create temporary view v2 as select 1")
-    execute(Env(), "CREATE TEMPORARY TABLE k (x INT) WITH ('connector' = 'blackhole');")
-    assert calls == [
-        ("query", "SELECT ';' AS s FROM t"),
-        ("view", "v1", "table<SELECT ';' AS s FROM t>"),
-        ("query", "select 1"),
-        ("view", "v2", "table<select 1>"),
-        ("sql", "CREATE TEMPORARY TABLE k (x INT) WITH ('connector' = 'blackhole');"),
-    ]
-    views = [
-        s
-        for path in sorted((SQL_DIR / "flink").glob("*.sql"))
-        for s in statements(render_any(f"flink/{path.name}"))
-        if re.match(r"\s*CREATE\s+TEMPORARY\s+VIEW", s, re.I)
-    ]
-    assert views
-    for view in views:
-        calls.clear()
-        execute(Env(), view)
-        assert [c[0] for c in calls] == ["query", "view"], view[:80]
