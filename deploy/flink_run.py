@@ -49,6 +49,8 @@ SHIPPED_DATA = ("sql", "catalogues")
 # The name the shipped model version is extracted under in each worker's working directory.
 SHIPPED_MODEL_NAME = "anomaly_model"
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+# What the JobManager says when a savepoint's state does not fit the submitted plan.
+_UNMAPPED_STATE = "Cannot map checkpoint/savepoint state for operator"
 # A job in one of these states runs, or is about to.
 LIVE_JOB_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING")
 # A job in one of these states has ended (SUSPENDED: its JobManager gave it up).
@@ -259,6 +261,17 @@ def submit(submission: Submission, settings: Settings, env: dict[str, str] | Non
                 dump.unlink()
     output = proc.stdout + proc.stderr
     match = _JOB_ID.search(output)
+    if proc.returncode != 0 and _UNMAPPED_STATE in output and submission.from_savepoint:
+        # Flink's --allowNonRestoredState is no way on for this job: its incidents' OVERs
+        # came back half-restored (one's state mapped, the other's not), and the job failed
+        # on a NULL incident start.
+        raise SubmitError(
+            f"the savepoint {submission.from_savepoint} holds state of an operator this job's "
+            "plan does not have: the job's code, settings or catalogue changed its plan since "
+            "the savepoint was taken, and its state cannot move over. Either run the version "
+            "that took it (and its settings) from it, or start this one without -s: it reads "
+            "the topic again from its earliest offset and writes the same windows over."
+        )
     if proc.returncode != 0 or not match:
         tail = "\n".join(output.splitlines()[-30:])
         if "Traceback" in output or "ProgramAbortException" in output:

@@ -265,7 +265,16 @@ def upgrade(settings: Settings) -> None:
     began = time.monotonic()
     savepoint = flink.stop_with_savepoint(old, target)
     log(f"savepoint {savepoint}; submitting the new version from it")
-    job_id = flink.submit([], from_savepoint=savepoint)
+    try:
+        job_id = flink.submit([], from_savepoint=savepoint)
+    except StackError as exc:
+        raise StackError(
+            f"the old job {old} is stopped and the new version did not start from its "
+            f"savepoint {savepoint}: {exc}\n"
+            f"  Once the cause is mended: python -m deploy.flink_run -s {savepoint}\n"
+            "  A fresh start (the topic read again, the same windows written over): "
+            "python -m deploy.flink_run"
+        ) from exc
     log(f"job {job_id} runs from the savepoint ({time.monotonic() - began:.1f} s switch-over)")
 
 

@@ -1042,3 +1042,30 @@ def test_nothing_applied_is_an_immutable_job():
         if c.get("command", [])[:3] == ["python", "-m", "deploy.init"]
     ]
     assert runs_init == [("Deployment", "initContainers", "init")], runs_init
+
+
+def test_a_savepoint_the_new_plan_cannot_take_is_named_with_the_way_on(tmp_path, monkeypatch):
+    """`flink run` from a savepoint whose state the job's plan has no operator for: the error
+    says so and how to go on, not the CLI's last lines."""
+    from common.settings import Settings
+
+    fake = tmp_path / "flink"
+    fake.write_text(
+        "#!/bin/sh\necho 'java.lang.IllegalStateException: Failed to rollback to checkpoint/"
+        "savepoint file:/sp. Cannot map checkpoint/savepoint state for operator f82e to the "
+        "new program'\necho 'Python process exits with code: 1'\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(flink_run, "jobs_overview", lambda jobmanager: [])
+    settings = Settings.from_env().replace(state_dir=tmp_path / "state")
+    submission = flink_run.Submission(
+        jobmanager="127.0.0.1:1", from_savepoint="file:/sp", flink_bin=fake
+    )
+    with pytest.raises(flink_run.SubmitError) as exc:
+        flink_run.submit(submission, settings)
+    message = str(exc.value)
+    assert "file:/sp holds state of an operator this job's plan does not have" in message
+    assert "without -s" in message and "Python process" not in message
+    without = dataclasses.replace(submission, from_savepoint=None)
+    with pytest.raises(flink_run.SubmitError, match="exit 1"):
+        flink_run.submit(without, settings)
