@@ -350,7 +350,7 @@ class Settings:
         for name in SECRET_FIELDS:
             if not getattr(settings, name):
                 key = ENV_PREFIX + name.upper()
-                value = env.get(key) or _read_secret(secrets_file, key) or ""
+                value = env.get(key) or read_env_file(secrets_file).get(key) or ""
                 settings = dataclasses.replace(settings, **{name: value})
         return settings
 
@@ -519,14 +519,17 @@ def _convert(name: str, type_name: object, raw: str) -> object:
     return raw
 
 
-def _read_secret(path: Path, key: str) -> str | None:
-    """Read ``KEY=value`` from a shell-style secrets file, if it exists."""
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of a shell-style settings file (the local stack's secrets,
+    the deployment file `python -m training.onboard` writes): ``export`` and quotes around a
+    value left out, a key's first line kept; empty where the file cannot be read."""
     try:
         text = path.read_text()
     except OSError:
-        return None
+        return {}
+    values: dict[str, str] = {}
     for line in text.splitlines():
         name, sep, value = line.strip().partition("=")
-        if sep and name.removeprefix("export ").strip() == key:
-            return value.strip().strip("'\"")
-    return None
+        if sep and not name.startswith("#"):
+            values.setdefault(name.removeprefix("export ").strip(), value.strip().strip("'\""))
+    return values

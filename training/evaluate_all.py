@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.settings import REPO_ROOT, Settings
-from training.onboard import DEPLOYMENT_KEYS, read_settings_file
+from common.settings import REPO_ROOT, Settings, read_env_file
+from training.onboard import DEPLOYMENT_KEYS
 
 # The ops fleet of the README's Accuracy section: 40 devices, 42 days of 5-minute samples from
 # 2026-11-20; and the same fleet as a slow series, one sample an hour for 180 days.
@@ -130,7 +130,7 @@ class Runner:
             ],
             base_env(),
         )  # fmt: skip
-        deployment = read_settings_file(self.workdir / f"{tag}.env")
+        deployment = read_env_file(self.workdir / f"{tag}.env")
         catalogue = load_catalogue(Path(deployment["ANOMALY_CATALOGUE"]))
         # One-metric fleets get the context check by default: show the model without it too.
         checks = ["auto", "off"] if len(catalogue.metric_names) == 1 else ["auto"]

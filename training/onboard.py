@@ -162,17 +162,6 @@ DEPLOYMENT_KEYS = (
 )
 
 
-def read_settings_file(path: Path) -> dict[str, str]:
-    """The KEY=VALUE lines of a settings file settings_env wrote, comments left out."""
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
-
-
 def settings_env(
     name: str, catalogue_path: Path, window_seconds: int, oldest_ms: int
 ) -> tuple[str, Settings]:

@@ -17,10 +17,9 @@ import pandas as pd
 import psycopg2
 import pytest
 
-from common.settings import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, Settings, read_env_file
 from tests import reference
 from tests.conftest import drop_database
-from training.onboard import read_settings_file
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -89,7 +88,7 @@ def test_the_readme_walkthrough_brings_a_users_csvs_to_flags_in_postgresql(stack
         )
         out = done.stdout + done.stderr
         assert done.returncode == 0, out[-4000:]
-        settings = Settings.from_env({**env, **read_settings_file(env_file)})
+        settings = Settings.from_env({**env, **read_env_file(env_file)})
         # Onboarding: the proposed window holds 12 samples of 5 minutes.
         assert settings.window_seconds == 3600
         # History older than the default retention is kept (TimescaleDB would drop it).
@@ -254,7 +253,7 @@ make replay REPLAY_ARGS="{data} --label-column label"
         )
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
         assert "context check on" in done.stdout, done.stdout[-3000:]
-        settings = Settings.from_env({**os.environ, **read_settings_file(env_file)})
+        settings = Settings.from_env({**os.environ, **read_env_file(env_file)})
         # Each device's last window stays open (no later event closes it).
         rows = wait_for_windows(settings, expected=3 * (ROWS // 12 - 1) + HOURLY_DAYS * 24 - 1)
         model_dir = settings.models_dir / (settings.models_dir / "CURRENT").read_text().strip()

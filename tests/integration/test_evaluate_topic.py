@@ -10,10 +10,9 @@ import sys
 
 import pytest
 
-from common.settings import REPO_ROOT
+from common.settings import REPO_ROOT, read_env_file
 from tests.e2e.test_own_data import write_shop
 from training.onboard import main as onboard_main
-from training.onboard import read_settings_file
 
 pytestmark = pytest.mark.stack
 
@@ -23,7 +22,7 @@ def test_a_topic_evaluates_as_the_csvs_it_was_replayed_from(stack, fresh_topic, 
     write_shop(data)
     where = ["--catalogue-dir", str(tmp_path), "--env-dir", str(tmp_path)]
     assert onboard_main([str(data), "--name", "shop", "--label-column", "label", *where]) == 0
-    env = {**os.environ, **read_settings_file(tmp_path / "shop.env")}
+    env = {**os.environ, **read_env_file(tmp_path / "shop.env")}
 
     def run(*args: str) -> str:
         done = subprocess.run(

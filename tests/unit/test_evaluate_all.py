@@ -10,8 +10,9 @@ import os
 import pandas as pd
 import pytest
 
+from common.settings import read_env_file
 from training import evaluate_all as ea
-from training.onboard import DEPLOYMENT_KEYS, read_settings_file, settings_env
+from training.onboard import DEPLOYMENT_KEYS, settings_env
 
 
 def test_simulator_events_become_one_csv_per_device_with_their_labels(tmp_path):
@@ -32,7 +33,7 @@ def test_simulator_events_become_one_csv_per_device_with_their_labels(tmp_path):
 def test_each_dataset_runs_without_the_loaded_deployments_settings(tmp_path, monkeypatch):
     # Every key a deployment's file sets is one the runner leaves out.
     text, _ = settings_env("shop", tmp_path / "shop.yaml", 7200, 0)
-    written = read_settings_file(_write(tmp_path / "shop.env", text))
+    written = read_env_file(_write(tmp_path / "shop.env", text))
     assert written["ANOMALY_WINDOW_SECONDS"] == "7200"
     assert set(written) <= set(DEPLOYMENT_KEYS)
     for key in written:

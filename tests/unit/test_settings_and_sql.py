@@ -113,6 +113,24 @@ def test_password_from_secrets_file_and_never_in_repr(tmp_path):
     assert "s3cr3t" not in repr(s)
 
 
+def test_settings_files_are_read_as_a_shell_reads_them(tmp_path):
+    """One reader for the secrets file and onboarding's deployment files: export and quotes
+    left out, comments and lines without = skipped, a key's first line kept."""
+    from common.settings import read_env_file
+
+    path = tmp_path / "a.env"
+    path.write_text(
+        "# ANOMALY_X=comment\nexport ANOMALY_A='one'\nANOMALY_B = \"two\"\nno equals\n"
+        "ANOMALY_C=/p/x.yaml\nANOMALY_A=again\n"
+    )
+    assert read_env_file(path) == {
+        "ANOMALY_A": "one",
+        "ANOMALY_B": "two",
+        "ANOMALY_C": "/p/x.yaml",
+    }
+    assert read_env_file(tmp_path / "missing.env") == {}
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
