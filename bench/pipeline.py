@@ -141,13 +141,22 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def stat_cpu_s(path: str) -> tuple[str, float] | None:
+    """The name and CPU seconds (user + system) of the process or thread whose /proc ``stat``
+    file this is, None if it is gone."""
+    try:
+        stat = Path(path).read_text()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_s(pid: int) -> float | None:
     """The CPU seconds (user + system) process ``pid`` has used, None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    read = stat_cpu_s(f"/proc/{pid}/stat")
+    return read and read[1]
 
 
 # The TaskManager JVM's own threads, by the start of the name the kernel keeps (15
@@ -168,15 +177,11 @@ def jvm_thread_cpu_s(pid: int) -> dict[tuple[int, int], tuple[str, float]]:
     except OSError:
         return found
     for tid in tids:
-        try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
+        if (read := stat_cpu_s(f"/proc/{pid}/task/{tid}/stat")) is None:
             continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        name, used = read
         group = next((g for g, starts in JVM_THREADS.items() if name.startswith(starts)), None)
         if group:
-            fields = stat.rsplit(")", 1)[1].split()
-            used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             found[(pid, int(tid))] = (group, used)
     return found
 
