@@ -214,7 +214,15 @@ class ContextCheck:
     API), avg and sd fall back to the device's training center and scale of m's mean. The
     result is normalised per device like the window features (``normaliser``). A benign level
     shift, seen long enough, is the context's level: the reading adapts where the training
-    normalisation cannot."""
+    normalisation cannot.
+
+    With the window's shape (``shape``: metrics whose SPREAD_STATS are in the context) only
+    the mean is read that way. The min and max are read against the window itself, |feature -
+    mean| / std (0 for a flat window), and the std against the device's recent window spreads,
+    std / max(stdavg, the device's training scale of its std). A level shift inflates the
+    context's sd for as long as the horizon holds both levels, and read over that sd the
+    window's min, max and std shrink towards its mean: a window of the new level looked
+    unlike any in training for months. Its shape does not move with its level."""
 
     columns: tuple[str, ...]  # the context columns the scorer is given (avg, sd per metric)
     # Per used model feature: (feature index, mean feature index, avg column, sd column, level)
@@ -230,6 +238,9 @@ class ContextCheck:
     # The seasonal reading, per metric with SEASON_STATS: (seasres column, seassd column).
     season: tuple[tuple[int, int], ...] = ()
     season_z: float = SEASON_Z
+    # The window's shape, per metric with SPREAD_STATS: (mean feature index, std feature index,
+    # stdavg column); empty in a card from before it.
+    shape: tuple[tuple[int, int, int], ...] = ()
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -266,7 +277,15 @@ class ContextCheck:
                 season.append((res[0], sd[0]))
         if not uses:
             return None
-        return cls(tuple(context_names), tuple(uses), spread=tuple(spread), season=tuple(season))
+        stdavg = {j: a for j, a, _, _, _, _ in spread}
+        shape = [(jm, j, stdavg[j]) for j, jm, _, _, level in uses if not level and j in stdavg]
+        return cls(
+            tuple(context_names),
+            tuple(uses),
+            spread=tuple(spread),
+            season=tuple(season),
+            shape=tuple(shape),
+        )
 
     def spread_reading(self, x: np.ndarray, context: np.ndarray | None) -> np.ndarray:
         """Per window, the largest of its metrics' |std - stdavg| / stdsd over the bar it must
@@ -317,7 +336,11 @@ class ContextCheck:
         center, scale = fixed.typical_rows(rows)
         x = np.asarray(x, dtype=np.float64)
         out = np.empty((len(x), len(self.uses)))
+        shape = {jm: (js, a) for jm, js, a in self.shape}
         for k, (j, jm, a, s, level) in enumerate(self.uses):
+            if j != jm and jm in shape:
+                out[:, k] = self._shape_reading(j, jm, *shape[jm], level, x, context, fixed, rows)
+                continue
             avg = sd = np.full(len(x), np.nan)
             if context is not None:
                 avg, sd = context[:, a], context[:, s]
@@ -325,6 +348,20 @@ class ContextCheck:
             den = np.fmax(np.where(np.isfinite(sd), sd, scale[:, jm]), scale[:, jm])
             out[:, k] = ((x[:, j] - avg) if level else x[:, j]) / den
         return out
+
+    @staticmethod
+    def _shape_reading(j, jm, js, a, level, x, context, fixed, rows) -> np.ndarray:
+        """Feature j of the window's shape (see the class): a min or max against the window's
+        own mean and std, the std against the device's recent window spreads."""
+        std = x[:, js]
+        if level:
+            out = np.zeros(len(x))
+            np.divide(np.abs(x[:, j] - x[:, jm]), std, out=out, where=std > 0)
+            return out
+        center, scale = fixed.typical_rows(rows)
+        typical = np.full(len(x), np.nan) if context is None else context[:, a]
+        typical = np.where(np.isfinite(typical), typical, center[:, js])
+        return std / np.fmax(typical, scale[:, js])
 
     def transform_rows(self, fixed, rows, x, context) -> np.ndarray:
         assert self.normaliser is not None, "fitted context check"
@@ -363,6 +400,7 @@ class ContextCheck:
             "season": [{"res": self.columns[r], "sd": self.columns[s]} for r, s in self.season],
             "season_z": self.season_z,
             "spread_min_windows": self.spread_min_windows,
+            "shape": bool(self.shape),
         }
 
     @classmethod
@@ -401,8 +439,12 @@ class ContextCheck:
             season_z = float(card.get("season_z", SEASON_Z))
         except (TypeError, ValueError) as exc:
             raise CalibrationError(f"season_z in the model card is malformed: {exc}") from exc
+        # A card from before the window's shape reads min, max and std against the context.
         check = dataclasses.replace(
-            check, season=planned.season if season else (), season_z=season_z
+            check,
+            season=planned.season if season else (),
+            season_z=season_z,
+            shape=planned.shape if card.get("shape") is True else (),
         )
         if not spread:
             return dataclasses.replace(check, spread=())

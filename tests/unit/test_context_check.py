@@ -5,6 +5,7 @@ inputs: a benign level shift the context has seen stops alarming, a spike still 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -340,3 +341,77 @@ def test_a_window_far_from_its_time_of_the_week_is_flagged_once_the_history_is_t
             assert got.flag.astype(bool).all()
         else:
             assert list(got.flag) == list(base.flag)
+
+
+def test_the_window_shape_reads_min_max_against_the_window_and_std_against_recent_spreads():
+    check = ContextCheck.plan(FEATURES, SPREAD_CONTEXT)
+    assert check.shape == ((0, 1, 2),)  # mean, std feature; stdavg column
+    assert ContextCheck.plan(FEATURES, CONTEXT).shape == ()
+    ids = np.array(["a", "a", "a", "b"], dtype=object)
+    x = np.array([[10.0, 2, 7, 14], [12, 0, 12, 12], [11, 1, 10, 13], [100, 5, 90, 110]])
+    fixed = DeviceNormaliser.fit(ids, x)
+    rows = fixed.indices(ids)
+    center, scale = fixed.typical_rows(rows)
+    # context: avg, sd, stdavg, stdsd, windows; row 2 without a stdavg, row 3 without any.
+    context = np.array(
+        [[20.0, 4, 4, 1, 24], [20, 4, 4, 1, 24], [20, 4, np.nan, 1, 24], [np.nan] * 5]
+    )
+    got = check.read(fixed, rows, x, context)
+    assert scale[0, 1] < 4
+    # The mean against the context; min and max against the window's own mean and std; the
+    # std against the recent window spreads.
+    np.testing.assert_allclose(got[0], [(10 - 20) / 4, 2 / 4, 3 / 2, 4 / 2])
+    # A flat window: its min and max are its mean (0), its std 0.
+    np.testing.assert_allclose(got[1], [(12 - 20) / 4, 0, 0, 0])
+    # No recent spreads: the device's training std (its center), at least its scale.
+    typical = max(center[2, 1], scale[2, 1])
+    np.testing.assert_allclose(got[2], [(11 - 20) / 4, 1 / typical, 1, 2])
+    np.testing.assert_allclose(got[3][2:], [2, 2])
+    # A plan without the shape (a card from before it) reads all four against the context.
+    old = dataclasses.replace(check, shape=())
+    np.testing.assert_allclose(
+        old.read(fixed, rows, x, context)[0], [(10 - 20) / 4, 2 / 4, (7 - 20) / 4, (14 - 20) / 4]
+    )
+
+
+def test_a_shift_the_context_holds_only_in_part_stops_alarming_with_the_window_shape(
+    tmp_path, fleet
+):
+    """A benign level shift (every level doubled) a month into a long horizon: the context's
+    level is between the two and its sd holds both. Read over that sd, the windows' min, max
+    and std shrink to their mean, unlike any training window, and alarmed while the horizon
+    still held the old level; their shape is as in training. A spike still alarms."""
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 150, level, spread)
+    result = fit_checked(tmp_path, ids, x, with_spread_context(x, context, 24), SPREAD_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())
+    assert card["context_check"]["shape"] is True
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
+    after_ids, after_x, after_context = windows(rng, 30, 2 * level, spread)
+    lv = np.repeat(level, 30)
+    after_context[:, 0] = 1.5 * lv + np.repeat(spread, 30) * rng.normal(0, 0.1, len(lv))
+    after_context[:, 1] = 0.5 * lv  # the sd of a horizon holding both levels
+    ctx = with_spread_context(after_x, after_context, 24)
+    spikes = np.arange(DEVICES) * 30
+    after_x[spikes] += np.array([12, 0, 12, 12])[None, :] * spread[:, None]
+    normal = np.ones(len(after_x), dtype=bool)
+    normal[spikes] = False
+    flags = model.score(after_ids, after_x, ctx).flag.astype(bool)
+    assert flags[spikes].all()
+    assert flags[normal].mean() < 0.05
+    # The same model from a card before the window's shape: the shifted windows alarm.
+    card["context_check"]["shape"] = False
+    before = dataclasses.replace(model.check, shape=())
+    sc = card["self_check"]
+    sc_ids = np.asarray(sc["device_ids"], dtype=object)
+    sc_x = np.asarray(sc["features"], dtype=np.float64)
+    sc_context = np.array(sc["context"], dtype=np.float64)
+    sc_rows = model.normaliser.indices(sc_ids)
+    sc["scores"] = model.raw_scores(
+        model.normaliser.transform_rows(sc_rows, sc_x),
+        before.transform_rows(model.normaliser, sc_rows, sc_x, sc_context),
+    ).tolist()
+    (result.model_dir / CARD_FILE).write_text(json.dumps(card))
+    old = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
+    assert old.check.shape == ()
+    assert old.score(after_ids, after_x, ctx).flag.astype(bool)[normal].mean() > 0.5
