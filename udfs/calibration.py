@@ -222,7 +222,13 @@ class ContextCheck:
     std / max(stdavg, the device's training scale of its std). A level shift inflates the
     context's sd for as long as the horizon holds both levels, and read over that sd the
     window's min, max and std shrink towards its mean: a window of the new level looked
-    unlike any in training for months. Its shape does not move with its level."""
+    unlike any in training for months. Its shape does not move with its level.
+
+    Where the seasonal reading is computed (``seasonal_mean``), the mean is read against the
+    nearer of two expectations: the context's level (as above) and its time of the week
+    (seasres / seassd, the seasonal reading's z, which follows a level shift within a day): the
+    smaller of the two readings in magnitude. A window is out of context only if it is far
+    from both."""
 
     columns: tuple[str, ...]  # the context columns the scorer is given (avg, sd per metric)
     # Per used model feature: (feature index, mean feature index, avg column, sd column, level)
@@ -241,6 +247,9 @@ class ContextCheck:
     # The window's shape, per metric with SPREAD_STATS: (mean feature index, std feature index,
     # stdavg column); empty in a card from before it.
     shape: tuple[tuple[int, int, int], ...] = ()
+    # The mean's reading against its time of the week too, per metric with SEASON_STATS: (mean
+    # feature index, seasres column, seassd column); empty in a card from before it.
+    seasonal_mean: tuple[tuple[int, int, int], ...] = ()
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -268,13 +277,14 @@ class ContextCheck:
             if aggregate == "std" and all(len(f) == 1 for f in found):
                 bounds = (index.get(f"{metric}_min", -1), index.get(f"{metric}_max", -1))
                 spread.append((j, *(f[0] for f in found), *bounds))
-        season = []
-        for metric in dict.fromkeys(feature_names[jm] for _, jm, _, _, _ in uses):
-            metric = metric.rpartition("_")[0]
+        season, seasonal_mean = [], []
+        for jm in dict.fromkeys(jm for _, jm, _, _, _ in uses):
+            metric = feature_names[jm].rpartition("_")[0]
             res = [c for n, c in context.items() if n.startswith(f"{metric}_seasres")]
             sd = [c for n, c in context.items() if n.startswith(f"{metric}_seassd")]
             if len(res) == 1 and len(sd) == 1:
                 season.append((res[0], sd[0]))
+                seasonal_mean.append((jm, res[0], sd[0]))
         if not uses:
             return None
         stdavg = {j: a for j, a, _, _, _, _ in spread}
@@ -285,6 +295,7 @@ class ContextCheck:
             spread=tuple(spread),
             season=tuple(season),
             shape=tuple(shape),
+            seasonal_mean=tuple(seasonal_mean),
         )
 
     def spread_reading(self, x: np.ndarray, context: np.ndarray | None) -> np.ndarray:
@@ -337,6 +348,7 @@ class ContextCheck:
         x = np.asarray(x, dtype=np.float64)
         out = np.empty((len(x), len(self.uses)))
         shape = {jm: (js, a) for jm, js, a in self.shape}
+        seasonal = {jm: (r, q) for jm, r, q in self.seasonal_mean}
         for k, (j, jm, a, s, level) in enumerate(self.uses):
             if j != jm and jm in shape:
                 out[:, k] = self._shape_reading(j, jm, *shape[jm], level, x, context, fixed, rows)
@@ -347,6 +359,12 @@ class ContextCheck:
             avg = np.where(np.isfinite(avg), avg, center[:, jm])
             den = np.fmax(np.where(np.isfinite(sd), sd, scale[:, jm]), scale[:, jm])
             out[:, k] = ((x[:, j] - avg) if level else x[:, j]) / den
+            if j == jm and jm in seasonal and context is not None:
+                r, q = seasonal[jm]
+                z = np.full(len(x), np.nan)
+                np.divide(context[:, r], context[:, q], out=z, where=context[:, q] > 0)
+                nearer = np.isfinite(z) & (np.abs(z) < np.abs(out[:, k]))
+                out[:, k] = np.where(nearer, z, out[:, k])
         return out
 
     @staticmethod
@@ -401,6 +419,7 @@ class ContextCheck:
             "season_z": self.season_z,
             "spread_min_windows": self.spread_min_windows,
             "shape": bool(self.shape),
+            "seasonal_mean": bool(self.seasonal_mean),
         }
 
     @classmethod
@@ -445,6 +464,7 @@ class ContextCheck:
             season=planned.season if season else (),
             season_z=season_z,
             shape=planned.shape if card.get("shape") is True else (),
+            seasonal_mean=planned.seasonal_mean if card.get("seasonal_mean") is True else (),
         )
         if not spread:
             return dataclasses.replace(check, spread=())

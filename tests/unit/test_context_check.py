@@ -415,3 +415,54 @@ def test_a_shift_the_context_holds_only_in_part_stops_alarming_with_the_window_s
     old = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
     assert old.check.shape == ()
     assert old.score(after_ids, after_x, ctx).flag.astype(bool)[normal].mean() > 0.5
+
+
+def test_the_mean_is_read_against_the_nearer_of_its_context_level_and_its_time_of_the_week():
+    """Where the seasonal reading is computed the mean's context reading is the smaller, in
+    magnitude, of (mean - avg) / den and seasres / seassd: a window is out of context only if
+    it is far from both its recent level and its time of the week (whose residual follows a
+    level shift within a day). No seasonal history, or no spread of it: the level alone."""
+    check = ContextCheck.plan(FEATURES, SEASON_CONTEXT)
+    assert check.seasonal_mean == ((0, 5, 6),)
+    assert ContextCheck.plan(FEATURES, SPREAD_CONTEXT).seasonal_mean == ()
+    ids = np.array(["a"] * 5, dtype=object)
+    x = np.array([[10.0, 2, 7, 14], [11, 1, 10, 13], [12, 2, 9, 15], [9, 2, 6, 12], [10, 2, 7, 13]])
+    fixed = DeviceNormaliser.fit(ids, x)
+    rows = fixed.indices(ids)
+    # avg, sd, stdavg, stdsd, windows, seasres, seassd
+    context = np.array(
+        [
+            [20.0, 4, 2, 1, 24, 0.5, 1],  # level -2.5, season 0.5: the season
+            [20, 4, 2, 1, 24, -6, 1],  # level -2.25, season -6: the level
+            [20, 4, 2, 1, 24, np.nan, 1],  # no seasonal history
+            [20, 4, 2, 1, 24, 1, 0],  # no spread of it
+            [20, 4, 2, 1, 24, 3, 2],  # level -2.5, season 1.5
+        ]
+    )
+    got = check.read(fixed, rows, x, context)[:, 0]
+    np.testing.assert_allclose(got, [0.5, (11 - 20) / 4, (12 - 20) / 4, (9 - 20) / 4, 1.5])
+    # A plan without it (a card from before it) reads the level alone, the rest alike.
+    old = dataclasses.replace(check, seasonal_mean=())
+    np.testing.assert_allclose(old.read(fixed, rows, x, context)[:, 0], (x[:, 0] - 20) / 4)
+    np.testing.assert_allclose(
+        old.read(fixed, rows, x, context)[:, 1:], check.read(fixed, rows, x, context)[:, 1:]
+    )
+
+
+def test_the_card_says_which_readings_of_the_window_it_takes(tmp_path, fleet):
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 150, level, spread)
+    nan = np.full((len(x), 2), np.nan)  # no seasonal history in training
+    training = np.column_stack([with_spread_context(x, context, 24), nan])
+    result = fit_checked(tmp_path, ids, x, training, SEASON_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())
+    assert card["context_check"]["shape"] is True
+    assert card["context_check"]["seasonal_mean"] is True
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SEASON_CONTEXT)
+    assert model.check.shape == ((0, 1, 2),) and model.check.seasonal_mean == ((0, 5, 6),)
+    # A card from before them (the self-check's rows hold no seasonal history, and their
+    # scores are those of the shape: kept) reads neither.
+    del card["context_check"]["seasonal_mean"]
+    (result.model_dir / CARD_FILE).write_text(json.dumps(card))
+    older = OnnxModel.load(result.model_dir, FEATURES, 3600, SEASON_CONTEXT)
+    assert older.check.seasonal_mean == () and older.check.shape == ((0, 1, 2),)
