@@ -39,6 +39,24 @@ TIMESTAMP_COLUMNS = ("timestamp", "datetime", "time", "date", "ts", "ts_ms")
 EPOCH_MS_ABOVE = 1e11
 
 
+# The last message of a replay into Kafka, one to each partition of the topic (simulator.replay):
+# the replay's newest event time and no metric. The job takes it as a dead letter (the first
+# metric "missing or null"), but its time still moves that partition's watermark: a replay
+# sends everything in a burst, so every partition goes idle at once, and without it the
+# watermark would stay at the partition that ended first, leaving the later devices' windows
+# open for good. Readers of a topic's events (training.evaluate topic) leave it out.
+REPLAY_END_DEVICE = "replay-end"
+REPLAY_END_FIELD = "replay_end"
+
+
+def replay_end_event(ts_ms: int) -> dict:
+    return {"device_id": REPLAY_END_DEVICE, "ts_ms": int(ts_ms), REPLAY_END_FIELD: True}
+
+
+def is_replay_end(event: dict) -> bool:
+    return event.get(REPLAY_END_FIELD) is True and event.get("device_id") == REPLAY_END_DEVICE
+
+
 class DatasetError(ValueError):
     pass
 

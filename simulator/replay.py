@@ -8,7 +8,10 @@ Files, times, device ids, labels and time ranges follow the rules of common/data
 "<folder>-<file stem>". The metrics are the catalogue's (ANOMALY_CATALOGUE, or --catalogue),
 read from their `source_column`s; --all-columns sends every numeric column instead (names
 lower-cased, non-alphanumerics as "_"). A label column becomes the events' ground truth
-(`is_anomaly`). Rows of all files are merged in event-time order.
+(`is_anomaly`). Rows of all files are merged in event-time order. Into Kafka, the replay ends
+with one message to each partition at the newest event time and without metrics (a dead letter
+to the job, see common.datasets.REPLAY_END_DEVICE): its time closes every device's windows up
+to the replay's end, also where files end at different times. --no-end-marker leaves it out.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from common.datasets import (
     add_csv_arguments,
     options_from_args,
     read_datasets,
+    replay_end_event,
 )
 from common.settings import Settings
-from simulator.sinks import open_sink
+from simulator.sinks import KafkaSink, encode, open_sink
 
 
 def events(dataset: Dataset, shift_ms: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
@@ -107,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="move every file's timestamps so that it starts now",
     )
+    p.add_argument(
+        "--no-end-marker",
+        action="store_true",
+        help="Kafka: do not end with a message at the newest event time to each partition "
+        "(then a device's windows stay open from where the first partition's events end)",
+    )
     p.add_argument("--output", choices=("kafka", "file", "null"), default="kafka")
     p.add_argument("--path", type=Path, help="JSONL file for --output file")
     p.add_argument("--bootstrap", default=settings.kafka_bootstrap)
@@ -136,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.output == "kafka":
         warn_if_topic_holds_data(a.bootstrap, a.topic)
     sink = open_sink(a.output, a.path, a.bootstrap, a.topic)
-    sent = 0
-    first_ts = None
+    sent = markers = 0
+    first_ts = last_ts = None
     batch: list[tuple[bytes, bytes]] = []
     last_print = time.monotonic()
     try:
@@ -151,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     sent += len(batch)
                     batch = []
                     time.sleep(delay)
+            last_ts = ts
             batch.append((key, value))
             if len(batch) >= 5000:
                 sink.send(batch)
@@ -161,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"replay: {sent:,} of {rows:,} rows sent", file=sys.stderr, flush=True)
         sink.send(batch)
         sent += len(batch)
+        if isinstance(sink, KafkaSink) and last_ts is not None and not a.no_end_marker:
+            marker = replay_end_event(last_ts)
+            markers = sink.send_to_every_partition(marker["device_id"].encode(), encode(marker))
     except KeyboardInterrupt:
         print("replay: interrupted", file=sys.stderr)
     finally:
@@ -169,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "devices": len(datasets),
         "events": sent,
+        "end_markers": markers,
         "delivery_errors": sink.errors,
         "elapsed_s": round(elapsed, 3),
     }

@@ -103,6 +103,14 @@ class KafkaSink(Sink):
                     break
         self._producer.poll(0)
 
+    def send_to_every_partition(self, key: bytes, value: bytes) -> int:
+        """The same message to each partition of the topic; returns how many."""
+        meta = self._producer.list_topics(self.topic, timeout=10).topics[self.topic]
+        for partition in sorted(meta.partitions):
+            self._producer.produce(self.topic, value, key, partition=partition)
+        self._producer.poll(0)
+        return len(meta.partitions)
+
     def close(self) -> None:
         remaining = self._producer.flush(60)
         if remaining:

@@ -50,6 +50,7 @@ from common.datasets import (
     DatasetError,
     add_csv_arguments,
     fraction,
+    is_replay_end,
     options_from_args,
     parse_time,
     read_datasets,
@@ -288,6 +289,8 @@ def datasets_from_topic(bootstrap: str, topic: str, metrics: tuple[str, ...], lo
                     device, ts = str(event["device_id"]), event["ts_ms"]
                     if not isinstance(ts, int):
                         raise TypeError(ts)
+                    if is_replay_end(event):
+                        continue
                 except (ValueError, TypeError, KeyError):
                     skipped += 1
                     continue

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 import uuid
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -160,6 +161,24 @@ def wait_for_windows(settings: Settings, expected: int, timeout_s: float = 180.0
     raise AssertionError(f"{count} of {expected} windows in {timeout_s:.0f} s")
 
 
+def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> pd.DataFrame:
+    """The dead letters (device, reason), once at least ``expected`` are written."""
+    from common.db import connect
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        conn = connect(settings)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(f"SELECT device_id, reason FROM {settings.dead_letters_table}")  # noqa: S608
+                frame = pd.DataFrame(cur.fetchall(), columns=["device_id", "reason"])
+        finally:
+            conn.close()
+        if len(frame) >= expected or time.monotonic() > deadline:
+            return frame
+        time.sleep(1)
+
+
 def cancel_jobs(job_name: str) -> None:
     from deploy.local.stack import Flink
 
@@ -170,11 +189,15 @@ def cancel_jobs(job_name: str) -> None:
 
 
 HOURLY_DAYS = 35
-# The hourly device starts 30 days before the others and ends with them (a replay sends every
-# file's rows merged in time, as fast as it goes; ending together, no partition's watermark
-# waits on another's idleness). Its spike: its 33rd day (fifth week) at 03:00, the trough of
-# its daily swing.
-HOURLY_T0 = T0 - pd.Timedelta(days=HOURLY_DAYS - 5)
+# The hourly device starts 29 days before the others and ends a day after them. A replay sends
+# every file's rows merged in time, as fast as it goes, so every partition goes idle at once,
+# and the watermark stayed where the partition that ended first ends: with the hourly device
+# ("series-requests") and "series-disk" on one partition and "series-cpu" and "series-load"
+# on the other, the hourly device's last day was never scored. The replay's end marker (one
+# message a partition at the newest event time) closes it. Its spike: its 32nd day (fifth
+# week) at 03:00, the trough of its daily swing.
+HOURLY_DEVICE = "series-requests"
+HOURLY_T0 = T0 - pd.Timedelta(days=HOURLY_DAYS - 6)
 HOURLY_SPIKE = T0 + pd.Timedelta(days=2, hours=3)
 
 
@@ -219,7 +242,7 @@ def write_series(folder, hourly: bool = False) -> dict[str, pd.DataFrame]:
                 "label": spike.astype(int),
             }
         )
-        frame.to_csv(folder / "hourly.csv", index=False)
+        frame.to_csv(folder / f"{HOURLY_DEVICE.removeprefix('series-')}.csv", index=False)
         frames["hourly"] = frame
     return frames
 
@@ -254,8 +277,18 @@ make replay REPLAY_ARGS="{data} --label-column label"
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
         assert "context check on" in done.stdout, done.stdout[-3000:]
         settings = Settings.from_env({**os.environ, **read_env_file(env_file)})
-        # Each device's last window stays open (no later event closes it).
-        rows = wait_for_windows(settings, expected=3 * (ROWS // 12 - 1) + HOURLY_DAYS * 24 - 1)
+        # The partitions as described at HOURLY_T0 (librdkafka's default partitioner: CRC32 of
+        # the key), so that one ends a day before the other.
+        assert settings.events_topic_partitions == 2
+        assert [zlib.crc32(d.encode()) % 2 for d in (HOURLY_DEVICE, "series-disk")] == [1, 1]
+        assert [zlib.crc32(d.encode()) % 2 for d in ("series-cpu", "series-load")] == [0, 0]
+        # Only the hourly device's newest two windows stay open: the last (no later event
+        # closes it) and the one before, which ends at the newest event time, and the watermark
+        # trails that by the allowed out-of-orderness. The others' last windows closed.
+        rows = wait_for_windows(settings, expected=3 * (ROWS // 12) + HOURLY_DAYS * 24 - 2)
+        markers = dead_letters(settings, settings.events_topic_partitions)
+        assert list(markers["device_id"]) == ["replay-end"] * settings.events_topic_partitions
+        assert set(markers["reason"]) == {"value: missing or null"}
         model_dir = settings.models_dir / (settings.models_dir / "CURRENT").read_text().strip()
         card = json.loads((model_dir / "card.json").read_text())
         features, context = card["feature_names"], card["context_check"]["columns"]
@@ -278,7 +311,7 @@ make replay REPLAY_ARGS="{data} --label-column label"
     # The spreads' context the stream stored (WindowContext), by value: five days of windows
     # are all within the 15-day horizon, so each window's is that of all its device's
     # earlier windows.
-    five_days = rows[rows["device_id"] != "series-hourly"]
+    five_days = rows[rows["device_id"] != HOURLY_DEVICE]
     for _, device in five_days.sort_values("window_start").groupby("device_id"):
         earlier = device["value_std"].astype(float).shift(1)
         np.testing.assert_array_equal(device["value_windows15d"], np.arange(len(device)))
@@ -295,7 +328,7 @@ make replay REPLAY_ARGS="{data} --label-column label"
     # weeks behind it): the five-day devices have none, the hourly one from its fifth week.
     season = ["value_seasres28d", "value_seassd28d"]
     assert five_days[season].isna().all().all()
-    hourly = rows[rows["device_id"] == "series-hourly"].sort_values("window_start")
+    hourly = rows[rows["device_id"] == HOURLY_DEVICE].sort_values("window_start")
     start_ms = (pd.to_datetime(hourly["window_start"], utc=True) - pd.Timestamp(0, tz="UTC")) // (
         pd.Timedelta("1ms")
     )
@@ -318,5 +351,5 @@ make replay REPLAY_ARGS="{data} --label-column label"
     flagged = set(zip(hits["device_id"], hits["window_start"], strict=True))
     assert ("series-load", spike) in flagged
     # The slow series' spike, within its daily swing: the seasonal reading flags it.
-    assert ("series-hourly", HOURLY_SPIKE) in flagged
+    assert (HOURLY_DEVICE, HOURLY_SPIKE) in flagged
     assert len(hits) <= 0.05 * len(rows), hits[["device_id", "window_start"]]

@@ -77,7 +77,16 @@ def test_replay_warns_when_its_topic_already_holds_messages(stack, fresh_topic, 
         assert done.returncode == 0, done.stderr
         return done.stderr
 
+    partitions = stack.events_topic_partitions
     assert "warning" not in replay()
-    assert f"warning: topic {fresh_topic} already holds 2 messages" in replay()
-    keys = [k for k, _ in consume_all(stack.kafka_bootstrap, fresh_topic, 2)]
-    assert keys == [b"shop-web1"] * 4
+    # Each replay ends with one marker a partition at its newest event time (no metric).
+    held = 2 + partitions
+    assert f"warning: topic {fresh_topic} already holds {held} messages" in replay()
+    messages = consume_all(stack.kafka_bootstrap, fresh_topic, partitions)
+    keys = collections.Counter(k for k, _ in messages)
+    assert keys == {b"shop-web1": 4, b"replay-end": 2 * partitions}
+    markers = [json.loads(v) for k, v in messages if k == b"replay-end"]
+    newest = 1767225610000  # 2026-01-01T00:00:10Z
+    assert markers == [{"device_id": "replay-end", "ts_ms": newest, "replay_end": True}] * (
+        2 * partitions
+    )
