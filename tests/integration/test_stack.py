@@ -321,13 +321,17 @@ def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(
     (new_taskmanager,) = flink.pids("taskmanager")
     assert new_taskmanager != taskmanager
     assert sorted(processes_with(conf)) == sorted([jobmanager, new_taskmanager])
+
     # The REST API answers, with exactly the new TaskManager registered (the dead one drops
     # out after its missed heartbeats).
-    deadline = time.monotonic() + 60
-    while (overview := flink.overview() or {}).get("taskmanagers") != 1:
-        assert time.monotonic() < deadline, f"not one TaskManager registered: {overview}"
-        time.sleep(0.5)
-    assert overview["slots-total"] == 1
+    def one_taskmanager_registers() -> dict:
+        deadline = time.monotonic() + 60
+        while (overview := flink.overview() or {}).get("taskmanagers") != 1:
+            assert time.monotonic() < deadline, f"not one TaskManager registered: {overview}"
+            time.sleep(0.5)
+        return overview
+
+    assert one_taskmanager_registers()["slots-total"] == 1
     (registered,) = flink.rest("/taskmanagers")["taskmanagers"]
     assert registered["id"].startswith("127.0.0.1:")
 
@@ -341,14 +345,16 @@ def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(
     (new_jobmanager,) = flink.pids("jobmanager")
     assert flink.pids("taskmanager") == [new_taskmanager]
     assert sorted(processes_with(conf)) == sorted([new_jobmanager, new_taskmanager])
-    assert flink.overview()["taskmanagers"] == 1
+    one_taskmanager_registers()  # with the new JobManager, once it has found it
 
     # A daemon no pid file names (a second TaskManager whose line is gone) is ended too.
     flink.start_daemon("taskmanager")
     for pid_file in flink.pid_files():
         pid_file.write_text("")
-    deadline = time.monotonic() + 10  # its launcher script execs java a moment later
-    while len(processes_with(conf)) != 3:
+    # Its launcher script execs java a moment later: until then its command line holds the
+    # configuration folder but not yet a TaskManager's main class, and a stop would miss it.
+    deadline = time.monotonic() + 10
+    while len(flink.pids("taskmanager")) != 2 or len(processes_with(conf)) != 3:
         assert time.monotonic() < deadline, processes_with(conf)
         time.sleep(0.1)
     flink.stop(timeout_s=20)
