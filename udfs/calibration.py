@@ -202,6 +202,14 @@ FLAT_Z = 2.0
 SEASON_Z = 5.0
 
 
+def season_z(context: np.ndarray, res: int, sd: int) -> np.ndarray:
+    """The seasonal reading's z of each window, seasres / seassd (columns ``res`` and ``sd``):
+    NaN where it cannot be read (no seasonal history yet, a spread of 0)."""
+    spread = context[:, sd]
+    known = np.isfinite(context[:, res]) & np.isfinite(spread) & (spread > 0)
+    return np.where(known, context[:, res] / np.where(known, spread, 1.0), np.nan)
+
+
 @dataclass(frozen=True)
 class ContextCheck:
     """The second reading of a window in a context-checked model: its level and spread against
@@ -325,10 +333,8 @@ class ContextCheck:
         if context is None:
             return out
         for r, s in self.season:
-            sd = context[:, s]
-            known = np.isfinite(context[:, r]) & np.isfinite(sd) & (sd > 0)
-            z = np.abs(context[:, r]) / np.where(known, sd, 1.0)
-            out = np.fmax(out, np.where(known, z / self.season_z, 0.0))
+            z = np.abs(season_z(context, r, s))
+            out = np.fmax(out, np.where(np.isfinite(z), z / self.season_z, 0.0))
         return out
 
     def combine(self, scores, threshold: float, x: np.ndarray, context) -> np.ndarray:
@@ -351,7 +357,7 @@ class ContextCheck:
         seasonal = {jm: (r, q) for jm, r, q in self.seasonal_mean}
         for k, (j, jm, a, s, level) in enumerate(self.uses):
             if j != jm and jm in shape:
-                out[:, k] = self._shape_reading(j, jm, *shape[jm], level, x, context, fixed, rows)
+                out[:, k] = self._shape_reading(j, jm, *shape[jm], level, x, context, center, scale)
                 continue
             avg = sd = np.full(len(x), np.nan)
             if context is not None:
@@ -360,15 +366,13 @@ class ContextCheck:
             den = np.fmax(np.where(np.isfinite(sd), sd, scale[:, jm]), scale[:, jm])
             out[:, k] = ((x[:, j] - avg) if level else x[:, j]) / den
             if j == jm and jm in seasonal and context is not None:
-                r, q = seasonal[jm]
-                z = np.full(len(x), np.nan)
-                np.divide(context[:, r], context[:, q], out=z, where=context[:, q] > 0)
+                z = season_z(context, *seasonal[jm])
                 nearer = np.isfinite(z) & (np.abs(z) < np.abs(out[:, k]))
                 out[:, k] = np.where(nearer, z, out[:, k])
         return out
 
     @staticmethod
-    def _shape_reading(j, jm, js, a, level, x, context, fixed, rows) -> np.ndarray:
+    def _shape_reading(j, jm, js, a, level, x, context, center, scale) -> np.ndarray:
         """Feature j of the window's shape (see the class): a min or max against the window's
         own mean and std, the std against the device's recent window spreads."""
         std = x[:, js]
@@ -376,7 +380,6 @@ class ContextCheck:
             out = np.zeros(len(x))
             np.divide(np.abs(x[:, j] - x[:, jm]), std, out=out, where=std > 0)
             return out
-        center, scale = fixed.typical_rows(rows)
         typical = np.full(len(x), np.nan) if context is None else context[:, a]
         typical = np.where(np.isfinite(typical), typical, center[:, js])
         return std / np.fmax(typical, scale[:, js])
