@@ -133,11 +133,13 @@ def test_the_readme_walkthrough_brings_a_users_csvs_to_flags_in_postgresql(stack
     assert flagged == faults, (sorted(flagged), sorted(faults))
 
 
-def wait_for_windows(settings: Settings, expected: int, timeout_s: float = 180.0):
+def rows_once_enough(settings: Settings, query: str, expected: int, timeout_s: float):
+    """The rows of ``query`` once it gives at least ``expected`` (polled every 2 s), or the
+    last it gave when ``timeout_s`` runs out."""
     from common.db import connect
 
     deadline = time.monotonic() + timeout_s
-    count = 0
+    frame = pd.DataFrame()
     while time.monotonic() < deadline:
         try:
             conn = connect(settings)
@@ -146,37 +148,30 @@ def wait_for_windows(settings: Settings, expected: int, timeout_s: float = 180.0
             continue
         try:
             with conn, conn.cursor() as cur:
-                cur.execute(
-                    f"SELECT * FROM {settings.scores_table} ORDER BY device_id, window_start"  # noqa: S608
-                )
-                names = [c.name for c in cur.description]
-                frame = pd.DataFrame(cur.fetchall(), columns=names)
+                cur.execute(query)
+                frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
         finally:
             conn.close()
-        count = len(frame)
-        if count >= expected:
-            assert count == expected, f"{count} windows, {expected} expected"
-            return frame
+        if len(frame) >= expected:
+            break
         time.sleep(2)
-    raise AssertionError(f"{count} of {expected} windows in {timeout_s:.0f} s")
+    return frame
+
+
+def wait_for_windows(settings: Settings, expected: int, timeout_s: float = 180.0):
+    query = f"SELECT * FROM {settings.scores_table} ORDER BY device_id, window_start"  # noqa: S608
+    frame = rows_once_enough(settings, query, expected, timeout_s)
+    count = len(frame)
+    if count < expected:
+        raise AssertionError(f"{count} of {expected} windows in {timeout_s:.0f} s")
+    assert count == expected, f"{count} windows, {expected} expected"
+    return frame
 
 
 def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> pd.DataFrame:
     """The dead letters (device, reason), once at least ``expected`` are written."""
-    from common.db import connect
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        conn = connect(settings)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(f"SELECT device_id, reason FROM {settings.dead_letters_table}")  # noqa: S608
-                frame = pd.DataFrame(cur.fetchall(), columns=["device_id", "reason"])
-        finally:
-            conn.close()
-        if len(frame) >= expected or time.monotonic() > deadline:
-            return frame
-        time.sleep(1)
+    query = f"SELECT device_id, reason FROM {settings.dead_letters_table}"  # noqa: S608
+    return rows_once_enough(settings, query, expected, timeout_s)
 
 
 def cancel_jobs(job_name: str) -> None:
