@@ -39,7 +39,10 @@ public class RecentMax extends KeyedProcessFunction<String, RowData, RowData> {
     private final int valueField;
     private final long horizonMs;
 
-    /** Per row within the horizon: its time (ms), then its value (NaN: NULL), oldest first. */
+    /**
+     * Per row within the horizon: its time (ms), then its value (NaN: NULL), oldest first
+     * (TimedEntries).
+     */
     private transient ValueState<double[]> entries;
 
     RecentMax(int timeField, int valueField, long horizonMs) {
@@ -97,26 +100,21 @@ public class RecentMax extends KeyedProcessFunction<String, RowData, RowData> {
     @Override
     public void processElement(RowData row, Context ctx, Collector<RowData> out) throws Exception {
         long time = row.getTimestamp(timeField, 3).getMillisecond();
-        double[] old = entries.value();
-        int count = old == null ? 0 : old.length / 2;
-        // What no row from this one on can read: older than the horizon.
-        int first = 0;
-        while (first < count && (long) old[2 * first] < time - horizonMs) {
-            first++;
-        }
-        double[] kept = new double[2 * (count - first + 1)];
-        if (count > first) {
-            System.arraycopy(old, 2 * first, kept, 0, 2 * (count - first));
-        }
-        kept[kept.length - 2] = time;
-        kept[kept.length - 1] = row.isNullAt(valueField) ? Double.NaN : row.getDouble(valueField);
-        entries.update(kept);
-        if (old == null) {
+        double[] kept = TimedEntries.upgrade(entries.value(), 2);
+        if (kept == null) {
             // One timer per device at a time (onTimer sets the next), not one per row.
             ctx.timerService().registerEventTimeTimer(time + horizonMs);
         }
+        // What no row from this one on can read: older than the horizon.
+        TimedEntries.dropBefore(kept, 2, time - horizonMs);
+        kept = TimedEntries.append(kept, 2);
+        int n = TimedEntries.count(kept);
+        int own = TimedEntries.offset(kept, n - 1, 2);
+        kept[own] = time;
+        kept[own + 1] = row.isNullAt(valueField) ? Double.NaN : row.getDouble(valueField);
+        entries.update(kept);
         double max = Double.NaN;
-        for (int e = 1; e < kept.length; e += 2) {
+        for (int e = TimedEntries.offset(kept, 0, 2) + 1; e <= own + 1; e += 2) {
             if (!Double.isNaN(kept[e]) && (Double.isNaN(max) || kept[e] > max)) {
                 max = kept[e];
             }
@@ -127,16 +125,7 @@ public class RecentMax extends KeyedProcessFunction<String, RowData, RowData> {
     @Override
     public void onTimer(long timestamp, OnTimerContext ctx, Collector<RowData> out)
             throws Exception {
-        double[] kept = entries.value();
-        if (kept == null) {
-            return;
-        }
-        long due = (long) kept[kept.length - 2] + horizonMs;
-        if (due <= timestamp) {
-            // Silent for the horizon since its newest row: nothing left to read.
-            entries.clear();
-        } else {
-            ctx.timerService().registerEventTimeTimer(due);
-        }
+        // Silent for the horizon since its newest entry: cleared.
+        TimedEntries.onTimer(entries, 2, horizonMs, timestamp, ctx.timerService());
     }
 }

@@ -33,7 +33,9 @@ import java.util.List;
  *
  * <p>A device's windows arrive in time order (the window operator emits them as the watermark
  * passes their end, keyed by the same device). The state is cleared when a device has been
- * silent for the longest horizon: by then no later window could read it.
+ * silent for the longest horizon: by then no later window could read it (one event-time timer
+ * per device, moved on while it sends; the versions before set one per window, which
+ * a savepoint of theirs brings along and which still fire and clear as they did).
  */
 public class WindowContext extends KeyedProcessFunction<String, RowData, RowData> {
     private static final long serialVersionUID = 1L;
@@ -46,7 +48,10 @@ public class WindowContext extends KeyedProcessFunction<String, RowData, RowData
     private final long longestMs;
     private final RowData.FieldGetter[] getters;
 
-    /** Per entry: the window's time (ms), then its tracked values (NaN: none), oldest first. */
+    /**
+     * Per entry: the window's time (ms), then its tracked values (NaN: none), oldest first
+     * (TimedEntries).
+     */
     private transient ValueState<double[]> entries;
 
     WindowContext(
@@ -142,27 +147,24 @@ public class WindowContext extends KeyedProcessFunction<String, RowData, RowData
     public void processElement(RowData row, Context ctx, Collector<RowData> out) throws Exception {
         long time = row.getTimestamp(timeField, 3).getMillisecond();
         int width = 1 + trackedFields.length;
-        double[] old = entries.value();
-        int count = old == null ? 0 : old.length / width;
+        double[] kept = TimedEntries.upgrade(entries.value(), width);
+        if (kept == null) {
+            // One timer per device at a time (onTimer sets the next), not one per window.
+            ctx.timerService().registerEventTimeTimer(time + longestMs);
+        }
         // Drop what no window from this one on can read: older than the longest horizon.
-        int first = 0;
-        while (first < count && (long) old[first * width] < time - longestMs) {
-            first++;
-        }
-        double[] kept = new double[(count - first + 1) * width];
-        if (count > first) {
-            System.arraycopy(old, first * width, kept, 0, (count - first) * width);
-        }
-        int own = (count - first) * width;
+        TimedEntries.dropBefore(kept, width, time - longestMs);
+        kept = TimedEntries.append(kept, width);
+        int n = TimedEntries.count(kept);
+        int own = TimedEntries.offset(kept, n - 1, width);
         kept[own] = time;
         for (int k = 0; k < trackedFields.length; k++) {
             Object value = getters[k].getFieldOrNull(row);
             kept[own + 1 + k] = value == null ? Double.NaN : (Double) value;
         }
         entries.update(kept);
-        ctx.timerService().registerEventTimeTimer(time + longestMs);
 
-        int n = kept.length / width;
+        int base = TimedEntries.offset(kept, 0, width);
         GenericRowData sums = new GenericRowData(3 * outputTracked.length);
         for (int i = 0; i < outputTracked.length; i++) {
             long from = time - outputHorizonMs[i];
@@ -170,8 +172,8 @@ public class WindowContext extends KeyedProcessFunction<String, RowData, RowData
             long seen = 0;
             double sum = 0;
             double squares = 0;
-            for (int e = n - 1; e >= 0 && (long) kept[e * width] >= from; e--) {
-                double v = kept[e * width + k];
+            for (int e = n - 1; e >= 0 && (long) kept[base + e * width] >= from; e--) {
+                double v = kept[base + e * width + k];
                 if (!Double.isNaN(v)) {
                     seen++;
                     sum += v;
@@ -188,11 +190,7 @@ public class WindowContext extends KeyedProcessFunction<String, RowData, RowData
     @Override
     public void onTimer(long timestamp, OnTimerContext ctx, Collector<RowData> out)
             throws Exception {
-        double[] kept = entries.value();
-        int width = 1 + trackedFields.length;
-        // Silent for the longest horizon since its newest window: nothing left to read.
-        if (kept != null && (long) kept[kept.length - width] + longestMs <= timestamp) {
-            entries.clear();
-        }
+        // Silent for the longest horizon since its newest entry: cleared.
+        TimedEntries.onTimer(entries, 1 + trackedFields.length, longestMs, timestamp, ctx.timerService());
     }
 }
