@@ -275,10 +275,21 @@ def test_flink_options_agree_between_local_compose_and_kubernetes():
     # Flink picks the first free port of the local range; the clusters use its first port.
     port = str(local["metrics.reporter.prom.port"]).split("-")[0]
     assert composed["metrics.reporter.prom.port"] == k8s["metrics.reporter.prom.port"] == port
-    assert "-Duser.timezone=UTC" in str(local["env.java.opts.all"])
+    # Every JVM in UTC; the TaskManagers with the same JVM options everywhere.
+    assert (
+        str(local["env.java.opts.all"])
+        == composed["env.java.opts.all"]
+        == k8s["env.java.opts.all"]
+        == "-Duser.timezone=UTC"
+    )
+    assert (
+        local["env.java.opts.taskmanager"]
+        == composed["env.java.opts.taskmanager"]
+        == k8s["env.java.opts.taskmanager"]
+        == "-XX:G1HeapRegionSize=8m"
+    )
     for props in (composed, k8s):
-        for daemon in ("jobmanager", "taskmanager"):
-            assert props[f"env.java.opts.{daemon}"] == "-Duser.timezone=UTC"
+        assert "env.java.opts.jobmanager" not in props
         assert props["python.executable"] == f"{IMAGE_HOME}/.venv/bin/python"
     # The image's entrypoint deletes every blank of a FLINK_PROPERTIES line.
     assert not any(re.search(r"\s", v) for v in composed.values()), composed
