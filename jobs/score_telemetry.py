@@ -107,12 +107,21 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
 def register_window_context(t_env) -> None:
     """Register ``window_context``: ``window_aggregates`` with every horizon's sums
     (common.sql.context_sums), computed by WindowContext (jvm/), keyed by device."""
-    from pyflink.java_gateway import get_gateway
-
-    gateway = get_gateway()
     specs = [
         (column, h.seconds * 1000, names) for h in HORIZONS for column, names in context_sums(h)
     ]
+    table = window_context(t_env, t_env.from_path("window_aggregates"), "window_time", specs)
+    t_env.create_temporary_view("window_context", table)
+
+
+def window_context(t_env, windows: Table, time: str, specs) -> Table:
+    """``windows`` with, for each (column, horizon_ms, (n, sum, sumsq)) of ``specs``, three
+    columns more: the count, sum and sum of squares of the DOUBLE ``column`` over the device's
+    (device_id) windows of the ``horizon_ms`` of event time (the rowtime ``time``) up to and
+    including each one, computed by WindowContext (jvm/), keyed by device."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
     columns = gateway.new_array(gateway.jvm.java.lang.String, len(specs))
     horizons = gateway.new_array(gateway.jvm.long, len(specs))
     names = gateway.new_array(gateway.jvm.java.lang.String, 3 * len(specs))
@@ -121,15 +130,9 @@ def register_window_context(t_env) -> None:
         for k, name in enumerate(triple):
             names[3 * i + k] = name
     table = jvm_class("WindowContext").apply(
-        t_env._j_tenv,
-        t_env.from_path("window_aggregates")._j_table,
-        "device_id",
-        "window_time",
-        columns,
-        horizons,
-        names,
+        t_env._j_tenv, windows._j_table, "device_id", time, columns, horizons, names
     )
-    t_env.create_temporary_view("window_context", Table(table, t_env))
+    return Table(table, t_env)
 
 
 def register_checked_events(t_env, settings: Settings) -> None:

@@ -169,11 +169,10 @@ def numpy_sums(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_window_context_equals_numpy(stream_env, tmp_path):
-    from pyflink.java_gateway import get_gateway
     from pyflink.table.expressions import col
 
     from common.flink_env import to_pandas
-    from jobs.score_telemetry import jvm_class
+    from jobs.score_telemetry import window_context
 
     frame = windows()
     t_env = stream_env
@@ -181,22 +180,14 @@ def test_window_context_equals_numpy(stream_env, tmp_path):
         t_env, tmp_path, "context_rows", frame,
         "device_id STRING, ts_ms BIGINT, a DOUBLE, b DOUBLE", "window_time",
     )  # fmt: skip
-    specs = [(c, h) for c in ("a", "b") for h in HORIZONS_MS]
-    gateway = get_gateway()
-    columns = gateway.new_array(gateway.jvm.java.lang.String, len(specs))
-    horizons = gateway.new_array(gateway.jvm.long, len(specs))
-    names = gateway.new_array(gateway.jvm.java.lang.String, 3 * len(specs))
-    for i, (column, horizon) in enumerate(specs):
-        columns[i], horizons[i] = column, horizon
-        for k, prefix in enumerate("nsq"):
-            names[3 * i + k] = f"{prefix}_{column}_{horizon}"
-    from pyflink.table import Table
-
-    table = jvm_class("WindowContext").apply(
-        t_env._j_tenv, source._j_table, "device_id", "window_time", columns, horizons, names
-    )
-    wanted = ["device_id", "ts_ms", *(names[i] for i in range(3 * len(specs)))]
-    got = to_pandas(Table(table, t_env).select(*(col(c) for c in wanted)))
+    specs = [
+        (c, h, tuple(f"{prefix}_{c}_{h}" for prefix in "nsq"))
+        for c in ("a", "b")
+        for h in HORIZONS_MS
+    ]
+    marked = window_context(t_env, source, "window_time", specs)
+    wanted = ["device_id", "ts_ms", *(name for _, _, triple in specs for name in triple)]
+    got = to_pandas(marked.select(*(col(c) for c in wanted)))
     drop_tables(t_env)
     got, expected = ordered(got), ordered(numpy_sums(frame))
     assert list(got["ts_ms"]) == list(expected["ts_ms"])
