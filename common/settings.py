@@ -143,7 +143,12 @@ class Settings:
     health_seconds: int = 300
     # Links between devices (from the inventory); the link_health view reads them.
     links_table: str = "device_links"
-    # How long the job caches a device's reference row (and the absence of one).
+    # How the job holds the reference tables (devices, segment limits) for its lookup joins:
+    # "full", each lookup subtask holds the whole table, read at start and anew every
+    # device_cache_seconds (no window waits for a query); "partial", each device's row (or its
+    # absence) is read on first sight and kept for device_cache_seconds (for tables too large
+    # to hold whole in every subtask).
+    device_cache: str = "full"
     device_cache_seconds: int = 60
     # Limits per device and time-of-day segment, for rules with `segment_reference`
     # thresholds ("traffic at station S between 08:00 and 09:00 above its reference"). A
@@ -277,6 +282,11 @@ class Settings:
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use letters, digits,"
                     " '.', '_' and '-' only"
                 )
+        if self.device_cache not in ("full", "partial"):
+            raise SettingsError(
+                f"{ENV_PREFIX}DEVICE_CACHE={self.device_cache!r}: use full (the whole table in "
+                "each lookup subtask) or partial (rows on first sight, for large tables)"
+            )
         names = [name for name, _ in self.context_horizon_seconds]
         unknown = sorted(set(self.context_modelled_names) - set(names))
         if unknown:

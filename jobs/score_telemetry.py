@@ -234,16 +234,25 @@ def jdbc_connection_options(settings: Settings) -> dict[str, str]:
 
 def jdbc_lookup_options(settings: Settings) -> str:
     """Connection and cache options shared by the reference-data lookups (devices, segment
-    limits): a key's row, or its absence, is cached for device_cache_seconds, so the table is
-    queried at most once per key and period."""
-    options = {
-        **jdbc_connection_options(settings),
-        "lookup.cache": "PARTIAL",
-        "lookup.partial-cache.expire-after-write": f"{settings.device_cache_seconds} s",
-        "lookup.partial-cache.max-rows": "1000000",
-        "lookup.partial-cache.cache-missing-key": "true",
-        "lookup.max-retries": "3",
-    }
+    limits). device_cache "full": each lookup subtask holds the whole table, read by one scan
+    when it starts and anew every device_cache_seconds (jvm/: FullCacheJdbcFactory), so a
+    starting job's first windows are answered from memory instead of by a query per device
+    and table. "partial": a key's row, or its absence, is read on first sight and cached for
+    device_cache_seconds."""
+    options = jdbc_connection_options(settings)
+    if settings.device_cache == "full":
+        options |= {
+            "connector": "jdbc-full-cache",
+            "reload-interval": f"{settings.device_cache_seconds} s",
+        }
+    else:
+        options |= {
+            "lookup.cache": "PARTIAL",
+            "lookup.partial-cache.expire-after-write": f"{settings.device_cache_seconds} s",
+            "lookup.partial-cache.max-rows": "1000000",
+            "lookup.partial-cache.cache-missing-key": "true",
+            "lookup.max-retries": "3",
+        }
     return options_sql(options)
 
 

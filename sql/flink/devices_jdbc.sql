@@ -1,6 +1,6 @@
--- Device reference data from PostgreSQL, read by a lookup join (scored_windows.sql): a device's
--- row is fetched on first sight and cached for ${device_cache_seconds} s, devices without a row
--- too, so the table is queried at most once per device and cache period.
+-- Device reference data from PostgreSQL, read by a lookup join (scored_windows.sql): each lookup
+-- subtask holds the whole table, read when it starts and anew every ${device_cache_seconds} s
+-- (a device without a row gets NULLs), so no window waits for a query of its own.
 CREATE TEMPORARY TABLE devices_lookup (
   device_id STRING,
   site STRING,
@@ -17,7 +17,7 @@ CREATE TEMPORARY TABLE devices_lookup (
 );
 
 -- Each device's limits per time-of-day segment (${segment_limits_table}), for rules with
--- `segment_reference` thresholds, read by a second lookup join on (device, segment) and cached
+-- `segment_reference` thresholds, read by a second lookup join on (device, segment) and held
 -- like the devices' rows. The job joins it only when a catalogue rule needs it.
 CREATE TEMPORARY TABLE segment_limits_lookup (
   device_id STRING,

@@ -1,0 +1,63 @@
+"""The job's reference-data lookups (sql/flink/devices_jdbc.sql with jdbc_lookup_options) in an
+in-process streaming job against the real PostgreSQL, both ways of holding the tables
+(ANOMALY_DEVICE_CACHE): a device's row enriches its rows, a device without one gets NULLs, and
+an edit in the database (a changed row, a new one) reaches the lookups within the cache period
+while the job runs, without a restart."""
+
+from __future__ import annotations
+
+import time
+from datetime import timezone
+
+import pytest
+
+pytestmark = pytest.mark.stack
+
+CACHE_S = 1
+# Rows looked up this long after the edit must see it (the cache period, and room for a
+# reload's scan and a busy machine).
+SETTLED_S = CACHE_S + 2.0
+
+
+@pytest.mark.parametrize("cache", ["full", "partial"])
+def test_an_edit_to_the_devices_table_reaches_the_running_lookups(fresh_db, cache):
+    from common.flink_env import create_table_env
+    from jobs.score_telemetry import execute_file, jdbc_lookup_options
+    from simulator.devices import upsert_devices
+
+    settings = fresh_db.replace(parallelism=1, device_cache=cache, device_cache_seconds=CACHE_S)
+    upsert_devices(settings, [{"device_id": "dev-a", "site": "north"}])
+    t_env = create_table_env(settings, streaming=True)
+    execute_file(
+        t_env, "flink/devices_jdbc.sql", settings, lookup_options=jdbc_lookup_options(settings)
+    )
+    # 4 rows a second for 10 s, alternately of dev-a (a row, then an edited one) and dev-b
+    # (no row, then one).
+    t_env.execute_sql(
+        """CREATE TEMPORARY TABLE ticks (seq INT, pt AS PROCTIME()) WITH (
+          'connector' = 'datagen', 'rows-per-second' = '4', 'number-of-rows' = '40',
+          'fields.seq.kind' = 'sequence', 'fields.seq.start' = '1', 'fields.seq.end' = '40')"""
+    )
+    table = t_env.sql_query(
+        """SELECT t.seq, t.device_id, d.site, CAST(t.pt AS TIMESTAMP(3))
+        FROM (SELECT seq, pt, IF(MOD(seq, 2) = 0, 'dev-a', 'dev-b') AS device_id FROM ticks) t
+        LEFT JOIN devices_lookup FOR SYSTEM_TIME AS OF t.pt AS d ON d.device_id = t.device_id"""
+    )
+    rows, edited_at = [], None
+    with table.execute().collect() as results:
+        for row in results:
+            # When the row was looked up (the job's zone is UTC).
+            at = row[3].replace(tzinfo=timezone.utc).timestamp()
+            rows.append((row[0], row[1], row[2], at))
+            if edited_at is None:
+                edited_at = time.time()
+                upsert_devices(
+                    settings,
+                    [{"device_id": "dev-a", "site": "south"}, {"device_id": "dev-b", "site": "east"}],
+                )
+    assert len(rows) == 40
+    before = {(device, site) for _, device, site, at in rows if at < edited_at}
+    after = {(device, site) for _, device, site, at in rows if at > edited_at + SETTLED_S}
+    assert before, "no row was looked up before the edit"
+    assert before <= {("dev-a", "north"), ("dev-b", None)}
+    assert after == {("dev-a", "south"), ("dev-b", "east")}
