@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from deploy import flink_run
@@ -195,3 +198,74 @@ def test_the_client_loads_the_planner_from_its_classpath_where_make_setup_fetche
     assert flink_run.client_lib_dir(settings) == lib and lib.stat().st_mtime_ns == made
     archive = flink_run.client_class_archive(settings, lib)[0]
     assert archive != flink_run.client_class_archive(settings)[0]
+
+
+def test_the_client_starts_as_the_flink_script_would_start_it(tmp_path):
+    """client_launcher's command line and exported variables are those pyflink's `bin/flink`
+    script hands its JVM: the script runs with a java that records what it is asked to run
+    for CliFrontend (and is the real java for the script's own helpers), over a config.yaml
+    with client options, a log folder and a java home of its own."""
+    import os
+    import shutil
+
+    import yaml
+
+    home = flink_run.flink_home()
+    real_java = Path(shutil.which("java")).resolve()
+    java_home = tmp_path / "jdk"
+    (java_home / "bin").mkdir(parents=True)
+    shutil.copy(real_java.parent.parent / "release", java_home / "release")
+    record = tmp_path / "cli-args"
+    fake = java_home / "bin" / "java"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do if [ "$a" = org.apache.flink.client.cli.CliFrontend ]; then\n'
+        f"  printf '%s\\n' \"$@\" > {record}\n"
+        f"  env | grep -E '^(FLINK_|MAX_LOG|ROOT_LOG)' | sort > {record}.env; exit 0\n"
+        "fi; done\n"
+        f'exec {real_java} "$@"\n'
+    )
+    fake.chmod(0o755)
+    conf = tmp_path / "conf"
+    shutil.copytree(home / "conf", conf)
+    config = yaml.safe_load((conf / "config.yaml").read_text())
+    config["env"]["java"]["opts"]["client"] = "-Dclient.option=1 -Xss2m"
+    config["env"]["log"] = {"dir": str(tmp_path / "logs"), "level": "WARN"}
+    (conf / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        "PATH": os.environ["PATH"],
+        "JAVA_HOME": str(java_home),
+        "FLINK_CONF_DIR": str(conf),
+        "JVM_ARGS": "-XX:TieredStopAtLevel=1 -Dfrom.jvm.args=1",
+        "HOSTNAME": "host1",
+        "USER": "someone",
+    }
+    args = ["run", "--python", "job.py"]
+    subprocess.run([home / "bin" / "flink", *args], env=env, check=True, timeout=120)
+    # The script's class path ends in Hadoop's (none here): empty entries, left out here.
+    script_command = [a.rstrip(":") for a in record.read_text().splitlines()]
+    script_env = dict(line.split("=", 1) for line in Path(f"{record}.env").read_text().splitlines())
+    command, exported = flink_run.client_launcher(env)
+    assert [*command[1:], *args] == script_command
+    assert command[0] == str(fake)
+    assert exported == {k: v for k, v in script_env.items() if k in exported}
+    assert set(exported) >= {"FLINK_CONF_DIR", "FLINK_LIB_DIR", "FLINK_OPT_DIR", "ROOT_LOG_LEVEL"}
+    assert "-Dclient.option=1" in command and f"-Dlog.file={tmp_path}/logs/" in " ".join(command)
+    classpath = command[command.index("-classpath") + 1].split(":")
+    assert Path(classpath[-1]).name.startswith("flink-dist")
+
+
+def test_the_client_falls_back_to_the_script_where_its_setup_cannot_be_read(tmp_path):
+    """No config.yaml, or a lib folder without flink-dist: None (the script runs, and says
+    what is wrong)."""
+    import os
+
+    env = {"PATH": os.environ["PATH"], "FLINK_CONF_DIR": str(tmp_path / "none")}
+    assert flink_run.client_launcher(env) is None
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "flink-table-runtime.jar").write_bytes(b"")
+    env = {"PATH": os.environ["PATH"], "FLINK_LIB_DIR": str(tmp_path / "lib")}
+    assert flink_run.client_launcher(env) is None
+    assert flink_run.client_launcher({"PATH": os.environ["PATH"]}) is not None
+    hadoop = {"PATH": os.environ["PATH"], "HADOOP_CLASSPATH": "/opt/hadoop/share/*"}
+    assert flink_run.client_launcher(hadoop) is None
