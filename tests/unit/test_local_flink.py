@@ -102,3 +102,41 @@ def test_stop_kills_what_ignores_sigterm(flink, capsys):
 def test_stop_with_nothing_running_says_so(flink, capsys):
     flink.stop()
     assert "Flink cluster not running" in capsys.readouterr().out
+
+
+def test_a_taskmanager_dumps_its_classes_once_and_the_next_ones_map_them(flink, tmp_path):
+    """No archive: the config's options and a dump of this TaskManager's own at exit; a dump
+    left by an exited TaskManager becomes the archive that the next ones map (the other dumps
+    are removed); a changed jar of the lib folder: another archive, the old one removed."""
+    flink.conf_dir.mkdir(parents=True)
+    (flink.conf_dir / "config.yaml").write_text(
+        "env:\n  java:\n    opts:\n      taskmanager: -XX:G1HeapRegionSize=8m\n"
+    )
+    flink.lib_dir.mkdir(parents=True)
+    jar = tmp_path / "connector.jar"
+    jar.write_bytes(b"classes")
+    (flink.lib_dir / jar.name).symlink_to(jar)
+
+    def option(opts: str, name: str) -> Path | None:
+        found = [o.split("=", 1)[1] for o in opts.split() if o.startswith(f"-XX:{name}=")]
+        return Path(found[0]) if found else None
+
+    first, second = flink.taskmanager_java_opts(), flink.taskmanager_java_opts()
+    assert first.startswith("-XX:G1HeapRegionSize=8m ")
+    dump_a, dump_b = option(first, "ArchiveClassesAtExit"), option(second, "ArchiveClassesAtExit")
+    assert dump_a and dump_b and dump_a != dump_b  # two TaskManagers, a file each
+    assert option(first, "SharedArchiveFile") is None
+    dump_a.write_bytes(b"archive a")
+    dump_b.write_bytes(b"archive b")
+    mapped = flink.taskmanager_java_opts()
+    archive = option(mapped, "SharedArchiveFile")
+    assert archive and archive.read_bytes() in (b"archive a", b"archive b")
+    assert option(mapped, "ArchiveClassesAtExit") is None
+    assert sorted(p.name for p in archive.parent.iterdir()) == [archive.name]
+    assert option(flink.taskmanager_java_opts(), "SharedArchiveFile") == archive
+
+    jar.write_bytes(b"classes, rebuilt")
+    dump_c = option(flink.taskmanager_java_opts(), "ArchiveClassesAtExit")
+    assert dump_c and not archive.exists()
+    dump_c.write_bytes(b"archive c")
+    assert option(flink.taskmanager_java_opts(), "SharedArchiveFile").read_bytes() == b"archive c"
