@@ -143,13 +143,15 @@ class Settings:
     health_seconds: int = 300
     # Links between devices (from the inventory); the link_health view reads them.
     links_table: str = "device_links"
-    # How the job holds the reference tables (devices, segment limits) for its lookup joins:
+    # How the job holds each reference table (devices, segment limits) for its lookup joins:
     # "full", each lookup subtask holds the whole table, read at start and anew every
     # device_cache_seconds (no window waits for a query); "partial", each device's row (or its
     # absence) is read on first sight and kept for device_cache_seconds (for tables too large
-    # to hold whole in every subtask).
-    device_cache: str = "full"
+    # to hold whole in every subtask); "auto", full for a table of at most
+    # device_cache_full_max_rows rows when the job is submitted, else partial.
+    device_cache: str = "auto"
     device_cache_seconds: int = 60
+    device_cache_full_max_rows: int = 200_000
     # Limits per device and time-of-day segment, for rules with `segment_reference`
     # thresholds ("traffic at station S between 08:00 and 09:00 above its reference"). A
     # segment is this many seconds of the UTC day (3600: hours 0-23); it must divide the day
@@ -282,10 +284,11 @@ class Settings:
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r}: use letters, digits,"
                     " '.', '_' and '-' only"
                 )
-        if self.device_cache not in ("full", "partial"):
+        if self.device_cache not in ("auto", "full", "partial"):
             raise SettingsError(
-                f"{ENV_PREFIX}DEVICE_CACHE={self.device_cache!r}: use full (the whole table in "
-                "each lookup subtask) or partial (rows on first sight, for large tables)"
+                f"{ENV_PREFIX}DEVICE_CACHE={self.device_cache!r}: use auto (full for small "
+                "tables), full (the whole table in each lookup subtask) or partial (rows on "
+                "first sight, for large tables)"
             )
         names = [name for name, _ in self.context_horizon_seconds]
         unknown = sorted(set(self.context_modelled_names) - set(names))

@@ -472,6 +472,7 @@ def context(settings: Settings, **extra: object) -> dict[str, str]:
         "incident_quiet_interval": interval(settings.incident_quiet_seconds),
         "incident_quiet_seconds": settings.incident_quiet_seconds,
         "device_cache_seconds": settings.device_cache_seconds,
+        "device_cache_full_max_rows": settings.device_cache_full_max_rows,
         "alerts_table": settings.alerts_table,
         "health_table": settings.health_table,
         "links_table": settings.links_table,

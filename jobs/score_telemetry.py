@@ -232,15 +232,44 @@ def jdbc_connection_options(settings: Settings) -> dict[str, str]:
     }
 
 
-def jdbc_lookup_options(settings: Settings) -> str:
-    """Connection and cache options shared by the reference-data lookups (devices, segment
-    limits). device_cache "full": each lookup subtask holds the whole table, read by one scan
-    when it starts and anew every device_cache_seconds (jvm/: FullCacheJdbcFactory), so a
-    starting job's first windows are answered from memory instead of by a query per device
-    and table. "partial": a key's row, or its absence, is read on first sight and cached for
+def reference_rows(settings: Settings, table: str) -> int | None:
+    """How many rows ``table`` has, counted up to one more than device_cache_full_max_rows;
+    None when the database cannot be asked."""
+    import psycopg2
+    from psycopg2 import sql
+
+    from common.db import connect
+
+    limit = settings.device_cache_full_max_rows + 1
+    query = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) AS t")
+    try:
+        conn = connect(settings, role="writer")
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(query.format(sql.Identifier(table)), (limit,))
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+    except (psycopg2.Error, RuntimeError):
+        return None
+
+
+def held_whole(settings: Settings, rows: int | None) -> bool:
+    """Whether a reference table of ``rows`` rows (None: unknown) is held whole."""
+    if settings.device_cache == "auto":
+        return rows is not None and rows <= settings.device_cache_full_max_rows
+    return settings.device_cache == "full"
+
+
+def jdbc_lookup_options(settings: Settings, whole: bool) -> str:
+    """Connection and cache options of a reference-data lookup (devices, segment limits).
+    ``whole``: each lookup subtask holds the whole table, read by one scan when it starts
+    and anew every device_cache_seconds (jvm/: FullCacheJdbcFactory), so a starting job's
+    first windows are answered from memory instead of by a query per device and table. Else
+    a key's row, or its absence, is read on first sight and cached for
     device_cache_seconds."""
     options = jdbc_connection_options(settings)
-    if settings.device_cache == "full":
+    if whole:
         options |= {
             "connector": "jdbc-full-cache",
             "reload-interval": f"{settings.device_cache_seconds} s",
@@ -254,6 +283,30 @@ def jdbc_lookup_options(settings: Settings) -> str:
             "lookup.max-retries": "3",
         }
     return options_sql(options)
+
+
+def reference_lookup_options(settings: Settings) -> dict[str, str]:
+    """devices_jdbc.sql's lookup options of each reference table, as device_cache says; the
+    choice and the tables' sizes are printed (the client's output)."""
+    chosen = {}
+    for name, table in (
+        ("devices_lookup_options", settings.devices_table),
+        ("segment_limits_lookup_options", settings.segment_limits_table),
+    ):
+        rows = reference_rows(settings, table) if settings.device_cache == "auto" else None
+        whole = held_whole(settings, rows)
+        chosen[name] = jdbc_lookup_options(settings, whole)
+        limit = settings.device_cache_full_max_rows
+        if rows is None:
+            size = ""
+        elif rows > limit:
+            size = f"over {limit:,} rows, "
+        else:
+            size = f"{rows:,} rows, "
+        how = "held whole" if whole else "rows cached on first sight"
+        mode = f"ANOMALY_DEVICE_CACHE={settings.device_cache}"
+        print(f"reference table {table}: {size}{how} ({mode})", flush=True)
+    return chosen
 
 
 def jdbc_sink_options(settings: Settings) -> str:
@@ -407,12 +460,7 @@ def run(
     apply_flink_options(t_env, settings)
     register_features(t_env, settings, bounded=bounded)
     score_call = register_scoring(t_env, settings, model_dir, shipped_model)
-    execute_file(
-        t_env,
-        "flink/devices_jdbc.sql",
-        settings,
-        lookup_options=jdbc_lookup_options(settings),
-    )
+    execute_file(t_env, "flink/devices_jdbc.sql", settings, **reference_lookup_options(settings))
     execute_file(t_env, "flink/scored_windows.sql", settings, score_call=score_call)
     register_scored_windows(t_env)
     execute_file(t_env, "flink/health_windows.sql", settings)

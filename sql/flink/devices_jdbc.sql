@@ -1,6 +1,9 @@
--- Device reference data from PostgreSQL, read by a lookup join (scored_windows.sql): each lookup
--- subtask holds the whole table, read when it starts and anew every ${device_cache_seconds} s
--- (a device without a row gets NULLs), so no window waits for a query of its own.
+-- Device reference data from PostgreSQL, read by a lookup join (scored_windows.sql). A table of
+-- at most ${device_cache_full_max_rows} rows (ANOMALY_DEVICE_CACHE=auto) is held whole by each
+-- lookup subtask, read when it starts and anew every ${device_cache_seconds} s, so no window
+-- waits for a query of its own; a larger one is read a device at a time, each row (or its
+-- absence) cached as long (jobs/score_telemetry.py: jdbc_lookup_options). A device without a
+-- row gets NULLs.
 CREATE TEMPORARY TABLE devices_lookup (
   device_id STRING,
   site STRING,
@@ -13,7 +16,7 @@ CREATE TEMPORARY TABLE devices_lookup (
   PRIMARY KEY (device_id) NOT ENFORCED
 ) WITH (
   'table-name' = '${devices_table}',
-  ${lookup_options}
+  ${devices_lookup_options}
 );
 
 -- Each device's limits per time-of-day segment (${segment_limits_table}), for rules with
@@ -26,5 +29,5 @@ CREATE TEMPORARY TABLE segment_limits_lookup (
   PRIMARY KEY (device_id, segment) NOT ENFORCED
 ) WITH (
   'table-name' = '${segment_limits_table}',
-  ${lookup_options}
+  ${segment_limits_lookup_options}
 )

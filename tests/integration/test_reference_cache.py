@@ -7,7 +7,7 @@ while the job runs, without a restart."""
 from __future__ import annotations
 
 import time
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -22,15 +22,13 @@ SETTLED_S = CACHE_S + 2.0
 @pytest.mark.parametrize("cache", ["full", "partial"])
 def test_an_edit_to_the_devices_table_reaches_the_running_lookups(fresh_db, cache):
     from common.flink_env import create_table_env
-    from jobs.score_telemetry import execute_file, jdbc_lookup_options
+    from jobs.score_telemetry import execute_file, reference_lookup_options
     from simulator.devices import upsert_devices
 
     settings = fresh_db.replace(parallelism=1, device_cache=cache, device_cache_seconds=CACHE_S)
     upsert_devices(settings, [{"device_id": "dev-a", "site": "north"}])
     t_env = create_table_env(settings, streaming=True)
-    execute_file(
-        t_env, "flink/devices_jdbc.sql", settings, lookup_options=jdbc_lookup_options(settings)
-    )
+    execute_file(t_env, "flink/devices_jdbc.sql", settings, **reference_lookup_options(settings))
     # 4 rows a second for 10 s, alternately of dev-a (a row, then an edited one) and dev-b
     # (no row, then one).
     t_env.execute_sql(
@@ -47,13 +45,16 @@ def test_an_edit_to_the_devices_table_reaches_the_running_lookups(fresh_db, cach
     with table.execute().collect() as results:
         for row in results:
             # When the row was looked up (the job's zone is UTC).
-            at = row[3].replace(tzinfo=timezone.utc).timestamp()
+            at = row[3].replace(tzinfo=UTC).timestamp()
             rows.append((row[0], row[1], row[2], at))
             if edited_at is None:
                 edited_at = time.time()
                 upsert_devices(
                     settings,
-                    [{"device_id": "dev-a", "site": "south"}, {"device_id": "dev-b", "site": "east"}],
+                    [
+                        {"device_id": "dev-a", "site": "south"},
+                        {"device_id": "dev-b", "site": "east"},
+                    ],
                 )
     assert len(rows) == 40
     before = {(device, site) for _, device, site, at in rows if at < edited_at}
@@ -61,3 +62,33 @@ def test_an_edit_to_the_devices_table_reaches_the_running_lookups(fresh_db, cach
     assert before, "no row was looked up before the edit"
     assert before <= {("dev-a", "north"), ("dev-b", None)}
     assert after == {("dev-a", "south"), ("dev-b", "east")}
+
+
+def test_auto_holds_a_table_whole_up_to_its_row_limit(fresh_db, capsys):
+    """ANOMALY_DEVICE_CACHE=auto: a table of at most device_cache_full_max_rows rows is held
+    whole, a larger one cached by key, and one the client cannot count too; the choice and
+    the count are printed."""
+    from jobs.score_telemetry import held_whole, reference_lookup_options, reference_rows
+    from simulator.devices import upsert_devices
+
+    devices = [{"device_id": f"dev-{i}", "site": "north"} for i in range(3)]
+    upsert_devices(fresh_db, devices)
+    settings = fresh_db.replace(device_cache="auto", device_cache_full_max_rows=2)
+    assert reference_rows(settings, settings.devices_table) == 3  # counted up to the limit + 1
+    assert reference_rows(settings, settings.segment_limits_table) == 0
+    options = reference_lookup_options(settings)
+    assert "'lookup.cache' = 'PARTIAL'" in options["devices_lookup_options"]
+    assert "'connector' = 'jdbc-full-cache'" in options["segment_limits_lookup_options"]
+    printed = capsys.readouterr().out
+    assert (
+        f"reference table {settings.devices_table}: over 2 rows, rows cached on first sight"
+        in printed
+    )
+    assert f"reference table {settings.segment_limits_table}: 0 rows, held whole" in printed
+    roomy = settings.replace(device_cache_full_max_rows=3)
+    assert "jdbc-full-cache" in reference_lookup_options(roomy)["devices_lookup_options"]
+    unreachable = settings.replace(pg_port=1)
+    assert reference_rows(unreachable, settings.devices_table) is None
+    assert not held_whole(unreachable, None)
+    assert held_whole(settings.replace(device_cache="full"), None)
+    assert not held_whole(settings.replace(device_cache="partial"), 0)

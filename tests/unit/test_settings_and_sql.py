@@ -174,7 +174,8 @@ def test_plpgsql_dollar_quotes_survive_rendering():
     "path", sorted(p.relative_to(SQL_DIR).as_posix() for p in SQL_DIR.rglob("*.sql"))
 )
 def test_every_sql_file_renders_completely(path):
-    extra = {"kafka_source_options": "", "jdbc_sink_options": "", "lookup_options": ""}
+    extra = {"kafka_source_options": "", "jdbc_sink_options": ""}
+    extra.update(devices_lookup_options="", segment_limits_lookup_options="")
     extra.update(source_table="t", source_input="flat", source_mapping="", telemetry_sources="t")
     extra.update(source_device_field="host")
     extra.update(context_placeholders(labelled=False))
