@@ -172,6 +172,12 @@ def client_lib_dir(settings: Settings) -> Path | None:
     return folder
 
 
+def java_binary() -> Path:
+    """The java a Flink script started here runs: JAVA_HOME's, else the first on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    return Path(home, "bin", "java") if home else Path(shutil.which("java") or "java")
+
+
 def client_class_archive(
     settings: Settings, lib: Path | None = None, launcher: str = "script"
 ) -> tuple[Path | None, Path | None]:
@@ -186,8 +192,7 @@ def client_class_archive(
     import hashlib
     from importlib.metadata import version
 
-    home = os.environ.get("JAVA_HOME")
-    java = Path(home, "bin", "java") if home else Path(shutil.which("java") or "java")
+    java = java_binary()
     try:
         stamp = f"{java.resolve()}:{java.resolve().stat().st_mtime_ns}"
         key = hashlib.sha256(f"{stamp}|{version('apache-flink')}|{lib or ''}|{launcher}".encode())

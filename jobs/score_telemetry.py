@@ -232,9 +232,10 @@ def jdbc_connection_options(settings: Settings) -> dict[str, str]:
     }
 
 
-def reference_rows(settings: Settings, table: str) -> int | None:
-    """How many rows ``table`` has, counted up to one more than device_cache_full_max_rows;
-    None when the database cannot be asked."""
+def reference_rows(settings: Settings, tables: list[str]) -> dict[str, int | None]:
+    """How many rows each of ``tables`` has, counted up to one more than
+    device_cache_full_max_rows, over one connection; None for all when the database cannot
+    be asked."""
     import psycopg2
     from psycopg2 import sql
 
@@ -242,16 +243,19 @@ def reference_rows(settings: Settings, table: str) -> int | None:
 
     limit = settings.device_cache_full_max_rows + 1
     query = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) AS t")
+    counts: dict[str, int | None] = {}
     try:
         conn = connect(settings, role="writer")
         try:
             with conn, conn.cursor() as cur:
-                cur.execute(query.format(sql.Identifier(table)), (limit,))
-                return int(cur.fetchone()[0])
+                for table in tables:
+                    cur.execute(query.format(sql.Identifier(table)), (limit,))
+                    counts[table] = int(cur.fetchone()[0])
         finally:
             conn.close()
     except (psycopg2.Error, RuntimeError):
-        return None
+        return dict.fromkeys(tables)
+    return counts
 
 
 def held_whole(settings: Settings, rows: int | None) -> bool:
@@ -289,11 +293,14 @@ def reference_lookup_options(settings: Settings) -> dict[str, str]:
     """devices_jdbc.sql's lookup options of each reference table, as device_cache says; the
     choice and the tables' sizes are printed (the client's output)."""
     chosen = {}
-    for name, table in (
-        ("devices_lookup_options", settings.devices_table),
-        ("segment_limits_lookup_options", settings.segment_limits_table),
-    ):
-        rows = reference_rows(settings, table) if settings.device_cache == "auto" else None
+    named = {
+        "devices_lookup_options": settings.devices_table,
+        "segment_limits_lookup_options": settings.segment_limits_table,
+    }
+    tables = list(named.values())
+    counts = reference_rows(settings, tables) if settings.device_cache == "auto" else {}
+    for name, table in named.items():
+        rows = counts.get(table)
         whole = held_whole(settings, rows)
         chosen[name] = jdbc_lookup_options(settings, whole)
         limit = settings.device_cache_full_max_rows

@@ -25,7 +25,9 @@ from deploy.flink_run import (
     LIVE_JOB_STATES,
     Submission,
     SubmitError,
+    _flatten,
     flink_home,
+    java_binary,
     root_cause,
 )
 from deploy.flink_run import submit as submit_job
@@ -97,10 +99,10 @@ class Flink:
                 shutil.copy(f, self.conf_dir / f.name)
         base = yaml.safe_load((self.home / "conf" / "config.yaml").read_text()) or {}
         overrides = yaml.safe_load((HERE / "flink-config.yaml").read_text())
-        java_opts = base.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
+        java_opts = _flatten(base).get("env.java.opts.all", "")
         merged = deep_merge(base, overrides)
         # Keep the package's --add-opens flags and add ours.
-        extra = overrides.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
+        extra = _flatten(overrides).get("env.java.opts.all", "")
         merged["env"]["java"]["opts"]["all"] = f"{java_opts} {extra}".strip()
         merged["rest"]["port"] = int(self.s.flink_rest_url.rsplit(":", 1)[1].rstrip("/"))
         merged["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
@@ -322,10 +324,9 @@ class Flink:
         warning, never loads)."""
         import hashlib
 
-        config = yaml.safe_load((self.conf_dir / "config.yaml").read_text()) or {}
-        opts = str(config.get("env", {}).get("java", {}).get("opts", {}).get("taskmanager", ""))
-        java = Path(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else None
-        java = java or Path(shutil.which("java") or "java")
+        config = _flatten(yaml.safe_load((self.conf_dir / "config.yaml").read_text()) or {})
+        opts = config.get("env.java.opts.taskmanager", "")
+        java = java_binary()
         stamps = [opts, str(java.resolve())]
         with contextlib.suppress(OSError):
             stamps.append(str(java.resolve().stat().st_mtime_ns))

@@ -74,8 +74,9 @@ def test_auto_holds_a_table_whole_up_to_its_row_limit(fresh_db, capsys):
     devices = [{"device_id": f"dev-{i}", "site": "north"} for i in range(3)]
     upsert_devices(fresh_db, devices)
     settings = fresh_db.replace(device_cache="auto", device_cache_full_max_rows=2)
-    assert reference_rows(settings, settings.devices_table) == 3  # counted up to the limit + 1
-    assert reference_rows(settings, settings.segment_limits_table) == 0
+    tables = [settings.devices_table, settings.segment_limits_table]
+    # counted up to the limit + 1, both over one connection
+    assert reference_rows(settings, tables) == {tables[0]: 3, tables[1]: 0}
     options = reference_lookup_options(settings)
     assert "'lookup.cache' = 'PARTIAL'" in options["devices_lookup_options"]
     assert "'connector' = 'jdbc-full-cache'" in options["segment_limits_lookup_options"]
@@ -88,7 +89,7 @@ def test_auto_holds_a_table_whole_up_to_its_row_limit(fresh_db, capsys):
     roomy = settings.replace(device_cache_full_max_rows=3)
     assert "jdbc-full-cache" in reference_lookup_options(roomy)["devices_lookup_options"]
     unreachable = settings.replace(pg_port=1)
-    assert reference_rows(unreachable, settings.devices_table) is None
+    assert reference_rows(unreachable, tables) == {tables[0]: None, tables[1]: None}
     assert not held_whole(unreachable, None)
     assert held_whole(settings.replace(device_cache="full"), None)
     assert not held_whole(settings.replace(device_cache="partial"), 0)
