@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -284,6 +285,8 @@ class Throughput:
     # its first row visible in PostgreSQL.
     running_at_s: float | None = None
     first_record_s: float | None = None
+    # No poll saw the job running: it ended before `flink run` returned.
+    unobserved: bool = False
     first_row_s: float | None = None
     windows: int = 0
     flagged: int = 0
@@ -438,6 +441,11 @@ def bounded_run(
     r.cpu_s = cpu.seconds()
     r.tm_jvm_cpu_s = cpu.jvm_seconds()
     r.job_s = job["duration"] / 1000
+    if r.running_at_s is None and job.get("timestamps", {}).get("RUNNING"):
+        # No poll saw it run: `flink run` returned after the job ended (the checkout's first
+        # client writes its class archive at exit). RUNNING from the job's own record.
+        r.running_at_s = round(job["timestamps"]["RUNNING"] / 1000 - submitted, 2)
+        r.unobserved = True
     # Steady state: the events over the time from the first record read (start-up behind)
     # to the job's end, when the last row was written.
     # (A tiny run can end before the REST metrics show a record: then from RUNNING.)
@@ -759,7 +767,8 @@ def main(argv: list[str] | None = None) -> int:
                 if first and a.profile:
                     plan.append(("scoring-on-profiled", "on", "pandas", {}, "profiled"))
                 for label, scoring, udf_kind, extra, role in plan:
-                    run = Throughput(
+                    run = functools.partial(
+                        Throughput,
                         f"{label} {size_label(devices)} p{parallelism}",
                         devices,
                         parallelism,
@@ -772,7 +781,15 @@ def main(argv: list[str] | None = None) -> int:
                     profiler = None
                     if role == "profiled":
                         profiler = Profiler(a.profile, a.json_out.parent / "profile")
-                    runs.append(bounded_run(flink, settings, topic, database, run, profiler))
+                    done = bounded_run(flink, settings, topic, database, run(), profiler)
+                    if done.unobserved and role == "bare":  # a blackhole: no rows left behind
+                        log(
+                            f"{done.label}: the job ended before its client returned (the "
+                            "checkout's first client writes its class archive as it exits), "
+                            "so its start-up could not be told apart: measured again"
+                        )
+                        done = bounded_run(flink, settings, topic, database, run(), profiler)
+                    runs.append(done)
             if n == 0 and a.baseline_events:
                 baseline = run_baseline(
                     settings.replace(pg_database=database), topic, min(a.baseline_events, a.events)
@@ -839,8 +856,8 @@ def main(argv: list[str] | None = None) -> int:
             full = run_of(devices, parallelism, "on")
             # The goal's measure: the full job (scoring on) against the bare engine, steady
             # events/s; and the same by job time (REST duration, start-up included).
-            ratios[f"full_over_bare_{devices}_p{parallelism}"] = round(
-                on / max(bare.steady_events_per_s, 1), 3
+            ratios[f"full_over_bare_{devices}_p{parallelism}"] = (
+                round(on / bare.steady_events_per_s, 3) if bare.steady_events_per_s else None
             )
             ratios[f"full_over_bare_job_time_{devices}_p{parallelism}"] = round(
                 bare.job_s / max(full.job_s, 0.1), 3
