@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-all evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier bench-agents lint format lock
+.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-all evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier bench-agents bench-reference lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -117,6 +117,9 @@ bench-agents: up ## sparse (collectd, one metric a message) against dense (flat)
 
 bench-state: up ## the job's Flink state per stage once 1,000 devices have filled the context horizons
 	@$(PY) -m bench.job_state $(BENCH_ARGS)
+
+bench-reference: up ## the TaskManager's heap with the reference tables held whole against per-key cached (200,000 devices)
+	@$(PY) -m bench.reference_cache $(BENCH_ARGS)
 
 lint: setup ## ruff lint + format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -148,10 +148,13 @@ class Settings:
     # device_cache_seconds (no window waits for a query); "partial", each device's row (or its
     # absence) is read on first sight and kept for device_cache_seconds (for tables too large
     # to hold whole in every subtask); "auto", full for a table of at most
-    # device_cache_full_max_rows rows when the job is submitted, else partial.
+    # device_cache_full_max_rows rows when the job is submitted, else partial. A table held
+    # whole takes about 650 bytes of heap a row in every lookup subtask (`make
+    # bench-reference`: +119-134 MB for 200,000 device rows): 100,000 rows, about 65 MB, is
+    # well under a tenth of the local TaskManager's 1 GB heap per table and subtask.
     device_cache: str = "auto"
     device_cache_seconds: int = 60
-    device_cache_full_max_rows: int = 200_000
+    device_cache_full_max_rows: int = 100_000
     # Limits per device and time-of-day segment, for rules with `segment_reference`
     # thresholds ("traffic at station S between 08:00 and 09:00 above its reference"). A
     # segment is this many seconds of the UTC day (3600: hours 0-23); it must divide the day

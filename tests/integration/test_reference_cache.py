@@ -26,7 +26,10 @@ def test_an_edit_to_the_devices_table_reaches_the_running_lookups(fresh_db, cach
     from simulator.devices import upsert_devices
 
     settings = fresh_db.replace(parallelism=1, device_cache=cache, device_cache_seconds=CACHE_S)
-    upsert_devices(settings, [{"device_id": "dev-a", "site": "north"}])
+    # A text and a number, both through the cache's row format (held whole: binary rows).
+    upsert_devices(
+        settings, [{"device_id": "dev-a", "site": "north", "cpu_utilization_high": 90.5}]
+    )
     t_env = create_table_env(settings, streaming=True)
     execute_file(t_env, "flink/devices_jdbc.sql", settings, **reference_lookup_options(settings))
     # 4 rows a second for 10 s, alternately of dev-a (a row, then an edited one) and dev-b
@@ -37,7 +40,7 @@ def test_an_edit_to_the_devices_table_reaches_the_running_lookups(fresh_db, cach
           'fields.seq.kind' = 'sequence', 'fields.seq.start' = '1', 'fields.seq.end' = '40')"""
     )
     table = t_env.sql_query(
-        """SELECT t.seq, t.device_id, d.site, CAST(t.pt AS TIMESTAMP(3))
+        """SELECT t.seq, t.device_id, d.site, CAST(t.pt AS TIMESTAMP(3)), d.cpu_utilization_high
         FROM (SELECT seq, pt, IF(MOD(seq, 2) = 0, 'dev-a', 'dev-b') AS device_id FROM ticks) t
         LEFT JOIN devices_lookup FOR SYSTEM_TIME AS OF t.pt AS d ON d.device_id = t.device_id"""
     )
@@ -46,22 +49,22 @@ def test_an_edit_to_the_devices_table_reaches_the_running_lookups(fresh_db, cach
         for row in results:
             # When the row was looked up (the job's zone is UTC).
             at = row[3].replace(tzinfo=UTC).timestamp()
-            rows.append((row[0], row[1], row[2], at))
+            rows.append((row[0], row[1], (row[2], row[4]), at))
             if edited_at is None:
                 edited_at = time.time()
                 upsert_devices(
                     settings,
                     [
-                        {"device_id": "dev-a", "site": "south"},
-                        {"device_id": "dev-b", "site": "east"},
+                        {"device_id": "dev-a", "site": "south", "cpu_utilization_high": 95.25},
+                        {"device_id": "dev-b", "site": "east", "cpu_utilization_high": None},
                     ],
                 )
     assert len(rows) == 40
     before = {(device, site) for _, device, site, at in rows if at < edited_at}
     after = {(device, site) for _, device, site, at in rows if at > edited_at + SETTLED_S}
     assert before, "no row was looked up before the edit"
-    assert before <= {("dev-a", "north"), ("dev-b", None)}
-    assert after == {("dev-a", "south"), ("dev-b", "east")}
+    assert before <= {("dev-a", ("north", 90.5)), ("dev-b", (None, None))}
+    assert after == {("dev-a", ("south", 95.25)), ("dev-b", ("east", None))}
 
 
 def test_auto_holds_a_table_whole_up_to_its_row_limit(fresh_db, capsys):

@@ -5,6 +5,7 @@ import org.apache.flink.configuration.ConfigOption;
 import org.apache.flink.configuration.ConfigOptions;
 import org.apache.flink.table.catalog.ResolvedCatalogTable;
 import org.apache.flink.table.connector.source.DynamicTableSource;
+import org.apache.flink.table.connector.source.InputFormatProvider;
 import org.apache.flink.table.connector.source.LookupTableSource;
 import org.apache.flink.table.connector.source.ScanTableSource;
 import org.apache.flink.table.connector.source.lookup.FullCachingLookupProvider;
@@ -13,6 +14,7 @@ import org.apache.flink.table.factories.DynamicTableSourceFactory;
 import org.apache.flink.table.factories.FactoryUtil;
 import org.apache.flink.table.types.DataType;
 import org.apache.flink.table.types.logical.LogicalType;
+import org.apache.flink.table.types.logical.RowType;
 import org.apache.flink.util.TimeUtils;
 
 import java.time.Duration;
@@ -83,17 +85,21 @@ public class FullCacheJdbcFactory implements DynamicTableSourceFactory {
                                 context.getConfiguration(),
                                 context.getClassLoader(),
                                 context.isTemporary()));
-        return new Source((ScanTableSource) source, reload);
+        RowType rowType =
+                (RowType) table.getResolvedSchema().toPhysicalRowDataType().getLogicalType();
+        return new Source((ScanTableSource) source, reload, rowType);
     }
 
     /** The JDBC table's scan, as the loader of a full lookup cache. */
     static final class Source implements LookupTableSource {
         private final ScanTableSource scan;
         private final Duration reload;
+        private final RowType rowType;
 
-        Source(ScanTableSource scan, Duration reload) {
+        Source(ScanTableSource scan, Duration reload, RowType rowType) {
             this.scan = scan;
             this.reload = reload;
+            this.rowType = rowType;
         }
 
         @Override
@@ -119,6 +125,14 @@ public class FullCacheJdbcFactory implements DynamicTableSourceFactory {
                                     return context.createDataStructureConverter(producedDataType);
                                 }
                             });
+            if (provider instanceof InputFormatProvider) {
+                // Held as binary rows: a third of the heap (CompactRows).
+                provider =
+                        InputFormatProvider.of(
+                                new CompactRows(
+                                        ((InputFormatProvider) provider).createInputFormat(),
+                                        rowType));
+            }
             return FullCachingLookupProvider.of(
                     provider,
                     new PeriodicCacheReloadTrigger(
@@ -127,7 +141,7 @@ public class FullCacheJdbcFactory implements DynamicTableSourceFactory {
 
         @Override
         public DynamicTableSource copy() {
-            return new Source((ScanTableSource) scan.copy(), reload);
+            return new Source((ScanTableSource) scan.copy(), reload, rowType);
         }
 
         @Override
