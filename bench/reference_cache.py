@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(2)
                 time.sleep(SETTLE_S)
                 used = heap_used_mb(pid)
-                flink.rest(f"/jobs/{job}", method="PATCH")
+                flink.cancel(job)
                 figures[mode].append(used)
                 log(
                     f"round {r + 1}, {mode}: heap after full GC {idle:,.0f} MB without a job, "

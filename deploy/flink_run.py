@@ -207,11 +207,12 @@ def client_class_archive(
     return archive, folder / f".classes-{key}-{os.getpid()}-{time.monotonic_ns()}.jsa"
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+def flatten_config(tree: dict, prefix: str = "") -> dict[str, str]:
+    """A config.yaml's nested keys as Flink's flat ones ("env.java.opts.all"), values as text."""
     flat: dict[str, str] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten_config(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = str(value)
     return flat
@@ -254,7 +255,7 @@ def client_launcher(env: dict[str, str]) -> tuple[list[str], dict[str, str]] | N
     conf = Path(env.get("FLINK_CONF_DIR") or home / "conf")
     lib = Path(env.get("FLINK_LIB_DIR") or home / "lib")
     try:
-        config = _flatten(yaml.safe_load((conf / "config.yaml").read_text()) or {})
+        config = flatten_config(yaml.safe_load((conf / "config.yaml").read_text()) or {})
     except (OSError, yaml.YAMLError, AttributeError):
         return None
     jars = sorted(str(p) for p in lib.glob("*.jar") if p.is_file())

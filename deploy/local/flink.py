@@ -25,7 +25,7 @@ from deploy.flink_run import (
     LIVE_JOB_STATES,
     Submission,
     SubmitError,
-    _flatten,
+    flatten_config,
     flink_home,
     java_binary,
     root_cause,
@@ -99,10 +99,10 @@ class Flink:
                 shutil.copy(f, self.conf_dir / f.name)
         base = yaml.safe_load((self.home / "conf" / "config.yaml").read_text()) or {}
         overrides = yaml.safe_load((HERE / "flink-config.yaml").read_text())
-        java_opts = _flatten(base).get("env.java.opts.all", "")
+        java_opts = flatten_config(base).get("env.java.opts.all", "")
         merged = deep_merge(base, overrides)
         # Keep the package's --add-opens flags and add ours.
-        extra = _flatten(overrides).get("env.java.opts.all", "")
+        extra = flatten_config(overrides).get("env.java.opts.all", "")
         merged["env"]["java"]["opts"]["all"] = f"{java_opts} {extra}".strip()
         merged["rest"]["port"] = int(self.s.flink_rest_url.rsplit(":", 1)[1].rstrip("/"))
         merged["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
@@ -324,7 +324,7 @@ class Flink:
         warning, never loads)."""
         import hashlib
 
-        config = _flatten(yaml.safe_load((self.conf_dir / "config.yaml").read_text()) or {})
+        config = flatten_config(yaml.safe_load((self.conf_dir / "config.yaml").read_text()) or {})
         opts = config.get("env.java.opts.taskmanager", "")
         java = java_binary()
         stamps = [opts, str(java.resolve())]
