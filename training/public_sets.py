@@ -1,6 +1,7 @@
 """Public labelled server metrics as CSVs that `make onboard` and `evaluate csv` read.
 
   python -m training.public_sets PROCESSED_DIR OUT_DIR
+  python -m training.public_sets A1BENCHMARK_DIR OUT_DIR
 
 PROCESSED_DIR is `data/processed` of a clone of https://github.com/zhhlee/InterFusion: per
 server, `<server>_train.pkl` (unlabelled, normal) and `<server>_test.pkl` with
@@ -18,6 +19,13 @@ training part followed by the test part, timed from 2026-01-05 00:00 UTC (a Mond
                                very different scales.
 
 A server whose files are missing or empty is skipped with a line saying so.
+
+A1BENCHMARK_DIR is the `A1Benchmark` folder of Yahoo Webscope's S5 labelled anomaly dataset:
+67 series of real traffic of Yahoo services (`real_<n>.csv`: timestamp 1, 2, ..., value,
+is_anomaly), one sample an hour, about two months each, in units from 0.03 to millions.
+Written, per series, timed hourly from the same Monday:
+
+  OUT_DIR/yahoo/real_<n>.csv   timestamp, value, label
 """
 
 from __future__ import annotations
@@ -66,17 +74,60 @@ def moving_metric(frame: pd.DataFrame) -> str:
     return ((bad.mean() - good.mean()).abs() / spread).fillna(0).idxmax()
 
 
+def yahoo_frames(folder: Path):
+    """(name, frame) of each readable `real_<n>.csv` of Yahoo's A1Benchmark folder."""
+    for path in sorted(folder.glob("real_*.csv"), key=lambda p: int(p.stem[5:] or 0)):
+        frame = pd.read_csv(path)
+        if not {"value", "is_anomaly"} <= set(frame.columns) or frame.empty:
+            print(f"{path.name}: skipped (no value and is_anomaly columns)")
+            continue
+        times = pd.date_range(START, periods=len(frame), freq="1h")
+        yield (
+            path.stem,
+            pd.DataFrame(
+                {
+                    "timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "value": frame["value"].astype(np.float64),
+                    "label": frame["is_anomaly"].astype(int),
+                }
+            ),
+        )
+
+
+def write_yahoo(folder: Path, out: Path) -> int:
+    (out / "yahoo").mkdir(parents=True, exist_ok=True)
+    written = 0
+    for name, frame in yahoo_frames(folder):
+        frame.to_csv(out / "yahoo" / f"{name}.csv", index=False, float_format="%.10g")
+        print(f"{name}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> yahoo/")
+        written += 1
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("processed", type=Path, help="data/processed of a zhhlee/InterFusion clone")
+    parser.add_argument(
+        "processed",
+        type=Path,
+        help="data/processed of a zhhlee/InterFusion clone, or Yahoo S5's A1Benchmark folder",
+    )
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
+    if any(args.processed.glob("real_*.csv")):
+        if not write_yahoo(args.processed, args.out):
+            print(f"no readable real_<n>.csv in {args.processed}", file=sys.stderr)
+            return 2
+        return 0
     servers = sorted(
         {p.name.removesuffix("_test_label.pkl") for p in args.processed.glob("*_test_label.pkl")},
         key=lambda s: (s.split("-")[0], [int(x) for x in s.split("-")[1:] if x.isdigit()]),
     )
     if not servers:
-        print(f"no <server>_test_label.pkl in {args.processed}", file=sys.stderr)
+        print(
+            f"no <server>_test_label.pkl (InterFusion) nor real_<n>.csv (Yahoo A1Benchmark) "
+            f"in {args.processed}",
+            file=sys.stderr,
+        )
         return 2
     mixed = 0
     for server in servers:

@@ -94,8 +94,9 @@ def reference_score(detector, normaliser, check, device_ids, x, context=None) ->
     z = normaliser.transform(device_ids, x)
     if check is None:
         return detector.score(z)
-    zc = check.transform_rows(normaliser, normaliser.indices(device_ids), x, context)
-    return check.combine(detector.score(z, zc), detector.threshold, x, context)
+    rows = normaliser.indices(device_ids)
+    zc = check.transform_rows(normaliser, rows, x, context)
+    return check.combine(detector.score(z, zc), detector.threshold, normaliser, rows, x, context)
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -456,11 +457,23 @@ def fit_model(
                 f"; or where its mean's residual against the same time of the week is "
                 f"{check.season_z:g} of its recent spread out"
             )
+        if check.level:
+            spread += (
+                f"; or where its mean is {check.level_z:g} of its recent windows' spread from "
+                f"their level (once {spread_min_windows} windows are in its context)"
+            )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "
             f"{detector.threshold:g} of their thresholds{spread}"
         )
-        train_scores = check.combine(detector.score(z, zc), detector.threshold, x, context)
+        train_scores = check.combine(
+            detector.score(z, zc),
+            detector.threshold,
+            normaliser,
+            normaliser.indices(device_ids),
+            x,
+            context,
+        )
     else:
         train_scores = detector.score(z)
     severity = Severity.fit(train_scores, detector.threshold)

@@ -309,7 +309,9 @@ class OnnxModel:
                 finite &= np.isfinite(zc).all(axis=1)
             s = np.where(finite, self.raw_scores(z, zc), np.inf)
             if self.check is not None:
-                s = self.check.combine(s, self.threshold, x[complete], c)
+                s = self.check.combine(
+                    s, self.threshold, self.normaliser, rows[complete], x[complete], c
+                )
             scores[complete] = s
             flagged = s > self.threshold
             flags[complete] = flagged

@@ -233,8 +233,8 @@ def test_a_window_whose_spread_leaves_its_recent_spreads_is_flagged_once_enough_
     ctx[:, 4] = 5  # too few windows in the context yet
     assert model.score(after_ids, after_x, ctx).flag.astype(bool).mean() < 0.02
     # A card from before the spread reading (none in it, nor in its self-check's scores)
-    # loads and reads none.
-    del spread_card["spread"]
+    # loads and reads none (nor the level reading, which came after it).
+    del spread_card["spread"], spread_card["level"]
     sc = card["self_check"]
     sc_ids = np.asarray(sc["device_ids"], dtype=object)
     sc_context = np.array(sc["context"], dtype=np.float64)
@@ -407,9 +407,12 @@ def test_a_shift_the_context_holds_only_in_part_stops_alarming_with_the_window_s
     sc_x = np.asarray(sc["features"], dtype=np.float64)
     sc_context = np.array(sc["context"], dtype=np.float64)
     sc_rows = model.normaliser.indices(sc_ids)
-    sc["scores"] = model.raw_scores(
+    raw = model.raw_scores(
         model.normaliser.transform_rows(sc_rows, sc_x),
         before.transform_rows(model.normaliser, sc_rows, sc_x, sc_context),
+    )
+    sc["scores"] = before.combine(
+        raw, model.threshold, model.normaliser, sc_rows, sc_x, sc_context
     ).tolist()
     (result.model_dir / CARD_FILE).write_text(json.dumps(card))
     old = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
@@ -466,3 +469,59 @@ def test_the_card_says_which_readings_of_the_window_it_takes(tmp_path, fleet):
     (result.model_dir / CARD_FILE).write_text(json.dumps(card))
     older = OnnxModel.load(result.model_dir, FEATURES, 3600, SEASON_CONTEXT)
     assert older.check.seasonal_mean == () and older.check.shape == ((0, 1, 2),)
+
+
+def test_a_window_whose_mean_leaves_its_recent_level_is_flagged_once_enough_are_seen(
+    tmp_path, fleet
+):
+    """The level reading: |mean - avg| / max(sd, the device's training scale of its mean)
+    over LEVEL_Z (4) is folded in as the spread reading is, once the context holds enough of
+    the device's windows; a card from before it reads none."""
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 150, level, spread)
+    result = fit_checked(tmp_path, ids, x, with_spread_context(x, context, 24), SPREAD_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())
+    assert card["context_check"]["level"] == [
+        {
+            "feature": "value_mean",
+            "avg": "value_avg1d",
+            "sd": "value_sd1d",
+            "windows": "value_windows1d",
+        }
+    ]
+    assert card["context_check"]["level_z"] == 4.0
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
+    assert model.check.level == ((0, 0, 1, 4),)
+    without = dataclasses.replace(model, check=dataclasses.replace(model.check, level=()))
+
+    after_ids, after_x, after_context = windows(rng, 30, level, spread)
+    rows = model.normaliser.indices(after_ids)
+    scale = model.normaliser.typical_rows(rows)[1][:, 0]
+    for sd_share, z, seen, reading in (
+        (2.0, 4.4, 24, 1.1),  # the context's spread above the training scale: read over it
+        (2.0, -4.4, 24, 1.1),
+        (0.5, 4.4, 24, 1.1),  # below: read over the training scale
+        (2.0, 3.6, 24, 0.9),  # raises the score, not past the threshold
+        (2.0, 4.4, 5, 0.0),  # too few windows in the context yet
+    ):
+        ctx = with_spread_context(after_x, after_context, seen)
+        ctx[:, 1] = sd_share * scale
+        ctx[:, 0] = after_x[:, 0] - z * np.fmax(ctx[:, 1], scale)
+        np.testing.assert_allclose(
+            model.check.level_reading(model.normaliser, rows, after_x, ctx), reading
+        )
+        base = without.score(after_ids, after_x, ctx)
+        got = model.score(after_ids, after_x, ctx)
+        np.testing.assert_allclose(got.score, np.fmax(base.score, reading * model.threshold))
+        if reading > 1:
+            assert got.flag.astype(bool).all()
+    # No context (the API, a device's first window) or no level in it: nothing read.
+    assert not model.check.level_reading(model.normaliser, rows, after_x, None).any()
+    ctx[:, 0] = np.nan
+    assert not model.check.level_reading(model.normaliser, rows, after_x, ctx).any()
+    # Planned only where the context counts the device's windows; a card from before the
+    # reading reads none.
+    assert ContextCheck.plan(FEATURES, CONTEXT).level == ()
+    del card["context_check"]["level"]
+    older = ContextCheck.from_card(card["context_check"], FEATURES)
+    assert older.level == () and older.spread

@@ -97,3 +97,31 @@ def test_a_small_ops_fleet_runs_end_to_end_and_the_table_is_its_own_report(tmp_p
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_yahoo_a1_series_become_hourly_csvs_with_their_labels(tmp_path, capsys):
+    from training import public_sets
+
+    a1 = tmp_path / "A1Benchmark"
+    a1.mkdir()
+    pd.DataFrame(
+        {"timestamp": [1, 2, 3], "value": [0.5, 12345.25, 7.0], "is_anomaly": [0, 1, 0]}
+    ).to_csv(a1 / "real_10.csv", index=False)
+    pd.DataFrame({"timestamp": [1, 2], "value": [1.0, 2.0], "is_anomaly": [0, 0]}).to_csv(
+        a1 / "real_2.csv", index=False
+    )
+    (a1 / "real_3.csv").write_text("timestamp,value\n1,2\n")  # no labels: skipped
+    assert public_sets.main([str(a1), str(tmp_path / "out")]) == 0
+    assert "real_3.csv: skipped" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "out" / "yahoo").iterdir()) == [
+        "real_10.csv",
+        "real_2.csv",
+    ]
+    frame = pd.read_csv(tmp_path / "out" / "yahoo" / "real_10.csv")
+    assert frame.to_dict("list") == {
+        "timestamp": ["2026-01-05T00:00:00Z", "2026-01-05T01:00:00Z", "2026-01-05T02:00:00Z"],
+        "value": [0.5, 12345.25, 7.0],
+        "label": [0, 1, 0],
+    }
+    # Neither source's files: a clear error.
+    assert public_sets.main([str(tmp_path / "out"), str(tmp_path / "x")]) == 2

@@ -77,7 +77,12 @@ def test_units_come_from_headers_and_windows_hold_enough_samples():
     assert propose_window(1000) == 10  # 1 s samples: the demo's 10 s window
     assert propose_window(60_000) == 600
     assert propose_window(300_000) == 3600  # 5-minute samples: 12 per hour
-    assert propose_window(3_600_000) == 43_200
+    # Slow series: at most an hour, unless one sample takes longer.
+    assert propose_window(900_000) == 3600
+    assert propose_window(3_600_000) == 3600
+    assert propose_window(7_200_000) == 7200
+    assert propose_window(86_400_000) == 86_400
+    assert propose_window(3_600_000, samples=1) == 3600
 
 
 def test_onboarding_writes_a_catalogue_that_loads_and_settings_that_fit(tmp_path, capsys):
