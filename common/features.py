@@ -75,19 +75,44 @@ CONTEXT_STATS: tuple[tuple[str, bool], ...] = (("avg", False), ("sd", False), ("
 # (udfs.calibration.ContextCheck). Where many metrics give the model a joint structure, the
 # context check is off by default, and these are not computed (each costs state and time).
 SPREAD_STATS: tuple[str, ...] = ("stdavg", "stdsd", "windows")
-# Of a one-metric catalogue whose window divides the week and is 10 minutes or longer (a
-# shorter one would keep too many slots per device), the seasonal reading's parts
-# (udfs.calibration.ContextCheck): "seasres", the window mean's residual against the mean of
-# the same time of the week on the previous SEASON_WEEKS weeks (all of them present), less the
+# Of a one-metric catalogue whose window is 10 minutes or longer (a shorter one would keep too
+# many slots per device), the seasonal readings' parts (udfs.calibration.ContextCheck), per
+# SEASON (below): "seasres", the window mean's residual against the mean of the same time of
+# the season's period on its previous periods (at least min_periods of them present), less the
 # mean of that residual over the day before the window; "seassd", the population spread of
-# those de-biased residuals over the week before (at least a day's windows of them). NULL
-# until the history is there. A spike within a daily or weekly swing stands out of it where a
+# those de-biased residuals over the week before (at least a day's windows of them). NULL until
+# the history is there. A spike within a daily or weekly swing stands out of it where a
 # horizon's spread, which holds the swing, hides it; a benign level shift moves every
-# residual, and the day's mean follows it. Named with the SEASON horizon ("28d").
+# residual, and the day's mean follows it. Named with the season's span ("28d", "7d").
 SEASON_STATS: tuple[str, ...] = ("seasres", "seassd")
 SEASON_WEEKS = 4
 SEASON_MIN_WINDOW_SECONDS = 600
-WEEK_SECONDS = 7 * 86_400
+DAY_SECONDS = 86_400
+WEEK_SECONDS = 7 * DAY_SECONDS
+
+
+@dataclass(frozen=True)
+class Season:
+    """A seasonal profile: each window against the same time of the period on the previous
+    ``periods`` periods, read where at least ``min_periods`` of them hold a window."""
+
+    period_seconds: int
+    periods: int
+    min_periods: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.periods * self.period_seconds // DAY_SECONDS}d"
+
+
+# The time of the week over 4 weeks (all present), and the time of the day over the week
+# before (3 of its 7 days at least: a daily swing is read from a device's fourth day, where the
+# week's profile needs five weeks; a day of the week unlike the others, e.g. a weekend, shows
+# in the daily profile's spread). Measured (README, Accuracy).
+SEASONS: tuple[Season, ...] = (
+    Season(WEEK_SECONDS, SEASON_WEEKS, SEASON_WEEKS),
+    Season(DAY_SECONDS, 7, 3),
+)
 
 
 _CONTEXT_NAME = re.compile(
@@ -144,17 +169,24 @@ def spread_stats(metric_names) -> tuple[str, ...]:
     return SPREAD_STATS if len(metric_names) == 1 else ()
 
 
-SEASON = Horizon(f"{7 * SEASON_WEEKS}d", SEASON_WEEKS * WEEK_SECONDS, modelled=False)
+def season_horizon(season: Season) -> Horizon:
+    return Horizon(season.name, season.periods * season.period_seconds, modelled=False)
 
 
-def season_stats(metric_names, horizon_list, window_seconds: int) -> tuple[str, ...]:
-    """The SEASON_STATS computed: for one metric with context horizons (the context check
-    reads them) and a window of 10 minutes or more that divides the week; else none."""
+def seasons_of(metric_names, horizon_list, window_seconds: int) -> tuple[Season, ...]:
+    """The SEASONS whose SEASON_STATS are computed: for one metric with context horizons (the
+    context check reads them) and a window of 10 minutes or more that divides the period;
+    else none."""
     if len(metric_names) != 1 or not horizon_list:
         return ()
-    if window_seconds < SEASON_MIN_WINDOW_SECONDS or WEEK_SECONDS % window_seconds:
+    if window_seconds < SEASON_MIN_WINDOW_SECONDS:
         return ()
-    return SEASON_STATS
+    return tuple(s for s in SEASONS if s.period_seconds % window_seconds == 0)
+
+
+def season_of(horizon: Horizon) -> Season:
+    """The season a SEASON_STATS feature's horizon names."""
+    return next(s for s in SEASONS if s.name == horizon.name)
 
 
 def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Feature, ...]:
@@ -192,9 +224,17 @@ def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Fe
         for stat in spread_stats(metric_names)
     )
     season = tuple(
-        Feature(f"{metric}_{stat}{SEASON.name}", metric, "DOUBLE", False, horizon=SEASON, stat=stat)
+        Feature(
+            f"{metric}_{stat}{season.name}",
+            metric,
+            "DOUBLE",
+            False,
+            horizon=season_horizon(season),
+            stat=stat,
+        )
         for metric in metric_names
-        for stat in season_stats(metric_names, horizon_list, window_seconds)
+        for season in seasons_of(metric_names, horizon_list, window_seconds)
+        for stat in SEASON_STATS
     )
     return window + context + spread + season
 
@@ -216,9 +256,12 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
     if longest is None:
         return ()
     stats = ("avg", "sd", *spread_stats(metric_names))
-    season = season_stats(metric_names, horizon_list, window_seconds)
+    seasons = seasons_of(metric_names, horizon_list, window_seconds)
     return tuple(f"{m}_{stat}{longest.name}" for m in metric_names for stat in stats) + tuple(
-        f"{m}_{stat}{SEASON.name}" for m in metric_names for stat in season
+        f"{m}_{stat}{season.name}"
+        for m in metric_names
+        for season in seasons
+        for stat in SEASON_STATS
     )
 
 

@@ -15,6 +15,7 @@ from common.features import (
     AGGREGATES,
     CATALOGUE,
     CONTEXT_FEATURES,
+    DAY_SECONDS,
     FEATURES,
     HORIZONS,
     METRIC_NAMES,
@@ -23,16 +24,18 @@ from common.features import (
     PG_TYPES,
     SCORER_CONTEXT_NAMES,
     SEASON_STATS,
-    SEASON_WEEKS,
     SPREAD_STATS,
     WEEK_SECONDS,
     WINDOW_FEATURES,
     Horizon,
+    Season,
     longest_horizon,
+    season_of,
 )
 from common.settings import REPO_ROOT, Settings
 
 SQL_DIR = REPO_ROOT / "sql"
+_INDENT = ",\n  "
 _PLACEHOLDER = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 
 # Columns of a telemetry event as Flink SQL reads them from JSON.
@@ -213,10 +216,10 @@ def _windows_per_day(window_seconds: int) -> int:
     return max(1, 86_400 // window_seconds)
 
 
-def _season_parts(metric: str) -> dict[str, str]:
-    """The columns of the seasonal views (one metric)."""
+def _season_parts(metric: str, season: Season) -> dict[str, str]:
+    """The columns of the seasonal views (one metric, one season)."""
     return {
-        part: f"`ctx_{part}_{metric}`"
+        part: f"`ctx_{part}{season.name}_{metric}`"
         for part in ("sn", "ssum", "sr", "srn", "srsum", "srr", "srrn", "srrsum", "srrsq")
     }
 
@@ -224,12 +227,13 @@ def _season_parts(metric: str) -> dict[str, str]:
 def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[str], str]:
     """The views that compute the SEASON_STATS (common.features) over ``source``, and the last
     one's name; none where the features have none. Each is an OVER on the window rows, as the
-    horizons' views are: the same time of the week on the previous SEASON_WEEKS weeks (a
-    partition per device and time of the week), the residual's mean over the day before, the
-    de-biased residuals' spread over the week before; each leaves the window's own value
-    out."""
-    metrics = sorted({f.metric for f in CONTEXT_FEATURES if f.stat in SEASON_STATS})
-    if not metrics:
+    horizons' views are: per season, the same time of its period on its previous periods (a
+    partition per device and time of the period); then for every season at once, the
+    residual's mean over the day before, the de-biased residuals' spread over the week before;
+    each leaves the window's own value out."""
+    features = [f for f in CONTEXT_FEATURES if f.stat in SEASON_STATS]
+    pairs = sorted({(f.metric, season_of(f.horizon)) for f in features}, key=str)
+    if not pairs:
         return [], source
     order = "`ctx_second`" if batch else "window_time"
 
@@ -244,13 +248,28 @@ def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[s
 
     per_day = _windows_per_day(window_seconds)
     seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
-    steps = [f"SELECT *, MOD({seconds}, {WEEK_SECONDS}) AS `ctx_slot` FROM {{source}}"]  # noqa: S608
-    profile, residual, day, debiased, week = [], [], [], [], []
-    for metric in metrics:
-        c, mean = _season_parts(metric), f"`{metric}_{_MEAN.suffix}`"
-        profile += [f"COUNT({mean}) OVER w AS {c['sn']}", f"SUM({mean}) OVER w AS {c['ssum']}"]
+    seasons = sorted({season for _, season in pairs}, key=lambda x: -x.period_seconds)
+    slots = ", ".join(
+        f"MOD({seconds}, {season.period_seconds}) AS `ctx_slot{season.name}`" for season in seasons
+    )
+    steps = [f"SELECT *, {slots} FROM {{source}}"]  # noqa: S608
+    profiles, residual, day, debiased, week = [], [], [], [], []
+    for season in seasons:
+        profile = []
+        for metric in (m for m, s in pairs if s == season):
+            c = _season_parts(metric, season)
+            profile += [
+                f"COUNT(`{metric}_{_MEAN.suffix}`) OVER w AS {c['sn']}",
+                f"SUM(`{metric}_{_MEAN.suffix}`) OVER w AS {c['ssum']}",
+            ]
+        profiles.append(
+            f"SELECT *,\n  {_INDENT.join(profile)}\nFROM {{source}}\n"
+            + over(f"device_id, `ctx_slot{season.name}`", season.periods * season.period_seconds)
+        )
+    for metric, season in pairs:
+        c, mean = _season_parts(metric, season), f"`{metric}_{_MEAN.suffix}`"
         residual.append(
-            f"CASE WHEN {mean} IS NOT NULL AND {c['sn']} - 1 >= {SEASON_WEEKS} "
+            f"CASE WHEN {mean} IS NOT NULL AND {c['sn']} - 1 >= {season.min_periods} "
             f"THEN {mean} - ({c['ssum']} - {mean}) / ({c['sn']} - 1) END AS {c['sr']}"
         )
         day += [f"COUNT({c['sr']}) OVER w AS {c['srn']}", f"SUM({c['sr']}) OVER w AS {c['srsum']}"]
@@ -264,14 +283,12 @@ def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[s
             f"SUM({c['srr']}) OVER w AS {c['srrsum']}",
             f"SUM({c['srr']} * {c['srr']}) OVER w AS {c['srrsq']}",
         ]
-    indent = ",\n  "
     steps += [
-        f"SELECT *,\n  {indent.join(profile)}\nFROM {{source}}\n"
-        + over("device_id, `ctx_slot`", SEASON_WEEKS * WEEK_SECONDS),
-        f"SELECT *,\n  {indent.join(residual)}\nFROM {{source}}",
-        f"SELECT *,\n  {indent.join(day)}\nFROM {{source}}\n" + over("device_id", 86_400),
-        f"SELECT *,\n  {indent.join(debiased)}\nFROM {{source}}",
-        f"SELECT *,\n  {indent.join(week)}\nFROM {{source}}\n" + over("device_id", WEEK_SECONDS),
+        *profiles,
+        f"SELECT *,\n  {_INDENT.join(residual)}\nFROM {{source}}",
+        f"SELECT *,\n  {_INDENT.join(day)}\nFROM {{source}}\n" + over("device_id", DAY_SECONDS),
+        f"SELECT *,\n  {_INDENT.join(debiased)}\nFROM {{source}}",
+        f"SELECT *,\n  {_INDENT.join(week)}\nFROM {{source}}\n" + over("device_id", WEEK_SECONDS),
     ]
     views = []
     for k, step in enumerate(steps):
@@ -282,7 +299,7 @@ def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[s
 
 
 def _season_feature(f, window_seconds: int) -> str:
-    c = _season_parts(f.metric)
+    c = _season_parts(f.metric, season_of(f.horizon))
     if f.stat == "seasres":
         return c["srr"]
     preceding, _, var = _excluding_own(c["srr"], c["srrn"], c["srrsum"], c["srrsq"])

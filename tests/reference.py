@@ -118,32 +118,34 @@ def anomalous_windows(events: list[dict], window_seconds: int) -> tuple[set, set
 def season_stats(frame: pd.DataFrame, window_ms: int) -> pd.DataFrame:
     """common.features.SEASON_STATS of a one-metric catalogue ("value") by their definition,
     by time, per device: ``frame`` holds device_id, start_ms (each window's start) and
-    value_mean; returns it with value_seasres28d and value_seassd28d."""
-    week, day, weeks = 7 * 86_400_000, 86_400_000, 4
+    value_mean; returns it with value_seasres28d and value_seassd28d (the time of the week on
+    the 4 weeks before, all present) and value_seasres7d and value_seassd7d (the time of the
+    day on the 7 days before, at least 3 present)."""
+    day = 86_400_000
+    week = 7 * day
     per_day = max(1, day // window_ms)
     out = []
     for _, rows in frame.groupby("device_id", sort=False):
         t = rows["start_ms"].to_numpy()
         mean = dict(zip(t, rows["value_mean"].to_numpy(dtype=float), strict=True))
-        r = {}
-        for ts in t:
-            back = [mean.get(ts - k * week) for k in range(1, weeks + 1)]
-            if all(v is not None for v in back):
-                r[ts] = mean[ts] - np.mean(back)
-        rr = {}
-        for ts in r:
-            prev = [r[u] for u in t if ts - day <= u < ts and u in r]
-            if len(prev) >= max(2, per_day // 2):
-                rr[ts] = r[ts] - np.mean(prev)
-        sd = {}
-        for ts in t:
-            prev = [rr[u] for u in t if ts - week <= u < ts and u in rr]
-            if len(prev) >= per_day:
-                sd[ts] = np.std(prev)
-        out.append(
-            rows.assign(
-                value_seasres28d=[rr.get(ts, np.nan) for ts in t],
-                value_seassd28d=[sd.get(ts, np.nan) for ts in t],
-            )
-        )
+        columns = {}
+        for name, period, periods, least in (("28d", week, 4, 4), ("7d", day, 7, 3)):
+            r = {}
+            for ts in t:
+                back = [mean[u] for k in range(1, periods + 1) if (u := ts - k * period) in mean]
+                if len(back) >= least:
+                    r[ts] = mean[ts] - np.mean(back)
+            rr = {}
+            for ts in r:
+                prev = [r[u] for u in t if ts - day <= u < ts and u in r]
+                if len(prev) >= max(2, per_day // 2):
+                    rr[ts] = r[ts] - np.mean(prev)
+            sd = {}
+            for ts in t:
+                prev = [rr[u] for u in t if ts - week <= u < ts and u in rr]
+                if len(prev) >= per_day:
+                    sd[ts] = np.std(prev)
+            columns[f"value_seasres{name}"] = [rr.get(ts, np.nan) for ts in t]
+            columns[f"value_seassd{name}"] = [sd.get(ts, np.nan) for ts in t]
+        out.append(rows.assign(**columns))
     return pd.concat(out)

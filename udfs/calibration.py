@@ -195,10 +195,11 @@ SPREAD_Z = 10.0
 # device whose windows are sometimes flat anyway (a quantised idle metric, one sample per
 # window) sits below it and is not read.
 FLAT_Z = 2.0
-# The seasonal reading (one-metric catalogues with SEASON_STATS, common.features): a window
-# whose mean's de-biased residual against the same time of the week on the previous weeks is
-# SEASON_Z of its recent spread out is flagged whatever the model's score. Measured (README,
-# Accuracy): it finds the spikes a daily swing hides in slow series.
+# The seasonal readings (one-metric catalogues with SEASON_STATS, common.features): a window
+# whose mean's de-biased residual against the same time of the week on the previous weeks, or
+# of the day on the previous days (common.features.SEASONS), is SEASON_Z of its recent spread
+# out is flagged whatever the model's score. Measured (README, Accuracy): they find the spikes
+# a daily swing hides.
 SEASON_Z = 5.0
 # The level reading (one-metric catalogues: the context holds each device's window count): a
 # window whose mean is LEVEL_Z of the device's recent spread of window means from their level,
@@ -243,15 +244,15 @@ class ContextCheck:
     window's min, max and std shrink towards its mean: a window of the new level looked
     unlike any in training for months. Its shape does not move with its level.
 
-    Where the seasonal reading is computed (``seasonal_mean``), the mean is read against the
-    nearer of two expectations: the context's level (as above) and its time of the week
-    (seasres / seassd, the seasonal reading's z, which follows a level shift within a day): the
-    smaller of the two readings in magnitude. A window is out of context only if it is far
-    from both.
+    Where the seasonal readings are computed (``seasonal_mean``), the mean is read against the
+    nearest of the expectations: the context's level (as above) and its time of each season's
+    period (seasres / seassd, the seasonal reading's z, which follows a level shift within a
+    day): the smallest of the readings in magnitude. A window is out of context only if it is
+    far from all.
 
     Beside the model's two readings, which must both pass, three readings flag a window on
     their own (``combine``): its std against the recent spreads (``spread``), its mean against
-    the same time of the week (``season``) and its mean against the recent windows' level in
+    the same time of the week or day (``season``) and its mean against the recent windows' level in
     their spread (``level``)."""
 
     columns: tuple[str, ...]  # the context columns the scorer is given (avg, sd per metric)
@@ -265,14 +266,16 @@ class ContextCheck:
     spread_min_windows: int = 0
     spread_z: float = SPREAD_Z
     flat_z: float = FLAT_Z  # inf: no flat reading (a card from before it)
-    # The seasonal reading, per metric with SEASON_STATS: (seasres column, seassd column).
+    # The seasonal readings, per metric and season with SEASON_STATS: (seasres column, seassd
+    # column).
     season: tuple[tuple[int, int], ...] = ()
     season_z: float = SEASON_Z
     # The window's shape, per metric with SPREAD_STATS: (mean feature index, std feature index,
     # stdavg column); empty in a card from before it.
     shape: tuple[tuple[int, int, int], ...] = ()
-    # The mean's reading against its time of the week too, per metric with SEASON_STATS: (mean
-    # feature index, seasres column, seassd column); empty in a card from before it.
+    # The mean's reading against its time of each season too, per metric and season with
+    # SEASON_STATS: (mean feature index, seasres column, seassd column); empty in a card from
+    # before it.
     seasonal_mean: tuple[tuple[int, int, int], ...] = ()
     # The level reading, per metric with a windows column: (mean feature index, avg column, sd
     # column, windows column); empty in a card from before it.
@@ -308,11 +311,12 @@ class ContextCheck:
         season, seasonal_mean = [], []
         for jm in dict.fromkeys(jm for _, jm, _, _, _ in uses):
             metric = feature_names[jm].rpartition("_")[0]
-            res = [c for n, c in context.items() if n.startswith(f"{metric}_seasres")]
-            sd = [c for n, c in context.items() if n.startswith(f"{metric}_seassd")]
-            if len(res) == 1 and len(sd) == 1:
-                season.append((res[0], sd[0]))
-                seasonal_mean.append((jm, res[0], sd[0]))
+            for name, res in context.items():  # each season's residual with its spread
+                if name.startswith(prefix := f"{metric}_seasres"):
+                    sd = context.get(f"{metric}_seassd{name.removeprefix(prefix)}")
+                    if sd is not None:
+                        season.append((res, sd))
+                        seasonal_mean.append((jm, res, sd))
         if not uses:
             return None
         stdavg = {j: a for j, a, _, _, _, _ in spread}
@@ -409,7 +413,9 @@ class ContextCheck:
         x = np.asarray(x, dtype=np.float64)
         out = np.empty((len(x), len(self.uses)))
         shape = {jm: (js, a) for jm, js, a in self.shape}
-        seasonal = {jm: (r, q) for jm, r, q in self.seasonal_mean}
+        seasonal: dict[int, list[tuple[int, int]]] = {}
+        for jm, r, q in self.seasonal_mean:
+            seasonal.setdefault(jm, []).append((r, q))
         for k, (j, jm, a, s, level) in enumerate(self.uses):
             if j != jm and jm in shape:
                 out[:, k] = self._shape_reading(j, jm, *shape[jm], level, x, context, center, scale)
@@ -420,8 +426,8 @@ class ContextCheck:
             avg = np.where(np.isfinite(avg), avg, center[:, jm])
             den = np.fmax(np.where(np.isfinite(sd), sd, scale[:, jm]), scale[:, jm])
             out[:, k] = ((x[:, j] - avg) if level else x[:, j]) / den
-            if j == jm and jm in seasonal and context is not None:
-                z = season_z(context, *seasonal[jm])
+            for r, q in seasonal.get(jm, ()) if j == jm and context is not None else ():
+                z = season_z(context, r, q)
                 nearer = np.isfinite(z) & (np.abs(z) < np.abs(out[:, k]))
                 out[:, k] = np.where(nearer, z, out[:, k])
         return out
@@ -522,10 +528,7 @@ class ContextCheck:
         planned_season = [(columns[r], columns[s]) for r, s in planned.season]
         if season and season != planned_season:
             raise CalibrationError("the card's seasonal reading does not fit its context")
-        try:
-            season_z = float(card.get("season_z", SEASON_Z))
-        except (TypeError, ValueError) as exc:
-            raise CalibrationError(f"season_z in the model card is malformed: {exc}") from exc
+        season_z = _card_number(card, "season_z", SEASON_Z)
         # A card from before the level reading reads none.
         level = [
             (u.get("feature"), u.get("avg"), u.get("sd"), u.get("windows"))
@@ -536,10 +539,7 @@ class ContextCheck:
         ]
         if level and level != planned_level:
             raise CalibrationError("the card's level reading does not fit its context")
-        try:
-            level_z = float(card.get("level_z", LEVEL_Z))
-        except (TypeError, ValueError) as exc:
-            raise CalibrationError(f"level_z in the model card is malformed: {exc}") from exc
+        level_z = _card_number(card, "level_z", LEVEL_Z)
         # A card from before the window's shape reads min, max and std against the context.
         check = dataclasses.replace(
             check,
@@ -559,6 +559,13 @@ class ContextCheck:
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"spread_z in the model card is malformed: {exc}") from exc
         return dataclasses.replace(check, spread_z=z, flat_z=flat)
+
+
+def _card_number(card: dict, key: str, default: float) -> float:
+    try:
+        return float(card.get(key, default))
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"{key} in the model card is malformed: {exc}") from exc
 
 
 @dataclass(frozen=True)

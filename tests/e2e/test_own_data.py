@@ -302,6 +302,8 @@ make replay REPLAY_ARGS="{data} --label-column label"
         "value_windows15d",
         "value_seasres28d",  # NULL here: five days hold no earlier weeks
         "value_seassd28d",
+        "value_seasres7d",  # from a device's fourth day
+        "value_seassd7d",
     ]
     # The spreads' context the stream stored (WindowContext), by value: five days of windows
     # are all within the 15-day horizon, so each window's is that of all its device's
@@ -319,19 +321,23 @@ make replay REPLAY_ARGS="{data} --label-column label"
             rtol=1e-6,
             atol=1e-5,  # from sums of squares, as tests/reference.py allows
         )
-    # The seasonal reading's parts the stream stored, by value (NULL until a device has four
-    # weeks behind it): the five-day devices have none, the hourly one from its fifth week.
-    season = ["value_seasres28d", "value_seassd28d"]
-    assert five_days[season].isna().all().all()
-    hourly = rows[rows["device_id"] == HOURLY_DEVICE].sort_values("window_start")
-    start_ms = (pd.to_datetime(hourly["window_start"], utc=True) - pd.Timestamp(0, tz="UTC")) // (
+    # The seasonal readings' parts the stream stored, by value (NULL until a device has four
+    # weeks behind it, or three days for the day's): the five-day devices have no week's, the
+    # hourly one from its fifth week; every device has the day's from its fourth day.
+    assert five_days[["value_seasres28d", "value_seassd28d"]].isna().all().all()
+    ordered = rows.sort_values(["device_id", "window_start"])
+    start_ms = (pd.to_datetime(ordered["window_start"], utc=True) - pd.Timestamp(0, tz="UTC")) // (
         pd.Timedelta("1ms")
     )
-    expected_season = reference.season_stats(hourly.assign(start_ms=start_ms.to_numpy()), 3_600_000)
-    for column in season:
-        got, want = hourly[column].astype(float), expected_season[column].astype(float)
-        assert (got.isna() == want.isna()).all() and got.notna().sum() > 100, column
+    expected_season = reference.season_stats(
+        ordered.assign(start_ms=start_ms.to_numpy()), 3_600_000
+    )
+    hourly = ordered["device_id"] == HOURLY_DEVICE
+    for column in ["value_seasres28d", "value_seassd28d", "value_seasres7d", "value_seassd7d"]:
+        got, want = ordered[column].astype(float), expected_season[column].astype(float)
+        assert (got.isna() == want.isna()).all() and got[hourly].notna().sum() > 100, column
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert ordered.loc[~hourly, "value_seasres7d"].notna().sum() > 10
     # By value: the stream's scores are the model's scores of what the stream stored.
     expected = model.score(
         rows["device_id"].to_numpy(dtype=object),

@@ -276,8 +276,13 @@ def test_season_stats_match_a_time_based_reference(batch_env, base_settings):
     got = flink_window_features(batch_env, base_settings, events)
     got["start_ms"] = (got["window_start"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1ms")
     expected = reference.season_stats(got, base_settings.window_seconds * 1000)
-    for name in ("value_seasres28d", "value_seassd28d"):
+    for name, seen in (
+        ("value_seasres28d", 300),  # the week's history is there from day 30 on
+        ("value_seassd28d", 300),
+        ("value_seasres7d", 700),  # the day's from day 4 on
+        ("value_seassd7d", 700),
+    ):
         a, b = got[name].to_numpy(float), expected[name].to_numpy(float)
         assert (np.isnan(a) == np.isnan(b)).all(), name
-        assert np.isfinite(a).sum() > 300, name  # the history is there from day 30 on
+        assert np.isfinite(a).sum() > seen, name
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(b)))
