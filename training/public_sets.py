@@ -76,7 +76,8 @@ def moving_metric(frame: pd.DataFrame) -> str:
 
 def yahoo_frames(folder: Path):
     """(name, frame) of each readable `real_<n>.csv` of Yahoo's A1Benchmark folder."""
-    for path in sorted(folder.glob("real_*.csv"), key=lambda p: int(p.stem[5:] or 0)):
+    # real_2 before real_10
+    for path in sorted(folder.glob("real_*.csv"), key=lambda p: (len(p.stem), p.stem)):
         frame = pd.read_csv(path)
         if not {"value", "is_anomaly"} <= set(frame.columns) or frame.empty:
             print(f"{path.name}: skipped (no value and is_anomaly columns)")

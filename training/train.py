@@ -440,7 +440,8 @@ def fit_model(
         # The spread reading waits for a quarter of its horizon's windows in the context.
         horizon = duration_seconds(context_horizon_of(context_names[0]))
         spread_min_windows = max(1, horizon // window_seconds // 4)
-        xc = check.read(normaliser, normaliser.indices(device_ids), x, context)
+        device_rows = normaliser.indices(device_ids)
+        xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(DeviceNormaliser.fit(device_ids, xc), spread_min_windows)
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(device_ids, xc, zc, params, calibration)
@@ -454,7 +455,7 @@ def fit_model(
         )
         if check.season:
             spread += (
-                f"; or where its mean's residual against the same time of the week is "
+                f"; or where its mean's residual against the same time of the week or day is "
                 f"{check.season_z:g} of its recent spread out"
             )
         if check.level:
@@ -467,12 +468,7 @@ def fit_model(
             f"{detector.threshold:g} of their thresholds{spread}"
         )
         train_scores = check.combine(
-            detector.score(z, zc),
-            detector.threshold,
-            normaliser,
-            normaliser.indices(device_ids),
-            x,
-            context,
+            detector.score(z, zc), detector.threshold, normaliser, device_rows, x, context
         )
     else:
         train_scores = detector.score(z)

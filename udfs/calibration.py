@@ -321,12 +321,13 @@ class ContextCheck:
             return None
         stdavg = {j: a for j, a, _, _, _, _ in spread}
         shape = [(jm, j, stdavg[j]) for j, jm, _, _, level in uses if not level and j in stdavg]
-        level_reading = []
-        for j, jm, a, s, _ in uses:
-            metric = feature_names[jm].rpartition("_")[0]
-            windows = [c for n, c in context.items() if n.startswith(f"{metric}_windows")]
-            if j == jm and len(windows) == 1:
-                level_reading.append((jm, a, s, windows[0]))
+        # The level reading counts the context's windows as the spread reading does.
+        windows = {feature_names[j].rpartition("_")[0]: n for j, _, _, n, _, _ in spread}
+        level_reading = [
+            (jm, a, s, windows[metric])
+            for j, jm, a, s, _ in uses
+            if j == jm and (metric := feature_names[jm].rpartition("_")[0]) in windows
+        ]
         return cls(
             tuple(context_names),
             tuple(uses),
@@ -552,16 +553,16 @@ class ContextCheck:
         )
         if not spread:
             return dataclasses.replace(check, spread=())
-        try:
-            z = float(card["spread_z"])
-            # A card from before the flat reading reads none.
-            flat = float(card.get("flat_z", math.inf))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CalibrationError(f"spread_z in the model card is malformed: {exc}") from exc
-        return dataclasses.replace(check, spread_z=z, flat_z=flat)
+        # A card from before the flat reading reads none.
+        return dataclasses.replace(
+            check,
+            spread_z=_card_number(card, "spread_z", None),
+            flat_z=_card_number(card, "flat_z", math.inf),
+        )
 
 
-def _card_number(card: dict, key: str, default: float) -> float:
+def _card_number(card: dict, key: str, default: float | None) -> float:
+    """A number of the card (``default`` where it is absent; None: it must be there)."""
     try:
         return float(card.get(key, default))
     except (TypeError, ValueError) as exc:
