@@ -75,6 +75,13 @@ CONTEXT_STATS: tuple[tuple[str, bool], ...] = (("avg", False), ("sd", False), ("
 # (udfs.calibration.ContextCheck). Where many metrics give the model a joint structure, the
 # context check is off by default, and these are not computed (each costs state and time).
 SPREAD_STATS: tuple[str, ...] = ("stdavg", "stdsd", "windows")
+# Of those, the ones over the windows' std (the rest count windows with a mean).
+STD_STATS: tuple[str, ...] = ("stdavg", "stdsd")
+# Of a one-metric catalogue with two horizons or more, over the shortest horizon: how many
+# windows its avg and sd come from ("windows"). Stored, not modelled: the context check's stuck
+# reading (udfs.calibration.ContextCheck) reads the shortest horizon's avg, sd and windows (a
+# value that has not moved over it, where the longest horizon's windows vary).
+RECENT_STATS: tuple[str, ...] = ("windows",)
 # Of a one-metric catalogue whose window is 10 minutes or longer (a shorter one would keep too
 # many slots per device), the seasonal readings' parts (udfs.calibration.ContextCheck), per
 # SEASON (below): "seasres", the window mean's residual against the mean of the same time of
@@ -119,7 +126,7 @@ _CONTEXT_NAME = re.compile(
     r"_(?:"
     + "|".join(
         sorted(
-            [stat for stat, _ in CONTEXT_STATS] + list(SPREAD_STATS) + list(SEASON_STATS),
+            {stat for stat, _ in CONTEXT_STATS} | {*SPREAD_STATS, *RECENT_STATS, *SEASON_STATS},
             key=len,
         )[::-1]
     )
@@ -162,6 +169,15 @@ class Feature:
 def longest_horizon(horizon_list) -> Horizon | None:
     """The horizon whose context the scorer reads and the band shows: the longest."""
     return max(horizon_list, key=lambda h: h.seconds, default=None)
+
+
+def recent_horizon(metric_names, horizon_list) -> Horizon | None:
+    """The horizon whose RECENT_STATS are computed and whose context the stuck reading reads:
+    the shortest, for one metric with two horizons or more; else None."""
+    shortest = min(horizon_list, key=lambda h: h.seconds, default=None)
+    if len(metric_names) != 1 or shortest is None or shortest == longest_horizon(horizon_list):
+        return None
+    return shortest
 
 
 def spread_stats(metric_names) -> tuple[str, ...]:
@@ -223,6 +239,13 @@ def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Fe
         if longest is not None
         for stat in spread_stats(metric_names)
     )
+    recent = recent_horizon(metric_names, horizon_list)
+    recent_features = tuple(
+        Feature(f"{metric}_{stat}{recent.name}", metric, "BIGINT", False, horizon=recent, stat=stat)
+        for metric in metric_names
+        if recent is not None
+        for stat in RECENT_STATS
+    )
     season = tuple(
         Feature(
             f"{metric}_{stat}{season.name}",
@@ -236,7 +259,7 @@ def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Fe
         for season in seasons_of(metric_names, horizon_list, window_seconds)
         for stat in SEASON_STATS
     )
-    return window + context + spread + season
+    return window + context + spread + recent_features + season
 
 
 HORIZONS: tuple[Horizon, ...] = horizons(_SETTINGS)
@@ -251,17 +274,28 @@ MODEL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.model
 def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) -> tuple[str, ...]:
     """The context the scorer reads beside the model's features (udfs.calibration.ContextCheck):
     each metric's level and spread (avg, sd) over the longest horizon, and for one metric its
-    SPREAD_STATS, then its SEASON_STATS where computed; none without horizons."""
+    SPREAD_STATS, then the shortest horizon's avg, sd and RECENT_STATS where computed, then its
+    SEASON_STATS where computed; none without horizons. The longest horizon's come first."""
     longest = longest_horizon(horizon_list)
     if longest is None:
         return ()
     stats = ("avg", "sd", *spread_stats(metric_names))
+    recent = recent_horizon(metric_names, horizon_list)
     seasons = seasons_of(metric_names, horizon_list, window_seconds)
-    return tuple(f"{m}_{stat}{longest.name}" for m in metric_names for stat in stats) + tuple(
-        f"{m}_{stat}{season.name}"
-        for m in metric_names
-        for season in seasons
-        for stat in SEASON_STATS
+    return (
+        tuple(f"{m}_{stat}{longest.name}" for m in metric_names for stat in stats)
+        + tuple(
+            f"{m}_{stat}{recent.name}"
+            for m in metric_names
+            if recent is not None
+            for stat in ("avg", "sd", *RECENT_STATS)
+        )
+        + tuple(
+            f"{m}_{stat}{season.name}"
+            for m in metric_names
+            for season in seasons
+            for stat in SEASON_STATS
+        )
     )
 
 

@@ -24,7 +24,7 @@ from common.features import (
     PG_TYPES,
     SCORER_CONTEXT_NAMES,
     SEASON_STATS,
-    SPREAD_STATS,
+    STD_STATS,
     WEEK_SECONDS,
     WINDOW_FEATURES,
     Horizon,
@@ -192,7 +192,7 @@ def _context_view(h: Horizon) -> str:
 
 def _sums(h: Horizon, metric: str, aggregate: str = _MEAN.suffix) -> tuple[str, str, str]:
     """The columns holding, over a horizon (the window included), how many windows have the
-    aggregate (the mean; the std for SPREAD_STATS) of the metric, and the sum and sum of squares
+    aggregate (the mean; the std for STD_STATS) of the metric, and the sum and sum of squares
     of those values."""
     tag = "" if aggregate == _MEAN.suffix else aggregate
     return tuple(f"ctx_{part}{tag}{h.name}_{metric}" for part in ("n", "sum", "sumsq"))
@@ -311,12 +311,12 @@ def _context_feature(f, window_seconds: int = 0) -> str:
     """A context feature from its horizon's sums, the window's own value left out: the mean and
     population spread of the preceding windows' means (NULL if there are none), and the
     window mean's deviation from that mean (0 then; NULL if the window has no mean). The
-    SPREAD_STATS are the same over the windows' std, and the number of preceding windows;
-    the SEASON_STATS come from their own views (_season_views)."""
+    STD_STATS are the same over the windows' std; "windows" (SPREAD_STATS, RECENT_STATS) is
+    the number of preceding windows with a mean; the SEASON_STATS come from their own views
+    (_season_views)."""
     if f.stat in SEASON_STATS:
         return _season_feature(f, window_seconds)
-    spread = f.stat in SPREAD_STATS
-    aggregate = "std" if spread else _MEAN.suffix
+    aggregate = "std" if f.stat in STD_STATS else _MEAN.suffix
     h, mean = f.horizon, f"`{f.metric}_{aggregate}`"
     sums = (f"`{name}`" for name in _sums(h, f.metric, aggregate))
     preceding, avg, var = _excluding_own(mean, *sums)
@@ -332,9 +332,9 @@ def _context_feature(f, window_seconds: int = 0) -> str:
 
 def context_sums(h: Horizon) -> list[tuple[str, tuple[str, str, str]]]:
     """Per column whose context a horizon holds (each metric's window mean, and its std where
-    the features have SPREAD_STATS), the names of its count, sum and sum of squares over the
+    the features have STD_STATS), the names of its count, sum and sum of squares over the
     horizon, the window included (unquoted)."""
-    spread = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in SPREAD_STATS}
+    spread = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in STD_STATS}
     return [
         (f"{metric}_{aggregate}", _sums(h, metric, aggregate))
         for metric in METRIC_NAMES

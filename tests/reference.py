@@ -67,8 +67,8 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
     """Each window's context over each horizon (name, seconds), as
     sql/flink/window_context.sql defines it: the mean and population std of the device's window
     means over the windows starting in [start - horizon, start) (none there: NULL, deviation
-    0); where the features have them (one metric, the longest horizon), the same of the
-    windows' std and how many there are."""
+    0); where the features have them (one metric: the longest horizon, and how many windows
+    the shortest has), the same of the windows' std and how many windows there are."""
     frame = frame.copy()
     starts = frame["window_start"].map(lambda t: t.value // 1_000_000).to_numpy()
     devices = frame["device_id"].to_numpy()
@@ -91,15 +91,16 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
 
     for h in horizons:
         for m in METRIC_NAMES:
-            means, avg, sd, _ = preceding(f"{m}_mean", h.seconds * 1000)
+            means, avg, sd, windows = preceding(f"{m}_mean", h.seconds * 1000)
             frame[f"{m}_avg{h.name}"] = avg
             frame[f"{m}_sd{h.name}"] = sd
             frame[f"{m}_dev{h.name}"] = means - np.where(np.isnan(avg), means, avg)
+            if f"{m}_windows{h.name}" in _NAMES:
+                frame[f"{m}_windows{h.name}"] = windows
             if f"{m}_stdavg{h.name}" in _NAMES:
-                _, avg, sd, windows = preceding(f"{m}_std", h.seconds * 1000)
+                _, avg, sd, _ = preceding(f"{m}_std", h.seconds * 1000)
                 frame[f"{m}_stdavg{h.name}"] = avg
                 frame[f"{m}_stdsd{h.name}"] = sd
-                frame[f"{m}_windows{h.name}"] = windows
     return frame
 
 

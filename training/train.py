@@ -45,7 +45,13 @@ from training.detectors import (
     DetectorParams,
     make_detector,
 )
-from udfs.calibration import ContextCheck, DeviceNormaliser, Severity
+from udfs.calibration import (
+    ContextCheck,
+    DeviceNormaliser,
+    Severity,
+    context_column_seconds,
+    steady_devices,
+)
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
 
 PARITY_TOLERANCE = 1e-5
@@ -440,9 +446,22 @@ def fit_model(
         # The spread reading waits for a quarter of its horizon's windows in the context.
         horizon = duration_seconds(context_horizon_of(context_names[0]))
         spread_min_windows = max(1, horizon // window_seconds // 4)
+        # The stuck reading waits for half its (the shortest) horizon's windows, on the devices
+        # whose training values do not repeat.
+        stuck_min_windows, stuck_devices = 0, None
+        for jm, _, _, n, _, _ in check.stuck:
+            recent = context_column_seconds(check.columns[n])
+            stuck_min_windows = max(2, recent // window_seconds // 2)
+            steady = set(steady_devices(device_ids, x[:, jm]))
+            stuck_devices = steady if stuck_devices is None else stuck_devices & steady
         device_rows = normaliser.indices(device_ids)
         xc = check.read(normaliser, device_rows, x, context)
-        check = check.fitted(DeviceNormaliser.fit(device_ids, xc), spread_min_windows)
+        check = check.fitted(
+            DeviceNormaliser.fit(device_ids, xc),
+            spread_min_windows,
+            stuck_min_windows,
+            stuck_devices or (),
+        )
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(device_ids, xc, zc, params, calibration)
         detector = ContextCheckedDetector(detector, context_detector)
@@ -462,6 +481,12 @@ def fit_model(
             spread += (
                 f"; or where its mean is {check.level_z:g} of its recent windows' spread from "
                 f"their level (once {spread_min_windows} windows are in its context)"
+            )
+        if check.stuck:
+            spread += (
+                f"; or where its value has not moved over more than {stuck_min_windows} recent "
+                f"windows (on the {len(check.stuck_devices):,} of "
+                f"{len(normaliser.devices):,} devices whose training values do not repeat)"
             )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "

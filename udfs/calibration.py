@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -212,6 +213,52 @@ SEASON_Z = 5.0
 # Measured (README, Accuracy): on public labelled web-traffic series it finds the spikes the
 # model's AND misses.
 LEVEL_Z = 4.0
+# The stuck reading (one-metric catalogues with two horizons: the context holds the shortest
+# horizon's level, spread and window count): a window whose mean equals the shortest horizon's
+# level (within STUCK_SHARE of the longest horizon's spread of window means) with that
+# horizon's spread within STUCK_SHARE of the longest's, i.e. a value that has not moved over the
+# recent windows where the device's windows otherwise vary, is flagged whatever the model's
+# score, once the recent horizon holds more than stuck_min_windows windows (half of its
+# windows). A stuck sensor or a frozen exporter in windows of one sample each, which the flat
+# reading (min = max within a window) cannot see. Read only for the devices whose training
+# window means repeated the one before in under STUCK_REPEATS of their windows: a quantised
+# metric, or one that rests at 0, repeats normally. Its reading is the recent windows over
+# stuck_min_windows. Measured (README, Accuracy): on hourly public-style sensor series it finds
+# the stuck values the model misses.
+STUCK_SHARE = 1e-3
+STUCK_REPEATS = 0.01
+_HORIZON_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_CONTEXT_COLUMN = re.compile(r"(.+)_([a-z]+)([0-9]+)([smhd])")
+
+
+def context_column_seconds(name: str) -> int:
+    """The horizon of a context column in seconds ("value_avg6h" -> 21600); 0 if it has none."""
+    match = _CONTEXT_COLUMN.fullmatch(name)
+    return int(match.group(3)) * _HORIZON_UNITS[match.group(4)] if match else 0
+
+
+def _context_columns(context_names) -> dict[tuple[str, str, int], int]:
+    """Each context column's index by (metric, statistic, horizon seconds)."""
+    out = {}
+    for c, name in enumerate(context_names):
+        match = _CONTEXT_COLUMN.fullmatch(name)
+        if match:
+            out[(match.group(1), match.group(2), context_column_seconds(name))] = c
+    return out
+
+
+def steady_devices(device_ids: np.ndarray, values: np.ndarray) -> tuple[str, ...]:
+    """The devices whose window values (rows in time order per device, as every training input
+    gives them) repeat the one before in under STUCK_REPEATS of their windows: where the stuck
+    reading is read."""
+    ids = np.asarray(device_ids).astype(str)
+    values = np.asarray(values, dtype=np.float64)
+    devices, inverse = np.unique(ids, return_inverse=True)
+    repeats = np.zeros(len(devices))
+    again = (ids[1:] == ids[:-1]) & (values[1:] == values[:-1])
+    np.add.at(repeats, inverse[1:], again)
+    windows = np.bincount(inverse, minlength=len(devices))
+    return tuple(devices[repeats < STUCK_REPEATS * windows].tolist())
 
 
 def season_z(context: np.ndarray, res: int, sd: int) -> np.ndarray:
@@ -250,10 +297,11 @@ class ContextCheck:
     day): the smallest of the readings in magnitude. A window is out of context only if it is
     far from all.
 
-    Beside the model's two readings, which must both pass, three readings flag a window on
+    Beside the model's two readings, which must both pass, four readings flag a window on
     their own (``combine``): its std against the recent spreads (``spread``), its mean against
-    the same time of the week or day (``season``) and its mean against the recent windows' level in
-    their spread (``level``)."""
+    the same time of the week or day (``season``), its mean against the recent windows' level in
+    their spread (``level``), and a value that has not moved over the shortest horizon
+    (``stuck``)."""
 
     columns: tuple[str, ...]  # the context columns the scorer is given (avg, sd per metric)
     # Per used model feature: (feature index, mean feature index, avg column, sd column, level)
@@ -281,6 +329,13 @@ class ContextCheck:
     # column, windows column); empty in a card from before it.
     level: tuple[tuple[int, int, int, int], ...] = ()
     level_z: float = LEVEL_Z
+    # The stuck reading, per metric with the shortest horizon's context: (mean feature index,
+    # its avg, sd and windows columns, the longest horizon's sd and windows columns); read
+    # where the recent windows exceed stuck_min_windows, for stuck_devices only. Empty in a
+    # card from before it.
+    stuck: tuple[tuple[int, int, int, int, int, int], ...] = ()
+    stuck_min_windows: int = 0
+    stuck_devices: frozenset[str] = frozenset()
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -288,26 +343,38 @@ class ContextCheck:
         columns, or no mean feature beside them)."""
         index = {name: j for j, name in enumerate(feature_names)}
         context = {name: j for j, name in enumerate(context_names)}
+        columns = _context_columns(context_names)
+        # Each metric's horizons with a level and spread: the longest is read, the shortest
+        # too by the stuck reading.
+        horizons: dict[str, list[int]] = {}
+        for metric, stat, seconds in sorted(columns):
+            if stat == "avg" and (metric, "sd", seconds) in columns:
+                horizons.setdefault(metric, []).append(seconds)
+
+        def at(metric: str, stats, longest: bool = True) -> list[int] | None:
+            """The columns of these statistics over the metric's longest (or shortest)
+            horizon; None where one is missing."""
+            if metric not in horizons:
+                return None
+            seconds = max(horizons[metric]) if longest else min(horizons[metric])
+            found = [columns.get((metric, stat, seconds)) for stat in stats]
+            return None if None in found else found
+
         uses = []
         for j, name in enumerate(feature_names):
             metric, _, aggregate = name.rpartition("_")
             level = aggregate in CONTEXT_LEVELS
             if not (level or aggregate in CONTEXT_SPREADS) or f"{metric}_mean" not in index:
                 continue
-            avg = [c for n, c in context.items() if n.startswith(f"{metric}_avg")]
-            sd = [c for n, c in context.items() if n.startswith(f"{metric}_sd")]
-            if len(avg) == 1 and len(sd) == 1:
-                uses.append((j, index[f"{metric}_mean"], avg[0], sd[0], level))
+            if (found := at(metric, ("avg", "sd"))) is not None:
+                uses.append((j, index[f"{metric}_mean"], *found, level))
         spread = []
         for j, name in enumerate(feature_names):
             metric, _, aggregate = name.rpartition("_")
-            found = [
-                [c for n, c in context.items() if n.startswith(f"{metric}_{stat}")]
-                for stat in ("stdavg", "stdsd", "windows")
-            ]
-            if aggregate == "std" and all(len(f) == 1 for f in found):
+            found = at(metric, ("stdavg", "stdsd", "windows"))
+            if aggregate == "std" and found is not None:
                 bounds = (index.get(f"{metric}_min", -1), index.get(f"{metric}_max", -1))
-                spread.append((j, *(f[0] for f in found), *bounds))
+                spread.append((j, *found, *bounds))
         season, seasonal_mean = [], []
         for jm in dict.fromkeys(jm for _, jm, _, _, _ in uses):
             metric = feature_names[jm].rpartition("_")[0]
@@ -328,6 +395,13 @@ class ContextCheck:
             for j, jm, a, s, _ in uses
             if j == jm and (metric := feature_names[jm].rpartition("_")[0]) in windows
         ]
+        stuck = []
+        for jm in dict.fromkeys(jm for j, jm, _, _, _ in uses if j == jm):
+            metric = feature_names[jm].rpartition("_")[0]
+            recent = at(metric, ("avg", "sd", "windows"), longest=False)
+            longest = at(metric, ("sd", "windows"))
+            if recent is not None and longest is not None and len(horizons[metric]) > 1:
+                stuck.append((jm, *recent, *longest))
         return cls(
             tuple(context_names),
             tuple(uses),
@@ -336,6 +410,7 @@ class ContextCheck:
             shape=tuple(shape),
             seasonal_mean=tuple(seasonal_mean),
             level=tuple(level_reading),
+            stuck=tuple(stuck),
         )
 
     def spread_reading(self, x: np.ndarray, context: np.ndarray | None) -> np.ndarray:
@@ -387,6 +462,36 @@ class ContextCheck:
             out = np.fmax(out, np.where(known & np.isfinite(z), z / self.level_z, 0.0))
         return out
 
+    def stuck_reading(
+        self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None
+    ) -> np.ndarray:
+        """Per window, its recent windows over stuck_min_windows where its value has not moved
+        over them (see STUCK_SHARE; 1 is the bar, above it flagged); 0 where it is not read (no
+        context, a device not in stuck_devices, fewer than spread_min_windows windows in the
+        longest horizon, a longest spread of 0)."""
+        out = np.zeros(len(x))
+        if context is None or not self.stuck or not self.stuck_devices:
+            return out
+        assert len(fixed.devices) == len(self.normaliser.devices), "one model's devices"
+        read = self._stuck_rows[rows]
+        x = np.asarray(x, dtype=np.float64)
+        for jm, a, s, n, long_sd, long_n in self.stuck:
+            bar = STUCK_SHARE * context[:, long_sd]
+            still = (context[:, s] <= bar) & (np.abs(x[:, jm] - context[:, a]) <= bar)
+            known = read & still & (bar > 0) & (context[:, long_n] >= self.spread_min_windows)
+            z = context[:, n] / max(self.stuck_min_windows, 1)
+            out = np.fmax(out, np.where(known & np.isfinite(z), z, 0.0))
+        return out
+
+    @cached_property
+    def _stuck_rows(self) -> np.ndarray:
+        """Per device of the normalisation (the model's devices, in its order, as training fits
+        both on the same windows) and the fleet's row last (unknown devices): whether the stuck
+        reading is read."""
+        assert self.normaliser is not None, "fitted context check"
+        read = [d in self.stuck_devices for d in self.normaliser.devices]
+        return np.array([*read, False], dtype=bool)
+
     def combine(
         self,
         scores,
@@ -396,13 +501,14 @@ class ContextCheck:
         x: np.ndarray,
         context,
     ) -> np.ndarray:
-        """The scores with the spread, seasonal and level readings folded in: a window past a
+        """The scores with the spread, seasonal, level and stuck readings folded in: a window past a
         bar scores at least the threshold times its reading (flagged above it). ``fixed`` and
         ``rows``: the model's own normalisation and the windows' devices in it."""
-        if not (self.spread or self.season or self.level):
+        if not (self.spread or self.season or self.level or self.stuck):
             return scores
         reading = np.fmax(self.spread_reading(x, context), self.season_reading(context, len(x)))
         reading = np.fmax(reading, self.level_reading(fixed, rows, x, context))
+        reading = np.fmax(reading, self.stuck_reading(fixed, rows, x, context))
         return np.fmax(scores, threshold * reading)
 
     def read(
@@ -450,9 +556,19 @@ class ContextCheck:
         assert self.normaliser is not None, "fitted context check"
         return self.normaliser.transform_rows(rows, self.read(fixed, rows, x, context))
 
-    def fitted(self, normaliser: DeviceNormaliser, spread_min_windows: int = 0) -> ContextCheck:
+    def fitted(
+        self,
+        normaliser: DeviceNormaliser,
+        spread_min_windows: int = 0,
+        stuck_min_windows: int = 0,
+        stuck_devices=(),
+    ) -> ContextCheck:
         return dataclasses.replace(
-            self, normaliser=normaliser, spread_min_windows=spread_min_windows
+            self,
+            normaliser=normaliser,
+            spread_min_windows=spread_min_windows,
+            stuck_min_windows=stuck_min_windows,
+            stuck_devices=frozenset(stuck_devices),
         )
 
     def to_card(self, feature_names) -> dict:
@@ -495,6 +611,20 @@ class ContextCheck:
                 for jm, a, s, n in self.level
             ],
             "level_z": self.level_z,
+            "stuck": [
+                {
+                    "feature": feature_names[jm],
+                    "avg": self.columns[a],
+                    "sd": self.columns[s],
+                    "windows": self.columns[n],
+                    "longest_sd": self.columns[ls],
+                    "longest_windows": self.columns[ln],
+                }
+                for jm, a, s, n, ls, ln in self.stuck
+            ],
+            "stuck_share": STUCK_SHARE,
+            "stuck_min_windows": self.stuck_min_windows,
+            "stuck_devices": sorted(self.stuck_devices),
         }
 
     @classmethod
@@ -541,6 +671,17 @@ class ContextCheck:
         if level and level != planned_level:
             raise CalibrationError("the card's level reading does not fit its context")
         level_z = _card_number(card, "level_z", LEVEL_Z)
+        # A card from before the stuck reading reads none.
+        keys = ("feature", "avg", "sd", "windows", "longest_sd", "longest_windows")
+        stuck = [tuple(u.get(k) for k in keys) for u in card.get("stuck") or ()]
+        planned_stuck = [
+            (feature_names[jm], *(columns[c] for c in cols)) for jm, *cols in planned.stuck
+        ]
+        if stuck and stuck != planned_stuck:
+            raise CalibrationError("the card's stuck reading does not fit its context")
+        stuck_devices = card.get("stuck_devices") or []
+        if not isinstance(stuck_devices, list):
+            raise CalibrationError("the card's stuck_devices is not a list of device ids")
         # A card from before the window's shape reads min, max and std against the context.
         check = dataclasses.replace(
             check,
@@ -550,6 +691,9 @@ class ContextCheck:
             seasonal_mean=planned.seasonal_mean if card.get("seasonal_mean") is True else (),
             level=planned.level if level else (),
             level_z=level_z,
+            stuck=planned.stuck if stuck else (),
+            stuck_min_windows=int(_card_number(card, "stuck_min_windows", 0)),
+            stuck_devices=frozenset(str(d) for d in stuck_devices),
         )
         if not spread:
             return dataclasses.replace(check, spread=())

@@ -300,6 +300,9 @@ make replay REPLAY_ARGS="{data} --label-column label"
         "value_stdavg15d",
         "value_stdsd15d",
         "value_windows15d",
+        "value_avg6h",  # the shortest horizon's, for the stuck reading
+        "value_sd6h",
+        "value_windows6h",
         "value_seasres28d",  # NULL here: five days hold no earlier weeks
         "value_seassd28d",
         "value_seasres7d",  # from a device's fourth day
@@ -312,6 +315,11 @@ make replay REPLAY_ARGS="{data} --label-column label"
     for _, device in five_days.sort_values("window_start").groupby("device_id"):
         earlier = device["value_std"].astype(float).shift(1)
         np.testing.assert_array_equal(device["value_windows15d"], np.arange(len(device)))
+        # The shortest horizon's count: the device's windows starting in the 6 h before.
+        starts = pd.to_datetime(device["window_start"], utc=True).to_numpy()
+        recent = [((starts >= t - np.timedelta64(6, "h")) & (starts < t)).sum() for t in starts]
+        np.testing.assert_array_equal(device["value_windows6h"], recent)
+        assert device["value_windows6h"].max() == 6
         np.testing.assert_allclose(
             device["value_stdavg15d"].astype(float), earlier.expanding().mean(), rtol=1e-9
         )

@@ -14,7 +14,7 @@ import pytest
 
 from training.detectors import CONTEXT_CHECK_SHARE, DetectorParams
 from training.train import TrainingDataError, context_check_of, fit_model
-from udfs.calibration import ContextCheck, DeviceNormaliser
+from udfs.calibration import STUCK_SHARE, ContextCheck, DeviceNormaliser, steady_devices
 from udfs.onnx_scorer import CARD_FILE, ModelCardError, OnnxModel, ScoreWindow
 
 FEATURES = ("value_mean", "value_std", "value_min", "value_max")
@@ -525,3 +525,94 @@ def test_a_window_whose_mean_leaves_its_recent_level_is_flagged_once_enough_are_
     del card["context_check"]["level"]
     older = ContextCheck.from_card(card["context_check"], FEATURES)
     assert older.level == () and older.spread
+
+
+STUCK_CONTEXT = (*SPREAD_CONTEXT, "value_avg6h", "value_sd6h", "value_windows6h")
+
+
+def with_recent_context(x, context, windows_seen: float, moved: float = 1.0):
+    """The spread context, then the shortest horizon's: its level at the window's mean, its
+    spread ``moved`` times the longest's, and how many windows it holds."""
+    ctx = with_spread_context(x, context, 24)
+    recent = [x[:, 0], moved * ctx[:, 1], np.full(len(x), windows_seen)]
+    return np.column_stack([ctx, *recent])
+
+
+def test_plan_reads_the_shortest_horizon_beside_the_longest():
+    check = ContextCheck.plan(FEATURES, STUCK_CONTEXT)
+    # the mean; the 6 h avg, sd, windows; the 1 d sd and windows
+    assert check.stuck == ((0, 5, 6, 7, 1, 4),)
+    # The model's readings stay on the longest horizon.
+    assert check.uses == ContextCheck.plan(FEATURES, SPREAD_CONTEXT).uses
+    assert check.level == ((0, 0, 1, 4),) and check.spread == ((1, 2, 3, 4, 2, 3),)
+    assert ContextCheck.plan(FEATURES, SPREAD_CONTEXT).stuck == ()
+
+
+def test_steady_devices_are_those_whose_values_do_not_repeat():
+    ids = np.array(["a"] * 200 + ["b"] * 200 + ["c"] * 100, dtype=object)
+    values = np.arange(500, dtype=float)
+    values[201] = values[200]  # b: 1 repeat of 200 (0.5 %)
+    values[401:403] = values[400]  # c: 2 of 100 (2 %)
+    values[200] = values[199]  # across devices: not a repeat
+    assert steady_devices(ids, values) == ("a", "b")
+
+
+def test_a_value_that_has_not_moved_over_the_recent_windows_is_flagged(tmp_path, fleet):
+    """The stuck reading: a window whose mean equals the shortest horizon's level with that
+    horizon's spread near 0 (within STUCK_SHARE of the longest's) reads its recent windows over
+    half that horizon's windows (3 of 6 at 1 h windows), flagged above 1; only for the devices
+    whose training values do not repeat, once the longest horizon holds enough windows."""
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 150, level, spread)
+    repeating = np.flatnonzero(ids == "dev-03")[1::10]
+    x[repeating, 0] = x[repeating - 1, 0]  # dev-03 repeats in 10 % of its windows
+    result = fit_checked(tmp_path, ids, x, with_recent_context(x, context, 6), STUCK_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    assert card["stuck"] == [
+        {
+            "feature": "value_mean",
+            "avg": "value_avg6h",
+            "sd": "value_sd6h",
+            "windows": "value_windows6h",
+            "longest_sd": "value_sd1d",
+            "longest_windows": "value_windows1d",
+        }
+    ]
+    assert card["stuck_min_windows"] == 3 and card["stuck_share"] == STUCK_SHARE
+    assert card["stuck_devices"] == [f"dev-{d:02d}" for d in range(DEVICES) if d != 3]
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, STUCK_CONTEXT)
+    without = dataclasses.replace(model, check=dataclasses.replace(model.check, stuck=()))
+
+    after_ids, after_x, after_context = windows(rng, 30, level, spread)
+    rows = model.normaliser.indices(after_ids)
+    steady = after_ids != "dev-03"
+    for moved, off, seen, long_seen, reading in (
+        (0.0, 0.0, 6, 24, 2.0),  # 6 windows still, of a bar of 3
+        (0.5e-3, 0.5e-3, 5, 24, 5 / 3),  # within STUCK_SHARE of the longest spread
+        (0.0, 0.0, 3, 24, 1.0),  # at the bar: raises the score, not past the threshold
+        (2e-3, 0.0, 6, 24, 0.0),  # the recent windows moved
+        (0.0, 2e-3, 6, 24, 0.0),  # the window left their level
+        (0.0, 0.0, 6, 5, 0.0),  # too few windows in the longest horizon yet
+    ):
+        ctx = with_recent_context(after_x, after_context, seen, moved)
+        ctx[:, 4] = long_seen
+        ctx[:, 5] = after_x[:, 0] + off * ctx[:, 1]
+        want = np.where(steady, reading, 0.0)
+        got_reading = model.check.stuck_reading(model.normaliser, rows, after_x, ctx)
+        np.testing.assert_allclose(got_reading, want)
+        base = without.score(after_ids, after_x, ctx)
+        got = model.score(after_ids, after_x, ctx)
+        np.testing.assert_allclose(got.score, np.fmax(base.score, want * model.threshold))
+        if reading > 1:
+            assert got.flag.astype(bool)[steady].all()
+    ctx = with_recent_context(after_x, after_context, 6, 0.0)
+    # A longest spread of 0 (the value never moved), an unknown device, no context: none.
+    flat = ctx.copy()
+    flat[:, 1] = 0.0
+    assert not model.check.stuck_reading(model.normaliser, rows, after_x, flat).any()
+    unknown = np.full(len(rows), -1)
+    assert not model.check.stuck_reading(model.normaliser, unknown, after_x, ctx).any()
+    assert not model.check.stuck_reading(model.normaliser, rows, after_x, None).any()
+    # A card from before the reading reads none.
+    del card["stuck"]
+    assert ContextCheck.from_card(card, FEATURES).stuck == ()

@@ -220,11 +220,13 @@ def test_predict_window_features_are_the_jobs(batch_env, base_settings):
 
 def test_one_metric_spread_context_matches_numpy():
     """A one-metric catalogue adds its window spreads' context over the longest horizon
-    (common.features.SPREAD_STATS): the horizon test again, in a process of its own (the
-    features are fixed at import) with the ops catalogue, compares them with the reference."""
+    (common.features.SPREAD_STATS) and how many windows the shortest holds (RECENT_STATS): the
+    horizon test again, in a process of its own (the features are fixed at import) with the ops
+    catalogue, compares them with the reference."""
     check = (
         "from common.features import FEATURE_NAMES as f; "
-        "assert {'value_stdavg1h', 'value_stdsd1h', 'value_windows1h'} <= set(f), f"
+        "assert {'value_stdavg1h', 'value_stdsd1h', 'value_windows1h', 'value_windows1m'} "
+        "<= set(f), f"
     )
     run_in_deployment("test_context_horizons_match_numpy", "ops", 10, check)
 
