@@ -428,6 +428,24 @@ class Flink:
         total = next((int(float(m["value"])) for m in metric if m.get("id") == "numRestarts"), None)
         return failure_summary(entries, time.time() * 1000, total)
 
+    def wait_restored(self, job_id: str, timeout_s: float = 120) -> None:
+        """Wait until every task of a job (just submitted from a savepoint) runs: each has
+        restored its state and opened. A state the new plan's operators cannot read (another
+        row type in an OVER's state, say) fails on the TaskManager after the submission
+        succeeded, and the job restarts again and again: raise StackError with the cause."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.rest(f"/jobs/{job_id}")
+            entries = self.rest(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})
+            state = restore_state(job, entries.get("entries", []))
+            if state == "restored":
+                return
+            if state != "waiting":
+                raise StackError(state)
+            if time.monotonic() > deadline:
+                raise StackError(f"job {job_id}'s tasks not all running after {timeout_s:.0f} s")
+            time.sleep(1)
+
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
@@ -463,6 +481,21 @@ def config_dir(args: list[str], cwd: Path) -> Path | None:
     with contextlib.suppress(OSError):
         return (cwd.resolve() / given).resolve()
     return None
+
+
+def restore_state(job: dict, entries: list[dict]) -> str:
+    """Of a job submitted from a savepoint (Flink's /jobs/<id> and its exception history):
+    "restored" once every task runs (a task restores its state before it runs), "waiting"
+    before, else what failed."""
+    if entries or job.get("state") not in ("CREATED", "INITIALIZING", "RUNNING"):
+        newest = max(entries, key=lambda e: e.get("timestamp", 0), default={})
+        cause = root_cause(newest.get("stacktrace") or newest.get("exceptionName") or "")
+        return f"job {job.get('jid')} is {job.get('state')}: {cause}"
+    tasks = [v.get("tasks") or {} for v in job.get("vertices") or []]
+    done = [t.get("RUNNING", 0) + t.get("FINISHED", 0) for t in tasks]
+    if tasks and all(d > 0 and d == sum(t.values()) for d, t in zip(done, tasks, strict=True)):
+        return "restored"
+    return "waiting"
 
 
 def failure_summary(entries: list[dict], now_ms: float, total: int | None) -> str:

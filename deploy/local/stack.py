@@ -267,6 +267,11 @@ def upgrade(settings: Settings) -> None:
     log(f"savepoint {savepoint}; submitting the new version from it")
     try:
         job_id = flink.submit([], from_savepoint=savepoint)
+        try:
+            flink.wait_restored(job_id)
+        except StackError:
+            flink.cancel(job_id)  # else it restarts for good on a state it cannot read
+            raise
     except StackError as exc:
         raise StackError(
             f"the old job {old} is stopped and the new version did not start from its "
@@ -275,7 +280,10 @@ def upgrade(settings: Settings) -> None:
             "  A fresh start (the topic read again, the same windows written over): "
             "python -m deploy.flink_run"
         ) from exc
-    log(f"job {job_id} runs from the savepoint ({time.monotonic() - began:.1f} s switch-over)")
+    log(
+        f"job {job_id} runs from the savepoint, every task restored "
+        f"({time.monotonic() - began:.1f} s switch-over)"
+    )
 
 
 # --------------------------------------------------------------------------------------------

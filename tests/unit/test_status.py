@@ -40,3 +40,30 @@ def test_failure_summary_counts_the_last_hour_and_names_the_newest_cause():
         "failures: none in the last hour, 0 restarts since it started"
     )
     assert failure_summary([], now, total=None) == "failures: none in the last hour"
+
+
+def test_a_job_from_a_savepoint_is_restored_once_every_task_runs():
+    """`make upgrade` waits for this (deploy.local.flink.restore_state): a state the new plan
+    cannot read fails on the TaskManager after the submission succeeded."""
+    from deploy.local.flink import restore_state
+
+    def job(state: str, *tasks: dict) -> dict:
+        return {"jid": "j1", "state": state, "vertices": [{"tasks": t} for t in tasks]}
+
+    running, starting = {"RUNNING": 1, "INITIALIZING": 0}, {"RUNNING": 0, "INITIALIZING": 1}
+    assert restore_state(job("RUNNING", running, {"RUNNING": 2}), []) == "restored"
+    assert restore_state(job("RUNNING", running, {"FINISHED": 1, "RUNNING": 1}), []) == "restored"
+    assert restore_state(job("RUNNING", running, starting), []) == "waiting"
+    assert restore_state(job("RUNNING", running, {"RUNNING": 1, "DEPLOYING": 1}), []) == "waiting"
+    assert restore_state(job("CREATED"), []) == "waiting"
+    migration = (
+        "java.lang.RuntimeException: Error while getting state\n\tat x\n"
+        "Caused by: org.apache.flink.util.StateMigrationException: For heap backends, the new "
+        "state serializer must not be incompatible with the old state serializer."
+    )
+    failed = restore_state(job("RESTARTING", running), [{"timestamp": 1, "stacktrace": migration}])
+    assert failed.startswith("job j1 is RESTARTING: org.apache.flink.util.StateMigrationException")
+    # A failure the job already recovered from counts too: the upgrade did not go cleanly.
+    again = restore_state(job("RUNNING", running), [{"timestamp": 1, "stacktrace": migration}])
+    assert again.startswith("job j1 is RUNNING: org.apache.flink.util.StateMigrationException")
+    assert restore_state(job("FAILED", running), []) == "job j1 is FAILED: (no stack trace)"
