@@ -45,13 +45,7 @@ from training.detectors import (
     DetectorParams,
     make_detector,
 )
-from udfs.calibration import (
-    ContextCheck,
-    DeviceNormaliser,
-    Severity,
-    context_column_seconds,
-    steady_devices,
-)
+from udfs.calibration import ContextCheck, DeviceNormaliser, Severity, steady_devices
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
 
 PARITY_TOLERANCE = 1e-5
@@ -450,7 +444,7 @@ def fit_model(
         # whose training values do not repeat.
         stuck_min_windows, stuck_devices = 0, None
         for jm, _, _, n, _, _ in check.stuck:
-            recent = context_column_seconds(check.columns[n])
+            recent = duration_seconds(context_horizon_of(check.columns[n]))
             stuck_min_windows = max(2, recent // window_seconds // 2)
             steady = set(steady_devices(device_ids, x[:, jm]))
             stuck_devices = steady if stuck_devices is None else stuck_devices & steady

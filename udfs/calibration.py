@@ -15,6 +15,8 @@ from functools import cached_property
 
 import numpy as np
 
+from common.settings import duration_seconds
+
 # A device's scale for a feature is its own standard deviation over the training windows, but
 # at least a floor, so that a device that was flat in training does not turn every later wobble
 # into an alarm: SCALE_FLOOR_SHARE_OF_FLEET x the spread the fleet's devices typically have.
@@ -223,27 +225,20 @@ LEVEL_Z = 4.0
 # reading (min = max within a window) cannot see. Read only for the devices whose training
 # window means repeated the one before in under STUCK_REPEATS of their windows: a quantised
 # metric, or one that rests at 0, repeats normally. Its reading is the recent windows over
-# stuck_min_windows. Measured (README, Accuracy): on hourly public-style sensor series it finds
+# stuck_min_windows. Measured (README, Accuracy): on the ops simulator's hourly series it finds
 # the stuck values the model misses.
 STUCK_SHARE = 1e-3
 STUCK_REPEATS = 0.01
-_HORIZON_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_CONTEXT_COLUMN = re.compile(r"(.+)_([a-z]+)([0-9]+)([smhd])")
-
-
-def context_column_seconds(name: str) -> int:
-    """The horizon of a context column in seconds ("value_avg6h" -> 21600); 0 if it has none."""
-    match = _CONTEXT_COLUMN.fullmatch(name)
-    return int(match.group(3)) * _HORIZON_UNITS[match.group(4)] if match else 0
+# A context column: <metric>_<statistic><horizon> ("value_avg6h").
+_CONTEXT_COLUMN = re.compile(r"(.+)_([a-z]+)([1-9][0-9]*[smhd])")
 
 
 def _context_columns(context_names) -> dict[tuple[str, str, int], int]:
     """Each context column's index by (metric, statistic, horizon seconds)."""
     out = {}
     for c, name in enumerate(context_names):
-        match = _CONTEXT_COLUMN.fullmatch(name)
-        if match:
-            out[(match.group(1), match.group(2), context_column_seconds(name))] = c
+        if match := _CONTEXT_COLUMN.fullmatch(name):
+            out[(match.group(1), match.group(2), duration_seconds(match.group(3)))] = c
     return out
 
 
