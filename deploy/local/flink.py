@@ -483,13 +483,22 @@ def config_dir(args: list[str], cwd: Path) -> Path | None:
     return None
 
 
+def newest_entry(entries: list[dict]) -> dict:
+    """The newest of Flink's exception history entries ({} for none)."""
+    return max(entries, key=lambda e: e.get("timestamp", 0), default={})
+
+
+def entry_cause(entry: dict) -> str:
+    """An exception history entry's root cause, on one line."""
+    return root_cause(entry.get("stacktrace") or entry.get("exceptionName") or "")
+
+
 def restore_state(job: dict, entries: list[dict]) -> str:
     """Of a job submitted from a savepoint (Flink's /jobs/<id> and its exception history):
     "restored" once every task runs (a task restores its state before it runs), "waiting"
     before, else what failed."""
     if entries or job.get("state") not in ("CREATED", "INITIALIZING", "RUNNING"):
-        newest = max(entries, key=lambda e: e.get("timestamp", 0), default={})
-        cause = root_cause(newest.get("stacktrace") or newest.get("exceptionName") or "")
+        cause = entry_cause(newest_entry(entries))
         return f"job {job.get('jid')} is {job.get('state')}: {cause}"
     tasks = [v.get("tasks") or {} for v in job.get("vertices") or []]
     done = [t.get("RUNNING", 0) + t.get("FINISHED", 0) for t in tasks]
@@ -505,11 +514,11 @@ def failure_summary(entries: list[dict], now_ms: float, total: int | None) -> st
     since = "" if total is None else f", {total} restarts since it started"
     if not entries:
         return f"failures: none in the last hour{since}"
-    newest = max(entries, key=lambda e: e.get("timestamp", 0))
+    newest = newest_entry(entries)
     age_s = max(0.0, (now_ms - newest.get("timestamp", now_ms)) / 1000)
     return (
         f"failures: {recent} in the last hour{since}; newest {age_s:.0f} s ago: "
-        f"{root_cause(newest.get('stacktrace') or newest.get('exceptionName', ''))}"
+        f"{entry_cause(newest)}"
     )
 
 
