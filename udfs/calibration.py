@@ -218,8 +218,10 @@ LEVEL_Z = 4.0
 # The stuck reading (one-metric catalogues with two horizons: the context holds the shortest
 # horizon's level, spread and window count): a window whose mean equals the shortest horizon's
 # level (within STUCK_SHARE of the longest horizon's spread of window means) with that
-# horizon's spread within STUCK_SHARE of the longest's, i.e. a value that has not moved over the
-# recent windows where the device's windows otherwise vary, is flagged whatever the model's
+# horizon's spread and the window's own std within STUCK_SHARE of the longest's, i.e. a value
+# that has not moved over the recent windows where the device's windows otherwise vary (a
+# quiet device's window means, each over many samples that do move, vary little too; their
+# std tells them apart), is flagged whatever the model's
 # score, once the recent horizon holds more than stuck_min_windows windows (half of its
 # windows). A stuck sensor or a frozen exporter in windows of one sample each, which the flat
 # reading (min = max within a window) cannot see. Read only for the devices whose training
@@ -470,9 +472,12 @@ class ContextCheck:
         assert len(fixed.devices) == len(self.normaliser.devices), "one model's devices"
         read = self._stuck_rows[rows]
         x = np.asarray(x, dtype=np.float64)
+        std_of = {jm: js for jm, js, _ in self.shape}
         for jm, a, s, n, long_sd, long_n in self.stuck:
             bar = STUCK_SHARE * context[:, long_sd]
             still = (context[:, s] <= bar) & (np.abs(x[:, jm] - context[:, a]) <= bar)
+            if jm in std_of:  # the window's own samples have not moved either (0 for one)
+                still &= x[:, std_of[jm]] <= bar
             known = read & still & (bar > 0) & (context[:, long_n] >= self.spread_min_windows)
             z = context[:, n] / max(self.stuck_min_windows, 1)
             out = np.fmax(out, np.where(known & np.isfinite(z), z, 0.0))

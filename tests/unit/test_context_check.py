@@ -559,9 +559,10 @@ def test_steady_devices_are_those_whose_values_do_not_repeat():
 
 def test_a_value_that_has_not_moved_over_the_recent_windows_is_flagged(tmp_path, fleet):
     """The stuck reading: a window whose mean equals the shortest horizon's level with that
-    horizon's spread near 0 (within STUCK_SHARE of the longest's) reads its recent windows over
-    half that horizon's windows (3 of 6 at 1 h windows), flagged above 1; only for the devices
-    whose training values do not repeat, once the longest horizon holds enough windows."""
+    horizon's spread and its own std near 0 (within STUCK_SHARE of the longest's) reads its
+    recent windows over half that horizon's windows (3 of 6 at 1 h windows), flagged above 1;
+    only for the devices whose training values do not repeat, once the longest horizon holds
+    enough windows."""
     rng, level, spread = fleet
     ids, x, context = windows(rng, 150, level, spread)
     repeating = np.flatnonzero(ids == "dev-03")[1::10]
@@ -586,22 +587,25 @@ def test_a_value_that_has_not_moved_over_the_recent_windows_is_flagged(tmp_path,
     after_ids, after_x, after_context = windows(rng, 30, level, spread)
     rows = model.normaliser.indices(after_ids)
     steady = after_ids != "dev-03"
-    for moved, off, seen, long_seen, reading in (
-        (0.0, 0.0, 6, 24, 2.0),  # 6 windows still, of a bar of 3
-        (0.5e-3, 0.5e-3, 5, 24, 5 / 3),  # within STUCK_SHARE of the longest spread
-        (0.0, 0.0, 3, 24, 1.0),  # at the bar: raises the score, not past the threshold
-        (2e-3, 0.0, 6, 24, 0.0),  # the recent windows moved
-        (0.0, 2e-3, 6, 24, 0.0),  # the window left their level
-        (0.0, 0.0, 6, 5, 0.0),  # too few windows in the longest horizon yet
+    for moved, off, std, seen, long_seen, reading in (
+        (0.0, 0.0, 0.0, 6, 24, 2.0),  # 6 windows still, of a bar of 3
+        (0.5e-3, 0.5e-3, 0.5e-3, 5, 24, 5 / 3),  # within STUCK_SHARE of the longest spread
+        (0.0, 0.0, 0.0, 3, 24, 1.0),  # at the bar: raises the score, not past the threshold
+        (2e-3, 0.0, 0.0, 6, 24, 0.0),  # the recent windows moved
+        (0.0, 2e-3, 0.0, 6, 24, 0.0),  # the window left their level
+        (0.0, 0.0, 2e-3, 6, 24, 0.0),  # the window's own samples moved (a quiet device)
+        (0.0, 0.0, 0.0, 6, 5, 0.0),  # too few windows in the longest horizon yet
     ):
         ctx = with_recent_context(after_x, after_context, seen, moved)
         ctx[:, 4] = long_seen
         ctx[:, 5] = after_x[:, 0] + off * ctx[:, 1]
+        case_x = after_x.copy()
+        case_x[:, 1] = std * ctx[:, 1]
         want = np.where(steady, reading, 0.0)
-        got_reading = model.check.stuck_reading(model.normaliser, rows, after_x, ctx)
+        got_reading = model.check.stuck_reading(model.normaliser, rows, case_x, ctx)
         np.testing.assert_allclose(got_reading, want)
-        base = without.score(after_ids, after_x, ctx)
-        got = model.score(after_ids, after_x, ctx)
+        base = without.score(after_ids, case_x, ctx)
+        got = model.score(after_ids, case_x, ctx)
         np.testing.assert_allclose(got.score, np.fmax(base.score, want * model.threshold))
         if reading > 1:
             assert got.flag.astype(bool)[steady].all()
