@@ -17,6 +17,9 @@ training part followed by the test part, timed from 2026-01-05 00:00 UTC (a Mond
                                and the other rows from the first labelled one on, multiplied
                                by 10^k (k = -2 … 3 in turn) so that one fleet holds values of
                                very different scales.
+  OUT_DIR/mixed5/<server>.csv  the same fleet at one sample every 5 minutes (SMD's minutes
+                               averaged in 5-minute bins, labelled where any minute is): the
+                               sampling of the held-out set, onboarded to 1 h windows.
 
 A server whose files are missing or empty is skipped with a line saying so.
 
@@ -62,6 +65,17 @@ def server_frame(processed: Path, server: str, step: str) -> pd.DataFrame | None
     frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     frame["label"] = np.concatenate([np.zeros(len(train)), labels]).astype(int)
     return frame
+
+
+def five_minutes(frame: pd.DataFrame) -> pd.DataFrame:
+    """One metric's rows (timestamp, value, label) at one sample every 5 minutes: the mean of
+    each 5-minute bin's values, labelled where any of its rows is (rows already 5 minutes apart
+    are kept as they are)."""
+    times = pd.to_datetime(frame["timestamp"])
+    bins = frame.assign(timestamp=times.dt.floor("5min")).groupby("timestamp", sort=True)
+    out = bins.agg(value=("value", "mean"), label=("label", "max")).reset_index()
+    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
 
 
 def moving_metric(frame: pd.DataFrame) -> str:
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if frame is None:
             print(f"{server}: skipped (missing or empty files)")
             continue
-        for folder in (name, "mixed"):
+        for folder in (name, "mixed", "mixed5"):
             (args.out / folder).mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out / name / f"{server}.csv", index=False, float_format="%.6g")
         metric = moving_metric(frame)
@@ -149,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         one = frame[["timestamp", metric, "label"]].rename(columns={metric: "value"})
         one["value"] = one["value"] * scale
         one.to_csv(args.out / "mixed" / f"{name}-{server}.csv", index=False, float_format="%.6g")
+        five = five_minutes(one)
+        five.to_csv(args.out / "mixed5" / f"{name}-{server}.csv", index=False, float_format="%.6g")
         print(
             f"{server}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> {name}/; "
             f"mixed: {metric} x {scale:g}"

@@ -125,3 +125,22 @@ def test_yahoo_a1_series_become_hourly_csvs_with_their_labels(tmp_path, capsys):
     }
     # Neither source's files: a clear error.
     assert public_sets.main([str(tmp_path / "out"), str(tmp_path / "x")]) == 2
+
+
+def test_minutes_become_five_minute_samples_labelled_where_any_minute_is():
+    from training.public_sets import five_minutes
+
+    minutes = pd.DataFrame(
+        {
+            "timestamp": [f"2026-01-05T00:{m:02d}:00Z" for m in range(11)],
+            "value": [float(m) for m in range(11)],
+            "label": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+        }
+    )
+    assert five_minutes(minutes).to_dict("list") == {
+        "timestamp": ["2026-01-05T00:00:00Z", "2026-01-05T00:05:00Z", "2026-01-05T00:10:00Z"],
+        "value": [2.0, 7.0, 10.0],
+        "label": [1, 0, 0],
+    }
+    already = minutes.iloc[::5].reset_index(drop=True)
+    assert five_minutes(already).to_dict("list") == already.to_dict("list")
