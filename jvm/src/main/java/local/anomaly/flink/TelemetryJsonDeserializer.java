@@ -7,6 +7,7 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser.NumberType;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.io.doubleparser.JavaDoubleParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.json.JsonReadFeature;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.table.data.GenericRowData;
@@ -371,7 +372,7 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
 
     /**
      * Reads metric k's JSON number without its text where that gives Double.parseDouble of the
-     * text exactly: a decimal (Jackson parses its text the same way), or an integer within
+     * text exactly: a decimal (parsed from the parser's characters), or an integer within
      * BIGINT other than 0 (a long converts to the nearest double, as its text parses; "-0"
      * parses to -0.0). Returns whether it did. An integer is read as a long, never through
      * Jackson's double: after an integer beyond BIGINT, Jackson 2.15 returns that one's double
@@ -379,7 +380,13 @@ public class TelemetryJsonDeserializer implements DeserializationSchema<RowData>
      */
     private boolean readNumber(JsonParser parser, JsonToken value, int k) throws IOException {
         if (value == JsonToken.VALUE_NUMBER_FLOAT) {
-            numbers[k] = parser.getDoubleValue();
+            // Straight from the parser's characters, without a String of them: the same double
+            // as Double.parseDouble of the text (correctly rounded; a JSON decimal is a Java one).
+            numbers[k] =
+                    JavaDoubleParser.parseDouble(
+                            parser.getTextCharacters(),
+                            parser.getTextOffset(),
+                            parser.getTextLength());
         } else if (isLong(parser, value) && parser.getLongValue() != 0) {
             numbers[k] = parser.getLongValue();
         } else {
