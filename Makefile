@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-all evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-onnx bench-udf bench-state bench-notifier bench-agents bench-reference lint format lock
+.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-all evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-format bench-onnx bench-udf bench-state bench-notifier bench-agents bench-reference lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ bench: up ## the benchmark: throughput, latency, memory, the consumer-loop basel
 
 bench-simulator: up ## simulator events/s into the local Kafka, 1 and 2 processes (10k devices)
 	@$(PY) -m bench.simulator_throughput $(BENCH_ARGS)
+
+bench-format: setup ## the telemetry-json format's CPU per message beside Flink's own JSON format (no stack needed)
+	@$(PY) -m bench.format $(BENCH_ARGS)
 
 bench-onnx: setup ## IsolationForest scoring: scikit-learn vs skl2onnx vs one-node ONNX (1000 trees)
 	@$(PY) -m bench.onnx_scoring $(BENCH_ARGS)

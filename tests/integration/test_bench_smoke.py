@@ -28,6 +28,21 @@ def test_simulator_bench_runs_and_writes_its_json(stack, tmp_path, capsys):
     assert "where the time goes" in capsys.readouterr().out
 
 
+def test_format_bench_runs_both_formats_over_every_message(tmp_path, capsys):
+    from bench.format import main as format_bench_main
+
+    out = tmp_path / "format.json"
+    args = ["--events", "2000", "--devices", "50", "--rounds", "3", "--json-out", str(out)]
+    assert format_bench_main(args) == 0
+    result = json.loads(out.read_text())
+    assert [r["round"] for r in result["rounds"]] == [0, 1, 2]
+    # Every simulator message is a good event: one row each from the telemetry-json format.
+    assert all(r["rows"] == 2000 for r in result["rounds"])
+    summary = result["summary"]
+    assert summary["rounds_counted"] == 2 and summary["ours_ns_per_message"] > 0
+    assert "ours_over_flink_json" in capsys.readouterr().out
+
+
 def test_onnx_scoring_bench_runs_and_checks_parity(tmp_path, capsys):
     from bench.onnx_scoring import main as onnx_bench_main
 

@@ -71,43 +71,12 @@ public final class FormatCheck {
         }
         Map<String, MetricLimit> limits = MetricLimit.parseAll(args.length == 5 ? args[4] : "");
 
-        List<DataTypes.Field> fields = new ArrayList<>();
-        fields.add(DataTypes.FIELD("device_id", DataTypes.STRING()));
-        fields.add(DataTypes.FIELD("ts_ms", DataTypes.BIGINT()));
-        for (String name : metrics) {
-            fields.add(DataTypes.FIELD(name, DataTypes.DOUBLE()));
-        }
-        fields.add(DataTypes.FIELD("event_problem", DataTypes.STRING()));
-        fields.add(DataTypes.FIELD("value_problem", DataTypes.STRING()));
-        fields.add(DataTypes.FIELD("payload", DataTypes.BYTES()));
-        fields.add(DataTypes.FIELD("event_ts", DataTypes.TIMESTAMP_LTZ(3)));
-        RowType rowType =
-                (RowType) DataTypes.ROW(fields.toArray(new DataTypes.Field[0])).getLogicalType();
+        RowType rowType = rowType(metrics);
         TelemetryJsonDeserializer deserializer =
                 new TelemetryJsonDeserializer(
                         rowType, InternalTypeInfo.of(rowType), limits, 128, input, mapping, deviceField);
         Counters counters = new Counters();
-        deserializer.open(
-                new DeserializationSchema.InitializationContext() {
-                    @Override
-                    public MetricGroup getMetricGroup() {
-                        return counters;
-                    }
-
-                    @Override
-                    public UserCodeClassLoader getUserCodeClassLoader() {
-                        return new UserCodeClassLoader() {
-                            @Override
-                            public ClassLoader asClassLoader() {
-                                return FormatCheck.class.getClassLoader();
-                            }
-
-                            @Override
-                            public void registerReleaseHookIfAbsent(
-                                    String releaseHookName, Runnable releaseHook) {}
-                        };
-                    }
-                });
+        open(deserializer, counters);
 
         ObjectMapper json = new ObjectMapper();
         int device = rowType.getFieldIndex("device_id");
@@ -183,6 +152,50 @@ public final class FormatCheck {
             out.println(json.writeValueAsString(summary));
         }
         out.flush();
+    }
+
+    /**
+     * The format's row type for these metrics: device_id STRING, ts_ms BIGINT, the metrics
+     * (DOUBLE), event_problem STRING, value_problem STRING, payload BYTES, event_ts
+     * TIMESTAMP_LTZ(3).
+     */
+    static RowType rowType(List<String> metrics) {
+        List<DataTypes.Field> fields = new ArrayList<>();
+        fields.add(DataTypes.FIELD("device_id", DataTypes.STRING()));
+        fields.add(DataTypes.FIELD("ts_ms", DataTypes.BIGINT()));
+        for (String name : metrics) {
+            fields.add(DataTypes.FIELD(name, DataTypes.DOUBLE()));
+        }
+        fields.add(DataTypes.FIELD("event_problem", DataTypes.STRING()));
+        fields.add(DataTypes.FIELD("value_problem", DataTypes.STRING()));
+        fields.add(DataTypes.FIELD("payload", DataTypes.BYTES()));
+        fields.add(DataTypes.FIELD("event_ts", DataTypes.TIMESTAMP_LTZ(3)));
+        return (RowType) DataTypes.ROW(fields.toArray(new DataTypes.Field[0])).getLogicalType();
+    }
+
+    /** Opens a deserialization schema outside a cluster, its metrics into {@code metrics}. */
+    static void open(DeserializationSchema<?> schema, MetricGroup metrics) throws Exception {
+        schema.open(
+                new DeserializationSchema.InitializationContext() {
+                    @Override
+                    public MetricGroup getMetricGroup() {
+                        return metrics;
+                    }
+
+                    @Override
+                    public UserCodeClassLoader getUserCodeClassLoader() {
+                        return new UserCodeClassLoader() {
+                            @Override
+                            public ClassLoader asClassLoader() {
+                                return FormatCheck.class.getClassLoader();
+                            }
+
+                            @Override
+                            public void registerReleaseHookIfAbsent(
+                                    String releaseHookName, Runnable releaseHook) {}
+                        };
+                    }
+                });
     }
 
     /** A line's message: a JSON string's UTF-8 bytes, null, or {"base64": ...}'s bytes. */
