@@ -176,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
         finally:
-            from confluent_kafka.admin import AdminClient
+            from common.kafka_admin import delete_topic
 
-            AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([sparse])
+            delete_topic(settings.kafka_bootstrap, sparse)
     print(
         f"\nsparse against dense input, {events:,} events of {a.devices:,} devices "
         f"({events * len(METRIC_NAMES):,} points), scoring {a.scoring}, p{a.parallelism}; "

@@ -76,9 +76,8 @@ def execute(settings: Settings, statement: str, name: str, params: tuple = ()):
 def scratch(settings: Settings, prefix: str):
     """A new topic name and a new migrated database (topic ``<prefix>-<tag>``, database
     ``bench_<tag>``), both removed afterwards."""
-    from confluent_kafka.admin import AdminClient
-
     from common.db import migrate
+    from common.kafka_admin import delete_topic
 
     tag = uuid.uuid4().hex[:8]
     topic, database = f"{prefix}-{tag}", f"bench_{tag}"
@@ -88,7 +87,7 @@ def scratch(settings: Settings, prefix: str):
         yield topic, database
     finally:
         drop_database(settings, database)
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([topic])
+        delete_topic(settings.kafka_bootstrap, topic)
 
 
 def drop_database(settings: Settings, name: str) -> None:

@@ -61,6 +61,25 @@ def ensure_topic(
     )
 
 
+def delete_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> bool:
+    """Delete ``topic`` and wait for the broker's answer; True when it was deleted, False when
+    it did not exist. The admin client sends the request in the background and fails it when
+    the client is destroyed first: one dropped right after ``delete_topics`` never deletes, and
+    the topic's data stays on the broker's disk."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    future = admin.delete_topics([topic], operation_timeout=timeout_s)[topic]
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as exc:
+        if exc.args and getattr(exc.args[0], "name", lambda: "")() == "UNKNOWN_TOPIC_OR_PART":
+            return False
+        raise RuntimeError(f"could not delete Kafka topic {topic!r} at {bootstrap}: {exc}") from exc
+    return True
+
+
 def messages_in(bootstrap: str, topic: str) -> int:
     """Messages the topic holds now (0 when it does not exist yet)."""
     from kafka import KafkaConsumer, TopicPartition

@@ -90,3 +90,26 @@ def test_replay_warns_when_its_topic_already_holds_messages(stack, fresh_topic, 
     assert markers == [{"device_id": "replay-end", "ts_ms": newest, "replay_end": True}] * (
         2 * partitions
     )
+
+
+def test_a_deleted_topic_is_gone_when_delete_topic_returns(stack):
+    import time
+    import uuid
+
+    from kafka import KafkaAdminClient
+
+    from common.kafka_admin import delete_topic, ensure_topic
+
+    topic = f"test-delete-{uuid.uuid4().hex[:8]}"
+    assert ensure_topic(stack.kafka_bootstrap, topic, 2)
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    try:
+        assert topic in admin.list_topics()
+        assert delete_topic(stack.kafka_bootstrap, topic) is True
+        deadline = time.monotonic() + 10  # the broker's metadata follows its controller
+        while topic in admin.list_topics() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert topic not in admin.list_topics()
+        assert delete_topic(stack.kafka_bootstrap, topic) is False  # no longer there
+    finally:
+        admin.close()
