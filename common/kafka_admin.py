@@ -69,7 +69,7 @@ def delete_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # no info lines
     future = admin.delete_topics([topic], operation_timeout=timeout_s)[topic]
     try:
         future.result(timeout=timeout_s)
