@@ -30,14 +30,6 @@ from common.settings import REPO_ROOT, Settings
 JAR = REPO_ROOT / ".deps" / "jars" / "anomaly-flink.jar"
 
 
-def classpath(jar: Path = JAR) -> str:
-    """Flink's jars as pyflink ships them (flink-json among them), and the project's."""
-    import pyflink
-
-    jars = sorted((Path(pyflink.__file__).parent / "lib").glob("*.jar"))
-    return ":".join(str(j) for j in [*jars, jar])
-
-
 def summarise(rounds: list[dict]) -> dict:
     """Median ns a message of each format over the rounds after the first third."""
     steady = rounds[len(rounds) // 3 :]
@@ -68,41 +60,28 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from bench.simulator_throughput import run_simulator
     from common.features import METRICS
     from common.sql import format_limits
+    from deploy.flink_run import tool_classpath
 
     with tempfile.TemporaryDirectory() as tmp:
         messages = Path(tmp) / "messages.jsonl"
         print(f"bench.format: {a.events:,} simulator messages ({a.devices:,} devices)", flush=True)
-        sim = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "simulator",
-                "--catalogue",
-                settings.catalogue,
-                "--devices",
-                str(a.devices),
-                "--count",
-                str(a.events),
-                "--output",
-                "file",
-                "--path",
-                str(messages),
-                "--progress-s",
-                "1e9",
-            ],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if sim.returncode != 0:
-            print(f"bench.format: the simulator failed:\n{sim.stderr[-2000:]}", file=sys.stderr)
+        try:
+            run_simulator(
+                [
+                    *("--catalogue", settings.catalogue, "--devices", str(a.devices)),
+                    *("--count", str(a.events), "--output", "file", "--path", str(messages)),
+                ]
+            )
+        except RuntimeError as exc:
+            print(f"bench.format: {exc}", file=sys.stderr)
             return 1
         args = [
             java,
             "-cp",
-            classpath(),
+            tool_classpath(JAR),
             "local.anomaly.flink.FormatBench",
             str(messages),
             ",".join(m.name for m in METRICS),

@@ -66,7 +66,7 @@ def delete_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> bool:
     it did not exist. The admin client sends the request in the background and fails it when
     the client is destroyed first: one dropped right after ``delete_topics`` never deletes, and
     the topic's data stays on the broker's disk."""
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # no info lines
@@ -74,7 +74,7 @@ def delete_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> bool:
     try:
         future.result(timeout=timeout_s)
     except KafkaException as exc:
-        if exc.args and getattr(exc.args[0], "name", lambda: "")() == "UNKNOWN_TOPIC_OR_PART":
+        if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             return False
         raise RuntimeError(f"could not delete Kafka topic {topic!r} at {bootstrap}: {exc}") from exc
     return True

@@ -73,6 +73,12 @@ def flink_home() -> Path:
     return Path(pyflink.__file__).resolve().parent
 
 
+def tool_classpath(jar: Path) -> str:
+    """The class path of the project's own JVM tools run outside a cluster (jvm/ FormatCheck,
+    FormatBench): the client's Flink jars (flink-json among them) and ``jar``."""
+    return ":".join(str(j) for j in [*sorted((flink_home() / "lib").glob("*.jar")), jar])
+
+
 @dataclass
 class Submission:
     """One `flink run` of the scoring job."""

@@ -216,19 +216,18 @@ SEASON_Z = 5.0
 # model's AND misses.
 LEVEL_Z = 4.0
 # The stuck reading (one-metric catalogues with two horizons: the context holds the shortest
-# horizon's level, spread and window count): a window whose mean equals the shortest horizon's
-# level (within STUCK_SHARE of the longest horizon's spread of window means) with that
-# horizon's spread and the window's own std within STUCK_SHARE of the longest's, i.e. a value
-# that has not moved over the recent windows where the device's windows otherwise vary (a
-# quiet device's window means, each over many samples that do move, vary little too; their
-# std tells them apart), is flagged whatever the model's
-# score, once the recent horizon holds more than stuck_min_windows windows (half of its
+# horizon's level, spread and window count): a window whose mean equals the shortest horizon's level
+# (within STUCK_SHARE of the longest horizon's spread of window means) with that horizon's spread
+# and the window's own std within STUCK_SHARE of the longest's, i.e. a value that has not moved over
+# the recent windows where the device's windows otherwise vary (a quiet device's window means, each
+# over many samples that do move, vary little too; their std tells them apart), is flagged whatever
+# the model's score, once the recent horizon holds more than stuck_min_windows windows (half of its
 # windows). A stuck sensor or a frozen exporter in windows of one sample each, which the flat
-# reading (min = max within a window) cannot see. Read only for the devices whose training
-# window means repeated the one before in under STUCK_REPEATS of their windows: a quantised
-# metric, or one that rests at 0, repeats normally. Its reading is the recent windows over
-# stuck_min_windows. Measured (README, Accuracy): on the ops simulator's hourly series it finds
-# the stuck values the model misses.
+# reading (min = max within a window) cannot see. Read only for the devices whose training window
+# means repeated the one before in under STUCK_REPEATS of their windows: a quantised metric, or one
+# that rests at 0, repeats normally. Its reading is the recent windows over stuck_min_windows.
+# Measured (README, Accuracy): on the ops simulator's hourly series it finds the stuck values the
+# model misses.
 STUCK_SHARE = 1e-3
 STUCK_REPEATS = 0.01
 # A context column: <metric>_<statistic><horizon> ("value_avg6h").

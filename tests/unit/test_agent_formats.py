@@ -726,10 +726,9 @@ def _fresh_jar() -> Path:
 
 
 def _classpath() -> str:
-    import pyflink
+    from deploy.flink_run import tool_classpath
 
-    jars = sorted((Path(pyflink.__file__).parent / "lib").glob("*.jar"))
-    return ":".join(str(j) for j in [*jars, _fresh_jar()])
+    return tool_classpath(_fresh_jar())
 
 
 @pytest.fixture(scope="module")
