@@ -2,6 +2,7 @@
 
   python -m training.public_sets PROCESSED_DIR OUT_DIR
   python -m training.public_sets A1BENCHMARK_DIR OUT_DIR
+  python -m training.public_sets KPI_DIR OUT_DIR
 
 PROCESSED_DIR is `data/processed` of a clone of https://github.com/zhhlee/InterFusion: per
 server, `<server>_train.pkl` (unlabelled, normal) and `<server>_test.pkl` with
@@ -29,6 +30,16 @@ is_anomaly), one sample an hour, about two months each, in units from 0.03 to mi
 Written, per series, timed hourly from the same Monday:
 
   OUT_DIR/yahoo/real_<n>.csv   timestamp, value, label
+
+KPI_DIR holds the AIOps Challenge 2018 KPI dataset (NetManAIOps/KPI-Anomaly-Detection, its
+finals' `phase2_train.csv`) split into one file per KPI, `<KPI ID>.csv`, each line `unix
+seconds,value,label` without a header (a copy: `dataset/dataset2_split/` of the public
+repository XHJ-TS9527/KPI-Anomaly-Detection): 29 KPIs of web services of large Internet
+companies, 1 to 3 months each, labelled by their operators. Written with their own times, by
+their sampling:
+
+  OUT_DIR/kpi5/<KPI ID>.csv    timestamp, value, label: the KPIs sampled every 5 minutes
+  OUT_DIR/kpi1/<KPI ID>.csv    the same of those sampled every minute
 """
 
 from __future__ import annotations
@@ -109,6 +120,47 @@ def yahoo_frames(folder: Path):
         )
 
 
+def kpi_frame(path: Path) -> pd.DataFrame | None:
+    """One KPI's file (`unix seconds,value,label` lines, no header) as timestamp, value, label
+    in time order; None where it is not such a file."""
+    try:
+        frame = pd.read_csv(path, header=None, names=["seconds", "value", "label"])
+    except (ValueError, pd.errors.ParserError):
+        return None
+    if frame.empty or not all(pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns):
+        return None
+    frame = frame.dropna().sort_values("seconds")
+    times = pd.to_datetime(frame["seconds"].astype(np.int64), unit="s", utc=True)
+    return pd.DataFrame(
+        {
+            "timestamp": times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(),
+            "value": frame["value"].astype(np.float64).to_numpy(),
+            "label": frame["label"].astype(int).to_numpy(),
+        }
+    )
+
+
+def kpi_step_minutes(frame: pd.DataFrame) -> int:
+    """The KPI's usual sampling step in whole minutes (the median gap between its rows)."""
+    seconds = pd.to_datetime(frame["timestamp"]).astype("int64") // 10**9
+    return max(1, round(float(np.median(np.diff(seconds.to_numpy()))) / 60))
+
+
+def write_kpis(folder: Path, out: Path) -> int:
+    written = 0
+    for path in sorted(folder.glob("*.csv")):
+        frame = kpi_frame(path)
+        if frame is None or not frame["label"].any():
+            print(f"{path.name}: skipped (not unix seconds,value,label rows, or none labelled)")
+            continue
+        name = f"kpi{kpi_step_minutes(frame)}"
+        (out / name).mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out / name / path.name, index=False)
+        print(f"{path.stem}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> {name}/")
+        written += 1
+    return written
+
+
 def write_yahoo(folder: Path, out: Path) -> int:
     (out / "yahoo").mkdir(parents=True, exist_ok=True)
     written = 0
@@ -124,13 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "processed",
         type=Path,
-        help="data/processed of a zhhlee/InterFusion clone, or Yahoo S5's A1Benchmark folder",
+        help="data/processed of a zhhlee/InterFusion clone, Yahoo S5's A1Benchmark folder, or "
+        "the AIOps KPIs, one <KPI ID>.csv each",
     )
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     if any(args.processed.glob("real_*.csv")):
         if not write_yahoo(args.processed, args.out):
             print(f"no readable real_<n>.csv in {args.processed}", file=sys.stderr)
+            return 2
+        return 0
+    if not any(args.processed.glob("*_test_label.pkl")) and any(args.processed.glob("*.csv")):
+        if not write_kpis(args.processed, args.out):
+            print(f"no KPI file (seconds,value,label rows) in {args.processed}", file=sys.stderr)
             return 2
         return 0
     servers = sorted(

@@ -144,3 +144,31 @@ def test_minutes_become_five_minute_samples_labelled_where_any_minute_is():
     }
     already = minutes.iloc[::5].reset_index(drop=True)
     assert five_minutes(already).to_dict("list") == already.to_dict("list")
+
+
+def test_aiops_kpis_keep_their_times_and_are_sorted_by_their_sampling(tmp_path, capsys):
+    from training import public_sets
+
+    kpis = tmp_path / "dataset2_split"
+    kpis.mkdir()
+    # The split files: no header, unix seconds, CRLF; rows not necessarily in time order.
+    (kpis / "aaa-5min.csv").write_bytes(
+        b"1469376600,0.066226516,0\r\n1469376000,0.832818391,0\r\n1469376300,-0.04,1\r\n"
+    )
+    (kpis / "bbb-1min.csv").write_bytes(b"1493568000,1.5,0\r\n1493568060,2.0,1\r\n")
+    (kpis / "ccc-quiet.csv").write_bytes(b"1493568000,1.5,0\r\n1493568060,2.0,0\r\n")
+    (kpis / "ddd-other.csv").write_text("timestamp,value\n2026-01-05,1\n")
+    assert public_sets.main([str(kpis), str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "ccc-quiet.csv: skipped" in out and "ddd-other.csv: skipped" in out
+    assert pd.read_csv(tmp_path / "out" / "kpi5" / "aaa-5min.csv").to_dict("list") == {
+        "timestamp": ["2016-07-24T16:00:00Z", "2016-07-24T16:05:00Z", "2016-07-24T16:10:00Z"],
+        "value": [0.832818391, -0.04, 0.066226516],
+        "label": [0, 1, 0],
+    }
+    assert pd.read_csv(tmp_path / "out" / "kpi1" / "bbb-1min.csv").to_dict("list") == {
+        "timestamp": ["2017-04-30T16:00:00Z", "2017-04-30T16:01:00Z"],
+        "value": [1.5, 2.0],
+        "label": [0, 1],
+    }
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kpi1", "kpi5"]
