@@ -47,6 +47,31 @@ def test_scale_floor_follows_each_devices_own_level_in_a_fleet_of_mixed_units():
     assert same.scale[same.devices.index("load"), 0] == pytest.approx(0.1, rel=0.15)
 
 
+def test_a_feature_mostly_zero_is_scaled_by_its_non_zero_values():
+    # An error counter at rest: 0 in 96 of 100 windows, then 1, 2, 1, 3 errors.
+    counter = np.zeros(100)
+    counter[[10, 40, 70, 90]] = [1.0, 2, 1, 3]
+    # A busy device's errors (none at 0) and a device never erring (all 0).
+    busy = np.arange(100, dtype=np.float64) % 7 + 1
+    ids = np.repeat(["counter", "busy", "quiet"], 100).astype(object)
+    n = DeviceNormaliser.fit(ids, np.concatenate([counter, busy, np.zeros(100)])[:, None])
+    scale = dict(zip(n.devices, n.scale[:, 0], strict=True))
+    # Over all its windows the counter's sd is 0.38; its errors' own spread is 0.83.
+    assert np.std(counter) == pytest.approx(0.38, abs=0.01)
+    assert scale["counter"] == pytest.approx(np.std([1.0, 2, 1, 3]))
+    # A window with one error is 1.1 of that scale out, not 2.4 (over the sd of all windows).
+    assert n.transform(np.array(["counter"], dtype=object), np.array([[1.0]]))[0, 0] < 1.2
+    # Devices mostly not at 0, or never off it, keep their sd and floor (the fleet's median
+    # sd is of the scales above).
+    assert scale["busy"] == pytest.approx(np.std(busy))
+    assert scale["quiet"] == pytest.approx(0.1 * np.median([scale["counter"], np.std(busy), 0]))
+    # Two non-zero windows in 300 (under 1 %) are not a recurring behaviour: the sd stays.
+    rare = np.zeros(300)
+    rare[[50, 250]] = [2.0, 3.0]
+    alone = DeviceNormaliser.fit(np.repeat(["rare"], 300).astype(object), rare[:, None])
+    assert alone.scale[0, 0] == pytest.approx(np.std(rare))
+
+
 def test_unknown_device_gets_the_fleet_normalisation():
     rng = np.random.default_rng(0)
     ids = np.repeat(["a", "b"], 50).astype(object)
