@@ -36,8 +36,8 @@ MIXED_UNITS_SPAN = 100.0
 # non-zero values when that is larger: its sd over all windows, mostly zeros, is a fraction of
 # the size its occasional values have, and each of them read as far out (on the AIOps KPIs at
 # one minute an error counter's single errors, which its labels call normal, were 162 of the
-# 521 false-alarm episodes, and 14 of the 60 highest-scoring training windows, from which the
-# fleet's threshold is drawn, were its; README, Accuracy).
+# 521 false-alarm episodes, and 14 of the fleet's 60 highest-scoring training windows were
+# its; README, Accuracy).
 ZERO_INFLATED_SHARE = 0.5
 # ... and non-zero in at least this share of them: values that recur are the device's normal
 # behaviour; a few non-zero windows in hundreds may be incidents, and scaled by their own spread
