@@ -294,15 +294,21 @@ def context_check_of(params, feature_names, context_names) -> ContextCheck | Non
         return None
     if params.context_check == "on":
         return planned
-    metrics = {name.rpartition("_")[0] for name in feature_names}
-    return planned if params.model == "pca-t2q" and len(metrics) == 1 else None
+    return planned if params.model == "pca-t2q" and one_metric(feature_names) else None
 
 
-def out_of_fold_scores(device_ids: np.ndarray, x: np.ndarray, params) -> np.ndarray | None:
+def one_metric(feature_names) -> bool:
+    """Whether the model features are of one metric (``<metric>_<aggregate>``)."""
+    return len({name.rpartition("_")[0] for name in feature_names}) == 1
+
+
+def out_of_fold_scores(
+    device_ids: np.ndarray, x: np.ndarray, params, zero_inflated: bool = False
+) -> np.ndarray | None:
     """Scores of windows under models that did not see them: each device's windows in
     CALIBRATION_FOLDS random blocks (seeded); block k of every device is scored by a model
-    (normaliser and detector) fitted on the rest. None when no device has enough windows to
-    hold any out."""
+    (normaliser, fitted as the model's is, and detector) fitted on the rest. None when no
+    device has enough windows to hold any out."""
     from training.detectors import CALIBRATION_FOLDS
 
     ids = np.asarray(device_ids).astype(str)
@@ -317,20 +323,20 @@ def out_of_fold_scores(device_ids: np.ndarray, x: np.ndarray, params) -> np.ndar
     scores = []
     for k in range(CALIBRATION_FOLDS):
         held, rest = fold == k, fold != k
-        normaliser = DeviceNormaliser.fit(ids[rest], x[rest])
+        normaliser = DeviceNormaliser.fit(ids[rest], x[rest], zero_inflated=zero_inflated)
         detector = make_detector(params).fit(normaliser.transform(ids[rest], x[rest]))
         scores.append(detector.score(normaliser.transform(ids[held], x[held])))
     return np.concatenate(scores)
 
 
-def fitted_detector(device_ids, x, z, params, calibration: str):
-    """The detector fitted on normalised ``z`` (of raw ``x``), its threshold raised to the
-    out-of-fold one where ``calibration`` says so; returns (detector, out-of-fold threshold or
-    None)."""
+def fitted_detector(device_ids, x, z, params, calibration: str, zero_inflated: bool = False):
+    """The detector fitted on normalised ``z`` (of raw ``x``, normalised with
+    ``zero_inflated``), its threshold raised to the out-of-fold one where ``calibration`` says
+    so; returns (detector, out-of-fold threshold or None)."""
     detector = make_detector(params).fit(z)
     held_out_threshold = None
     if calibration == "out-of-fold":
-        held_out = out_of_fold_scores(device_ids, x, params)
+        held_out = out_of_fold_scores(device_ids, x, params, zero_inflated)
         if held_out is not None:
             held_out_threshold = float(np.quantile(held_out, 1.0 - params.contamination))
             detector.threshold = max(detector.threshold, held_out_threshold)
@@ -422,7 +428,8 @@ def fit_model(
             "or keep the horizon out of the model with ANOMALY_CONTEXT_MODELLED (the job must "
             "then run with the same value)"
         )
-    normaliser = DeviceNormaliser.fit(device_ids, x)
+    zero_inflated = one_metric(feature_names)
+    normaliser = DeviceNormaliser.fit(device_ids, x, zero_inflated=zero_inflated)
     z = normaliser.transform(device_ids, x)
     if constant:
         log(
@@ -434,7 +441,9 @@ def fit_model(
         f"{len(normaliser.devices):,} devices; fitting {params.model} {params.card()}"
     )
     calibration = calibration_of(params, device_ids, x.shape[1])
-    detector, held_out_threshold = fitted_detector(device_ids, x, z, params, calibration)
+    detector, held_out_threshold = fitted_detector(
+        device_ids, x, z, params, calibration, zero_inflated
+    )
     check = context_check_of(params, feature_names, context_names)
     if check is not None:
         # The spread reading waits for a quarter of its horizon's windows in the context.
@@ -451,13 +460,15 @@ def fit_model(
         device_rows = normaliser.indices(device_ids)
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
-            DeviceNormaliser.fit(device_ids, xc),
+            DeviceNormaliser.fit(device_ids, xc, zero_inflated=zero_inflated),
             spread_min_windows,
             stuck_min_windows,
             stuck_devices or (),
         )
         zc = check.normaliser.transform(device_ids, xc)
-        context_detector, _ = fitted_detector(device_ids, xc, zc, params, calibration)
+        context_detector, _ = fitted_detector(
+            device_ids, xc, zc, params, calibration, zero_inflated
+        )
         detector = ContextCheckedDetector(detector, context_detector)
         spread = (
             f"; or where a window's std is {check.spread_z:g} of its recent spreads out, or "

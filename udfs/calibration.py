@@ -31,13 +31,15 @@ from common.settings import duration_seconds
 SCALE_FLOOR_SHARE_OF_FLEET = 0.1
 SCALE_FLOOR_RELATIVE = 1e-6
 MIXED_UNITS_SPAN = 100.0
-# A feature that is exactly 0 in at least ZERO_INFLATED_SHARE of a device's training windows
-# (an error counter at rest, a window that did not move) is scaled by the spread of its
-# non-zero values when that is larger: its sd over all windows, mostly zeros, is a fraction of
-# the size its occasional values have, and each of them read as far out (on the AIOps KPIs at
-# one minute an error counter's single errors, which its labels call normal, were 162 of the
-# 521 false-alarm episodes, and 14 of the fleet's 60 highest-scoring training windows were
-# its; README, Accuracy).
+# In a one-metric catalogue, a feature that is exactly 0 in at least ZERO_INFLATED_SHARE of a
+# device's training windows (an error counter at rest, a window that did not move) is scaled by
+# the spread of its non-zero values when that is larger: its sd over all windows, mostly zeros,
+# is a fraction of the size its occasional values have, and each of them read as far out (on
+# the AIOps KPIs at one minute an error counter's single errors, which its labels call normal,
+# were 162 of the 521 false-alarm episodes, and 14 of the fleet's 60 highest-scoring training
+# windows were its; README, Accuracy). Not where many metrics share one model: in the demo's
+# network catalogue it halved the threshold, and a stream's first window after a restart (one
+# sample per device, every spread 0) then flagged on all 100 devices instead of 4.
 ZERO_INFLATED_SHARE = 0.5
 # ... and non-zero in at least this share of them: values that recur are the device's normal
 # behaviour; a few non-zero windows in hundreds may be incidents, and scaled by their own spread
@@ -107,7 +109,11 @@ class DeviceNormaliser:
     fleet_scale: np.ndarray  # [features]
 
     @classmethod
-    def fit(cls, device_ids: np.ndarray, x: np.ndarray) -> DeviceNormaliser:
+    def fit(
+        cls, device_ids: np.ndarray, x: np.ndarray, *, zero_inflated: bool = False
+    ) -> DeviceNormaliser:
+        """``zero_inflated``: scale mostly-zero features by their non-zero values
+        (ZERO_INFLATED_SHARE); training sets it for one-metric catalogues only."""
         x = np.asarray(x, dtype=np.float64)
         device_ids = np.asarray(device_ids, dtype=object)
         if len(x) == 0:
@@ -119,7 +125,9 @@ class DeviceNormaliser:
         center /= counts[:, None]
         sq = np.zeros_like(center)
         np.add.at(sq, inverse, (x - center[inverse]) ** 2)
-        sd = np.fmax(np.sqrt(sq / counts[:, None]), _non_zero_spread(inverse, x, counts))
+        sd = np.sqrt(sq / counts[:, None])
+        if zero_inflated:
+            sd = np.fmax(sd, _non_zero_spread(inverse, x, counts))
         fleet_center = x.mean(axis=0)
         fleet_sd = x.std(axis=0)
         # The devices' floors and the fleet's, from one pass over the fleet's statistics.

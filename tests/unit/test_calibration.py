@@ -54,7 +54,8 @@ def test_a_feature_mostly_zero_is_scaled_by_its_non_zero_values():
     # A busy device's errors (none at 0) and a device never erring (all 0).
     busy = np.arange(100, dtype=np.float64) % 7 + 1
     ids = np.repeat(["counter", "busy", "quiet"], 100).astype(object)
-    n = DeviceNormaliser.fit(ids, np.concatenate([counter, busy, np.zeros(100)])[:, None])
+    x = np.concatenate([counter, busy, np.zeros(100)])[:, None]
+    n = DeviceNormaliser.fit(ids, x, zero_inflated=True)
     scale = dict(zip(n.devices, n.scale[:, 0], strict=True))
     # Over all its windows the counter's sd is 0.38; its errors' own spread is 0.83.
     assert np.std(counter) == pytest.approx(0.38, abs=0.01)
@@ -68,8 +69,20 @@ def test_a_feature_mostly_zero_is_scaled_by_its_non_zero_values():
     # Two non-zero windows in 300 (under 1 %) are not a recurring behaviour: the sd stays.
     rare = np.zeros(300)
     rare[[50, 250]] = [2.0, 3.0]
-    alone = DeviceNormaliser.fit(np.repeat(["rare"], 300).astype(object), rare[:, None])
+    alone = DeviceNormaliser.fit(
+        np.repeat(["rare"], 300).astype(object), rare[:, None], zero_inflated=True
+    )
     assert alone.scale[0, 0] == pytest.approx(np.std(rare))
+    # Off unless asked (training asks for one-metric catalogues): the sd over all windows.
+    plain = DeviceNormaliser.fit(ids, x)
+    assert plain.scale[plain.devices.index("counter"), 0] == pytest.approx(np.std(counter))
+
+
+def test_the_mostly_zero_scale_is_for_one_metric_models():
+    from training.train import one_metric
+
+    assert one_metric(["errors_mean", "errors_std", "errors_min", "errors_max"])
+    assert not one_metric(["cpu_utilization_mean", "latency_ms_mean", "latency_ms_max"])
 
 
 def test_unknown_device_gets_the_fleet_normalisation():
