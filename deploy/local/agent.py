@@ -29,6 +29,7 @@ from deploy.local.helpers import (
     log,
     pid_alive,
     port_open,
+    process_alive,
     spawn,
     stop_pid,
     wait_for,
@@ -259,10 +260,12 @@ class Collectd:
         self.config.write_text(text)
         check_config(binary, self.config)
         before = self.messages() or 0
-        spawn([binary, "-f", "-C", str(self.config.resolve())], self.log_file, self.pid_file)
+        pid = spawn([binary, "-f", "-C", str(self.config.resolve())], self.log_file, self.pid_file)
 
         def delivered() -> bool:
-            if not self.running():
+            # The process itself, not the pid file: collectd rewrites that file (PIDFile) as
+            # it starts, and a read in between finds it empty.
+            if not process_alive(pid):
                 raise StackError(
                     f"collectd exited at start; the end of its log {self.log_file}:\n"
                     + self.log_tail()
