@@ -120,9 +120,10 @@ def yahoo_frames(folder: Path):
         )
 
 
-def kpi_frame(path: Path) -> pd.DataFrame | None:
+def kpi_frame(path: Path) -> tuple[pd.DataFrame, int] | None:
     """One KPI's file (`unix seconds,value,label` lines, no header) as timestamp, value, label
-    in time order; None where it is not such a file."""
+    in time order, and its usual sampling step in whole minutes (the median gap between its
+    rows); None where it is not such a file."""
     try:
         frame = pd.read_csv(path, header=None, names=["seconds", "value", "label"])
     except (ValueError, pd.errors.ParserError):
@@ -130,30 +131,29 @@ def kpi_frame(path: Path) -> pd.DataFrame | None:
     if frame.empty or not all(pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns):
         return None
     frame = frame.dropna().sort_values("seconds")
-    times = pd.to_datetime(frame["seconds"].astype(np.int64), unit="s", utc=True)
+    seconds = frame["seconds"].astype(np.int64)
+    step = (
+        max(1, round(float(np.median(np.diff(seconds.to_numpy()))) / 60)) if len(frame) > 1 else 1
+    )
+    times = pd.to_datetime(seconds, unit="s", utc=True)
     return pd.DataFrame(
         {
             "timestamp": times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(),
             "value": frame["value"].astype(np.float64).to_numpy(),
             "label": frame["label"].astype(int).to_numpy(),
         }
-    )
-
-
-def kpi_step_minutes(frame: pd.DataFrame) -> int:
-    """The KPI's usual sampling step in whole minutes (the median gap between its rows)."""
-    seconds = pd.to_datetime(frame["timestamp"]).astype("int64") // 10**9
-    return max(1, round(float(np.median(np.diff(seconds.to_numpy()))) / 60))
+    ), step
 
 
 def write_kpis(folder: Path, out: Path) -> int:
     written = 0
     for path in sorted(folder.glob("*.csv")):
-        frame = kpi_frame(path)
-        if frame is None or not frame["label"].any():
+        read = kpi_frame(path)
+        if read is None or not read[0]["label"].any():
             print(f"{path.name}: skipped (not unix seconds,value,label rows, or none labelled)")
             continue
-        name = f"kpi{kpi_step_minutes(frame)}"
+        frame, step = read
+        name = f"kpi{step}"
         (out / name).mkdir(parents=True, exist_ok=True)
         frame.to_csv(out / name / path.name, index=False)
         print(f"{path.stem}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> {name}/")

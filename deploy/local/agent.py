@@ -263,8 +263,9 @@ class Collectd:
         pid = spawn([binary, "-f", "-C", str(self.config.resolve())], self.log_file, self.pid_file)
 
         def delivered() -> bool:
-            # The process itself, not the pid file: collectd rewrites that file (PIDFile) as
-            # it starts, and a read in between finds it empty.
+            # The process itself, not the pid file (written twice at start: by spawn and by
+            # collectd's PIDFile): once, under load, the pid-file check said "exited" while the
+            # collectd it had started ran on; the cause was not reproduced.
             if not process_alive(pid):
                 raise StackError(
                     f"collectd exited at start; the end of its log {self.log_file}:\n"
