@@ -40,6 +40,11 @@ their sampling:
 
   OUT_DIR/kpi5/<KPI ID>.csv    timestamp, value, label: the KPIs sampled every 5 minutes
   OUT_DIR/kpi1/<KPI ID>.csv    the same of those sampled every minute
+  OUT_DIR/kpi14/<KPI ID>-<k>.csv  every KPI at 5 minutes (a minute KPI's minutes averaged in
+                               5-minute bins, labelled where any minute is), cut into pieces of
+                               14 days from its first row (the k-th piece; a last piece of
+                               under 10 days is left out): the held-out set's shape, series of
+                               about two weeks whose first 15 % (two days) is all the training
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ import pandas as pd
 START = pd.Timestamp("2026-01-05T00:00:00Z")
 SETS = {"machine-": ("smd", "1min"), "omi-": ("asd", "5min")}
 SCALES = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+PIECE = pd.Timedelta(days=14)
+SHORTEST_PIECE = pd.Timedelta(days=10)
 
 
 def _load(path: Path) -> np.ndarray | None:
@@ -145,8 +152,21 @@ def kpi_frame(path: Path) -> tuple[pd.DataFrame, int] | None:
     ), step
 
 
+def two_week_pieces(frame: pd.DataFrame):
+    """(k, rows) of one series cut into PIECE-long spans from its first row, the last one left
+    out where it spans under SHORTEST_PIECE."""
+    times = pd.to_datetime(frame["timestamp"])
+    piece = ((times - times.iloc[0]) // PIECE).to_numpy()
+    for k in np.unique(piece):
+        rows = frame[piece == k]
+        part = times[piece == k]
+        if part.iloc[-1] - part.iloc[0] >= SHORTEST_PIECE:
+            yield int(k), rows
+
+
 def write_kpis(folder: Path, out: Path) -> int:
     written = 0
+    (out / "kpi14").mkdir(parents=True, exist_ok=True)
     for path in sorted(folder.glob("*.csv")):
         read = kpi_frame(path)
         if read is None or not read[0]["label"].any():
@@ -156,7 +176,14 @@ def write_kpis(folder: Path, out: Path) -> int:
         name = f"kpi{step}"
         (out / name).mkdir(parents=True, exist_ok=True)
         frame.to_csv(out / name / path.name, index=False)
-        print(f"{path.stem}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> {name}/")
+        pieces = 0
+        for k, rows in two_week_pieces(five_minutes(frame) if step < 5 else frame):
+            rows.to_csv(out / "kpi14" / f"{path.stem}-{k}.csv", index=False)
+            pieces += 1
+        print(
+            f"{path.stem}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> {name}/, "
+            f"{pieces} pieces of 14 days at 5 min -> kpi14/"
+        )
         written += 1
     return written
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -171,4 +172,33 @@ def test_aiops_kpis_keep_their_times_and_are_sorted_by_their_sampling(tmp_path, 
         "value": [1.5, 2.0],
         "label": [0, 1],
     }
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kpi1", "kpi5"]
+    # Both span minutes: no two-week piece.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kpi1", "kpi14", "kpi5"]
+    assert not any((tmp_path / "out" / "kpi14").iterdir())
+
+
+def test_aiops_kpis_are_cut_into_two_week_pieces_at_five_minutes(tmp_path):
+    from training import public_sets
+
+    kpis = tmp_path / "dataset2_split"
+    kpis.mkdir()
+    # 30 days and 5 minutes of one sample a minute (the value: its minute), one minute labelled.
+    seconds = 1493568000 + 60 * np.arange(30 * 1440 + 5)
+    labels = (np.arange(len(seconds)) == 14 * 1440 + 7).astype(int)
+    lines = [f"{s},{i},{y}" for i, (s, y) in enumerate(zip(seconds, labels, strict=True))]
+    (kpis / "kpi.csv").write_text("\n".join(lines) + "\n")
+    assert public_sets.main([str(kpis), str(tmp_path / "out")]) == 0
+    # Pieces 0 and 1 (14 days each); the last 2 days and 5 minutes are left out.
+    assert sorted(p.name for p in (tmp_path / "out" / "kpi14").iterdir()) == [
+        "kpi-0.csv",
+        "kpi-1.csv",
+    ]
+    first = pd.read_csv(tmp_path / "out" / "kpi14" / "kpi-0.csv")
+    second = pd.read_csv(tmp_path / "out" / "kpi14" / "kpi-1.csv")
+    assert len(first) == len(second) == 14 * 288
+    assert first["timestamp"].iloc[0] == "2017-04-30T16:00:00Z"
+    assert second["timestamp"].iloc[0] == "2017-05-14T16:00:00Z"
+    # Each row is the mean of its five minutes, labelled where one of them is.
+    assert first["value"].iloc[:2].tolist() == [2.0, 7.0]
+    assert second["label"].sum() == 1 and second["label"].iloc[1] == 1
+    assert first["label"].sum() == 0
