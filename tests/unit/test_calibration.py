@@ -57,15 +57,25 @@ def test_a_feature_mostly_zero_is_scaled_by_its_non_zero_values():
     x = np.concatenate([counter, busy, np.zeros(100)])[:, None]
     n = DeviceNormaliser.fit(ids, x, zero_inflated=True)
     scale = dict(zip(n.devices, n.scale[:, 0], strict=True))
-    # Over all its windows the counter's sd is 0.38; its errors' own spread is 0.83.
+    # Over all its windows the counter's sd is 0.38; its errors' typical size (root mean
+    # square) is 1.94.
     assert np.std(counter) == pytest.approx(0.38, abs=0.01)
-    assert scale["counter"] == pytest.approx(np.std([1.0, 2, 1, 3]))
-    # A window with one error is 1.1 of that scale out, not 2.4 (over the sd of all windows).
-    assert n.transform(np.array(["counter"], dtype=object), np.array([[1.0]]))[0, 0] < 1.2
+    assert scale["counter"] == pytest.approx(np.sqrt(np.mean(np.square([1.0, 2, 1, 3]))))
+    # A window with one error is 0.5 of that scale out, not 2.4 (over the sd of all windows).
+    assert n.transform(np.array(["counter"], dtype=object), np.array([[1.0]]))[0, 0] < 0.6
     # Devices mostly not at 0, or never off it, keep their sd and floor (the fleet's median
     # sd is of the scales above).
     assert scale["busy"] == pytest.approx(np.std(busy))
     assert scale["quiet"] == pytest.approx(0.1 * np.median([scale["counter"], np.std(busy), 0]))
+    # Errors that recur alike (all 1: no spread about their own mean) are scaled by their
+    # size, so one more such window is 1 scale out, not 5 sd.
+    alike = np.zeros(100)
+    alike[[5, 50]] = 1.0
+    same = DeviceNormaliser.fit(
+        np.repeat(["alike"], 100).astype(object), alike[:, None], zero_inflated=True
+    )
+    assert np.std(alike) == pytest.approx(0.14, abs=0.01)
+    assert same.scale[0, 0] == pytest.approx(1.0)
     # Two non-zero windows in 300 (under 1 %) are not a recurring behaviour: the sd stays.
     rare = np.zeros(300)
     rare[[50, 250]] = [2.0, 3.0]
