@@ -158,10 +158,10 @@ def two_week_pieces(frame: pd.DataFrame):
     times = pd.to_datetime(frame["timestamp"])
     piece = ((times - times.iloc[0]) // PIECE).to_numpy()
     for k in np.unique(piece):
-        rows = frame[piece == k]
-        part = times[piece == k]
+        mine = piece == k
+        part = times[mine]
         if part.iloc[-1] - part.iloc[0] >= SHORTEST_PIECE:
-            yield int(k), rows
+            yield int(k), frame[mine]
 
 
 def write_kpis(folder: Path, out: Path) -> int:

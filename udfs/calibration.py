@@ -81,7 +81,7 @@ def scale_floor(center: np.ndarray, sd: np.ndarray, level: np.ndarray) -> np.nda
     )
 
 
-def _non_zero_spread(inverse: np.ndarray, x: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _non_zero_size(inverse: np.ndarray, x: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Per device (``inverse``: each row's device) and feature, the root mean square of the
     non-zero values (their typical size, away from the zeros) where at least
     ZERO_INFLATED_SHARE of the device's values are 0 and at least two, and
@@ -129,7 +129,7 @@ class DeviceNormaliser:
         np.add.at(sq, inverse, (x - center[inverse]) ** 2)
         sd = np.sqrt(sq / counts[:, None])
         if zero_inflated:
-            sd = np.fmax(sd, _non_zero_spread(inverse, x, counts))
+            sd = np.fmax(sd, _non_zero_size(inverse, x, counts))
         fleet_center = x.mean(axis=0)
         fleet_sd = x.std(axis=0)
         # The devices' floors and the fleet's, from one pass over the fleet's statistics.
