@@ -275,7 +275,8 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
     """The context the scorer reads beside the model's features (udfs.calibration.ContextCheck):
     each metric's level and spread (avg, sd) over the longest horizon, and for one metric its
     SPREAD_STATS, then the shortest horizon's avg, sd and RECENT_STATS where computed, then its
-    SEASON_STATS where computed; none without horizons. The longest horizon's come first."""
+    SEASON_STATS where computed, then for one metric the window's own sample count (the spike
+    reading's); none without horizons. The longest horizon's come first."""
     longest = longest_horizon(horizon_list)
     if longest is None:
         return ()
@@ -296,6 +297,7 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
             for season in seasons
             for stat in SEASON_STATS
         )
+        + tuple(f"{m}_count" for m in metric_names if spread_stats(metric_names))
     )
 
 

@@ -45,7 +45,15 @@ from training.detectors import (
     DetectorParams,
     make_detector,
 )
-from udfs.calibration import ContextCheck, DeviceNormaliser, Severity, steady_devices
+from udfs.calibration import (
+    SPIKE_Z,
+    ContextCheck,
+    DeviceNormaliser,
+    Severity,
+    spike_bars,
+    spike_z,
+    steady_devices,
+)
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
 
 PARITY_TOLERANCE = 1e-5
@@ -457,6 +465,11 @@ def fit_model(
             stuck_min_windows = max(2, recent // window_seconds // 2)
             steady = set(steady_devices(device_ids, x[:, jm]))
             stuck_devices = steady if stuck_devices is None else stuck_devices & steady
+        # The spike reading's bar per device, from its training windows' readings.
+        bars = None
+        if check.spike and context is not None:
+            readings = np.fmax.reduce([spike_z(x, context, spike) for spike in check.spike])
+            bars = spike_bars(device_ids, readings)
         device_rows = normaliser.indices(device_ids)
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
@@ -464,6 +477,7 @@ def fit_model(
             spread_min_windows,
             stuck_min_windows,
             stuck_devices or (),
+            bars,
         )
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(
@@ -492,6 +506,13 @@ def fit_model(
                 f"; or where its value has not moved over more than {stuck_min_windows} recent "
                 f"windows (on the {len(check.stuck_devices):,} of "
                 f"{len(normaliser.devices):,} devices whose training values do not repeat)"
+            )
+        if check.spike_bars:
+            read = [b for b in check.spike_bars.values() if b is not None]
+            spread += (
+                f"; or where one sample is far from the rest of its window (at least "
+                f"{SPIKE_Z:g} of their spread, higher for devices whose training windows held such "
+                f"samples; read on {len(read):,} of {len(check.spike_bars):,} devices)"
             )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "

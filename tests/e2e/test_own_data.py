@@ -307,6 +307,7 @@ make replay REPLAY_ARGS="{data} --label-column label"
         "value_seassd28d",
         "value_seasres7d",  # from a device's fourth day
         "value_seassd7d",
+        "value_count",  # the window's own sample count, for the spike reading
     ]
     # The spreads' context the stream stored (WindowContext), by value: five days of windows
     # are all within the 15-day horizon, so each window's is that of all its device's

@@ -14,7 +14,17 @@ import pytest
 
 from training.detectors import CONTEXT_CHECK_SHARE, DetectorParams
 from training.train import TrainingDataError, context_check_of, fit_model
-from udfs.calibration import STUCK_SHARE, ContextCheck, DeviceNormaliser, steady_devices
+from udfs.calibration import (
+    SPIKE_FLOOR,
+    SPIKE_MARGIN,
+    SPIKE_Z,
+    STUCK_SHARE,
+    ContextCheck,
+    DeviceNormaliser,
+    spike_bars,
+    spike_z,
+    steady_devices,
+)
 from udfs.onnx_scorer import CARD_FILE, ModelCardError, OnnxModel, ScoreWindow
 
 FEATURES = ("value_mean", "value_std", "value_min", "value_max")
@@ -620,3 +630,129 @@ def test_a_value_that_has_not_moved_over_the_recent_windows_is_flagged(tmp_path,
     # A card from before the reading reads none.
     del card["stuck"]
     assert ContextCheck.from_card(card, FEATURES).stuck == ()
+
+
+SPIKE_CONTEXT = (*SPREAD_CONTEXT, "value_count")
+
+
+def test_plan_reads_the_window_count_for_the_spike_reading():
+    # mean, std, min and max features; the count and the recent spreads' mean (stdavg)
+    assert ContextCheck.plan(FEATURES, SPIKE_CONTEXT).spike == ((0, 1, 2, 3, 5, 2),)
+    assert ContextCheck.plan(FEATURES, SPREAD_CONTEXT).spike == ()
+    assert ContextCheck.plan(FEATURES[:2], (*SPREAD_CONTEXT, "value_count")).spike == ()
+
+
+def aggregates(samples: np.ndarray) -> np.ndarray:
+    """Window features (mean, population std, min, max) of rows of samples."""
+    return np.column_stack([samples.mean(1), samples.std(1), samples.min(1), samples.max(1)])
+
+
+def test_spike_statistic_is_the_extreme_against_the_windows_other_samples():
+    """From a window's count, mean, std, min and max alone: |e - m'| / max(s', floor), m' and s'
+    the mean and population std of the samples other than e, at whichever extreme reads
+    further; NaN under SPIKE_MIN_SAMPLES samples or where nothing bounds it."""
+    rng = np.random.default_rng(3)
+    samples = 100 + rng.normal(size=(50, 12))
+    samples[::5, 7] += rng.choice([-1, 1], 10) * rng.uniform(3, 30, 10)  # one odd sample
+    x = aggregates(samples)
+    stdavg = np.full(len(x), 0.01)  # a floor of 0.005 that no spread here falls to
+    context = np.column_stack([stdavg, np.full(len(x), 12.0)])
+    spike = (0, 1, 2, 3, 1, 0)
+    want = []
+    for row in samples:
+        reads = []
+        for k in (row.argmin(), row.argmax()):
+            others = np.delete(row, k)
+            reads.append(abs(row[k] - others.mean()) / others.std())
+        want.append(max(reads))
+    np.testing.assert_allclose(spike_z(x, context, spike), want, rtol=1e-9)
+    # Otherwise equal samples: the floor, SPIKE_FLOOR x the recent spreads, bounds it.
+    flat = np.full((1, 12), 5.0)
+    flat[0, 3] = 8.0
+    ctx = np.array([[2.0, 12.0]])
+    np.testing.assert_allclose(spike_z(aggregates(flat), ctx, spike), [3.0 / (SPIKE_FLOOR * 2)])
+    ctx[0, 0] = np.nan  # no recent spreads yet, nothing else to bound it: not read
+    assert np.isnan(spike_z(aggregates(flat), ctx, spike)).all()
+    ctx[0, 0] = 0.0
+    assert np.isnan(spike_z(aggregates(flat), ctx, spike)).all()
+    # A flat window reads 0 at both extremes.
+    assert spike_z(aggregates(np.full((1, 12), 5.0)), ctx, spike).tolist() == [0.0]
+    few = aggregates(samples[:, :3])
+    three = np.column_stack([stdavg, np.full(len(x), 3.0)])
+    assert np.isnan(spike_z(few, three, spike)).all()
+
+
+def test_spike_bars_are_each_devices_own_above_a_floor():
+    ids = np.array(["a", "a", "b", "b", "c", "d"])
+    readings = np.array([2.0, 3.0, 5.0, np.nan, np.nan, np.nan])
+    assert spike_bars(ids, readings) == {
+        "a": SPIKE_Z,  # 1.5 x 3 under the floor
+        "b": SPIKE_MARGIN * 5.0,
+        "c": None,  # nothing read in training: not read
+        "d": None,
+    }
+
+
+def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
+    """The spike reading: a single sample 20 sd away from the other 11 of its window (which
+    reads at most sqrt(11) against the window's own std) passes its device's bar and raises the
+    window's score to the threshold times its reading; one at 3 sd does not. Each device's bar
+    is its own: the device whose training windows held such samples is read against them."""
+    rng, level, spread = fleet
+    n = 150
+    ids = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], n).astype(object)
+    lv, sp = np.repeat(level, n), np.repeat(spread, n)
+    samples = lv[:, None] + sp[:, None] * rng.normal(size=(len(ids), 12))
+    odd = np.flatnonzero(ids == "dev-05")[::10]
+    samples[odd, 4] += 15 * sp[odd]  # dev-05's training windows hold odd samples
+    x = aggregates(samples)
+    context = np.column_stack([lv, sp / np.sqrt(12) * 1.2])
+    training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 12.0)])
+    training[:, 2] = 0.93 * sp  # the recent windows' std: of 12 samples, about 0.93 sd
+    result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    assert card["spike"] == [
+        {"feature": "value_mean", "count": "value_count", "stdavg": "value_stdavg1d"}
+    ]
+    assert card["spike_bars"]["dev-05"] > 1.5 * 14
+    assert card["spike_bars"]["dev-00"] < 10
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPIKE_CONTEXT)
+    without = dataclasses.replace(model, check=dataclasses.replace(model.check, spike=()))
+
+    m = 30
+    after = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], m).astype(object)
+    alv, asp = np.repeat(level, m), np.repeat(spread, m)
+    base = alv[:, None] + asp[:, None] * rng.normal(size=(len(after), 12))
+    actx = np.column_stack([alv, asp / np.sqrt(12) * 1.2])
+
+    def scored(size):
+        s = base.copy()
+        s[:, 6] = alv - size * asp  # one sample `size` sd below the level
+        ax = aggregates(s)
+        ctx = np.column_stack([with_spread_context(ax, actx, 24), np.full(len(ax), 12.0)])
+        ctx[:, 2] = 0.93 * asp
+        return ax, ctx
+
+    rows = model.normaliser.indices(after)
+    ax, ctx = scored(20.0)
+    reading = model.check.spike_reading(rows, ax, ctx)
+    assert (reading[after != "dev-05"] > 1).all()
+    assert (reading[after == "dev-05"] < 1).all()  # its training windows held such samples
+    got = model.score(after, ax, ctx)
+    np.testing.assert_allclose(
+        got.score, np.fmax(without.score(after, ax, ctx).score, reading * model.threshold)
+    )
+    assert got.flag.astype(bool)[after != "dev-05"].all()
+    ax, ctx = scored(3.0)
+    assert (model.check.spike_reading(rows, ax, ctx) < 1).all()
+    # A device the model has not seen is read at the devices' median bar; no context: none.
+    ax, ctx = scored(20.0)
+    unknown = np.full(len(ax), -1)
+    bar = float(np.median([b for b in card["spike_bars"].values() if b is not None]))
+    np.testing.assert_allclose(
+        model.check.spike_reading(unknown, ax, ctx), spike_z(ax, ctx, model.check.spike[0]) / bar
+    )
+    assert not model.check.spike_reading(rows, ax, None).any()
+    # A card from before the reading reads none.
+    del card["spike"]
+    assert ContextCheck.from_card(card, FEATURES).spike == ()
