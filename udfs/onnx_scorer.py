@@ -181,7 +181,8 @@ class OnnxModel:
                 raise ModelCardError(
                     f"model {model_dir} checks windows against the context "
                     f"{list(check.columns)}, but the job computes {list(context_names)} "
-                    "(other horizons or metrics): retrain with `make train`"
+                    "(other horizons or metrics, or a job of a later version): retrain with "
+                    "`make train`"
                 )
         model_path = model_dir / MODEL_FILE
         try:
