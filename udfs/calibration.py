@@ -349,13 +349,14 @@ def spike_bars(device_ids: np.ndarray, readings: np.ndarray) -> dict[str, float 
     """Each device's spike bar from its training windows' spike readings (rows per device):
     the larger of SPIKE_Z and SPIKE_MARGIN x its highest; None (not read) where none of its
     windows could be read."""
-    ids = np.asarray(device_ids).astype(str)
-    out: dict[str, float | None] = {}
-    for device in np.unique(ids):
-        r = readings[ids == device]
-        r = r[np.isfinite(r)]
-        out[str(device)] = max(SPIKE_Z, SPIKE_MARGIN * float(r.max())) if len(r) else None
-    return out
+    devices, inverse = np.unique(np.asarray(device_ids).astype(str), return_inverse=True)
+    read = np.isfinite(readings)
+    top = np.full(len(devices), -np.inf)
+    np.maximum.at(top, inverse[read], readings[read])
+    return {
+        str(device): max(SPIKE_Z, SPIKE_MARGIN * float(t)) if np.isfinite(t) else None
+        for device, t in zip(devices, top, strict=True)
+    }
 
 
 def season_z(context: np.ndarray, res: int, sd: int) -> np.ndarray:
