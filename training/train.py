@@ -495,6 +495,11 @@ def fit_model(
             spread += (
                 f"; or where its mean's residual against the same time of the week or day is "
                 f"{check.season_z:g} of its recent spread out"
+                + (
+                    f" (windows of at most {check.season_max_samples:g} samples)"
+                    if any(n >= 0 for _, _, n in check.season)
+                    else ""
+                )
             )
         if check.level:
             spread += (

@@ -247,6 +247,12 @@ FLAT_Z = 2.0
 # out is flagged whatever the model's score. Measured (README, Accuracy): they find the spikes
 # a daily swing hides.
 SEASON_Z = 5.0
+# Where the scorer is given the window's sample count, the seasonal readings flag windows of at
+# most SEASON_MAX_SAMPLES samples: those the spike reading cannot read. A window of several
+# samples shows a spike in its own samples (the spike reading, the window's shape); against its
+# time of the day its mean added few events and many false alarms (README, Accuracy). Slow
+# series, one sample per window, keep the reading that finds their spikes within a daily swing.
+SEASON_MAX_SAMPLES = 3
 # The level reading (one-metric catalogues: the context holds each device's window count): a
 # window whose mean is LEVEL_Z of the device's recent spread of window means from their level,
 # |mean - avg| / max(sd, the device's training scale of its mean) over the longest horizon, is
@@ -413,9 +419,11 @@ class ContextCheck:
     spread_z: float = SPREAD_Z
     flat_z: float = FLAT_Z  # inf: no flat reading (a card from before it)
     # The seasonal readings, per metric and season with SEASON_STATS: (seasres column, seassd
-    # column).
-    season: tuple[tuple[int, int], ...] = ()
+    # column, the metric's count column or -1); read where the count is at most
+    # season_max_samples (every window without a count column, or in a card from before it).
+    season: tuple[tuple[int, int, int], ...] = ()
     season_z: float = SEASON_Z
+    season_max_samples: float = SEASON_MAX_SAMPLES
     # The window's shape, per metric with SPREAD_STATS: (mean feature index, std feature index,
     # stdavg column); empty in a card from before it.
     shape: tuple[tuple[int, int, int], ...] = ()
@@ -485,7 +493,7 @@ class ContextCheck:
                 if name.startswith(prefix := f"{metric}_seasres"):
                     sd = context.get(f"{metric}_seassd{name.removeprefix(prefix)}")
                     if sd is not None:
-                        season.append((res, sd))
+                        season.append((res, sd, context.get(f"{metric}_count", -1)))
                         seasonal_mean.append((jm, res, sd))
         if not uses:
             return None
@@ -547,12 +555,14 @@ class ContextCheck:
     def season_reading(self, context: np.ndarray | None, rows: int) -> np.ndarray:
         """Per window, the largest |seasres| / seassd of its metrics over season_z (1 is
         flagged); 0 where it is not read (no context, no seasonal history yet, a spread of
-        0)."""
+        0, more than season_max_samples samples in the window)."""
         out = np.zeros(rows)
         if context is None:
             return out
-        for r, s in self.season:
+        for r, s, n in self.season:
             z = np.abs(season_z(context, r, s))
+            if n >= 0:  # a NaN count (not known) is read
+                z = np.where(context[:, n] > self.season_max_samples, np.nan, z)
             out = np.fmax(out, np.where(np.isfinite(z), z / self.season_z, 0.0))
         return out
 
@@ -740,8 +750,13 @@ class ContextCheck:
             ],
             "spread_z": self.spread_z,
             "flat_z": self.flat_z,
-            "season": [{"res": self.columns[r], "sd": self.columns[s]} for r, s in self.season],
+            "season": [
+                {"res": self.columns[r], "sd": self.columns[s]}
+                | ({"count": self.columns[n]} if n >= 0 else {})
+                for r, s, n in self.season
+            ],
             "season_z": self.season_z,
+            "season_max_samples": self.season_max_samples,
             "spread_min_windows": self.spread_min_windows,
             "shape": bool(self.shape),
             "seasonal_mean": bool(self.seasonal_mean),
@@ -811,11 +826,17 @@ class ContextCheck:
             raise CalibrationError("the card's spread reading does not fit the model's features")
         check = planned.fitted(normaliser, int(card.get("spread_min_windows") or 0))
         # A card from before the seasonal reading reads none.
+        # A card from before the seasonal reading's sample count reads every window.
         season = [(u.get("res"), u.get("sd")) for u in card.get("season") or ()]
-        planned_season = [(columns[r], columns[s]) for r, s in planned.season]
+        planned_season = [(columns[r], columns[s]) for r, s, _ in planned.season]
         if season and season != planned_season:
             raise CalibrationError("the card's seasonal reading does not fit its context")
+        counted = all("count" in u for u in card.get("season") or ())
+        season_counts = [u.get("count") for u in card.get("season") or ()]
+        if counted and season_counts != [columns[n] for _, _, n in planned.season if n >= 0]:
+            raise CalibrationError("the card's seasonal reading does not fit its context")
         season_z = _card_number(card, "season_z", SEASON_Z)
+        season_max_samples = _card_number(card, "season_max_samples", SEASON_MAX_SAMPLES)
         # A card from before the level reading reads none.
         level = [
             (u.get("feature"), u.get("avg"), u.get("sd"), u.get("windows"))
@@ -841,8 +862,15 @@ class ContextCheck:
         # A card from before the window's shape reads min, max and std against the context.
         check = dataclasses.replace(
             check,
-            season=planned.season if season else (),
+            season=(
+                ()
+                if not season
+                else planned.season
+                if counted
+                else tuple((r, s, -1) for r, s, _ in planned.season)
+            ),
             season_z=season_z,
+            season_max_samples=season_max_samples,
             shape=planned.shape if card.get("shape") is True else (),
             seasonal_mean=planned.seasonal_mean if card.get("seasonal_mean") is True else (),
             level=planned.level if level else (),

@@ -15,10 +15,13 @@ import pytest
 from training.detectors import CONTEXT_CHECK_SHARE, DetectorParams
 from training.train import TrainingDataError, context_check_of, fit_model
 from udfs.calibration import (
+    SEASON_MAX_SAMPLES,
     SPIKE_FLOOR,
     SPIKE_MARGIN,
+    SPIKE_MIN_SAMPLES,
     SPIKE_Z,
     STUCK_SHARE,
+    CalibrationError,
     ContextCheck,
     DeviceNormaliser,
     spike_bars,
@@ -326,7 +329,7 @@ def test_a_window_far_from_its_time_of_the_week_is_flagged_once_the_history_is_t
     assert card["context_check"]["season"] == [{"res": "value_seasres28d", "sd": "value_seassd28d"}]
     assert card["context_check"]["season_z"] == 5.0
     model = OnnxModel.load(result.model_dir, FEATURES, 3600, SEASON_CONTEXT)
-    assert model.check.season == ((5, 6),)
+    assert model.check.season == ((5, 6, -1),)  # no count column: every window is read
     # A card from before the seasonal reading reads none: the model's own score.
     del card["context_check"]["season"]
     (result.model_dir / CARD_FILE).write_text(json.dumps(card))
@@ -351,6 +354,65 @@ def test_a_window_far_from_its_time_of_the_week_is_flagged_once_the_history_is_t
             assert got.flag.astype(bool).all()
         else:
             assert list(got.flag) == list(base.flag)
+
+
+SEASON_COUNT_CONTEXT = (*SEASON_CONTEXT, "value_count")
+
+
+def test_the_seasonal_reading_reads_windows_of_few_samples_where_the_count_is_given(
+    tmp_path, fleet
+):
+    """With the window's count among the scorer's inputs the seasonal reading flags windows of
+    at most SEASON_MAX_SAMPLES (3) samples, those the spike reading cannot read; a window
+    whose count is not known is read; a card from before the count reads every window."""
+    assert SEASON_MAX_SAMPLES == SPIKE_MIN_SAMPLES - 1
+    check = ContextCheck.plan(FEATURES, SEASON_COUNT_CONTEXT)
+    assert check.season == ((5, 6, 7),)  # seasres, seassd, count
+    assert check.season_max_samples == 3
+    context = np.zeros((6, len(SEASON_COUNT_CONTEXT)))
+    context[:, 5], context[:, 6] = 6.0, 1.0  # 6 of its spread out: 1.2 of the bar of 5
+    context[:, 7] = [1, 2, 3, 4, 12, np.nan]
+    np.testing.assert_allclose(check.season_reading(context, 6), [1.2, 1.2, 1.2, 0, 0, 1.2])
+
+    rng, level, spread = fleet
+    ids, x, ctx = windows(rng, 150, level, spread)
+    training = np.column_stack(
+        [with_spread_context(x, ctx, 24), np.full((len(x), 2), np.nan), np.full(len(x), 12.0)]
+    )
+    result = fit_checked(tmp_path, ids, x, training, SEASON_COUNT_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    assert card["season"] == [
+        {"res": "value_seasres28d", "sd": "value_seassd28d", "count": "value_count"}
+    ]
+    assert card["season_max_samples"] == 3
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SEASON_COUNT_CONTEXT)
+    assert model.check.season == ((5, 6, 7),)
+    after_ids, after_x, after_ctx = windows(rng, 30, level, spread)
+    scored = np.column_stack(
+        [with_spread_context(after_x, after_ctx, 24), np.full((len(after_x), 2), [6.0, 1.0])]
+    )
+    without = dataclasses.replace(model, check=dataclasses.replace(model.check, season=()))
+    for count in (1.0, 3.0, 4.0, 12.0):
+        c = np.column_stack([scored, np.full(len(scored), count)])
+        got, base = model.score(after_ids, after_x, c), without.score(after_ids, after_x, c)
+        assert base.flag.astype(bool).mean() < 0.05
+        if count <= 3:  # 1.2 of the bar: flagged whatever the model says
+            np.testing.assert_allclose(got.score, np.fmax(base.score, 1.2 * model.threshold))
+            assert got.flag.astype(bool).all()
+        else:  # not read: the model's own score
+            np.testing.assert_allclose(got.score, base.score)
+    # A card from before the count (season entries without it) reads every window.
+    for u in card["season"]:
+        del u["count"]
+    del card["season_max_samples"]
+    old = ContextCheck.from_card(card, FEATURES)
+    assert old.season == ((5, 6, -1),)
+    twelve = np.column_stack([scored, np.full(len(scored), 12.0)])
+    assert old.season_reading(twelve, len(twelve)) == pytest.approx(1.2)
+    # A card whose count column does not fit its context is refused.
+    card["season"][0]["count"] = "value_windows1d"
+    with pytest.raises(CalibrationError, match="seasonal reading"):
+        ContextCheck.from_card(card, FEATURES)
 
 
 def test_the_window_shape_reads_min_max_against_the_window_and_std_against_recent_spreads():
