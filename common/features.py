@@ -48,6 +48,18 @@ AGGREGATES: tuple[Aggregate, ...] = (
     Aggregate("max", "MAX({col})", "DOUBLE"),
     Aggregate("count", "COUNT({col})", "BIGINT", modelled=False),
 )
+# Of a one-metric catalogue, also each window's steps: the sizes of the differences between its
+# consecutive samples in time order (jvm/ Steps, STEP_MAX and STEP_RMS, registered in every
+# table environment by common.flink_env), the largest ("step") and their root mean square
+# ("steprms"); NULL for a window of one sample. Stored, not modelled: the context check's step
+# reading (udfs.calibration.ContextCheck) reads the largest against the device's recent
+# windows' steprms (STEP_STATS). A step up and back down within a window, on a series that
+# moves smoothly or by small steps, is far larger than its usual steps, where the window's
+# mean, spread and extremes (a trend within the hour) hide it.
+STEP_AGGREGATES: tuple[Aggregate, ...] = (
+    Aggregate("step", "STEP_MAX(`ts_ms`, {col})", "DOUBLE", modelled=False),
+    Aggregate("steprms", "STEP_RMS(`ts_ms`, {col})", "DOUBLE", modelled=False),
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,9 @@ CONTEXT_STATS: tuple[tuple[str, bool], ...] = (("avg", False), ("sd", False), ("
 SPREAD_STATS: tuple[str, ...] = ("stdavg", "stdsd", "windows")
 # Of those, the ones over the windows' std (the rest count windows with a mean).
 STD_STATS: tuple[str, ...] = ("stdavg", "stdsd")
+# Of a one-metric catalogue, over the longest horizon only: the mean of the device's windows'
+# steprms (STEP_AGGREGATES). Stored, not modelled: the step reading's scale.
+STEP_STATS: tuple[str, ...] = ("stepavg",)
 # Of a one-metric catalogue with two horizons or more, over the shortest horizon: how many
 # windows its avg and sd come from ("windows"). Stored, not modelled: the context check's stuck
 # reading (udfs.calibration.ContextCheck) reads the shortest horizon's avg, sd and windows (a
@@ -126,7 +141,8 @@ _CONTEXT_NAME = re.compile(
     r"_(?:"
     + "|".join(
         sorted(
-            {stat for stat, _ in CONTEXT_STATS} | {*SPREAD_STATS, *RECENT_STATS, *SEASON_STATS},
+            {stat for stat, _ in CONTEXT_STATS}
+            | {*SPREAD_STATS, *STEP_STATS, *RECENT_STATS, *SEASON_STATS},
             key=len,
         )[::-1]
     )
@@ -185,6 +201,16 @@ def spread_stats(metric_names) -> tuple[str, ...]:
     return SPREAD_STATS if len(metric_names) == 1 else ()
 
 
+def step_aggregates(metric_names) -> tuple[Aggregate, ...]:
+    """The STEP_AGGREGATES a catalogue of these metrics computes: for one metric, else none."""
+    return STEP_AGGREGATES if len(metric_names) == 1 else ()
+
+
+def step_stats(metric_names) -> tuple[str, ...]:
+    """The STEP_STATS a catalogue of these metrics computes: for one metric, else none."""
+    return STEP_STATS if len(metric_names) == 1 else ()
+
+
 def season_horizon(season: Season) -> Horizon:
     return Horizon(season.name, season.periods * season.period_seconds, modelled=False)
 
@@ -210,7 +236,7 @@ def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Fe
     window = tuple(
         Feature(f"{metric}_{agg.suffix}", metric, agg.sql_type, agg.modelled, aggregate=agg)
         for metric in metric_names
-        for agg in AGGREGATES
+        for agg in (*AGGREGATES, *step_aggregates(metric_names))
     )
     context = tuple(
         Feature(
@@ -237,7 +263,7 @@ def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Fe
         )
         for metric in metric_names
         if longest is not None
-        for stat in spread_stats(metric_names)
+        for stat in (*spread_stats(metric_names), *step_stats(metric_names))
     )
     recent = recent_horizon(metric_names, horizon_list)
     recent_features = tuple(
@@ -276,7 +302,8 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
     each metric's level and spread (avg, sd) over the longest horizon, and for one metric its
     SPREAD_STATS, then the shortest horizon's avg, sd and RECENT_STATS where computed, then its
     SEASON_STATS where computed, then for one metric the window's own sample count (the spike
-    reading's); none without horizons. The longest horizon's come first."""
+    reading's), its largest step and the longest horizon's STEP_STATS (the step reading's);
+    none without horizons. The longest horizon's come first."""
     longest = longest_horizon(horizon_list)
     if longest is None:
         return ()
@@ -298,6 +325,12 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
             for stat in SEASON_STATS
         )
         + tuple(f"{m}_count" for m in metric_names if spread_stats(metric_names))
+        + tuple(
+            name
+            for m in metric_names
+            if step_stats(metric_names)
+            for name in (f"{m}_step", *(f"{m}_{stat}{longest.name}" for stat in STEP_STATS))
+        )
     )
 
 

@@ -55,11 +55,26 @@ def create_table_env(settings: Settings, *, streaming: bool = True) -> TableEnvi
     # Flush a partly filled bundle after 1 s so that low rates still see results promptly.
     config.set("python.fn-execution.bundle.time", "1000")
     apply_flink_options(t_env, settings)
+    register_functions(t_env)
     # The Python workers run the interpreter that runs this code (the project's venv), unless
     # `flink run -pyexec` says otherwise.
     if not config.get("python.executable", None):
         config.set("python.executable", sys.executable)
     return t_env
+
+
+# The project's SQL functions (jvm/, in pipeline.jars): name -> class.
+JAVA_FUNCTIONS = {
+    "STEP_MAX": "local.anomaly.flink.Steps$Max",
+    "STEP_RMS": "local.anomaly.flink.Steps$Rms",
+}
+
+
+def register_functions(t_env: TableEnvironment) -> None:
+    """The project's Java SQL functions (common.features.STEP_AGGREGATES), in every table
+    environment: the stream and training compute the window features with the same SQL."""
+    for name, java_class in JAVA_FUNCTIONS.items():
+        t_env.create_java_temporary_system_function(name, java_class)
 
 
 def apply_flink_options(t_env: TableEnvironment, settings: Settings) -> None:

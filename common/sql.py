@@ -25,6 +25,7 @@ from common.features import (
     SCORER_CONTEXT_NAMES,
     SEASON_STATS,
     STD_STATS,
+    STEP_STATS,
     WEEK_SECONDS,
     WINDOW_FEATURES,
     Horizon,
@@ -316,13 +317,17 @@ def _context_feature(f, window_seconds: int = 0) -> str:
     (_season_views)."""
     if f.stat in SEASON_STATS:
         return _season_feature(f, window_seconds)
-    aggregate = "std" if f.stat in STD_STATS else _MEAN.suffix
+    aggregate = _MEAN.suffix
+    if f.stat in STD_STATS:
+        aggregate = "std"
+    elif f.stat in STEP_STATS:
+        aggregate = "steprms"
     h, mean = f.horizon, f"`{f.metric}_{aggregate}`"
     sums = (f"`{name}`" for name in _sums(h, f.metric, aggregate))
     preceding, avg, var = _excluding_own(mean, *sums)
     if f.stat == "windows":
         return preceding
-    if f.stat in ("avg", "stdavg"):
+    if f.stat in ("avg", "stdavg", "stepavg"):
         return avg
     if f.stat in ("sd", "stdsd"):
         # Exactly 0 for a single window.
@@ -331,14 +336,19 @@ def _context_feature(f, window_seconds: int = 0) -> str:
 
 
 def context_sums(h: Horizon) -> list[tuple[str, tuple[str, str, str]]]:
-    """Per column whose context a horizon holds (each metric's window mean, and its std where
-    the features have STD_STATS), the names of its count, sum and sum of squares over the
-    horizon, the window included (unquoted)."""
+    """Per column whose context a horizon holds (each metric's window mean, its std where the
+    features have STD_STATS and its steprms where they have STEP_STATS), the names of its count,
+    sum and sum of squares over the horizon, the window included (unquoted)."""
     spread = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in STD_STATS}
+    steps = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in STEP_STATS}
     return [
         (f"{metric}_{aggregate}", _sums(h, metric, aggregate))
         for metric in METRIC_NAMES
-        for aggregate in ((_MEAN.suffix, "std") if metric in spread else (_MEAN.suffix,))
+        for aggregate in (
+            _MEAN.suffix,
+            *(("std",) if metric in spread else ()),
+            *(("steprms",) if metric in steps else ()),
+        )
     ]
 
 

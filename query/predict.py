@@ -19,7 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from common.features import AGGREGATES, METRIC_NAMES, MODEL_FEATURE_NAMES, WINDOW_FEATURES
+from common.features import (
+    AGGREGATES,
+    METRIC_NAMES,
+    MODEL_FEATURE_NAMES,
+    STEP_AGGREGATES,
+    WINDOW_FEATURES,
+)
 from udfs.onnx_scorer import OnnxModel
 
 # The pandas aggregation computing each aggregate of common.features over a group-by. An
@@ -30,8 +36,19 @@ _PANDAS = {
     "min": lambda g: g.min(),
     "max": lambda g: g.max(),
     "count": lambda g: g.count(),
+    # The steps between consecutive samples (the frame is sorted by time, then value).
+    "step": lambda g: g.agg(lambda v: _steps(v).max() if len(v.dropna()) > 1 else np.nan),
+    "steprms": lambda g: g.agg(
+        lambda v: np.sqrt(np.mean(_steps(v) ** 2)) if len(v.dropna()) > 1 else np.nan
+    ),
 }
-_UNKNOWN = [a.suffix for a in AGGREGATES if a.suffix not in _PANDAS]
+
+
+def _steps(values: pd.Series) -> np.ndarray:
+    return np.abs(np.diff(values.dropna().to_numpy(dtype=np.float64)))
+
+
+_UNKNOWN = [a.suffix for a in (*AGGREGATES, *STEP_AGGREGATES) if a.suffix not in _PANDAS]
 if _UNKNOWN:
     raise ImportError(f"query.predict cannot compute the aggregates {_UNKNOWN}")
 WINDOW_NAMES = frozenset(f.name for f in WINDOW_FEATURES)
@@ -60,9 +77,14 @@ def windows_of_events(events: Sequence[dict], window_seconds: int) -> list[Windo
     window_ms = window_seconds * 1000
     frame = pd.DataFrame(events)
     frame["window_start_ms"] = frame["ts_ms"] // window_ms * window_ms
+    kinds = {f.aggregate.suffix for f in WINDOW_FEATURES}
+    if "step" in kinds:  # consecutive samples in time order, then value (as jvm/ Steps)
+        metric = METRIC_NAMES[0]  # steps are computed for one-metric catalogues only
+        frame = frame.sort_values(["ts_ms", metric], kind="stable")
     grouped = frame.groupby(["device_id", "window_start_ms"], sort=True)[list(METRIC_NAMES)]
     with np.errstate(over="ignore", invalid="ignore"):  # extreme values overflow to inf
-        parts = {a.suffix: _PANDAS[a.suffix](grouped) for a in AGGREGATES}
+        parts = {k: _PANDAS[k](grouped) for k in dict.fromkeys(a.suffix for a in AGGREGATES)}
+        parts |= {k: _PANDAS[k](grouped) for k in kinds if k not in parts}
     out = []
     for i, (device, start) in enumerate(parts[AGGREGATES[0].suffix].index):
         features = {

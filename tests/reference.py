@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.features import CONTEXT_FEATURES, HORIZONS, METRIC_NAMES
+from common.features import CONTEXT_FEATURES, HORIZONS, METRIC_NAMES, WINDOW_FEATURES
 
 _SPREADS = {f.name for f in CONTEXT_FEATURES if f.stat in ("sd", "stdsd")}
 _NAMES = {f.name for f in CONTEXT_FEATURES}
+_WINDOW_NAMES = {f.name for f in WINDOW_FEATURES}
+
+
+def steps(times, values) -> np.ndarray:
+    """The sizes of the differences between consecutive samples sorted by time, then value."""
+    order = np.lexsort((np.asarray(values, dtype=float), np.asarray(times)))
+    return np.abs(np.diff(np.asarray(values, dtype=float)[order]))
 
 
 def atol(feature: str) -> float:
@@ -34,7 +41,8 @@ def one_pass_std_atol(count, peak, std) -> np.ndarray:
 def window_features(
     events: list[dict], window_seconds: int, horizons: tuple = HORIZONS
 ) -> pd.DataFrame:
-    """Per device and tumbling window: mean, population std, min, max, count of each metric,
+    """Per device and tumbling window: mean, population std, min, max, count of each metric
+    (and its largest step and the steps' root mean square where the features have them),
     and its context over each horizon (window_context)."""
     window_ms = window_seconds * 1000
     rows: dict[tuple[str, int], dict[str, list[float]]] = {}
@@ -43,7 +51,7 @@ def window_features(
         bucket = rows.setdefault((e["device_id"], start), {m: [] for m in METRIC_NAMES})
         for m in METRIC_NAMES:
             if e.get(m) is not None:
-                bucket[m].append(float(e[m]))
+                bucket[m].append((e["ts_ms"], float(e[m])))
     out = []
     for (device, start), values in rows.items():
         row: dict = {
@@ -52,7 +60,12 @@ def window_features(
             "window_end": pd.Timestamp(start + window_ms, unit="ms", tz="UTC"),
         }
         for m in METRIC_NAMES:
-            v = np.array(values[m], dtype=np.float64)
+            t = np.array([ts for ts, _ in values[m]], dtype=np.int64)
+            v = np.array([x for _, x in values[m]], dtype=np.float64)
+            if f"{m}_step" in _WINDOW_NAMES:
+                d = steps(t, v)
+                row[f"{m}_step"] = d.max() if len(d) else np.nan
+                row[f"{m}_steprms"] = np.sqrt(np.mean(d * d)) if len(d) else np.nan
             row[f"{m}_mean"] = v.mean() if len(v) else np.nan
             row[f"{m}_std"] = v.std(ddof=0) if len(v) else np.nan
             row[f"{m}_min"] = v.min() if len(v) else np.nan
@@ -101,6 +114,9 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
                 _, avg, sd, _ = preceding(f"{m}_std", h.seconds * 1000)
                 frame[f"{m}_stdavg{h.name}"] = avg
                 frame[f"{m}_stdsd{h.name}"] = sd
+            if f"{m}_stepavg{h.name}" in _NAMES:
+                _, avg, _, _ = preceding(f"{m}_steprms", h.seconds * 1000)
+                frame[f"{m}_stepavg{h.name}"] = avg
     return frame
 
 

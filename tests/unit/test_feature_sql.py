@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.features import FEATURE_NAMES, HORIZONS, METRIC_NAMES
+from common.features import CATALOGUE, FEATURE_NAMES, HORIZONS, METRIC_NAMES
 from common.settings import Settings
 from common.sql import window_feature_statements
 from simulator.generator import SimulatorConfig, TelemetryGenerator
@@ -200,7 +200,9 @@ def test_predict_window_features_are_the_jobs(batch_env, base_settings):
     from common.features import WINDOW_FEATURES
     from query.predict import windows_of_events
 
-    gen = TelemetryGenerator(SimulatorConfig(devices=6, seed=4, anomaly_rate=0.02))
+    gen = TelemetryGenerator(
+        SimulatorConfig(catalogue=CATALOGUE.name, devices=6, seed=4, anomaly_rate=0.02)
+    )
     events = [e for tick in gen.events(T0 + 1_500, 40) for e in tick]
     events = [e for e in events if all(e.get(m) is not None for m in METRIC_NAMES)]
     actual = flink_window_features(batch_env, base_settings, events)
@@ -218,15 +220,23 @@ def test_predict_window_features_are_the_jobs(batch_env, base_settings):
         )
 
 
+def test_predict_window_features_of_one_metric_are_the_jobs():
+    """The same with a one-metric catalogue (ops, 30 min windows of six samples), whose
+    windows' steps (common.features.STEP_AGGREGATES) predict computes with pandas."""
+    check = "from common.features import FEATURE_NAMES as f; assert 'value_step' in f, f"
+    run_in_deployment("test_predict_window_features_are_the_jobs", "ops", 1800, check)
+
+
 def test_one_metric_spread_context_matches_numpy():
-    """A one-metric catalogue adds its window spreads' context over the longest horizon
-    (common.features.SPREAD_STATS) and how many windows the shortest holds (RECENT_STATS): the
+    """A one-metric catalogue adds its window spreads' and steps' context over the longest
+    horizon (common.features.SPREAD_STATS, STEP_STATS), its windows' steps (STEP_AGGREGATES, by
+    the project's Java functions) and how many windows the shortest holds (RECENT_STATS): the
     horizon test again, in a process of its own (the features are fixed at import) with the ops
     catalogue, compares them with the reference."""
     check = (
         "from common.features import FEATURE_NAMES as f; "
-        "assert {'value_stdavg1h', 'value_stdsd1h', 'value_windows1h', 'value_windows1m'} "
-        "<= set(f), f"
+        "assert {'value_stdavg1h', 'value_stdsd1h', 'value_windows1h', 'value_windows1m', "
+        "'value_step', 'value_steprms', 'value_stepavg1h'} <= set(f), f"
     )
     run_in_deployment("test_context_horizons_match_numpy", "ops", 10, check)
 
