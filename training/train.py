@@ -47,12 +47,15 @@ from training.detectors import (
 )
 from udfs.calibration import (
     SPIKE_Z,
+    STEP_MARGIN,
+    STEP_Z,
     ContextCheck,
     DeviceNormaliser,
     Severity,
     spike_bars,
     spike_z,
     steady_devices,
+    step_z,
 )
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
 
@@ -466,10 +469,14 @@ def fit_model(
             steady = set(steady_devices(device_ids, x[:, jm]))
             stuck_devices = steady if stuck_devices is None else stuck_devices & steady
         # The spike reading's bar per device, from its training windows' readings.
-        bars = None
+        bars = step_bars = None
         if check.spike and context is not None:
             readings = np.fmax.reduce([spike_z(x, context, spike) for spike in check.spike])
             bars = spike_bars(device_ids, readings)
+        # The step reading's alike.
+        if check.step and context is not None:
+            readings = np.fmax.reduce([step_z(context, step) for step in check.step])
+            step_bars = spike_bars(device_ids, readings, STEP_Z, STEP_MARGIN)
         device_rows = normaliser.indices(device_ids)
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
@@ -478,6 +485,7 @@ def fit_model(
             stuck_min_windows,
             stuck_devices or (),
             bars,
+            step_bars,
         )
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(
@@ -518,6 +526,13 @@ def fit_model(
                 f"; or where one sample is far from the rest of its window (at least "
                 f"{SPIKE_Z:g} of their spread, higher for devices whose training windows held such "
                 f"samples; read on {len(read):,} of {len(check.spike_bars):,} devices)"
+            )
+        if check.step_bars:
+            read = [b for b in check.step_bars.values() if b is not None]
+            spread += (
+                f"; or where a step between consecutive samples is at least {STEP_Z:g} of the "
+                f"recent windows' usual step (higher for devices whose training windows held "
+                f"such steps; read on {len(read):,} of {len(check.step_bars):,} devices)"
             )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "

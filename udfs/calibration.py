@@ -297,6 +297,17 @@ SPIKE_Z = 6.0
 SPIKE_MARGIN = 1.5
 SPIKE_FLOOR = 0.5
 SPIKE_MIN_SAMPLES = 4
+# The step reading (one-metric catalogues: the scorer is given the window's largest step and
+# the device's recent windows' root mean square step, common.features.STEP_AGGREGATES and
+# STEP_STATS): the largest difference between consecutive samples of the window over the
+# recent windows' usual step, step / stepavg. A series that moves smoothly or by small steps
+# makes small steps; a dip or a jump of a few samples makes one far larger, where the window's
+# mean, spread and extremes, which a trend within the window moves too, hide it. Read for
+# windows of SPIKE_MIN_SAMPLES or more, where the usual step is above 0, and flagged at each
+# device's own bar: the larger of STEP_Z and STEP_MARGIN x the device's highest reading over
+# its training windows (as the spike reading's). Measured (README, Accuracy).
+STEP_Z = 8.0
+STEP_MARGIN = 1.5
 # A context column: <metric>_<statistic><horizon> ("value_avg6h").
 _CONTEXT_COLUMN = re.compile(r"(.+)_([a-z]+)([1-9][0-9]*[smhd])")
 
@@ -351,18 +362,31 @@ def spike_z(
     return np.where(count >= SPIKE_MIN_SAMPLES, out, np.nan)
 
 
-def spike_bars(device_ids: np.ndarray, readings: np.ndarray) -> dict[str, float | None]:
+def spike_bars(
+    device_ids: np.ndarray, readings: np.ndarray, least: float = SPIKE_Z, margin=SPIKE_MARGIN
+) -> dict[str, float | None]:
     """Each device's spike bar from its training windows' spike readings (rows per device):
     the larger of SPIKE_Z and SPIKE_MARGIN x its highest; None (not read) where none of its
-    windows could be read."""
+    windows could be read. The step reading's bars alike with STEP_Z and STEP_MARGIN."""
     devices, inverse = np.unique(np.asarray(device_ids).astype(str), return_inverse=True)
     read = np.isfinite(readings)
     top = np.full(len(devices), -np.inf)
     np.maximum.at(top, inverse[read], readings[read])
     return {
-        str(device): max(SPIKE_Z, SPIKE_MARGIN * float(t)) if np.isfinite(t) else None
+        str(device): max(least, margin * float(t)) if np.isfinite(t) else None
         for device, t in zip(devices, top, strict=True)
     }
+
+
+def step_z(context: np.ndarray, step: tuple[int, int, int]) -> np.ndarray:
+    """The step reading's statistic of each window (see STEP_Z) for one metric's ``step``
+    context columns (its largest step, its recent windows' usual step, its sample count): NaN
+    where it cannot be read (fewer than SPIKE_MIN_SAMPLES samples, no usual step yet or one of
+    0)."""
+    s, a, n = step
+    usual = context[:, a]
+    known = (context[:, n] >= SPIKE_MIN_SAMPLES) & np.isfinite(context[:, s]) & (usual > 0)
+    return np.where(known, context[:, s] / np.where(known, usual, 1.0), np.nan)
 
 
 def season_z(context: np.ndarray, res: int, sd: int) -> np.ndarray:
@@ -447,6 +471,11 @@ class ContextCheck:
     # bar (None: not read). Empty in a card from before it.
     spike: tuple[tuple[int, int, int, int, int, int], ...] = ()
     spike_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    # The step reading, per metric whose largest step the scorer is given: (step, stepavg and
+    # count columns); read against step_bars, each device's bar (None: not read). Empty in a
+    # card from before it.
+    step: tuple[tuple[int, int, int], ...] = ()
+    step_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -521,6 +550,14 @@ class ContextCheck:
             and f"{metric}_min" in index
             and f"{metric}_max" in index
         ]
+        step = [
+            (context[f"{metric}_step"], context[usual], context[f"{metric}_count"])
+            for jm in dict.fromkeys(jm for _, jm, _, _, _ in uses)
+            if (metric := feature_names[jm].rpartition("_")[0])
+            and f"{metric}_step" in context
+            and f"{metric}_count" in context
+            and (usual := next((c for c in context if c.startswith(f"{metric}_stepavg")), None))
+        ]
         return cls(
             tuple(context_names),
             tuple(uses),
@@ -531,6 +568,7 @@ class ContextCheck:
             level=tuple(level_reading),
             stuck=tuple(stuck),
             spike=tuple(spike),
+            step=tuple(step),
         )
 
     def spread_reading(self, x: np.ndarray, context: np.ndarray | None) -> np.ndarray:
@@ -614,22 +652,34 @@ class ContextCheck:
         """Per window, the largest of its metrics' spike statistics (``spike_z``) over its
         device's bar (1 is the bar, above it flagged); 0 where it is not read (no context, a
         device without a bar, a window it cannot read)."""
-        out = np.zeros(len(x))
         if context is None or not self.spike:
-            return out
-        bars = self._spike_bar_rows[rows]
+            return np.zeros(len(x))
         x = np.asarray(x, dtype=np.float64)
-        for spike in self.spike:
-            z = spike_z(x, context, spike) / bars
-            out = np.fmax(out, np.where(np.isfinite(z), z, 0.0))
-        return out
+        readings = (spike_z(x, context, spike) for spike in self.spike)
+        return _over_bars(readings, self._spike_bar_rows[rows], len(x))
 
     @cached_property
     def _spike_bar_rows(self) -> np.ndarray:
-        """Per device of the normalisation and the fleet's row last: its spike bar (inf: not
-        read). A device the model has not seen gets the devices' median bar."""
+        return self._bar_rows(self.spike_bars)
+
+    def step_reading(self, rows: np.ndarray, context: np.ndarray | None) -> np.ndarray:
+        """Per window, the largest of its metrics' step statistics (``step_z``) over its
+        device's bar (1 is the bar, above it flagged); 0 where it is not read (no context, a
+        device without a bar, a window it cannot read)."""
+        if context is None or not self.step:
+            return np.zeros(len(rows))
+        readings = (step_z(context, step) for step in self.step)
+        return _over_bars(readings, self._step_bar_rows[rows], len(rows))
+
+    @cached_property
+    def _step_bar_rows(self) -> np.ndarray:
+        return self._bar_rows(self.step_bars)
+
+    def _bar_rows(self, device_bars: dict[str, float | None]) -> np.ndarray:
+        """Per device of the normalisation and the fleet's row last: its bar (inf: not read).
+        A device the model has not seen gets the devices' median bar."""
         assert self.normaliser is not None, "fitted context check"
-        bars = [self.spike_bars.get(d) for d in self.normaliser.devices]
+        bars = [device_bars.get(d) for d in self.normaliser.devices]
         known = [b for b in bars if b is not None]
         fleet = float(np.median(known)) if known else math.inf
         return np.array([*(math.inf if b is None else b for b in bars), fleet])
@@ -652,15 +702,16 @@ class ContextCheck:
         x: np.ndarray,
         context,
     ) -> np.ndarray:
-        """The scores with the spread, seasonal, level, stuck and spike readings folded in: a
-        window past a bar scores at least the threshold times its reading (flagged above it).
+        """The scores with the spread, seasonal, level, stuck, spike and step readings folded in:
+        a window past a bar scores at least the threshold times its reading (flagged above it).
         ``fixed`` and ``rows``: the model's own normalisation and the windows' devices in it."""
-        if not (self.spread or self.season or self.level or self.stuck or self.spike):
+        if not (self.spread or self.season or self.level or self.stuck or self.spike or self.step):
             return scores
         reading = np.fmax(self.spread_reading(x, context), self.season_reading(context, len(x)))
         reading = np.fmax(reading, self.level_reading(fixed, rows, x, context))
         reading = np.fmax(reading, self.stuck_reading(fixed, rows, x, context))
         reading = np.fmax(reading, self.spike_reading(rows, x, context))
+        reading = np.fmax(reading, self.step_reading(rows, context))
         return np.fmax(scores, threshold * reading)
 
     def read(
@@ -715,6 +766,7 @@ class ContextCheck:
         stuck_min_windows: int = 0,
         stuck_devices=(),
         spike_bars: dict[str, float | None] | None = None,
+        step_bars: dict[str, float | None] | None = None,
     ) -> ContextCheck:
         return dataclasses.replace(
             self,
@@ -723,6 +775,7 @@ class ContextCheck:
             stuck_min_windows=stuck_min_windows,
             stuck_devices=frozenset(stuck_devices),
             spike_bars=dict(spike_bars or {}),
+            step_bars=dict(step_bars or {}),
         )
 
     def to_card(self, feature_names) -> dict:
@@ -796,6 +849,13 @@ class ContextCheck:
             "spike_margin": SPIKE_MARGIN,
             "spike_floor": SPIKE_FLOOR,
             "spike_bars": dict(sorted(self.spike_bars.items())),
+            "step": [
+                {"step": self.columns[s], "stepavg": self.columns[a], "count": self.columns[n]}
+                for s, a, n in self.step
+            ],
+            "step_z": STEP_Z,
+            "step_margin": STEP_MARGIN,
+            "step_bars": dict(sorted(self.step_bars.items())),
         }
 
     @classmethod
@@ -887,15 +947,18 @@ class ContextCheck:
         ]
         if spike and spike != planned_spike:
             raise CalibrationError("the card's spike reading does not fit its context")
-        bars = card.get("spike_bars") or {}
-        if not isinstance(bars, dict) or not all(
-            b is None or (isinstance(b, int | float) and b > 0) for b in bars.values()
-        ):
-            raise CalibrationError("the card's spike_bars is not a map of devices to bars")
+        # A card from before the step reading reads none.
+        keys = ("step", "stepavg", "count")
+        step = [tuple(u.get(k) for k in keys) for u in card.get("step") or ()]
+        planned_step = [tuple(columns[c] for c in cols) for cols in planned.step]
+        if step and step != planned_step:
+            raise CalibrationError("the card's step reading does not fit its context")
         check = dataclasses.replace(
             check,
             spike=planned.spike if spike else (),
-            spike_bars={str(d): None if b is None else float(b) for d, b in bars.items()},
+            spike_bars=_card_bars(card, "spike_bars"),
+            step=planned.step if step else (),
+            step_bars=_card_bars(card, "step_bars"),
         )
         if not spread:
             return dataclasses.replace(check, spread=())
@@ -905,6 +968,25 @@ class ContextCheck:
             spread_z=_card_number(card, "spread_z", None),
             flat_z=_card_number(card, "flat_z", math.inf),
         )
+
+
+def _over_bars(readings, bars: np.ndarray, rows: int) -> np.ndarray:
+    """Per window, the largest of ``readings`` (NaN: not read) over its device's bar."""
+    out = np.zeros(rows)
+    for z in readings:
+        z = z / bars
+        out = np.fmax(out, np.where(np.isfinite(z), z, 0.0))
+    return out
+
+
+def _card_bars(card: dict, key: str) -> dict[str, float | None]:
+    """A map of devices to bars of the card (None: not read); empty where it is absent."""
+    bars = card.get(key) or {}
+    if not isinstance(bars, dict) or not all(
+        b is None or (isinstance(b, int | float) and b > 0) for b in bars.values()
+    ):
+        raise CalibrationError(f"the card's {key} is not a map of devices to bars")
+    return {str(d): None if b is None else float(b) for d, b in bars.items()}
 
 
 def _card_number(card: dict, key: str, default: float | None) -> float:

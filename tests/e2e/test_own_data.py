@@ -249,7 +249,7 @@ def test_one_metric_series_are_scored_in_the_stream_with_their_context(stack, tm
 
     name = f"one_{uuid.uuid4().hex[:8]}"
     data = tmp_path / "series"
-    write_series(data, hourly=True)
+    frames = write_series(data, hourly=True)
     env_file = REPO_ROOT / f"{name}.env"
     created = [REPO_ROOT / "catalogues" / f"{name}.yaml", env_file, REPO_ROOT / "models" / name]
     script = f"""
@@ -308,6 +308,8 @@ make replay REPLAY_ARGS="{data} --label-column label"
         "value_seasres7d",  # from a device's fourth day
         "value_seassd7d",
         "value_count",  # the window's own sample count, for the spike reading
+        "value_step",  # the window's largest step and the usual one, for the step reading
+        "value_stepavg15d",
     ]
     # The spreads' context the stream stored (WindowContext), by value: five days of windows
     # are all within the 15-day horizon, so each window's is that of all its device's
@@ -330,6 +332,28 @@ make replay REPLAY_ARGS="{data} --label-column label"
             rtol=1e-6,
             atol=1e-5,  # from sums of squares, as tests/reference.py allows
         )
+    # The steps the stream stored (jvm/ Steps, then WindowContext), by value: each window's
+    # largest step between consecutive samples and their root mean square, from the samples
+    # replayed, and the mean of the device's earlier windows' (all within the 15 days).
+    for name in ("disk", "cpu", "load"):
+        frame = frames[name]
+        times = pd.to_datetime(frame["timestamp"], utc=True)
+        want = {}
+        for start, part in frame.groupby(times.dt.floor("h")):
+            d = reference.steps(times[part.index].astype("int64"), part["value"])
+            want[start] = (d.max(), np.sqrt(np.mean(d * d)))
+        device = five_days[five_days["device_id"] == f"series-{name}"]
+        device = device.sort_values("window_start")
+        expected = np.array([want[t] for t in pd.to_datetime(device["window_start"], utc=True)])
+        np.testing.assert_allclose(device["value_step"].astype(float), expected[:, 0], rtol=1e-12)
+        np.testing.assert_allclose(device["value_steprms"].astype(float), expected[:, 1], rtol=1e-9)
+        np.testing.assert_allclose(
+            device["value_stepavg15d"].astype(float),
+            pd.Series(expected[:, 1]).shift(1).expanding().mean(),
+            rtol=1e-9,
+        )
+    # The hourly device's windows hold one sample each: no step.
+    assert rows.loc[rows["device_id"] == HOURLY_DEVICE, "value_step"].isna().all()
     # The seasonal readings' parts the stream stored, by value (NULL until a device has four
     # weeks behind it, or three days for the day's): the five-day devices have no week's, the
     # hourly one from its fifth week; every device has the day's from its fourth day.

@@ -20,6 +20,8 @@ from udfs.calibration import (
     SPIKE_MARGIN,
     SPIKE_MIN_SAMPLES,
     SPIKE_Z,
+    STEP_MARGIN,
+    STEP_Z,
     STUCK_SHARE,
     CalibrationError,
     ContextCheck,
@@ -27,6 +29,7 @@ from udfs.calibration import (
     spike_bars,
     spike_z,
     steady_devices,
+    step_z,
 )
 from udfs.onnx_scorer import CARD_FILE, ModelCardError, OnnxModel, ScoreWindow
 
@@ -818,3 +821,99 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     # A card from before the reading reads none.
     del card["spike"]
     assert ContextCheck.from_card(card, FEATURES).spike == ()
+
+
+STEP_CONTEXT = (*SPIKE_CONTEXT, "value_step", "value_stepavg1d")
+
+
+def test_step_statistic_is_the_largest_step_over_the_usual_one():
+    """step / stepavg of the window's largest step between consecutive samples and the device's
+    recent windows' root mean square step; NaN under SPIKE_MIN_SAMPLES samples, where the usual
+    step is 0 or not known yet, or the window has no step."""
+    check = ContextCheck.plan(FEATURES, STEP_CONTEXT)
+    assert check.step == ((6, 7, 5),)  # step, stepavg, count
+    assert ContextCheck.plan(FEATURES, SPIKE_CONTEXT).step == ()
+    context = np.zeros((6, len(STEP_CONTEXT)))
+    context[:, 5:8] = [12, 8.0, 2.0]
+    context[1, 5] = SPIKE_MIN_SAMPLES - 1
+    context[2, 7] = 0.0
+    context[3, 7] = np.nan
+    context[4, 6] = np.nan
+    context[5, 5:8] = [SPIKE_MIN_SAMPLES, 1.0, 4.0]
+    np.testing.assert_allclose(
+        step_z(context, check.step[0]), [4.0, np.nan, np.nan, np.nan, np.nan, 0.25]
+    )
+
+
+def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp_path, fleet):
+    """The step reading: a window whose largest step is STEP_Z (8) of the device's usual step
+    is flagged whatever the model says, at each device's own bar (the larger of 8 and 1.5x its
+    training windows' highest reading): a device whose training windows held such steps is read
+    against them. A small step is not flagged; a card from before the reading reads none."""
+    rng, level, spread = fleet
+    n, size = 150, 12
+
+    def windows_of(ids, samples, usual):
+        x = aggregates(samples)
+        d = np.abs(np.diff(samples, axis=1))
+        context = np.column_stack([np.repeat(level, len(ids) // DEVICES), usual])
+        spike = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), size)])
+        return x, np.column_stack([spike, d.max(1), usual])
+
+    ids = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], n).astype(object)
+    lv, sp = np.repeat(level, n), np.repeat(spread, n)
+    # A slow drift with small steps of about sp / 10 between samples.
+    drift = np.cumsum(rng.normal(0, 0.1, size=(len(ids), size)), axis=1)
+    samples = lv[:, None] + sp[:, None] * drift
+    jumpy = np.flatnonzero(ids == "dev-05")[::10]
+    samples[jumpy, 6:] += 20 * 0.1 * sp[jumpy, None]  # dev-05's training windows hold steps
+    usual = 0.1 * sp
+    x, training = windows_of(ids, samples, usual)
+    result = fit_checked(tmp_path, ids, x, training, STEP_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    assert card["step"] == [
+        {"step": "value_step", "stepavg": "value_stepavg1d", "count": "value_count"}
+    ]
+    assert card["step_z"] == STEP_Z and card["step_margin"] == STEP_MARGIN
+    assert card["step_bars"]["dev-05"] > 1.5 * 18
+    assert card["step_bars"]["dev-00"] < 1.5 * 8
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, STEP_CONTEXT)
+    assert model.check.step == ((6, 7, 5),)
+    without = dataclasses.replace(model, check=dataclasses.replace(model.check, step=()))
+
+    m = 30
+    after = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], m).astype(object)
+    alv, asp = np.repeat(level, m), np.repeat(spread, m)
+    base = alv[:, None] + asp[:, None] * np.cumsum(rng.normal(0, 0.1, (len(after), size)), 1)
+    rows = model.normaliser.indices(after)
+
+    def scored(step):
+        s = base.copy()
+        s[:, 4:7] -= step * 0.1 * asp[:, None]  # three samples down by `step` usual steps
+        return windows_of(after, s, 0.1 * asp)
+
+    ax, ctx = scored(20.0)
+    reading = model.check.step_reading(rows, ctx)
+    assert (reading[after != "dev-05"] > 1).all()
+    assert (reading[after == "dev-05"] < 1).all()  # its training windows held such steps
+    got = model.score(after, ax, ctx)
+    np.testing.assert_allclose(
+        got.score, np.fmax(without.score(after, ax, ctx).score, reading * model.threshold)
+    )
+    assert got.flag.astype(bool)[after != "dev-05"].all()
+    ax, ctx = scored(2.0)
+    assert (model.check.step_reading(rows, ctx) < 1).all()
+    assert not model.check.step_reading(rows, None).any()
+    # A device the model has not seen is read at the devices' median bar.
+    ax, ctx = scored(20.0)
+    bar = float(np.median([b for b in card["step_bars"].values() if b is not None]))
+    np.testing.assert_allclose(
+        model.check.step_reading(np.full(len(ax), -1), ctx), step_z(ctx, model.check.step[0]) / bar
+    )
+    # A card from before the reading reads none; one whose columns do not fit is refused.
+    old = dict(card)
+    del old["step"]
+    assert ContextCheck.from_card(old, FEATURES).step == ()
+    card["step"][0]["stepavg"] = "value_stdavg1d"
+    with pytest.raises(CalibrationError, match="step reading"):
+        ContextCheck.from_card(card, FEATURES)
