@@ -77,14 +77,13 @@ def windows_of_events(events: Sequence[dict], window_seconds: int) -> list[Windo
     window_ms = window_seconds * 1000
     frame = pd.DataFrame(events)
     frame["window_start_ms"] = frame["ts_ms"] // window_ms * window_ms
-    kinds = {f.aggregate.suffix for f in WINDOW_FEATURES}
+    kinds = dict.fromkeys(f.aggregate.suffix for f in WINDOW_FEATURES)
     if "step" in kinds:  # consecutive samples in time order, then value (as jvm/ Steps)
         metric = METRIC_NAMES[0]  # steps are computed for one-metric catalogues only
         frame = frame.sort_values(["ts_ms", metric], kind="stable")
     grouped = frame.groupby(["device_id", "window_start_ms"], sort=True)[list(METRIC_NAMES)]
     with np.errstate(over="ignore", invalid="ignore"):  # extreme values overflow to inf
-        parts = {k: _PANDAS[k](grouped) for k in dict.fromkeys(a.suffix for a in AGGREGATES)}
-        parts |= {k: _PANDAS[k](grouped) for k in kinds if k not in parts}
+        parts = {k: _PANDAS[k](grouped) for k in kinds}
     out = []
     for i, (device, start) in enumerate(parts[AGGREGATES[0].suffix].index):
         features = {

@@ -101,6 +101,12 @@ class TrainResult:
         return score, score > self.severity.threshold
 
 
+def _read_on(bars: dict[str, float | None]) -> str:
+    """How many devices a reading with these per-device bars reads (None: not read)."""
+    read = sum(b is not None for b in bars.values())
+    return f"read on {read:,} of {len(bars):,} devices"
+
+
 def reference_score(detector, normaliser, check, device_ids, x, context=None) -> np.ndarray:
     z = normaliser.transform(device_ids, x)
     if check is None:
@@ -521,18 +527,16 @@ def fit_model(
                 f"{len(normaliser.devices):,} devices whose training values do not repeat)"
             )
         if check.spike_bars:
-            read = [b for b in check.spike_bars.values() if b is not None]
             spread += (
                 f"; or where one sample is far from the rest of its window (at least "
                 f"{SPIKE_Z:g} of their spread, higher for devices whose training windows held such "
-                f"samples; read on {len(read):,} of {len(check.spike_bars):,} devices)"
+                f"samples; {_read_on(check.spike_bars)})"
             )
         if check.step_bars:
-            read = [b for b in check.step_bars.values() if b is not None]
             spread += (
                 f"; or where a step between consecutive samples is at least {STEP_Z:g} of the "
                 f"recent windows' usual step (higher for devices whose training windows held "
-                f"such steps; read on {len(read):,} of {len(check.step_bars):,} devices)"
+                f"such steps; {_read_on(check.step_bars)})"
             )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "

@@ -425,11 +425,12 @@ class ContextCheck:
     day): the smallest of the readings in magnitude. A window is out of context only if it is
     far from all.
 
-    Beside the model's two readings, which must both pass, five readings flag a window on
+    Beside the model's two readings, which must both pass, six readings flag a window on
     their own (``combine``): its std against the recent spreads (``spread``), its mean against
     the same time of the week or day (``season``), its mean against the recent windows' level in
     their spread (``level``), a value that has not moved over the shortest horizon
-    (``stuck``), and one sample far from the rest of its window (``spike``)."""
+    (``stuck``), one sample far from the rest of its window (``spike``), and a step between
+    consecutive samples far above the recent windows' usual one (``step``)."""
 
     columns: tuple[str, ...]  # the context columns the scorer is given (avg, sd per metric)
     # Per used model feature: (feature index, mean feature index, avg column, sd column, level)
@@ -551,12 +552,12 @@ class ContextCheck:
             and f"{metric}_max" in index
         ]
         step = [
-            (context[f"{metric}_step"], context[usual], context[f"{metric}_count"])
+            (context[f"{metric}_step"], *usual, context[f"{metric}_count"])
             for jm in dict.fromkeys(jm for _, jm, _, _, _ in uses)
             if (metric := feature_names[jm].rpartition("_")[0])
             and f"{metric}_step" in context
             and f"{metric}_count" in context
-            and (usual := next((c for c in context if c.startswith(f"{metric}_stepavg")), None))
+            and (usual := at(metric, ("stepavg",))) is not None
         ]
         return cls(
             tuple(context_names),
