@@ -516,9 +516,17 @@ def fit_model(
                 )
             )
         if check.level:
+            many = any(c >= 0 for *_, c in check.level)
             spread += (
                 f"; or where its mean is {check.level_z:g} of its recent windows' spread from "
-                f"their level (once {spread_min_windows} windows are in its context)"
+                f"their level"
+                + (
+                    f" ({check.level_many_z:g} in windows of more than "
+                    f"{check.season_max_samples:g} samples)"
+                    if many
+                    else ""
+                )
+                + f" (once {spread_min_windows} windows are in its context)"
             )
         if check.stuck:
             spread += (
@@ -537,6 +545,11 @@ def fit_model(
                 f"; or where a step between consecutive samples is at least {STEP_Z:g} of the "
                 f"recent windows' usual step (higher for devices whose training windows held "
                 f"such steps; {_read_on(check.step_bars)})"
+            )
+        if check.spike_bars and check.step_bars:
+            spread += (
+                f"; or where both of the last two are at {check.spike_step_share:g} of their "
+                f"bars or more"
             )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "

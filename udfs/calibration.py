@@ -264,6 +264,13 @@ SEASON_MAX_SAMPLES = 3
 # Measured (README, Accuracy): on public labelled web-traffic series it finds the spikes the
 # model's AND misses.
 LEVEL_Z = 4.0
+# Where the scorer is given the window's sample count, a window of more than SEASON_MAX_SAMPLES
+# samples is read by the level reading at the higher bar LEVEL_MANY_Z. The spread, spike and
+# step readings and the window's shape read such a window's own samples; its mean alone, read at
+# LEVEL_Z, flagged level shifts the model's readings had let pass (README, Accuracy: on the
+# public servers' metrics at 5 minutes, most of its false alarms were the level reading's alone
+# against one event). Slow series, one sample per window, keep LEVEL_Z.
+LEVEL_MANY_Z = 5.0
 # The stuck reading (one-metric catalogues with two horizons: the context holds the shortest
 # horizon's level, spread and window count): a window whose mean equals the shortest horizon's level
 # (within STUCK_SHARE of the longest horizon's spread of window means) with that horizon's spread
@@ -308,6 +315,11 @@ SPIKE_MIN_SAMPLES = 4
 # its training windows (as the spike reading's). Measured (README, Accuracy).
 STEP_Z = 8.0
 STEP_MARGIN = 1.5
+# The spike-and-step reading: a window that both the spike and the step reading read at
+# SPIKE_STEP_SHARE of their bars or more (a sample off the rest of its window, reached by a
+# step far above the usual ones) is flagged: two readings of the window's samples short of
+# their bars together. Measured (README, Accuracy).
+SPIKE_STEP_SHARE = 0.8
 # A context column: <metric>_<statistic><horizon> ("value_avg6h").
 _CONTEXT_COLUMN = re.compile(r"(.+)_([a-z]+)([1-9][0-9]*[smhd])")
 
@@ -425,12 +437,13 @@ class ContextCheck:
     day): the smallest of the readings in magnitude. A window is out of context only if it is
     far from all.
 
-    Beside the model's two readings, which must both pass, six readings flag a window on
+    Beside the model's two readings, which must both pass, seven readings flag a window on
     their own (``combine``): its std against the recent spreads (``spread``), its mean against
     the same time of the week or day (``season``), its mean against the recent windows' level in
     their spread (``level``), a value that has not moved over the shortest horizon
-    (``stuck``), one sample far from the rest of its window (``spike``), and a step between
-    consecutive samples far above the recent windows' usual one (``step``)."""
+    (``stuck``), one sample far from the rest of its window (``spike``), a step between
+    consecutive samples far above the recent windows' usual one (``step``), and the last two
+    together short of their bars (``spike_step_share``)."""
 
     columns: tuple[str, ...]  # the context columns the scorer is given (avg, sd per metric)
     # Per used model feature: (feature index, mean feature index, avg column, sd column, level)
@@ -457,9 +470,12 @@ class ContextCheck:
     # before it.
     seasonal_mean: tuple[tuple[int, int, int], ...] = ()
     # The level reading, per metric with a windows column: (mean feature index, avg column, sd
-    # column, windows column); empty in a card from before it.
-    level: tuple[tuple[int, int, int, int], ...] = ()
+    # column, windows column, the metric's count column or -1); empty in a card from before it.
+    # Read at level_z, and at level_many_z where the count is above season_max_samples (a card
+    # from before that bar: level_z).
+    level: tuple[tuple[int, int, int, int, int], ...] = ()
     level_z: float = LEVEL_Z
+    level_many_z: float = LEVEL_MANY_Z
     # The stuck reading, per metric with the shortest horizon's context: (mean feature index,
     # its avg, sd and windows columns, the longest horizon's sd and windows columns); read
     # where the recent windows exceed stuck_min_windows, for stuck_devices only. Empty in a
@@ -477,6 +493,9 @@ class ContextCheck:
     # card from before it.
     step: tuple[tuple[int, int, int], ...] = ()
     step_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    # The spike-and-step reading: both at this share of their bars or more (inf: not read, a
+    # card from before it).
+    spike_step_share: float = SPIKE_STEP_SHARE
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -532,7 +551,7 @@ class ContextCheck:
         # The level reading counts the context's windows as the spread reading does.
         windows = {feature_names[j].rpartition("_")[0]: n for j, _, _, n, _, _ in spread}
         level_reading = [
-            (jm, a, s, windows[metric])
+            (jm, a, s, windows[metric], context.get(f"{metric}_count", -1))
             for j, jm, a, s, _ in uses
             if j == jm and (metric := feature_names[jm].rpartition("_")[0]) in windows
         ]
@@ -609,18 +628,22 @@ class ContextCheck:
         self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None
     ) -> np.ndarray:
         """Per window, the largest of its metrics' |mean - avg| / max(sd, the device's
-        training scale of its mean) over level_z (1 is flagged); 0 where it is not read (no
-        context, fewer than spread_min_windows windows in it)."""
+        training scale of its mean) over level_z, or level_many_z for a window of more than
+        season_max_samples samples (1 is flagged); 0 where it is not read (no context, fewer
+        than spread_min_windows windows in it)."""
         out = np.zeros(len(x))
         if context is None or not self.level:
             return out
         _, scale = fixed.typical_rows(rows)
         x = np.asarray(x, dtype=np.float64)
-        for jm, a, s, n in self.level:
+        for jm, a, s, n, c in self.level:
             known = (context[:, n] >= self.spread_min_windows) & np.isfinite(context[:, a])
             den = np.fmax(context[:, s], scale[:, jm])  # fmax: a NaN sd gives the scale
             z = np.abs(x[:, jm] - context[:, a]) / den
-            out = np.fmax(out, np.where(known & np.isfinite(z), z / self.level_z, 0.0))
+            bar = np.full(len(x), self.level_z)
+            if c >= 0:  # a NaN count (not known) is read at level_z
+                bar[context[:, c] > self.season_max_samples] = self.level_many_z
+            out = np.fmax(out, np.where(known & np.isfinite(z), z / bar, 0.0))
         return out
 
     def stuck_reading(
@@ -703,16 +726,19 @@ class ContextCheck:
         x: np.ndarray,
         context,
     ) -> np.ndarray:
-        """The scores with the spread, seasonal, level, stuck, spike and step readings folded in:
-        a window past a bar scores at least the threshold times its reading (flagged above it).
-        ``fixed`` and ``rows``: the model's own normalisation and the windows' devices in it."""
+        """The scores with the spread, seasonal, level, stuck, spike, step and spike-and-step
+        readings folded in: a window past a bar scores at least the threshold times its reading
+        (flagged above it). ``fixed`` and ``rows``: the model's own normalisation and the
+        windows' devices in it."""
         if not (self.spread or self.season or self.level or self.stuck or self.spike or self.step):
             return scores
         reading = np.fmax(self.spread_reading(x, context), self.season_reading(context, len(x)))
         reading = np.fmax(reading, self.level_reading(fixed, rows, x, context))
         reading = np.fmax(reading, self.stuck_reading(fixed, rows, x, context))
-        reading = np.fmax(reading, self.spike_reading(rows, x, context))
-        reading = np.fmax(reading, self.step_reading(rows, context))
+        spike = self.spike_reading(rows, x, context)
+        step = self.step_reading(rows, context)
+        reading = np.fmax(reading, np.fmax(spike, step))
+        reading = np.fmax(reading, np.fmin(spike, step) / self.spike_step_share)
         return np.fmax(scores, threshold * reading)
 
     def read(
@@ -821,9 +847,11 @@ class ContextCheck:
                     "sd": self.columns[s],
                     "windows": self.columns[n],
                 }
-                for jm, a, s, n in self.level
+                | ({"count": self.columns[c]} if c >= 0 else {})
+                for jm, a, s, n, c in self.level
             ],
             "level_z": self.level_z,
+            "level_many_z": self.level_many_z,
             "stuck": [
                 {
                     "feature": feature_names[jm],
@@ -857,6 +885,7 @@ class ContextCheck:
             "step_z": STEP_Z,
             "step_margin": STEP_MARGIN,
             "step_bars": dict(sorted(self.step_bars.items())),
+            "spike_step_share": self.spike_step_share,
         }
 
     @classmethod
@@ -904,11 +933,17 @@ class ContextCheck:
             for u in card.get("level") or ()
         ]
         planned_level = [
-            (feature_names[jm], columns[a], columns[s], columns[n]) for jm, a, s, n in planned.level
+            (feature_names[jm], columns[a], columns[s], columns[n])
+            for jm, a, s, n, _ in planned.level
         ]
         if level and level != planned_level:
             raise CalibrationError("the card's level reading does not fit its context")
+        level_counts = [u.get("count") for u in card.get("level") or () if "count" in u]
+        if level_counts and level_counts != [columns[c] for *_, c in planned.level if c >= 0]:
+            raise CalibrationError("the card's level reading does not fit its context")
         level_z = _card_number(card, "level_z", LEVEL_Z)
+        # A card from before the bar for windows of many samples reads every window at level_z.
+        level_many_z = _card_number(card, "level_many_z", level_z)
         # A card from before the stuck reading reads none.
         keys = ("feature", "avg", "sd", "windows", "longest_sd", "longest_windows")
         stuck = [tuple(u.get(k) for k in keys) for u in card.get("stuck") or ()]
@@ -936,6 +971,7 @@ class ContextCheck:
             seasonal_mean=planned.seasonal_mean if card.get("seasonal_mean") is True else (),
             level=planned.level if level else (),
             level_z=level_z,
+            level_many_z=level_many_z,
             stuck=planned.stuck if stuck else (),
             stuck_min_windows=int(_card_number(card, "stuck_min_windows", 0)),
             stuck_devices=frozenset(str(d) for d in stuck_devices),
@@ -960,6 +996,8 @@ class ContextCheck:
             spike_bars=_card_bars(card, "spike_bars"),
             step=planned.step if step else (),
             step_bars=_card_bars(card, "step_bars"),
+            # A card from before the spike-and-step reading reads none.
+            spike_step_share=_card_number(card, "spike_step_share", math.inf),
         )
         if not spread:
             return dataclasses.replace(check, spread=())

@@ -15,10 +15,13 @@ import pytest
 from training.detectors import CONTEXT_CHECK_SHARE, DetectorParams
 from training.train import TrainingDataError, context_check_of, fit_model
 from udfs.calibration import (
+    LEVEL_MANY_Z,
+    LEVEL_Z,
     SEASON_MAX_SAMPLES,
     SPIKE_FLOOR,
     SPIKE_MARGIN,
     SPIKE_MIN_SAMPLES,
+    SPIKE_STEP_SHARE,
     SPIKE_Z,
     STEP_MARGIN,
     STEP_Z,
@@ -566,7 +569,7 @@ def test_a_window_whose_mean_leaves_its_recent_level_is_flagged_once_enough_are_
     ]
     assert card["context_check"]["level_z"] == 4.0
     model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
-    assert model.check.level == ((0, 0, 1, 4),)
+    assert model.check.level == ((0, 0, 1, 4, -1),)
     without = dataclasses.replace(model, check=dataclasses.replace(model.check, level=()))
 
     after_ids, after_x, after_context = windows(rng, 30, level, spread)
@@ -619,7 +622,7 @@ def test_plan_reads_the_shortest_horizon_beside_the_longest():
     assert check.stuck == ((0, 5, 6, 7, 1, 4),)
     # The model's readings stay on the longest horizon.
     assert check.uses == ContextCheck.plan(FEATURES, SPREAD_CONTEXT).uses
-    assert check.level == ((0, 0, 1, 4),) and check.spread == ((1, 2, 3, 4, 2, 3),)
+    assert check.level == ((0, 0, 1, 4, -1),) and check.spread == ((1, 2, 3, 4, 2, 3),)
     assert ContextCheck.plan(FEATURES, SPREAD_CONTEXT).stuck == ()
 
 
@@ -917,3 +920,94 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
     card["step"][0]["stepavg"] = "value_stdavg1d"
     with pytest.raises(CalibrationError, match="step reading"):
         ContextCheck.from_card(card, FEATURES)
+
+
+def test_the_level_reading_reads_windows_of_many_samples_at_a_higher_bar(tmp_path, fleet):
+    """Where the count is given, the level reading reads a window of more than
+    SEASON_MAX_SAMPLES samples at LEVEL_MANY_Z (5), one of fewer (or of an unknown count) at
+    LEVEL_Z (4). A card from before that bar reads every window at LEVEL_Z; one whose count
+    column does not fit is refused."""
+    rng, level, spread = fleet
+    ids, x, context = windows(rng, 150, level, spread)
+    training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 12.0)])
+    result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    assert card["level"] == [
+        {
+            "feature": "value_mean",
+            "avg": "value_avg1d",
+            "sd": "value_sd1d",
+            "windows": "value_windows1d",
+            "count": "value_count",
+        }
+    ]
+    assert (card["level_z"], card["level_many_z"]) == (LEVEL_Z, LEVEL_MANY_Z) == (4.0, 5.0)
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPIKE_CONTEXT)
+    assert model.check.level == ((0, 0, 1, 4, 5),)
+
+    after_ids, after_x, after_context = windows(rng, 30, level, spread)
+    rows = model.normaliser.indices(after_ids)
+    scale = model.normaliser.typical_rows(rows)[1][:, 0]
+    ctx = np.column_stack(
+        [with_spread_context(after_x, after_context, 24), np.full(len(after_x), 12.0)]
+    )
+    ctx[:, 1] = 2.0 * scale
+    ctx[:, 0] = after_x[:, 0] - 4.4 * ctx[:, 1]  # the mean 4.4 of the recent spread off
+    older = ContextCheck.from_card({k: v for k, v in card.items() if k != "level_many_z"}, FEATURES)
+    for count, reading, old_reading in (
+        (12, 4.4 / 5, 1.1),
+        (SEASON_MAX_SAMPLES + 1, 4.4 / 5, 1.1),
+        (SEASON_MAX_SAMPLES, 1.1, 1.1),
+        (1, 1.1, 1.1),
+        (np.nan, 1.1, 1.1),
+    ):
+        ctx[:, 5] = count
+        np.testing.assert_allclose(
+            model.check.level_reading(model.normaliser, rows, after_x, ctx), reading
+        )
+        np.testing.assert_allclose(
+            older.level_reading(model.normaliser, rows, after_x, ctx), old_reading
+        )
+    card["level"][0]["count"] = "value_windows1d"
+    with pytest.raises(CalibrationError, match="level reading"):
+        ContextCheck.from_card(card, FEATURES)
+
+
+def test_the_spike_and_the_step_reading_short_of_their_bars_together_flag(
+    tmp_path, fleet, monkeypatch
+):
+    """A window that both the spike and the step reading read at SPIKE_STEP_SHARE (0.8) of
+    their bars or more is flagged; one of them alone short of its bar, or both under the share,
+    is not. A card from before that reading reads none."""
+    rng, level, spread = fleet
+    context_names = (*SPIKE_CONTEXT, "value_step", "value_stepavg1d")
+    ids, x, context = windows(rng, 150, level, spread)
+    spike = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 12.0)])
+    usual = spread[0] * np.ones(len(x))
+    training = np.column_stack([spike, usual, usual])
+    result = fit_checked(tmp_path, ids, x, training, context_names)
+    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    assert card["spike_step_share"] == SPIKE_STEP_SHARE == 0.8
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, context_names)
+    assert model.check.spike and model.check.step
+
+    n = 6
+    after_ids = np.array(["dev-00"] * n, dtype=object)
+    after_x = np.tile(x[0], (n, 1))
+    after_ctx = np.tile(training[0], (n, 1))
+    unread = dataclasses.replace(model.check, spike=(), step=(), spike_step_share=np.inf)
+    base = dataclasses.replace(model, check=unread).score(after_ids, after_x, after_ctx)
+    assert not base.flag.astype(bool).any()  # the model alone passes none of these windows
+    spikes = np.array([0.85, 0.75, 1.2, 0.0, 0.9, 0.8])
+    steps = np.array([0.9, 0.95, 0.0, 0.85, 0.0, 0.8])
+    monkeypatch.setattr(ContextCheck, "spike_reading", lambda self, rows, x, c: spikes)
+    monkeypatch.setattr(ContextCheck, "step_reading", lambda self, rows, c: steps)
+    got = model.score(after_ids, after_x, after_ctx)
+    readings = [0.85 / 0.8, 0.95, 1.2, 0.85, 0.9, 1.0]  # the smaller of two, over 0.8
+    expected = np.fmax(base.score, np.multiply(readings, model.threshold))
+    np.testing.assert_allclose(got.score, expected)
+    assert list(got.flag) == [True, False, True, False, False, False]  # 1.0: at the bar, not above
+    older = ContextCheck.from_card(
+        {k: v for k, v in card.items() if k != "spike_step_share"}, FEATURES
+    )
+    assert older.spike_step_share == np.inf
