@@ -519,14 +519,14 @@ def fit_model(
             many = any(c >= 0 for *_, c in check.level)
             spread += (
                 f"; or where its mean is {check.level_z:g} of its recent windows' spread from "
-                f"their level"
+                f"their level ("
                 + (
-                    f" ({check.level_many_z:g} in windows of more than "
-                    f"{check.season_max_samples:g} samples)"
+                    f"{check.level_many_z:g} in windows of more than "
+                    f"{check.season_max_samples:g} samples; "
                     if many
                     else ""
                 )
-                + f" (once {spread_min_windows} windows are in its context)"
+                + f"once {spread_min_windows} windows are in its context)"
             )
         if check.stuck:
             spread += (
