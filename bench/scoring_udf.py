@@ -2,6 +2,7 @@
 
   python -m bench.scoring_udf                         # default model (pca-t2q), 1,000 devices
   python -m bench.scoring_udf --model isolation-forest --seconds 5
+  ANOMALY_CATALOGUE=ops python -m bench.scoring_udf   # a one-metric fleet: the context check
 
 Fits a model on a synthetic fleet (per-device baselines, 1 % of the scored windows pushed far
 out so that explanations run too), then measures windows/s, in one run on the same inputs:
@@ -13,13 +14,20 @@ out so that explanations run too), then measures windows/s, in one run on the sa
                      like a consumer loop with a pickled model
   batch sklearn      the reference on whole batches, for scale
 
+In a one-metric catalogue the default model is context-checked: each window is scored with its
+context columns (SCORER_CONTEXT_NAMES, synthetic: a steady device's), and one more variant
+scores the same batches with the context check's own readings (spread, seasonal, level, stuck,
+spike, step) taken out, so that their cost shows beside the rest.
+
 Checks that every variant gives the same scores. Writes JSON to .state/bench/scoring_udf.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -30,8 +38,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.features import MODEL_FEATURE_NAMES
+from common.features import CATALOGUE, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
 from common.settings import Settings
+
+SAMPLES = 12  # samples per window of the one-metric fleet
 
 
 def fleet(rng, devices: int, per_device: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +50,56 @@ def fleet(rng, devices: int, per_device: int) -> tuple[np.ndarray, np.ndarray]:
     spread = np.repeat(rng.uniform(1, 5, size=(devices, 1)), per_device, axis=0)
     x = level + spread * rng.normal(size=(len(ids), len(MODEL_FEATURE_NAMES)))
     return ids, x
+
+
+def one_metric_fleet(rng, devices: int, per_device: int):
+    """(ids, features, context) of a one-metric fleet: windows of SAMPLES samples around each
+    device's level, and the context a steady device's recent windows give (by statistic)."""
+    from udfs.calibration import context_columns
+
+    ids = np.repeat([f"dev-{d:05d}" for d in range(devices)], per_device).astype(object)
+    level = np.repeat(rng.uniform(1, 1000, size=devices), per_device)
+    spread = level * np.repeat(rng.uniform(0.01, 0.1, size=devices), per_device)
+    samples = level[:, None] + spread[:, None] * rng.normal(size=(len(ids), SAMPLES))
+    steps = np.abs(np.diff(samples, axis=1))
+    of_window = {
+        "mean": samples.mean(1),
+        "std": samples.std(1),
+        "min": samples.min(1),
+        "max": samples.max(1),
+        "count": np.full(len(ids), float(SAMPLES)),
+        "step": steps.max(1),
+    }
+    # Per context statistic: its value for a steady device (the means of SAMPLES samples
+    # spread by spread / sqrt(SAMPLES); a horizon full of windows).
+    mean_sd = spread / np.sqrt(SAMPLES)
+    of_context = {
+        "avg": level,
+        "sd": mean_sd,
+        "stdavg": 0.93 * spread,
+        "stdsd": 0.2 * spread,
+        "windows": np.full(len(ids), 360.0),
+        "seasres": mean_sd * rng.normal(size=len(ids)),
+        "seassd": mean_sd,
+        "stepavg": np.sqrt(2.0) * spread,
+    }
+
+    horizon_stats = {c: stat for (_, stat, _), c in context_columns(SCORER_CONTEXT_NAMES).items()}
+
+    def column(name: str, stat: str | None, values: dict) -> np.ndarray:
+        stat = stat or name.rpartition("_")[2]  # a window's own: <metric>_<aggregate>
+        if stat not in values:
+            raise SystemExit(f"bench: no synthetic values for the column {name}")
+        return values[stat]
+
+    x = np.column_stack([column(n, None, of_window) for n in MODEL_FEATURE_NAMES])
+    context = np.column_stack(
+        [
+            column(n, horizon_stats.get(c), of_context if c in horizon_stats else of_window)
+            for c, n in enumerate(SCORER_CONTEXT_NAMES)
+        ]
+    )
+    return ids, x, context
 
 
 def windows_per_second(fn, n_rows: int, budget_s: float) -> tuple[float, int]:
@@ -68,8 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
 
-    rng = np.random.default_rng(0)
-    train_ids, train_x = fleet(rng, a.devices, 40)
+    # A one-metric catalogue's windows come with their context (the context check reads it).
+    one_metric = len(CATALOGUE.metric_names) == 1 and bool(SCORER_CONTEXT_NAMES)
+
+    def windows(rng, per_device: int):
+        if one_metric:
+            return one_metric_fleet(rng, a.devices, per_device)
+        return (*fleet(rng, a.devices, per_device), None)
+
+    train_ids, train_x, train_context = windows(np.random.default_rng(0), 40)
     print(f"bench: fitting {a.model} on {len(train_x):,} windows ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-udf-") as tmp:
         result = fit_model(
@@ -80,41 +147,58 @@ def main(argv: list[str] | None = None) -> int:
             params=DetectorParams(model=a.model),
             models_dir=Path(tmp),
             training={"source": "bench"},
+            context=train_context,
+            context_names=SCORER_CONTEXT_NAMES if one_metric else (),
             log=lambda m: None,
         )
-        fn = ScoreWindow(str(result.model_dir), MODEL_FEATURE_NAMES, settings.window_seconds)
+        fn = ScoreWindow(
+            str(result.model_dir),
+            MODEL_FEATURE_NAMES,
+            settings.window_seconds,
+            context_names=SCORER_CONTEXT_NAMES,
+        )
         fn.open(None)
     model = fn.model
 
-    ids, x = fleet(np.random.default_rng(0), a.devices, -(-a.rows // a.devices))
+    ids, x, context = windows(np.random.default_rng(0), -(-a.rows // a.devices))
     ids, x = ids[: a.rows], x[: a.rows].copy()
     far = np.random.default_rng(1).random(len(x)) < 0.01
-    x[far] += 200.0
-    columns = [pd.Series(ids), *(pd.Series(x[:, j]) for j in range(x.shape[1]))]
+    x[far] += 2.0 * x[far, :1] if one_metric else 200.0  # far out: flagged and explained
+    if context is None:  # the job passes the context columns whatever the model (NULL here)
+        context = np.full((len(x), len(SCORER_CONTEXT_NAMES)), np.nan)
+    context = context[: a.rows]
+    columns = [
+        pd.Series(ids),
+        *(pd.Series(x[:, j]) for j in range(x.shape[1])),
+        *(pd.Series(context[:, j]) for j in range(context.shape[1])),
+    ]
     batch = max(1, min(a.batch, len(x)))
+    ctx = context if model.check else None
 
     def vectorized(start: int) -> int:
         stop = min(start + batch, len(x))
         fn.eval(*(c.iloc[start:stop].reset_index(drop=True) for c in columns))
         return stop - start
 
+    def part(start: int, stop: int):
+        return ids[start:stop], x[start:stop], None if ctx is None else ctx[start:stop]
+
     def onnx_row(start: int) -> int:
-        model.score(ids[start : start + 1], x[start : start + 1])
+        model.score(*part(start, start + 1))
         return 1
 
     def sklearn_row(start: int) -> int:
-        result.reference_scores(ids[start : start + 1], x[start : start + 1])
+        result.reference_scores(*part(start, start + 1))
         return 1
 
     def sklearn_batch(start: int) -> int:
-        stop = min(start + batch, len(x))
-        result.reference_scores(ids[start:stop], x[start:stop])
-        return stop - start
+        result.reference_scores(*part(start, min(start + batch, len(x))))
+        return min(start + batch, len(x)) - start
 
     # Same scores from every variant (on the first 500 windows, one by one for the per-row).
     full = fn.eval(*columns)
-    reference, _ = result.reference_scores(ids, x)
-    per_row = np.array([model.score(ids[i : i + 1], x[i : i + 1]).score[0] for i in range(500)])
+    reference, _ = result.reference_scores(ids, x, ctx)
+    per_row = np.array([model.score(*part(i, i + 1)).score[0] for i in range(500)])
     diff = max(
         float(np.max(np.abs(full["anomaly_score"].to_numpy(float) - reference))),
         float(np.max(np.abs(per_row - reference[:500]))),
@@ -126,6 +210,33 @@ def main(argv: list[str] | None = None) -> int:
         ("per-row scikit-learn", sklearn_row),
         (f"batch scikit-learn ({batch:,})", sklearn_batch),
     ]
+    if model.check is not None:  # the same batches without the context check's own readings
+        unread = dataclasses.replace(
+            model.check,
+            spread=(),
+            season=(),
+            level=(),
+            stuck=(),
+            spike=(),
+            step=(),
+            spike_step_share=math.inf,
+        )
+        bare = dataclasses.replace(model, check=unread)
+
+        def without_readings(start: int) -> int:
+            stop = min(start + batch, len(x))
+            bare.score(*part(start, stop))
+            return stop - start
+
+        def with_readings(start: int) -> int:
+            stop = min(start + batch, len(x))
+            model.score(*part(start, stop))
+            return stop - start
+
+        variants += [
+            ("vectorized ONNX, scoring alone", with_readings),
+            ("  the same without the readings", without_readings),
+        ]
     rows = []
     for name, f in variants:
         f(0)  # warm up
@@ -138,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
 
     flagged = int((full["is_anomaly"] == True).sum())  # noqa: E712
     print(
-        f"\nscoring UDF alone: {a.model}, {len(MODEL_FEATURE_NAMES)} features, {a.devices:,} "
+        f"\nscoring UDF alone: {a.model}"
+        + (" with the context check" if model.check is not None else "")
+        + f", catalogue {CATALOGUE.name}, {len(MODEL_FEATURE_NAMES)} features, {a.devices:,} "
         f"devices, {len(x):,} windows ({flagged:,} flagged and explained), Arrow batch "
         f"{batch:,}, onnxruntime 1 thread, {os.cpu_count()} cores"
     )
@@ -149,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {
         "model": a.model,
+        "catalogue": CATALOGUE.name,
+        "context_check": model.check is not None,
         "features": len(MODEL_FEATURE_NAMES),
         "devices": a.devices,
         "windows": len(x),

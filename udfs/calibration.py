@@ -324,7 +324,7 @@ SPIKE_STEP_SHARE = 0.8
 _CONTEXT_COLUMN = re.compile(r"(.+)_([a-z]+)([1-9][0-9]*[smhd])")
 
 
-def _context_columns(context_names) -> dict[tuple[str, str, int], int]:
+def context_columns(context_names) -> dict[tuple[str, str, int], int]:
     """Each context column's index by (metric, statistic, horizon seconds)."""
     out = {}
     for c, name in enumerate(context_names):
@@ -503,7 +503,7 @@ class ContextCheck:
         columns, or no mean feature beside them)."""
         index = {name: j for j, name in enumerate(feature_names)}
         context = {name: j for j, name in enumerate(context_names)}
-        columns = _context_columns(context_names)
+        columns = context_columns(context_names)
         # Each metric's horizons with a level and spread: the longest is read, the shortest
         # too by the stuck reading.
         horizons: dict[str, list[int]] = {}

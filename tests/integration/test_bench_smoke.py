@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -73,6 +76,26 @@ def test_scoring_udf_bench_runs_and_agrees_across_variants(tmp_path, capsys):
     ]
     assert result["max_abs_score_diff"] < 1e-5 and result["flagged"] > 0
     assert "vectorized is x faster" in capsys.readouterr().out
+
+
+def test_scoring_udf_bench_of_a_one_metric_fleet_scores_with_the_context_check(tmp_path):
+    """In a one-metric catalogue (its own process: the catalogue is read at import) the
+    model is context-checked, every variant agrees, and the readings' cost is measured."""
+    out = tmp_path / "udf.json"
+    args = ["--devices", "50", "--rows", "2000", "--seconds", "0.05", "--json-out", str(out)]
+    env = {**os.environ, "ANOMALY_CATALOGUE": "ops", "ANOMALY_WINDOW_SECONDS": "3600"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.scoring_udf", *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert (result["catalogue"], result["context_check"], result["features"]) == ("ops", True, 4)
+    assert [r["variant"] for r in result["results"]][-2:] == [
+        "vectorized ONNX, scoring alone",
+        "  the same without the readings",
+    ]
+    assert result["max_abs_score_diff"] < 1e-5 and result["flagged"] > 0
+    assert "with the context check, catalogue ops" in done.stdout
 
 
 def test_the_bench_command_runs_every_part(stack, trained, tmp_path, monkeypatch, capsys):
