@@ -326,10 +326,12 @@ def annotations_of(cur, g: Group, s: Settings) -> dict[str, str]:
 def explanation_text(explanation: str) -> str:
     """A model alert's explanation (JSON, as the job stores it) in words: each metric the
     window deviated on (its most deviating feature), actual against typical, in the order
-    of their part in the score."""
+    of their part in the score, and the context check's reading that flagged it, if one
+    did."""
     try:
         return "; ".join(
             f"{i['feature']} {i['direction']}: {i['actual']:.4g} (typical {i['typical']:.4g})"
+            + (f", flagged by the {i['reading']} reading" if i.get("reading") else "")
             for i in json.loads(explanation)
         )
     except (ValueError, TypeError, KeyError):

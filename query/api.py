@@ -104,6 +104,9 @@ class ExplanationItem(BaseModel):
     actual: float | None
     typical: float | None
     contribution: float | None
+    # The context check's reading that flagged the window on its own (a one-metric model:
+    # spread, seasonal, level, stuck, spike, step, "spike and step"); absent otherwise.
+    reading: str | None = None
 
 
 class Anomaly(BaseModel):

@@ -730,16 +730,46 @@ class ContextCheck:
         readings folded in: a window past a bar scores at least the threshold times its reading
         (flagged above it). ``fixed`` and ``rows``: the model's own normalisation and the
         windows' devices in it."""
-        if not (self.spread or self.season or self.level or self.stuck or self.spike or self.step):
+        if not self.reads:
             return scores
-        reading = np.fmax(self.spread_reading(x, context), self.season_reading(context, len(x)))
-        reading = np.fmax(reading, self.level_reading(fixed, rows, x, context))
-        reading = np.fmax(reading, self.stuck_reading(fixed, rows, x, context))
+        reading = np.zeros(len(x))
+        for r in self.readings(fixed, rows, x, context).values():
+            reading = np.fmax(reading, r)
+        return np.fmax(scores, threshold * reading)
+
+    @property
+    def reads(self) -> bool:
+        """Whether any reading beside the model's two is read."""
+        return any((self.spread, self.season, self.level, self.stuck, self.spike, self.step))
+
+    def readings(self, fixed, rows, x, context) -> dict[str, np.ndarray]:
+        """Each reading that flags a window on its own, by name: per window, its value over
+        its bar (1 is the bar, above it flagged; 0 where it is not read)."""
         spike = self.spike_reading(rows, x, context)
         step = self.step_reading(rows, context)
-        reading = np.fmax(reading, np.fmax(spike, step))
-        reading = np.fmax(reading, np.fmin(spike, step) / self.spike_step_share)
-        return np.fmax(scores, threshold * reading)
+        return {
+            "spread": self.spread_reading(x, context),
+            "seasonal": self.season_reading(context, len(x)),
+            "level": self.level_reading(fixed, rows, x, context),
+            "stuck": self.stuck_reading(fixed, rows, x, context),
+            "spike": spike,
+            "step": step,
+            "spike and step": np.fmin(spike, step) / self.spike_step_share,
+        }
+
+    def flagged_by(self, scores, threshold, fixed, rows, x, context) -> list[str | None]:
+        """Per window, the name of the reading that sets its score (``combine``) above the
+        threshold: the largest, where it passes its bar and the model's own score (``scores``)
+        over the threshold; None where the model's score flags the window, or nothing does."""
+        if not self.reads:
+            return [None] * len(x)
+        named = self.readings(fixed, rows, x, context)
+        names = list(named)
+        values = np.column_stack(list(named.values()))
+        best = np.argmax(values, axis=1)
+        top = values[np.arange(len(x)), best]
+        sets_score = (top > 1) & ~(np.asarray(scores, dtype=np.float64) > threshold * top)
+        return [names[b] if sets else None for b, sets in zip(best, sets_score, strict=True)]
 
     def read(
         self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None

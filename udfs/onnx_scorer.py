@@ -308,22 +308,33 @@ class OnnxModel:
             finite = np.isfinite(z).all(axis=1)
             if zc is not None:
                 finite &= np.isfinite(zc).all(axis=1)
-            s = np.where(finite, self.raw_scores(z, zc), np.inf)
+            s = model = np.where(finite, self.raw_scores(z, zc), np.inf)
             if self.check is not None:
                 s = self.check.combine(
-                    s, self.threshold, self.normaliser, rows[complete], x[complete], c
+                    model, self.threshold, self.normaliser, rows[complete], x[complete], c
                 )
             scores[complete] = s
             flagged = s > self.threshold
             flags[complete] = flagged
             if flagged.any():
                 where = np.flatnonzero(complete)[flagged]
+                by = None
+                if self.check is not None:
+                    by = self.check.flagged_by(
+                        model[flagged],
+                        self.threshold,
+                        self.normaliser,
+                        rows[where],
+                        x[where],
+                        None if c is None else c[flagged],
+                    )
                 top[where], explanation[where] = self.explain(
                     rows[where],
                     x[where],
                     z[flagged],
                     s[flagged],
                     None if zc is None else zc[flagged],
+                    by,
                 )
         return Scores(scores, self.severity(scores), flags, rows >= 0, top, explanation)
 
@@ -345,13 +356,16 @@ class OnnxModel:
         z: np.ndarray,
         scores: np.ndarray,
         zc: np.ndarray | None = None,
+        flagged_by: Sequence[str | None] | None = None,
     ) -> tuple[list[str | None], list[str]]:
         """Which metrics made these windows' scores: for each metric, the window is scored
         again with that metric's features set to the device's typical values (normalised 0);
         the score it loses is the metric's contribution. The EXPLAIN_TOP metrics with the
         largest positive contribution are named, each with its most deviating feature, the
         direction, the window's actual value and the device's typical (training mean) value.
-        One onnxruntime run for all rows and metrics. Returns (top metric, JSON) per row."""
+        ``flagged_by``: per row, the context check's reading that flagged it on its own (a
+        one-metric model: its one metric's item says so, "reading"), or None. One onnxruntime
+        run for all rows and metrics. Returns (top metric, JSON) per row."""
         columns = self.metric_columns
         names = list(columns)
         occluded = np.repeat(z[None, :, :], len(names), axis=0)  # [metric, row, feature]
@@ -394,6 +408,9 @@ class OnnxModel:
                         _json_number(contribution[i, r]),
                     )
                 )
+            if flagged_by is not None and flagged_by[r] is not None:
+                # Reading names are plain words: no JSON escaping needed.
+                items[0] = items[0][:-1] + f',"reading":"{flagged_by[r]}"}}'
             tops.append(names[order[0, r]])
             texts.append("[" + ",".join(items) + "]")
         return tops, texts

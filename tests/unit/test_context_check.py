@@ -811,6 +811,7 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
         got.score, np.fmax(without.score(after, ax, ctx).score, reading * model.threshold)
     )
     assert got.flag.astype(bool)[after != "dev-05"].all()
+    assert_explained_by(model, got, (after, ax, ctx), "spike", required=False)
     ax, ctx = scored(3.0)
     assert (model.check.spike_reading(rows, ax, ctx) < 1).all()
     # A device the model has not seen is read at the devices' median bar; no context: none.
@@ -824,6 +825,19 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     # A card from before the reading reads none.
     del card["spike"]
     assert ContextCheck.from_card(card, FEATURES).spike == ()
+
+
+def assert_explained_by(model, got, windows, reading: str, required: bool) -> None:
+    """Each flagged window's explanation names ``reading`` where the model's own score (no
+    reading of the context check's) does not flag it, and no reading where it does."""
+    unread = dataclasses.replace(
+        model.check, spread=(), season=(), level=(), stuck=(), spike=(), step=()
+    )
+    own = dataclasses.replace(model, check=unread).score(*windows).score > model.threshold
+    flagged = got.flag.astype(bool)
+    named = [json.loads(e)[0].get("reading") for e in got.explanation[flagged]]
+    assert named == [None if o else reading for o in own[flagged]]
+    assert not required or (flagged & ~own).any()
 
 
 STEP_CONTEXT = (*SPIKE_CONTEXT, "value_step", "value_stepavg1d")
@@ -904,6 +918,7 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
         got.score, np.fmax(without.score(after, ax, ctx).score, reading * model.threshold)
     )
     assert got.flag.astype(bool)[after != "dev-05"].all()
+    assert_explained_by(model, got, (after, ax, ctx), "step", required=True)
     ax, ctx = scored(2.0)
     assert (model.check.step_reading(rows, ctx) < 1).all()
     assert not model.check.step_reading(rows, None).any()
@@ -1000,13 +1015,24 @@ def test_the_spike_and_the_step_reading_short_of_their_bars_together_flag(
     assert not base.flag.astype(bool).any()  # the model alone passes none of these windows
     spikes = np.array([0.85, 0.75, 1.2, 0.0, 0.9, 0.8])
     steps = np.array([0.9, 0.95, 0.0, 0.85, 0.0, 0.8])
-    monkeypatch.setattr(ContextCheck, "spike_reading", lambda self, rows, x, c: spikes)
-    monkeypatch.setattr(ContextCheck, "step_reading", lambda self, rows, c: steps)
+    # Each window's readings, found by its count (which the model does not read).
+    after_ctx[:, 5] = 12 + np.arange(n)
+
+    def window(c):
+        return (c[:, 5] - 12).astype(int)
+
+    monkeypatch.setattr(ContextCheck, "spike_reading", lambda self, r, x, c: spikes[window(c)])
+    monkeypatch.setattr(ContextCheck, "step_reading", lambda self, r, c: steps[window(c)])
     got = model.score(after_ids, after_x, after_ctx)
     readings = [0.85 / 0.8, 0.95, 1.2, 0.85, 0.9, 1.0]  # the smaller of two, over 0.8
     expected = np.fmax(base.score, np.multiply(readings, model.threshold))
     np.testing.assert_allclose(got.score, expected)
     assert list(got.flag) == [True, False, True, False, False, False]  # 1.0: at the bar, not above
+    # The explanation names the reading that flagged each window.
+    assert [json.loads(e)[0].get("reading") for e in got.explanation[[0, 2]]] == [
+        "spike and step",
+        "spike",
+    ]
     older = ContextCheck.from_card(
         {k: v for k, v in card.items() if k != "spike_step_share"}, FEATURES
     )
