@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import sys
@@ -211,31 +210,19 @@ def main(argv: list[str] | None = None) -> int:
         (f"batch scikit-learn ({batch:,})", sklearn_batch),
     ]
     if model.check is not None:  # the same batches without the context check's own readings
-        unread = dataclasses.replace(
-            model.check,
-            spread=(),
-            season=(),
-            level=(),
-            stuck=(),
-            spike=(),
-            step=(),
-            spike_step_share=math.inf,
-        )
-        bare = dataclasses.replace(model, check=unread)
+        bare = dataclasses.replace(model, check=model.check.without_readings())
 
-        def without_readings(start: int) -> int:
-            stop = min(start + batch, len(x))
-            bare.score(*part(start, stop))
-            return stop - start
+        def batches(scorer):
+            def score(start: int) -> int:
+                stop = min(start + batch, len(x))
+                scorer.score(*part(start, stop))
+                return stop - start
 
-        def with_readings(start: int) -> int:
-            stop = min(start + batch, len(x))
-            model.score(*part(start, stop))
-            return stop - start
+            return score
 
         variants += [
-            ("vectorized ONNX, scoring alone", with_readings),
-            ("  the same without the readings", without_readings),
+            ("vectorized ONNX, scoring alone", batches(model)),
+            ("  the same without the readings", batches(bare)),
         ]
     rows = []
     for name, f in variants:

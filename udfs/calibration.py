@@ -727,24 +727,34 @@ class ContextCheck:
         context,
     ) -> np.ndarray:
         """The scores with the spread, seasonal, level, stuck, spike, step and spike-and-step
-        readings folded in: a window past a bar scores at least the threshold times its reading
-        (flagged above it). ``fixed`` and ``rows``: the model's own normalisation and the
-        windows' devices in it."""
-        if not self.reads:
+        readings folded in (``fold``). ``fixed`` and ``rows``: the model's own normalisation and
+        the windows' devices in it."""
+        return self.fold(scores, threshold, self.readings(fixed, rows, x, context))
+
+    @staticmethod
+    def fold(scores, threshold: float, readings: dict[str, np.ndarray]) -> np.ndarray:
+        """The scores with ``readings`` folded in: a window past a bar scores at least the
+        threshold times its reading (flagged above it)."""
+        if not readings:
             return scores
-        reading = np.zeros(len(x))
-        for r in self.readings(fixed, rows, x, context).values():
+        reading = np.zeros(len(scores))
+        for r in readings.values():
             reading = np.fmax(reading, r)
         return np.fmax(scores, threshold * reading)
 
-    @property
-    def reads(self) -> bool:
-        """Whether any reading beside the model's two is read."""
-        return any((self.spread, self.season, self.level, self.stuck, self.spike, self.step))
+    def without_readings(self) -> ContextCheck:
+        """The same check with none of the readings beside the model's two: the model's own
+        score."""
+        return dataclasses.replace(
+            self, spread=(), season=(), level=(), stuck=(), spike=(), step=()
+        )
 
     def readings(self, fixed, rows, x, context) -> dict[str, np.ndarray]:
         """Each reading that flags a window on its own, by name: per window, its value over
-        its bar (1 is the bar, above it flagged; 0 where it is not read)."""
+        its bar (1 is the bar, above it flagged; 0 where it is not read). Empty where the
+        check reads none of them."""
+        if not any((self.spread, self.season, self.level, self.stuck, self.spike, self.step)):
+            return {}
         spike = self.spike_reading(rows, x, context)
         step = self.step_reading(rows, context)
         return {
@@ -757,17 +767,18 @@ class ContextCheck:
             "spike and step": np.fmin(spike, step) / self.spike_step_share,
         }
 
-    def flagged_by(self, scores, threshold, fixed, rows, x, context) -> list[str | None]:
-        """Per window, the name of the reading that sets its score (``combine``) above the
-        threshold: the largest, where it passes its bar and the model's own score (``scores``)
-        over the threshold; None where the model's score flags the window, or nothing does."""
-        if not self.reads:
-            return [None] * len(x)
-        named = self.readings(fixed, rows, x, context)
-        names = list(named)
-        values = np.column_stack(list(named.values()))
+    @staticmethod
+    def flagged_by(scores, threshold: float, readings: dict[str, np.ndarray]) -> list[str | None]:
+        """Per window, the name of the reading (of ``readings``) that sets its score (``fold``)
+        above the threshold: the largest, where it passes its bar and the model's own score
+        (``scores``) over the threshold; None where the model's score flags the window, or
+        nothing does."""
+        if not readings:
+            return [None] * len(scores)
+        names = list(readings)
+        values = np.column_stack(list(readings.values()))
         best = np.argmax(values, axis=1)
-        top = values[np.arange(len(x)), best]
+        top = values[np.arange(len(values)), best]
         sets_score = (top > 1) & ~(np.asarray(scores, dtype=np.float64) > threshold * top)
         return [names[b] if sets else None for b, sets in zip(best, sets_score, strict=True)]
 

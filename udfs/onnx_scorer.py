@@ -308,26 +308,21 @@ class OnnxModel:
             finite = np.isfinite(z).all(axis=1)
             if zc is not None:
                 finite &= np.isfinite(zc).all(axis=1)
-            s = model = np.where(finite, self.raw_scores(z, zc), np.inf)
+            model = np.where(finite, self.raw_scores(z, zc), np.inf)
+            readings = {}  # the context check's readings beside the model's, by name
             if self.check is not None:
-                s = self.check.combine(
-                    model, self.threshold, self.normaliser, rows[complete], x[complete], c
-                )
+                readings = self.check.readings(self.normaliser, rows[complete], x[complete], c)
+            s = ContextCheck.fold(model, self.threshold, readings)
             scores[complete] = s
             flagged = s > self.threshold
             flags[complete] = flagged
             if flagged.any():
                 where = np.flatnonzero(complete)[flagged]
-                by = None
-                if self.check is not None:
-                    by = self.check.flagged_by(
-                        model[flagged],
-                        self.threshold,
-                        self.normaliser,
-                        rows[where],
-                        x[where],
-                        None if c is None else c[flagged],
-                    )
+                by = ContextCheck.flagged_by(
+                    model[flagged],
+                    self.threshold,
+                    {name: r[flagged] for name, r in readings.items()},
+                )
                 top[where], explanation[where] = self.explain(
                     rows[where],
                     x[where],

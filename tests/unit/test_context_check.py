@@ -830,9 +830,7 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
 def assert_explained_by(model, got, windows, reading: str, required: bool) -> None:
     """Each flagged window's explanation names ``reading`` where the model's own score (no
     reading of the context check's) does not flag it, and no reading where it does."""
-    unread = dataclasses.replace(
-        model.check, spread=(), season=(), level=(), stuck=(), spike=(), step=()
-    )
+    unread = model.check.without_readings()
     own = dataclasses.replace(model, check=unread).score(*windows).score > model.threshold
     flagged = got.flag.astype(bool)
     named = [json.loads(e)[0].get("reading") for e in got.explanation[flagged]]
