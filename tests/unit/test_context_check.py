@@ -804,14 +804,7 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     rows = model.normaliser.indices(after)
     ax, ctx = scored(20.0)
     reading = model.check.spike_reading(rows, ax, ctx)
-    assert (reading[after != "dev-05"] > 1).all()
-    assert (reading[after == "dev-05"] < 1).all()  # its training windows held such samples
-    got = model.score(after, ax, ctx)
-    np.testing.assert_allclose(
-        got.score, np.fmax(without.score(after, ax, ctx).score, reading * model.threshold)
-    )
-    assert got.flag.astype(bool)[after != "dev-05"].all()
-    assert_explained_by(model, got, (after, ax, ctx), "spike", required=False)
+    assert_read_at_own_bars(model, without, (after, ax, ctx), reading, "spike", required=False)
     ax, ctx = scored(3.0)
     assert (model.check.spike_reading(rows, ax, ctx) < 1).all()
     # A device the model has not seen is read at the devices' median bar; no context: none.
@@ -827,14 +820,27 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     assert ContextCheck.from_card(card, FEATURES).spike == ()
 
 
-def assert_explained_by(model, got, windows, reading: str, required: bool) -> None:
-    """Each flagged window's explanation names ``reading`` where the model's own score (no
-    reading of the context check's) does not flag it, and no reading where it does."""
+def assert_read_at_own_bars(model, without, windows, reading, name: str, required: bool):
+    """A reading read at each device's own bar: on windows of the same odd kind, ``reading``
+    passes its bar on every device but dev-05, whose training windows held such windows; the
+    score is the model's (``without``: the model without this reading) or the threshold times
+    the reading, whichever is higher; every other device's window is flagged; and each
+    flagged window's explanation names ``name`` where the model's own score (no reading of the
+    context check's) does not flag it, and no reading where it does (``required``: some
+    window is flagged by the reading alone)."""
+    after = windows[0]
+    assert (reading[after != "dev-05"] > 1).all()
+    assert (reading[after == "dev-05"] < 1).all()
+    got = model.score(*windows)
+    np.testing.assert_allclose(
+        got.score, np.fmax(without.score(*windows).score, reading * model.threshold)
+    )
+    flagged = got.flag.astype(bool)
+    assert flagged[after != "dev-05"].all()
     unread = model.check.without_readings()
     own = dataclasses.replace(model, check=unread).score(*windows).score > model.threshold
-    flagged = got.flag.astype(bool)
     named = [json.loads(e)[0].get("reading") for e in got.explanation[flagged]]
-    assert named == [None if o else reading for o in own[flagged]]
+    assert named == [None if o else name for o in own[flagged]]
     assert not required or (flagged & ~own).any()
 
 
@@ -909,14 +915,7 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
 
     ax, ctx = scored(20.0)
     reading = model.check.step_reading(rows, ctx)
-    assert (reading[after != "dev-05"] > 1).all()
-    assert (reading[after == "dev-05"] < 1).all()  # its training windows held such steps
-    got = model.score(after, ax, ctx)
-    np.testing.assert_allclose(
-        got.score, np.fmax(without.score(after, ax, ctx).score, reading * model.threshold)
-    )
-    assert got.flag.astype(bool)[after != "dev-05"].all()
-    assert_explained_by(model, got, (after, ax, ctx), "step", required=True)
+    assert_read_at_own_bars(model, without, (after, ax, ctx), reading, "step", required=True)
     ax, ctx = scored(2.0)
     assert (model.check.step_reading(rows, ctx) < 1).all()
     assert not model.check.step_reading(rows, None).any()
