@@ -55,7 +55,7 @@ def create_table_env(settings: Settings, *, streaming: bool = True) -> TableEnvi
     # Flush a partly filled bundle after 1 s so that low rates still see results promptly.
     config.set("python.fn-execution.bundle.time", "1000")
     apply_flink_options(t_env, settings)
-    register_functions(t_env)
+    register_functions(t_env, streaming=streaming)
     # The Python workers run the interpreter that runs this code (the project's venv), unless
     # `flink run -pyexec` says otherwise.
     if not config.get("python.executable", None):
@@ -63,18 +63,22 @@ def create_table_env(settings: Settings, *, streaming: bool = True) -> TableEnvi
     return t_env
 
 
-# The project's SQL functions (jvm/, in pipeline.jars): name -> class.
+# The project's SQL functions (jvm/, in pipeline.jars): name -> (the stream's class, the batch
+# one's). The stream's keep bounded state; the batch ones keep every sample of a window, whose
+# input (history) need not come in time order (jvm/ Steps).
 JAVA_FUNCTIONS = {
-    "STEP_MAX": "local.anomaly.flink.Steps$Max",
-    "STEP_RMS": "local.anomaly.flink.Steps$Rms",
+    "STEP_MAX": ("local.anomaly.flink.Steps$Max", "local.anomaly.flink.Steps$MaxOfAll"),
+    "STEP_RMS": ("local.anomaly.flink.Steps$Rms", "local.anomaly.flink.Steps$RmsOfAll"),
 }
 
 
-def register_functions(t_env: TableEnvironment) -> None:
+def register_functions(t_env: TableEnvironment, *, streaming: bool) -> None:
     """The project's Java SQL functions (common.features.STEP_AGGREGATES), in every table
     environment: the stream and training compute the window features with the same SQL."""
-    for name, java_class in JAVA_FUNCTIONS.items():
-        t_env.create_java_temporary_system_function(name, java_class)
+    for name, (stream_class, batch_class) in JAVA_FUNCTIONS.items():
+        t_env.create_java_temporary_system_function(
+            name, stream_class if streaming else batch_class
+        )
 
 
 def apply_flink_options(t_env: TableEnvironment, settings: Settings) -> None:
