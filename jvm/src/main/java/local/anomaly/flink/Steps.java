@@ -142,17 +142,9 @@ public final class Steps {
 
         Acc copy() {
             Acc out = new Acc();
-            out.buffer = buffer;
+            out.set(this);
             out.ts = Arrays.copyOf(ts, Math.max(16, n));
             out.v = Arrays.copyOf(v, Math.max(16, n));
-            out.n = n;
-            out.folded = folded;
-            out.firstTs = firstTs;
-            out.firstV = firstV;
-            out.lastTs = lastTs;
-            out.lastV = lastV;
-            out.max = max;
-            out.sumSq = sumSq;
             return out;
         }
 
@@ -208,6 +200,7 @@ public final class Steps {
             return out;
         }
 
+        /** Takes the other's fields (its arrays themselves, not copies). */
         private void set(Acc other) {
             buffer = other.buffer;
             ts = other.ts;
