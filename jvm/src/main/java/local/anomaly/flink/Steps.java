@@ -39,9 +39,14 @@ public final class Steps {
     /** The buffer of the batch functions: every sample. */
     static final int ALL = Integer.MAX_VALUE;
 
-    /** Whether sample (t1, v1) comes before (t2, v2): by time, then by value. */
+    /** The order of a window's samples: by time, then by value. */
+    static int compare(long t1, double v1, long t2, double v2) {
+        return t1 != t2 ? Long.compare(t1, t2) : Double.compare(v1, v2);
+    }
+
+    /** Whether sample (t1, v1) comes before (t2, v2) in that order. */
     static boolean before(long t1, double v1, long t2, double v2) {
-        return t1 != t2 ? t1 < t2 : Double.compare(v1, v2) < 0;
+        return compare(t1, v1, t2, v2) < 0;
     }
 
     /**
@@ -116,9 +121,7 @@ public final class Steps {
             for (int i = 0; i < n; i++) {
                 order[i] = i;
             }
-            Arrays.sort(
-                    order,
-                    (a, b) -> ts[a] != ts[b] ? Long.compare(ts[a], ts[b]) : Double.compare(v[a], v[b]));
+            Arrays.sort(order, (a, b) -> compare(ts[a], v[a], ts[b], v[b]));
             long[] sortedTs = new long[ts.length];
             double[] sortedV = new double[v.length];
             for (int i = 0; i < n; i++) {
