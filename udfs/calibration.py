@@ -320,6 +320,9 @@ STEP_MARGIN = 1.5
 # step far above the usual ones) is flagged: two readings of the window's samples short of
 # their bars together. Measured (README, Accuracy).
 SPIKE_STEP_SHARE = 0.8
+# The ContextCheck fields of the readings that flag a window on its own (the spike-and-step
+# reading reads the spike and step ones): empty, a reading is not read.
+READING_FIELDS = ("spread", "season", "level", "stuck", "spike", "step")
 # A context column: <metric>_<statistic><horizon> ("value_avg6h").
 _CONTEXT_COLUMN = re.compile(r"(.+)_([a-z]+)([1-9][0-9]*[smhd])")
 
@@ -745,15 +748,13 @@ class ContextCheck:
     def without_readings(self) -> ContextCheck:
         """The same check with none of the readings beside the model's two: the model's own
         score."""
-        return dataclasses.replace(
-            self, spread=(), season=(), level=(), stuck=(), spike=(), step=()
-        )
+        return dataclasses.replace(self, **dict.fromkeys(READING_FIELDS, ()))
 
     def readings(self, fixed, rows, x, context) -> dict[str, np.ndarray]:
         """Each reading that flags a window on its own, by name: per window, its value over
         its bar (1 is the bar, above it flagged; 0 where it is not read). Empty where the
         check reads none of them."""
-        if not any((self.spread, self.season, self.level, self.stuck, self.spike, self.step)):
+        if not any(getattr(self, name) for name in READING_FIELDS):
             return {}
         spike = self.spike_reading(rows, x, context)
         step = self.step_reading(rows, context)
