@@ -209,6 +209,11 @@ def test_plan_reads_the_spread_statistics_of_a_metric_with_them():
     assert ContextCheck.plan(FEATURES, CONTEXT).spread == ()
 
 
+def check_card(result) -> dict:
+    """The context check's part of a fitted model's card."""
+    return json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+
+
 def fit_checked(models_dir, ids, x, context, context_names):
     """A context-checked model of 1 h windows fitted on these windows and context."""
     return fit_model(
@@ -386,7 +391,7 @@ def test_the_seasonal_reading_reads_windows_of_few_samples_where_the_count_is_gi
         [with_spread_context(x, ctx, 24), np.full((len(x), 2), np.nan), np.full(len(x), 12.0)]
     )
     result = fit_checked(tmp_path, ids, x, training, SEASON_COUNT_CONTEXT)
-    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    card = check_card(result)
     assert card["season"] == [
         {"res": "value_seasres28d", "sd": "value_seassd28d", "count": "value_count"}
     ]
@@ -646,7 +651,7 @@ def test_a_value_that_has_not_moved_over_the_recent_windows_is_flagged(tmp_path,
     repeating = np.flatnonzero(ids == "dev-03")[1::10]
     x[repeating, 0] = x[repeating - 1, 0]  # dev-03 repeats in 10 % of its windows
     result = fit_checked(tmp_path, ids, x, with_recent_context(x, context, 6), STUCK_CONTEXT)
-    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    card = check_card(result)
     assert card["stuck"] == [
         {
             "feature": "value_mean",
@@ -778,7 +783,7 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 12.0)])
     training[:, 2] = 0.93 * sp  # the recent windows' std: of 12 samples, about 0.93 sd
     result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
-    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    card = check_card(result)
     assert card["spike"] == [
         {"feature": "value_mean", "count": "value_count", "stdavg": "value_stdavg1d"}
     ]
@@ -891,7 +896,7 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
     usual = 0.1 * sp
     x, training = windows_of(ids, samples, usual)
     result = fit_checked(tmp_path, ids, x, training, STEP_CONTEXT)
-    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    card = check_card(result)
     assert card["step"] == [
         {"step": "value_step", "stepavg": "value_stepavg1d", "count": "value_count"}
     ]
@@ -943,7 +948,7 @@ def test_the_level_reading_reads_windows_of_many_samples_at_a_higher_bar(tmp_pat
     ids, x, context = windows(rng, 150, level, spread)
     training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 12.0)])
     result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
-    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    card = check_card(result)
     assert card["level"] == [
         {
             "feature": "value_mean",
@@ -998,7 +1003,7 @@ def test_the_spike_and_the_step_reading_short_of_their_bars_together_flag(
     usual = spread[0] * np.ones(len(x))
     training = np.column_stack([spike, usual, usual])
     result = fit_checked(tmp_path, ids, x, training, context_names)
-    card = json.loads((result.model_dir / CARD_FILE).read_text())["context_check"]
+    card = check_card(result)
     assert card["spike_step_share"] == SPIKE_STEP_SHARE == 0.8
     model = OnnxModel.load(result.model_dir, FEATURES, 3600, context_names)
     assert model.check.spike and model.check.step
