@@ -21,6 +21,7 @@ import pytest
 from common.settings import REPO_ROOT, Settings, read_env_file
 from tests import reference
 from tests.conftest import drop_database
+from tests.pipeline import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -105,7 +106,7 @@ def test_the_readme_walkthrough_brings_a_users_csvs_to_flags_in_postgresql(stack
         assert " 3/3 " in ours, ours
         rows = wait_for_windows(settings, expected=3 * (ROWS // 12 - 1))
     finally:
-        cancel_jobs(f"anomaly-scoring-{name.replace('_', '-')}")
+        cancel_jobs(job_name(name))
         drop_database(stack, f"anomaly_{name}")
         for path in created:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
@@ -174,13 +175,37 @@ def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> 
     return rows_once_enough(settings, query, expected, timeout_s)
 
 
+def job_name(dataset: str) -> str:
+    """The job a dataset's env file names (its Settings.job_name)."""
+    return f"anomaly-scoring-{dataset.replace('_', '-')}"
+
+
 def cancel_jobs(job_name: str) -> None:
     from deploy.local.stack import Flink
 
     flink = Flink(Settings.from_env())
-    for job in flink.running_jobs():
-        if job["name"] == job_name:
-            flink.cancel(job["jid"])
+    for job in flink.running_jobs(job_name):
+        flink.cancel(job["jid"])
+
+
+STEP_COUNTERS = ("stepMaxSamplesLeftOut", "stepRmsSamplesLeftOut")  # jvm/ Steps
+
+
+def step_samples_left_out(job_name: str) -> dict[str, float]:
+    """The running job's counters of samples its step functions left out (STEP_MAX's and
+    STEP_RMS's, as the web UI lists them under the window operator's vertex)."""
+    from deploy.local.stack import Flink
+
+    flink = Flink(Settings.from_env())
+    (job,) = flink.running_jobs(job_name)
+    found: dict[str, float] = {}
+
+    def read() -> bool:  # the web UI's metrics come in with its next fetch, seconds later
+        found.update(flink.operator_metrics(job["jid"], STEP_COUNTERS))
+        return len(found) >= 2
+
+    wait_until("the step functions' metrics", read, 30)
+    return found
 
 
 HOURLY_DAYS = 35
@@ -288,11 +313,16 @@ make replay REPLAY_ARGS="{data} --label-column label"
         card = json.loads((model_dir / "card.json").read_text())
         features, context = card["feature_names"], card["context_check"]["columns"]
         model = OnnxModel.load(model_dir, features, 3600, context)
+        left_out = step_samples_left_out(settings.job_name)
     finally:
-        cancel_jobs(f"anomaly-scoring-{name.replace('_', '-')}")
+        cancel_jobs(job_name(name))
         drop_database(stack, f"anomaly_{name}")
         for path in created:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
+    # Each partition's samples come in time order: the step functions left none out, and
+    # the window operators (local and global aggregation) report their two counters.
+    assert {k.split(".")[-1] for k in left_out} == set(STEP_COUNTERS)
+    assert set(left_out.values()) == {0.0}, left_out
     assert features == ["value_mean", "value_std", "value_min", "value_max"]
     assert context == [
         "value_avg15d",

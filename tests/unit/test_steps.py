@@ -1,7 +1,8 @@
 """The window-step functions (jvm/ Steps: STEP_MAX, STEP_RMS), called directly in the JVM of a
 Flink table environment, against tests.reference.steps: the figure in and out of time order,
 over many more samples than an accumulator buffers, and across merged accumulators; and the
-one case that the bounded state leaves out, by value."""
+cases that the bounded state leaves out, by value, with the count of samples left out that the
+functions keep as an operator metric."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Functions:
     gateway: object
     largest: object
     rms: object
+    counted: int  # the counter's value when they were opened
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +41,29 @@ def load(gateway, name: str):
 
 
 def functions(gateway, kind: int) -> Functions:
-    """The functions the stream (kind 0) or batch (1) table environments register."""
+    """The functions the stream (kind 0) or batch (1) table environments register, opened
+    as an operator opens them (here with no operator: every instance of a kind shares one
+    counter, which is not reported)."""
     from common.flink_env import JAVA_FUNCTIONS
 
     largest, rms = (
         load(gateway, JAVA_FUNCTIONS[n][kind]).newInstance() for n in ("STEP_MAX", "STEP_RMS")
     )
-    return Functions(gateway, largest, rms)
+    context = gateway.jvm.org.apache.flink.table.functions.FunctionContext(None)
+    largest.open(context)
+    rms.open(context)
+    return Functions(gateway, largest, rms, largest.samplesLeftOut())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def jvm(gateway):
+    """Instances opened for each test, which counts the samples left out from then on."""
     return functions(gateway, 0)
+
+
+def left_out(jvm: Functions) -> int:
+    """The samples the accumulating function (STEP_MAX) left out since it was opened."""
+    return jvm.largest.samplesLeftOut() - jvm.counted
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +121,7 @@ def test_fewer_than_two_samples_have_no_steps(jvm):
 def test_in_time_order_the_figure_is_exact(jvm, n):
     times, values = series(n, seed=n)
     assert_figures(jvm, accumulate(jvm, times, values), times, values)
+    assert left_out(jvm) == 0
 
 
 def test_out_of_order_within_the_buffer_the_figure_is_exact(jvm, buffer):
@@ -118,6 +132,7 @@ def test_out_of_order_within_the_buffer_the_figure_is_exact(jvm, buffer):
         [rng.permutation(np.arange(i, min(i + 100, len(times)))) for i in range(0, len(times), 100)]
     )
     assert_figures(jvm, accumulate(jvm, times[order], values[order]), times, values)
+    assert left_out(jvm) == 0
 
 
 def test_a_sample_later_than_the_folded_ones_is_left_out_of_the_steps(jvm, buffer):
@@ -129,10 +144,12 @@ def test_a_sample_later_than_the_folded_ones_is_left_out_of_the_steps(jvm, buffe
     times[-1] = 0
     late = accumulate(jvm, times, values)
     assert_figures(jvm, late, times[:-1], values[:-1])
+    assert left_out(jvm) == 1
     early = np.r_[np.arange(100), len(times) - 1, np.arange(100, len(times) - 1)]
     placed = accumulate(jvm, times[early], values[early])
     assert_figures(jvm, placed, times, values)
     assert figures(jvm, placed)[0] >= 90.0
+    assert left_out(jvm) == 1  # the late one only
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -145,6 +162,7 @@ def test_merged_accumulators_in_time_order_give_the_exact_figure(jvm, buffer, re
     if reverse:
         accs = accs[::-1]
     assert_figures(jvm, merged(jvm, accs), times, values)
+    assert left_out(jvm) == 0
 
 
 def test_merged_accumulators_of_fewer_samples_than_the_buffer_give_the_exact_figure(jvm, buffer):
@@ -154,6 +172,7 @@ def test_merged_accumulators_of_fewer_samples_than_the_buffer_give_the_exact_fig
     parts = np.array_split(rng.permutation(len(times)), 7)
     accs = [accumulate(jvm, times[p], values[p]) for p in parts]
     assert_figures(jvm, merged(jvm, accs), times, values)
+    assert left_out(jvm) == 0
 
 
 def test_merged_overlapping_summaries_keep_the_first_and_the_others_buffer(jvm, buffer):
@@ -169,6 +188,7 @@ def test_merged_overlapping_summaries_keep_the_first_and_the_others_buffer(jvm, 
     kept_odd = odd[-(buffer // 2) :]
     kept = np.sort(np.r_[even, kept_odd])
     assert_figures(jvm, merged(jvm, [first, second]), times[kept], values[kept])
+    assert left_out(jvm) == len(odd) - len(kept_odd)
 
 
 def test_the_batch_functions_keep_every_sample(gateway, buffer):
@@ -181,3 +201,4 @@ def test_the_batch_functions_keep_every_sample(gateway, buffer):
     parts = np.array_split(order, 5)
     accs = [accumulate(batch, times[p], values[p]) for p in parts]
     assert_figures(batch, merged(batch, accs), times, values)
+    assert left_out(batch) == 0

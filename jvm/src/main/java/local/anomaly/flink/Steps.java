@@ -1,8 +1,14 @@
 package local.anomaly.flink;
 
+import org.apache.flink.metrics.Counter;
+import org.apache.flink.metrics.MetricGroup;
 import org.apache.flink.table.functions.AggregateFunction;
+import org.apache.flink.table.functions.FunctionContext;
 
 import java.util.Arrays;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.WeakHashMap;
 
 /**
  * A metric's steps within a window: the differences between its consecutive samples in time
@@ -19,7 +25,10 @@ import java.util.Arrays;
  * order, or out of order by fewer than {@link #FOLD} samples, give the exact figure. A sample
  * that comes after a later one was folded cannot be placed: it is left out of the steps (the
  * window's other aggregates still count it), and so are an accumulator's folded samples that
- * overlap in time with another's it is merged with.
+ * overlap in time with another's it is merged with. Each function counts the samples it left
+ * out in an operator metric ({@code stepMaxSamplesLeftOut}, {@code stepRmsSamplesLeftOut}: the
+ * two read the same samples, so they count alike). A window operator opens a function once for
+ * each of its aggregation handlers (local, global, state); they share one counter.
  *
  * <p>{@link MaxOfAll} and {@link RmsOfAll} keep every sample instead, for batch table
  * environments (training over history), whose input need not come in time order: their figure
@@ -68,9 +77,10 @@ public final class Steps {
         public double max;
         public double sumSq;
 
-        void add(long t, double value) {
+        /** Adds a sample; false if it is left out (see the class comment). */
+        boolean add(long t, double value) {
             if (folded > 0 && before(t, value, lastTs, lastV)) {
-                return; // after a later sample was folded: left out (see the class comment)
+                return false; // after a later sample was folded
             }
             if (n == ts.length) {
                 ts = Arrays.copyOf(ts, 2 * n);
@@ -88,6 +98,7 @@ public final class Steps {
                 System.arraycopy(v, FOLD, v, 0, n - FOLD);
                 n -= FOLD;
             }
+            return true;
         }
 
         /** Appends a sample, in time order, to the summary. */
@@ -177,18 +188,25 @@ public final class Steps {
         /**
          * Merges another accumulator in. Where one's samples all come before the other's and
          * either has a summary, the two are chained; otherwise the other's buffered samples
-         * are added one by one (see the class comment for what is left out).
+         * are added one by one, and its folded ones are left out (see the class comment).
+         *
+         * @return how many of the other's samples were left out
          */
-        void merge(Acc other) {
+        long merge(Acc other) {
             if (other.folded > 0 && allBefore(other)) {
                 set(chain(summary(), other));
+                return 0;
             } else if ((folded > 0 || other.folded > 0) && other.allBefore(this)) {
                 set(chain(other.summary(), this));
-            } else {
-                for (int i = 0; i < other.n; i++) {
-                    add(other.ts[i], other.v[i]);
+                return 0;
+            }
+            long leftOut = other.folded;
+            for (int i = 0; i < other.n; i++) {
+                if (!add(other.ts[i], other.v[i])) {
+                    leftOut++;
                 }
             }
+            return leftOut;
         }
 
         /** A summary followed by an accumulator all of whose samples come after it. */
@@ -225,8 +243,38 @@ public final class Steps {
 
         private final int buffer;
 
+        /** The samples left out of the steps, an operator metric once opened. */
+        private transient Counter leftOut;
+
         Base(int buffer) {
             this.buffer = buffer;
+        }
+
+        /** The counters registered, by metric group and name (see the class comment). */
+        private static final Map<MetricGroup, Map<String, Counter>> COUNTERS = new WeakHashMap<>();
+
+        @Override
+        public void open(FunctionContext context) {
+            MetricGroup group = context.getMetricGroup();
+            synchronized (COUNTERS) {
+                leftOut =
+                        COUNTERS.computeIfAbsent(group, g -> new HashMap<>())
+                                .computeIfAbsent(metricName(), group::counter);
+            }
+        }
+
+        /** The name of the counter of samples left out. */
+        abstract String metricName();
+
+        /** Its counter's value: the samples left out where it was opened (0 if it was not). */
+        public long samplesLeftOut() {
+            return leftOut == null ? 0 : leftOut.getCount();
+        }
+
+        private void count(long samples) {
+            if (leftOut != null && samples > 0) {
+                leftOut.inc(samples);
+            }
         }
 
         @Override
@@ -238,13 +286,13 @@ public final class Steps {
 
         public void accumulate(Acc acc, Long tsMs, Double value) {
             if (tsMs != null && value != null) {
-                acc.add(tsMs, value);
+                count(acc.add(tsMs, value) ? 0 : 1);
             }
         }
 
         public void merge(Acc acc, Iterable<Acc> others) {
             for (Acc other : others) {
-                acc.merge(other);
+                count(acc.merge(other));
             }
         }
 
@@ -275,6 +323,11 @@ public final class Steps {
         }
 
         @Override
+        String metricName() {
+            return "stepMaxSamplesLeftOut";
+        }
+
+        @Override
         double of(double max, double meanSquare) {
             return max;
         }
@@ -290,6 +343,11 @@ public final class Steps {
 
         Rms(int buffer) {
             super(buffer);
+        }
+
+        @Override
+        String metricName() {
+            return "stepRmsSamplesLeftOut";
         }
 
         @Override
