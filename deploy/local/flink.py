@@ -417,6 +417,22 @@ class Flink:
             found.update(self.metric_values(base, names))
         return found
 
+    def watermarks(self, job_id: str) -> dict[str, int | None]:
+        """Each vertex's current input watermark (the lowest of its subtasks', ms; None before
+        the first), keyed by the vertex's name, as the web UI's Watermarks tab shows them.
+        The web UI fetches metrics every few seconds: this waits up to 15 s for them."""
+        vertices = self.rest(f"/jobs/{job_id}")["vertices"]
+        marks: dict[str, list] = {}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(marks) < len(vertices):
+            for vertex in vertices:
+                got = self.rest(f"/jobs/{job_id}/vertices/{vertex['id']}/watermarks")
+                if got:
+                    marks[vertex["name"]] = [int(float(m["value"])) for m in got]
+            time.sleep(1)
+        lowest = {name: min(marks.get(name, [None])) for name in (v["name"] for v in vertices)}
+        return {n: None if ms is None or ms < -(2**62) else ms for n, ms in lowest.items()}
+
     def failure_summary(self, job_id: str) -> str:
         """One line on a job's failures: restarts in the last hour and since it started, and
         the newest failure's root cause, so that a crash loop shows without the web UI."""

@@ -164,9 +164,32 @@ def wait_for_windows(settings: Settings, expected: int, timeout_s: float = 180.0
     frame = rows_once_enough(settings, query, expected, timeout_s)
     count = len(frame)
     if count < expected:
-        raise AssertionError(f"{count} of {expected} windows in {timeout_s:.0f} s")
+        raise AssertionError(
+            f"{count} of {expected} windows in {timeout_s:.0f} s; {job_state(settings)}; "
+            "stored per device (count, newest start): "
+            f"{frame.groupby('device_id')['window_start'].agg(['count', 'max']).to_dict('index')}"
+            if count
+            else f"no windows in {timeout_s:.0f} s; {job_state(settings)}"
+        )
     assert count == expected, f"{count} windows, {expected} expected"
     return frame
+
+
+def job_state(settings: Settings) -> str:
+    """What a test that waited in vain for windows reports of the dataset's job: its state,
+    failures and each vertex's watermark (whether the windows it waits for can close)."""
+    from deploy.local.stack import Flink
+
+    flink = Flink(settings)
+    jobs = flink.running_jobs(settings.job_name)
+    if not jobs:
+        return f"no running job {settings.job_name}"
+    job_id = jobs[0]["jid"]
+    marks = {
+        name[:40]: None if ms is None else pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+        for name, ms in flink.watermarks(job_id).items()
+    }
+    return f"job {job_id} {flink.failure_summary(job_id)}; watermarks {marks}"
 
 
 def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> pd.DataFrame:
