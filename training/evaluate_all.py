@@ -3,6 +3,7 @@
   python -m training.evaluate all                        # SKAB, the simulator, the ops simulator
   python -m training.evaluate all --csv data/smd --csv data/asd   # and labelled CSV folders
   python -m training.evaluate all --only ops --csv data/smd
+  python -m training.evaluate all --against before.json   # and what moved since that run
 
 Each dataset is evaluated by its own command, as a user runs it, each in its own process (a
 process reads one catalogue and one window):
@@ -19,7 +20,9 @@ process reads one catalogue and one window):
 
 CSV datasets train on the first --train-fraction of each device's rows. One-metric datasets
 also show our model without its context check (the model before it). A change to detection is
-measured with this command: every dataset moves at once, in one run.
+measured with this command: every dataset moves at once, in one run. --against a JSON that an
+earlier run wrote prints, after the table, each row that moved (before -> after) and how many
+did not.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from common.settings import REPO_ROOT, Settings, read_env_file
@@ -166,7 +170,7 @@ def rows_of(dataset: str, report: dict) -> list[dict]:
             "events found": f"{r['events_detected']}/{r['events']}",
         }
         if "false_alarms_per_day" in r:
-            row["FA/day"] = f"{r['false_alarms_per_day']:.2f}"
+            row["FA/day"] = f"{r['false_alarms_per_day']:.3f}"  # the goal is 0.10
             row["normal alarmed %"] = (
                 f"{r['normal_alarmed_median_pct']:.1f} / {r['normal_alarmed_worst_pct']:.1f}"
             )
@@ -201,6 +205,34 @@ def print_table(rows: list[dict]) -> None:
     )
 
 
+def compare_rows(before: list[dict], after: list[dict]) -> list[str]:
+    """What moved between two runs' rows (each dataset and method, as printed): a line per row
+    with a changed column (before -> after), then a line of the rows that did not change and
+    one of the rows that only one run has."""
+    old = {(r["dataset"], r["method"]): r for r in before}
+    kept = {(r["dataset"], r["method"]) for r in after}
+    lines, same, new = [], 0, []
+    for r in after:
+        key = (r["dataset"], r["method"])
+        if key not in old:
+            new.append(key)
+            continue
+        moved = [f"{c} {old[key].get(c, '')} -> {r.get(c, '')}" for c in COLUMNS
+                 if old[key].get(c, "") != r.get(c, "")]  # fmt: skip
+        if moved:
+            lines.append(f"  {r['dataset']} {r['method']}: " + ", ".join(moved))
+        else:
+            same += 1
+    lines.append(f"  {same} of {len(after)} rows unchanged")
+    gone = [key for key in old if key not in kept]
+    for which, keys in (("this run", new), ("the run before", gone)):
+        counts = Counter(dataset for dataset, _ in keys)
+        named = [f"{d} ({n} row{'s' * (n > 1)})" for d, n in counts.items()]
+        if named:
+            lines.append(f"  only in {which}: " + ", ".join(named))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     p = argparse.ArgumentParser(
@@ -222,7 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops-days", type=float, help="ops fleets: another span (default: 42, 180)")
     p.add_argument("--workdir", type=Path, help="keep each dataset's files and output here")
     p.add_argument("--json-out", type=Path, help="(default: .state/eval/all.json)")
+    p.add_argument("--against", type=Path, metavar="JSON",
+                   help="an earlier run's JSON: print what moved since it")  # fmt: skip
     a = p.parse_args(argv)
+    before = None
+    if a.against:
+        try:
+            earlier = json.loads(a.against.read_text())
+            # Its reports, in this version's table (its rows may be of another format).
+            before = [r for n in earlier["datasets"] for r in rows_of(n, earlier["reports"][n])]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            p.error(f"--against {a.against}: not a JSON this command wrote ({exc})")
     folders = {folder.resolve().name: folder for folder in a.csv}
     for folder in a.csv:
         if not folder.is_dir():
@@ -273,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"({k}/{len(names)}) {name} done in {seconds[name]:.0f} s")
     rows = [row for name in names for row in rows_of(name, reports[name])]
     print_table(rows)
+    if before is not None:
+        print(f"\nagainst {a.against}:")
+        print("\n".join(compare_rows(before, rows)))
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(
         json.dumps(

@@ -62,11 +62,42 @@ def test_table_rows_leave_event_wise_columns_blank_where_not_computed():
     csv |= {"devices_never_alarm": 1, "devices_labelled": 39}
     (row,) = ea.rows_of("ops", {"results": [csv]})
     assert (row["FA/day"], row["normal alarmed %"], row["noisy"], row["silent"]) == (
-        "0.03",
+        "0.034",
         "0.0 / 2.5",
         "0/40",
         "1/39",
     )
+
+
+def test_against_an_earlier_run_names_what_moved_and_counts_the_rest():
+    def row(dataset, method, **columns):
+        return {"dataset": dataset, "method": method, "F1": "0.50", "FA/day": "0.100", **columns}
+
+    before = [row("kpi14", "ours"), row("kpi14", "base"), row("ops", "ours"), row("old", "x")]
+    after = [
+        row("kpi14", "ours", **{"FA/day": "0.097", "events found": "544/785"}),
+        row("kpi14", "base"),
+        row("ops", "ours"),
+        row("new", "x"),
+        row("new", "y"),
+    ]
+    assert ea.compare_rows(before, after) == [
+        "  kpi14 ours: events found  -> 544/785, FA/day 0.100 -> 0.097",
+        "  2 of 5 rows unchanged",
+        "  only in this run: new (2 rows)",
+        "  only in the run before: old (1 row)",
+    ]
+    assert ea.compare_rows(after, after) == ["  5 of 5 rows unchanged"]
+
+
+def test_against_a_file_that_is_not_a_run_stops_before_any_dataset(tmp_path, capsys):
+    bad = tmp_path / "before.json"
+    bad.write_text('{"datasets": ["ops"], "rows": []}')  # no reports
+    with pytest.raises(SystemExit):
+        ea.main(["--only", "ops", "--against", str(bad)])
+    err = capsys.readouterr().err
+    assert f"--against {bad}: not a JSON this command wrote" in err
+    assert "(1/1) ops" not in err  # nothing ran
 
 
 def test_unknown_datasets_are_named(capsys):
