@@ -170,6 +170,11 @@ DEPLOYMENT_KEYS = (
 )
 
 
+def job_name(name: str) -> str:
+    """The Flink job (and its Kafka consumer group) of dataset ``name``."""
+    return f"anomaly-scoring-{name.replace('_', '-')}"
+
+
 def settings_env(
     name: str, catalogue_path: Path, window_seconds: int, oldest_ms: int
 ) -> tuple[str, Settings]:
@@ -178,8 +183,8 @@ def settings_env(
         "ANOMALY_CATALOGUE": str(catalogue_path),
         "ANOMALY_WINDOW_SECONDS": str(window_seconds),
         "ANOMALY_EVENTS_TOPIC": f"{name.replace('_', '-')}-events",
-        "ANOMALY_KAFKA_GROUP_ID": f"anomaly-scoring-{name.replace('_', '-')}",
-        "ANOMALY_JOB_NAME": f"anomaly-scoring-{name.replace('_', '-')}",
+        "ANOMALY_KAFKA_GROUP_ID": job_name(name),
+        "ANOMALY_JOB_NAME": job_name(name),
         "ANOMALY_PG_DATABASE": f"anomaly_{name}",
         # Its model versions and CURRENT pointer apart from the demo's (whose job follows
         # models/CURRENT).

@@ -22,6 +22,7 @@ from common.settings import REPO_ROOT, Settings, read_env_file
 from tests import reference
 from tests.conftest import drop_database
 from tests.pipeline import wait_until
+from training.onboard import job_name
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -198,29 +199,24 @@ def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> 
     return rows_once_enough(settings, query, expected, timeout_s)
 
 
-def job_name(dataset: str) -> str:
-    """The job a dataset's env file names (its Settings.job_name)."""
-    return f"anomaly-scoring-{dataset.replace('_', '-')}"
-
-
-def cancel_jobs(job_name: str) -> None:
+def cancel_jobs(name: str) -> None:
     from deploy.local.stack import Flink
 
     flink = Flink(Settings.from_env())
-    for job in flink.running_jobs(job_name):
+    for job in flink.running_jobs(name):
         flink.cancel(job["jid"])
 
 
 STEP_COUNTERS = ("stepMaxSamplesLeftOut", "stepRmsSamplesLeftOut")  # jvm/ Steps
 
 
-def step_samples_left_out(job_name: str) -> dict[str, float]:
-    """The running job's counters of samples its step functions left out (STEP_MAX's and
-    STEP_RMS's, as the web UI lists them under the window operator's vertex)."""
+def step_samples_left_out(settings: Settings) -> dict[str, float]:
+    """The dataset's running job's counters of samples its step functions left out (STEP_MAX's
+    and STEP_RMS's, as the web UI lists them under the window operators' vertices)."""
     from deploy.local.stack import Flink
 
-    flink = Flink(Settings.from_env())
-    (job,) = flink.running_jobs(job_name)
+    flink = Flink(settings)
+    (job,) = flink.running_jobs(settings.job_name)
     found: dict[str, float] = {}
 
     def read() -> bool:  # the web UI's metrics come in with its next fetch, seconds later
@@ -336,7 +332,7 @@ make replay REPLAY_ARGS="{data} --label-column label"
         card = json.loads((model_dir / "card.json").read_text())
         features, context = card["feature_names"], card["context_check"]["columns"]
         model = OnnxModel.load(model_dir, features, 3600, context)
-        left_out = step_samples_left_out(settings.job_name)
+        left_out = step_samples_left_out(settings)
     finally:
         cancel_jobs(job_name(name))
         drop_database(stack, f"anomaly_{name}")
