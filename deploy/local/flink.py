@@ -424,11 +424,13 @@ class Flink:
         vertices = self.rest(f"/jobs/{job_id}")["vertices"]
         marks: dict[str, list] = {}
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len(marks) < len(vertices):
+        while True:
             for vertex in vertices:
                 got = self.rest(f"/jobs/{job_id}/vertices/{vertex['id']}/watermarks")
                 if got:
                     marks[vertex["name"]] = [int(float(m["value"])) for m in got]
+            if len(marks) == len(vertices) or time.monotonic() > deadline:
+                break
             time.sleep(1)
         lowest = {name: min(marks.get(name, [None])) for name in (v["name"] for v in vertices)}
         return {n: None if ms is None or ms < -(2**62) else ms for n, ms in lowest.items()}
