@@ -180,6 +180,11 @@ def rows_of(dataset: str, report: dict) -> list[dict]:
     return out
 
 
+def table_rows(datasets: list[str], reports: dict[str, dict]) -> list[dict]:
+    """The table's rows of a run: each dataset's, in its order."""
+    return [row for name in datasets for row in rows_of(name, reports[name])]
+
+
 def print_table(rows: list[dict]) -> None:
     width = {c: max([len(c), *(len(r.get(c, "")) for r in rows)]) for c in COLUMNS}
     name = max([7, *(len(r["method"]) for r in rows)])
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             earlier = json.loads(a.against.read_text())
             # Its reports, in this version's table (its rows may be of another format).
-            before = [r for n in earlier["datasets"] for r in rows_of(n, earlier["reports"][n])]
+            before = table_rows(earlier["datasets"], earlier["reports"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             p.error(f"--against {a.against}: not a JSON this command wrote ({exc})")
     folders = {folder.resolve().name: folder for folder in a.csv}
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             seconds[name] = round(time.monotonic() - started, 1)
             log(f"({k}/{len(names)}) {name} done in {seconds[name]:.0f} s")
-    rows = [row for name in names for row in rows_of(name, reports[name])]
+    rows = table_rows(names, reports)
     print_table(rows)
     if before is not None:
         print(f"\nagainst {a.against}:")
