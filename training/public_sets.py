@@ -45,6 +45,12 @@ their sampling:
                                14 days from its first row (the k-th piece; a last piece of
                                under 10 days is left out): the held-out set's shape, series of
                                about two weeks whose first 15 % (two days) is all the training
+  OUT_DIR/kpi30/, kpi60/       the same pieces at one sample every 30 and 60 minutes (5-minute
+                               samples averaged in bins, labelled where any is): slower series
+                               in onboarding's 1 h windows, two samples or one to a window
+  OUT_DIR/kpi14gap/            the same pieces as an agent that misses some delivers them: 10 %
+                               of the samples left out at random, one 3 h outage in the scored
+                               part, each time moved by up to a minute (seeded per piece)
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +69,11 @@ SETS = {"machine-": ("smd", "1min"), "omi-": ("asd", "5min")}
 SCALES = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
 PIECE = pd.Timedelta(days=14)
 SHORTEST_PIECE = pd.Timedelta(days=10)
+# The two-week pieces at slower sampling (folder: bin), and with an agent's gaps (with_gaps).
+SLOWER_PIECES = {"kpi30": "30min", "kpi60": "60min"}
+GAP_SHARE = 0.10
+GAP_OUTAGE_ROWS = 36  # 3 h at 5 minutes
+GAP_JITTER_S = 60
 
 
 def _load(path: Path) -> np.ndarray | None:
@@ -85,13 +97,32 @@ def server_frame(processed: Path, server: str, step: str) -> pd.DataFrame | None
     return frame
 
 
-def five_minutes(frame: pd.DataFrame) -> pd.DataFrame:
-    """One metric's rows (timestamp, value, label) at one sample every 5 minutes: the mean of
-    each 5-minute bin's values, labelled where any of its rows is (rows already 5 minutes apart
-    are kept as they are)."""
+def five_minutes(frame: pd.DataFrame, every: str = "5min") -> pd.DataFrame:
+    """One metric's rows (timestamp, value, label) at one sample every 5 minutes (``every``):
+    the mean of each bin's values, labelled where any of its rows is (rows already that far
+    apart are kept as they are)."""
     times = pd.to_datetime(frame["timestamp"])
-    bins = frame.assign(timestamp=times.dt.floor("5min")).groupby("timestamp", sort=True)
+    bins = frame.assign(timestamp=times.dt.floor(every)).groupby("timestamp", sort=True)
     out = bins.agg(value=("value", "mean"), label=("label", "max")).reset_index()
+    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
+def with_gaps(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One metric's rows as an agent that misses some delivers them: GAP_SHARE of the rows
+    left out at random, one outage of GAP_OUTAGE_ROWS rows in a row somewhere in the 30 to 90 %
+    of the series (the scored part), and each time moved by up to GAP_JITTER_S seconds either
+    way (in time order again)."""
+    rng = np.random.default_rng(seed)
+    keep = rng.random(len(frame)) > GAP_SHARE
+    low = int(len(frame) * 0.3)
+    start = rng.integers(low, max(int(len(frame) * 0.9), low + 1))
+    keep[start : start + GAP_OUTAGE_ROWS] = False
+    out = frame[keep].copy()
+    times = pd.to_datetime(out["timestamp"])
+    jitter = rng.uniform(-GAP_JITTER_S, GAP_JITTER_S, len(out)).round()
+    out["timestamp"] = times + pd.to_timedelta(jitter, unit="s")
+    out = out.sort_values("timestamp", kind="stable")
     out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return out
 
@@ -166,7 +197,8 @@ def two_week_pieces(frame: pd.DataFrame):
 
 def write_kpis(folder: Path, out: Path) -> int:
     written = 0
-    (out / "kpi14").mkdir(parents=True, exist_ok=True)
+    for name in ("kpi14", "kpi14gap", *SLOWER_PIECES):
+        (out / name).mkdir(parents=True, exist_ok=True)
     for path in sorted(folder.glob("*.csv")):
         read = kpi_frame(path)
         if read is None or not read[0]["label"].any():
@@ -178,11 +210,17 @@ def write_kpis(folder: Path, out: Path) -> int:
         frame.to_csv(out / name / path.name, index=False)
         pieces = 0
         for k, rows in two_week_pieces(five_minutes(frame) if step < 5 else frame):
-            rows.to_csv(out / "kpi14" / f"{path.stem}-{k}.csv", index=False)
+            piece = f"{path.stem}-{k}.csv"
+            rows.to_csv(out / "kpi14" / piece, index=False)
+            for slower, every in SLOWER_PIECES.items():
+                five_minutes(rows, every).to_csv(out / slower / piece, index=False)
+            with_gaps(rows, seed=zlib.crc32(piece.encode())).to_csv(
+                out / "kpi14gap" / piece, index=False
+            )
             pieces += 1
         print(
             f"{path.stem}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> {name}/, "
-            f"{pieces} pieces of 14 days at 5 min -> kpi14/"
+            f"{pieces} pieces of 14 days at 5 min -> kpi14/ (and kpi14gap/, kpi30/, kpi60/)"
         )
         written += 1
     return written

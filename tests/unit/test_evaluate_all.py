@@ -178,6 +178,36 @@ def test_minutes_become_five_minute_samples_labelled_where_any_minute_is():
     assert five_minutes(already).to_dict("list") == already.to_dict("list")
 
 
+def test_slower_pieces_bin_five_minute_samples_and_gaps_leave_out_and_move_samples():
+    from training.public_sets import GAP_JITTER_S, GAP_OUTAGE_ROWS, five_minutes, with_gaps
+
+    times = pd.date_range("2026-01-05", periods=2000, freq="5min", tz="UTC")
+    five = pd.DataFrame(
+        {
+            "timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "value": np.arange(2000.0),
+            "label": (np.arange(2000) == 7).astype(int),
+        }
+    )
+    half_hours = five_minutes(five.head(12), "30min")
+    assert half_hours.to_dict("list") == {
+        "timestamp": ["2026-01-05T00:00:00Z", "2026-01-05T00:30:00Z"],
+        "value": [2.5, 8.5],
+        "label": [0, 1],
+    }
+    gaps = with_gaps(five, seed=3)
+    assert gaps.equals(with_gaps(five, seed=3))  # seeded: the same folder on every run
+    kept = gaps["value"].to_numpy().astype(int)  # each sample's own row, as the value says
+    assert 0.8 * 2000 < len(gaps) < 0.9 * 2000 - GAP_OUTAGE_ROWS / 2
+    assert np.diff(kept).max() > GAP_OUTAGE_ROWS  # the outage
+    moved = pd.to_datetime(gaps["timestamp"]) - times[kept]
+    assert moved.abs().max() <= pd.Timedelta(
+        seconds=GAP_JITTER_S
+    ) and moved.abs().max() > pd.Timedelta(0)
+    assert pd.to_datetime(gaps["timestamp"]).is_monotonic_increasing
+    assert (gaps["label"].to_numpy() == five["label"].to_numpy()[kept]).all()
+
+
 def test_aiops_kpis_keep_their_times_and_are_sorted_by_their_sampling(tmp_path, capsys):
     from training import public_sets
 
@@ -204,7 +234,14 @@ def test_aiops_kpis_keep_their_times_and_are_sorted_by_their_sampling(tmp_path, 
         "label": [0, 1],
     }
     # Both span minutes: no two-week piece.
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kpi1", "kpi14", "kpi5"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "kpi1",
+        "kpi14",
+        "kpi14gap",
+        "kpi30",
+        "kpi5",
+        "kpi60",
+    ]
     assert not any((tmp_path / "out" / "kpi14").iterdir())
 
 
@@ -233,3 +270,9 @@ def test_aiops_kpis_are_cut_into_two_week_pieces_at_five_minutes(tmp_path):
     assert first["value"].iloc[:2].tolist() == [2.0, 7.0]
     assert second["label"].sum() == 1 and second["label"].iloc[1] == 1
     assert first["label"].sum() == 0
+    # The same pieces at 30 and 60 minutes, and with gaps.
+    for folder, rows in (("kpi30", 14 * 48), ("kpi60", 14 * 24)):
+        slower = pd.read_csv(tmp_path / "out" / folder / "kpi-1.csv")
+        assert len(slower) == rows and slower["label"].tolist().index(1) == 0
+    gaps = pd.read_csv(tmp_path / "out" / "kpi14gap" / "kpi-1.csv")
+    assert 0.8 * len(second) < len(gaps) < 0.9 * len(second)
