@@ -310,11 +310,15 @@ SPIKE_MIN_SAMPLES = 4
 # recent windows' usual step, step / stepavg. A series that moves smoothly or by small steps
 # makes small steps; a dip or a jump of a few samples makes one far larger, where the window's
 # mean, spread and extremes, which a trend within the window moves too, hide it. Read for
-# windows of SPIKE_MIN_SAMPLES or more, where the usual step is above 0, and flagged at each
+# windows of STEP_MIN_SAMPLES or more, where the usual step is above 0, and flagged at each
 # device's own bar: the larger of STEP_Z and STEP_MARGIN x the device's highest reading over
-# its training windows (as the spike reading's). Measured (README, Accuracy).
+# its training windows (as the spike reading's). A window of two samples has one step: at
+# 30-minute samples in 1 h windows (onboarding's proposal) it is the window's only reading of
+# how its samples move, which the spike reading (SPIKE_MIN_SAMPLES) cannot read. Measured
+# (README, Accuracy).
 STEP_Z = 8.0
 STEP_MARGIN = 1.5
+STEP_MIN_SAMPLES = 2
 # The spike-and-step reading: a window that both the spike and the step reading read at
 # SPIKE_STEP_SHARE of their bars or more (a sample off the rest of its window, reached by a
 # step far above the usual ones) is flagged: two readings of the window's samples short of
@@ -396,11 +400,11 @@ def spike_bars(
 def step_z(context: np.ndarray, step: tuple[int, int, int]) -> np.ndarray:
     """The step reading's statistic of each window (see STEP_Z) for one metric's ``step``
     context columns (its largest step, its recent windows' usual step, its sample count): NaN
-    where it cannot be read (fewer than SPIKE_MIN_SAMPLES samples, no usual step yet or one of
+    where it cannot be read (fewer than STEP_MIN_SAMPLES samples, no usual step yet or one of
     0)."""
     s, a, n = step
     usual = context[:, a]
-    known = (context[:, n] >= SPIKE_MIN_SAMPLES) & np.isfinite(context[:, s]) & (usual > 0)
+    known = (context[:, n] >= STEP_MIN_SAMPLES) & np.isfinite(context[:, s]) & (usual > 0)
     return np.where(known, context[:, s] / np.where(known, usual, 1.0), np.nan)
 
 

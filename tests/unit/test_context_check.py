@@ -24,6 +24,7 @@ from udfs.calibration import (
     SPIKE_STEP_SHARE,
     SPIKE_Z,
     STEP_MARGIN,
+    STEP_MIN_SAMPLES,
     STEP_Z,
     STUCK_SHARE,
     CalibrationError,
@@ -854,18 +855,20 @@ STEP_CONTEXT = (*SPIKE_CONTEXT, "value_step", "value_stepavg1d")
 
 def test_step_statistic_is_the_largest_step_over_the_usual_one():
     """step / stepavg of the window's largest step between consecutive samples and the device's
-    recent windows' root mean square step; NaN under SPIKE_MIN_SAMPLES samples, where the usual
-    step is 0 or not known yet, or the window has no step."""
+    recent windows' root mean square step; NaN under STEP_MIN_SAMPLES (2) samples, where the
+    usual step is 0 or not known yet, or the window has no step. A window of two samples, too
+    few for the spike reading, is read: its one step."""
     check = ContextCheck.plan(FEATURES, STEP_CONTEXT)
     assert check.step == ((6, 7, 5),)  # step, stepavg, count
     assert ContextCheck.plan(FEATURES, SPIKE_CONTEXT).step == ()
     context = np.zeros((6, len(STEP_CONTEXT)))
     context[:, 5:8] = [12, 8.0, 2.0]
-    context[1, 5] = SPIKE_MIN_SAMPLES - 1
+    context[1, 5] = STEP_MIN_SAMPLES - 1
     context[2, 7] = 0.0
     context[3, 7] = np.nan
     context[4, 6] = np.nan
-    context[5, 5:8] = [SPIKE_MIN_SAMPLES, 1.0, 4.0]
+    context[5, 5:8] = [STEP_MIN_SAMPLES, 1.0, 4.0]
+    assert STEP_MIN_SAMPLES == 2 < SPIKE_MIN_SAMPLES
     np.testing.assert_allclose(
         step_z(context, check.step[0]), [4.0, np.nan, np.nan, np.nan, np.nan, 0.25]
     )
