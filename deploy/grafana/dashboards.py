@@ -394,6 +394,9 @@ DASHBOARDS = (FLEET, DEVICE, PIPELINE)
 # as the label job_name (its '-' turned into '_').
 PROMETHEUS = {"type": "prometheus", "uid": "anomaly-prom"}
 JOB = 'job_name=~"$job"'
+# The window operators' counters of samples STEP_MAX and STEP_RMS left out of a window's
+# steps (jvm/.../Steps.java; one-metric catalogues compute steps).
+STEP_COUNTERS = ("stepMaxSamplesLeftOut", "stepRmsSamplesLeftOut")
 
 
 @dataclass(frozen=True)
@@ -406,6 +409,8 @@ class PromPanel:
     height: int = 8
     description: str = ""
     unit: str | None = None
+    # Only jobs of one-metric catalogues report its metrics (others: no series).
+    one_metric: bool = False
 
 
 @dataclass(frozen=True)
@@ -569,6 +574,22 @@ JOB_HEALTH = PromDashboard(
             ),
             description="Milliseconds the scoring UDF took for its last Arrow batch.",
             unit="ms",
+        ),
+        PromPanel(
+            "Samples left out of the steps (one-metric jobs)",
+            "timeseries",
+            tuple(
+                (
+                    f"{name} {{{{job_name}}}}",
+                    f"sum by (job_name) (flink_taskmanager_job_task_operator_{name}{{{JOB}}})",
+                )
+                for name in STEP_COUNTERS
+            ),
+            description="Samples that came in so far out of time order that the step functions "
+            "(STEP_MAX, STEP_RMS) left them out of their window's steps; 0 where a device's "
+            "samples come in order. Only one-metric jobs compute steps (others: no data).",
+            unit="short",
+            one_metric=True,
         ),
         PromPanel(
             "TaskManager heap used",

@@ -219,10 +219,12 @@ def instant_query(url: str, expr: str) -> list:
 
 
 def empty_queries(url: str, job_label: str) -> list[str]:
-    """The job-health dashboard's queries (with $job = the job) that return no series."""
+    """The job-health dashboard's queries (with $job = the job) that return no series; the
+    default (network) job's: not the panels of one-metric jobs."""
     return [
         f"{panel.title}: {expr}"
         for panel in dashboards.JOB_HEALTH.panels
+        if not panel.one_metric
         for _, expr in panel.queries
         if not instant_query(url, expr.replace("$job", job_label))
     ]

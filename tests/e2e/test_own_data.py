@@ -19,6 +19,7 @@ import psycopg2
 import pytest
 
 from common.settings import REPO_ROOT, Settings, read_env_file
+from deploy.grafana.dashboards import STEP_COUNTERS
 from tests import reference
 from tests.conftest import drop_database
 from tests.pipeline import wait_until
@@ -205,9 +206,6 @@ def cancel_jobs(name: str) -> None:
     flink = Flink(Settings.from_env())
     for job in flink.running_jobs(name):
         flink.cancel(job["jid"])
-
-
-STEP_COUNTERS = ("stepMaxSamplesLeftOut", "stepRmsSamplesLeftOut")  # jvm/ Steps
 
 
 def step_samples_left_out(settings: Settings) -> dict[str, float]:

@@ -118,3 +118,22 @@ def test_provisioning_files_name_the_data_source_the_dashboards_use():
     assert ds["url"] == "${ANOMALY_PROMETHEUS_URL}"
     provider = yaml.safe_load((root / "dashboards" / "anomaly.yaml").read_text())
     assert provider["providers"][0]["type"] == "file"
+
+
+def test_the_step_counters_panel_reads_the_names_the_step_functions_register():
+    """The job-health panel of samples left out of the steps queries each counter that
+    jvm/.../Steps.java registers (its getMetricName values), under Flink's Prometheus prefix
+    for operator metrics; it is the one panel the default job gives no series."""
+    import re
+
+    from common.settings import REPO_ROOT
+
+    java = (REPO_ROOT / "jvm/src/main/java/local/anomaly/flink/Steps.java").read_text()
+    registered = tuple(re.findall(r'return "(step\w+SamplesLeftOut)";', java))
+    assert registered == dashboards.STEP_COUNTERS
+    (panel,) = [p for p in dashboards.JOB_HEALTH.panels if p.one_metric]
+    exprs = [expr for _, expr in panel.queries]
+    assert exprs == [
+        f'sum by (job_name) (flink_taskmanager_job_task_operator_{name}{{job_name=~"$job"}})'
+        for name in registered
+    ]
