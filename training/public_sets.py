@@ -69,6 +69,8 @@ SETS = {"machine-": ("smd", "1min"), "omi-": ("asd", "5min")}
 SCALES = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
 PIECE = pd.Timedelta(days=14)
 SHORTEST_PIECE = pd.Timedelta(days=10)
+# How every CSV written here spells a time (UTC).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # The two-week pieces at slower sampling (folder: bin), and with an agent's gaps (with_gaps).
 SLOWER_PIECES = {"kpi30": "30min", "kpi60": "60min"}
 GAP_SHARE = 0.10
@@ -92,19 +94,19 @@ def server_frame(processed: Path, server: str, step: str) -> pd.DataFrame | None
     values = np.vstack([train, test])
     frame = pd.DataFrame(values, columns=[f"m{i:02d}" for i in range(values.shape[1])])
     frame.insert(0, "timestamp", pd.date_range(START, periods=len(frame), freq=step))
-    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame["timestamp"] = frame["timestamp"].dt.strftime(TIME_FORMAT)
     frame["label"] = np.concatenate([np.zeros(len(train)), labels]).astype(int)
     return frame
 
 
-def five_minutes(frame: pd.DataFrame, every: str = "5min") -> pd.DataFrame:
-    """One metric's rows (timestamp, value, label) at one sample every 5 minutes (``every``):
+def binned(frame: pd.DataFrame, every: str = "5min") -> pd.DataFrame:
+    """One metric's rows (timestamp, value, label) at one sample every ``every`` (5 minutes):
     the mean of each bin's values, labelled where any of its rows is (rows already that far
     apart are kept as they are)."""
     times = pd.to_datetime(frame["timestamp"])
     bins = frame.assign(timestamp=times.dt.floor(every)).groupby("timestamp", sort=True)
     out = bins.agg(value=("value", "mean"), label=("label", "max")).reset_index()
-    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out["timestamp"] = out["timestamp"].dt.strftime(TIME_FORMAT)
     return out
 
 
@@ -123,7 +125,7 @@ def with_gaps(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     jitter = rng.uniform(-GAP_JITTER_S, GAP_JITTER_S, len(out)).round()
     out["timestamp"] = times + pd.to_timedelta(jitter, unit="s")
     out = out.sort_values("timestamp", kind="stable")
-    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out["timestamp"] = out["timestamp"].dt.strftime(TIME_FORMAT)
     return out
 
 
@@ -150,7 +152,7 @@ def yahoo_frames(folder: Path):
             path.stem,
             pd.DataFrame(
                 {
-                    "timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "timestamp": times.strftime(TIME_FORMAT),
                     "value": frame["value"].astype(np.float64),
                     "label": frame["is_anomaly"].astype(int),
                 }
@@ -176,7 +178,7 @@ def kpi_frame(path: Path) -> tuple[pd.DataFrame, int] | None:
     times = pd.to_datetime(seconds, unit="s", utc=True)
     return pd.DataFrame(
         {
-            "timestamp": times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(),
+            "timestamp": times.dt.strftime(TIME_FORMAT).to_numpy(),
             "value": frame["value"].astype(np.float64).to_numpy(),
             "label": frame["label"].astype(int).to_numpy(),
         }
@@ -209,11 +211,11 @@ def write_kpis(folder: Path, out: Path) -> int:
         (out / name).mkdir(parents=True, exist_ok=True)
         frame.to_csv(out / name / path.name, index=False)
         pieces = 0
-        for k, rows in two_week_pieces(five_minutes(frame) if step < 5 else frame):
+        for k, rows in two_week_pieces(binned(frame) if step < 5 else frame):
             piece = f"{path.stem}-{k}.csv"
             rows.to_csv(out / "kpi14" / piece, index=False)
             for slower, every in SLOWER_PIECES.items():
-                five_minutes(rows, every).to_csv(out / slower / piece, index=False)
+                binned(rows, every).to_csv(out / slower / piece, index=False)
             with_gaps(rows, seed=zlib.crc32(piece.encode())).to_csv(
                 out / "kpi14gap" / piece, index=False
             )
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         one = frame[["timestamp", metric, "label"]].rename(columns={metric: "value"})
         one["value"] = one["value"] * scale
         one.to_csv(args.out / "mixed" / f"{name}-{server}.csv", index=False, float_format="%.6g")
-        five = five_minutes(one)
+        five = binned(one)
         five.to_csv(args.out / "mixed5" / f"{name}-{server}.csv", index=False, float_format="%.6g")
         print(
             f"{server}: {len(frame)} rows, {int(frame['label'].sum())} labelled -> {name}/; "

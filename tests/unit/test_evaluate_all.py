@@ -160,7 +160,7 @@ def test_yahoo_a1_series_become_hourly_csvs_with_their_labels(tmp_path, capsys):
 
 
 def test_minutes_become_five_minute_samples_labelled_where_any_minute_is():
-    from training.public_sets import five_minutes
+    from training.public_sets import binned
 
     minutes = pd.DataFrame(
         {
@@ -169,17 +169,17 @@ def test_minutes_become_five_minute_samples_labelled_where_any_minute_is():
             "label": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
         }
     )
-    assert five_minutes(minutes).to_dict("list") == {
+    assert binned(minutes).to_dict("list") == {
         "timestamp": ["2026-01-05T00:00:00Z", "2026-01-05T00:05:00Z", "2026-01-05T00:10:00Z"],
         "value": [2.0, 7.0, 10.0],
         "label": [1, 0, 0],
     }
     already = minutes.iloc[::5].reset_index(drop=True)
-    assert five_minutes(already).to_dict("list") == already.to_dict("list")
+    assert binned(already).to_dict("list") == already.to_dict("list")
 
 
 def test_slower_pieces_bin_five_minute_samples_and_gaps_leave_out_and_move_samples():
-    from training.public_sets import GAP_JITTER_S, GAP_OUTAGE_ROWS, five_minutes, with_gaps
+    from training.public_sets import GAP_JITTER_S, GAP_OUTAGE_ROWS, binned, with_gaps
 
     times = pd.date_range("2026-01-05", periods=2000, freq="5min", tz="UTC")
     five = pd.DataFrame(
@@ -189,7 +189,7 @@ def test_slower_pieces_bin_five_minute_samples_and_gaps_leave_out_and_move_sampl
             "label": (np.arange(2000) == 7).astype(int),
         }
     )
-    half_hours = five_minutes(five.head(12), "30min")
+    half_hours = binned(five.head(12), "30min")
     assert half_hours.to_dict("list") == {
         "timestamp": ["2026-01-05T00:00:00Z", "2026-01-05T00:30:00Z"],
         "value": [2.5, 8.5],
@@ -200,10 +200,8 @@ def test_slower_pieces_bin_five_minute_samples_and_gaps_leave_out_and_move_sampl
     kept = gaps["value"].to_numpy().astype(int)  # each sample's own row, as the value says
     assert 0.8 * 2000 < len(gaps) < 0.9 * 2000 - GAP_OUTAGE_ROWS / 2
     assert np.diff(kept).max() > GAP_OUTAGE_ROWS  # the outage
-    moved = pd.to_datetime(gaps["timestamp"]) - times[kept]
-    assert moved.abs().max() <= pd.Timedelta(
-        seconds=GAP_JITTER_S
-    ) and moved.abs().max() > pd.Timedelta(0)
+    moved = (pd.to_datetime(gaps["timestamp"]) - times[kept]).abs().max()
+    assert pd.Timedelta(0) < moved <= pd.Timedelta(seconds=GAP_JITTER_S)
     assert pd.to_datetime(gaps["timestamp"]).is_monotonic_increasing
     assert (gaps["label"].to_numpy() == five["label"].to_numpy()[kept]).all()
 
