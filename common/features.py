@@ -26,7 +26,8 @@ METRIC_NAMES: tuple[str, ...] = CATALOGUE.metric_names
 @dataclass(frozen=True)
 class Aggregate:
     suffix: str
-    # Flink SQL expression over one metric column; {col} is replaced by the quoted column name.
+    # Flink SQL expression over one metric column; {col} is replaced by the quoted column name,
+    # {interval_ms} by the catalogue's sampling interval (a BIGINT literal).
     flink_sql: str
     sql_type: str
     # Whether the model sees this aggregate. Counts depend on the sending rate rather than
@@ -56,9 +57,12 @@ AGGREGATES: tuple[Aggregate, ...] = (
 # windows' steprms (STEP_STATS). A step up and back down within a window, on a series that
 # moves smoothly or by small steps, is far larger than its usual steps, where the window's
 # mean, spread and extremes (a trend within the hour) hide it.
+# A step across missing samples (more than the catalogue's interval_ms between its samples)
+# counts at its size over the square root of the intervals it spans (jvm/ Steps): an agent's
+# gaps do not read as steps, nor raise the usual step.
 STEP_AGGREGATES: tuple[Aggregate, ...] = (
-    Aggregate("step", "STEP_MAX(`ts_ms`, {col})", "DOUBLE", modelled=False),
-    Aggregate("steprms", "STEP_RMS(`ts_ms`, {col})", "DOUBLE", modelled=False),
+    Aggregate("step", "STEP_MAX(`ts_ms`, {col}, {interval_ms})", "DOUBLE", modelled=False),
+    Aggregate("steprms", "STEP_RMS(`ts_ms`, {col}, {interval_ms})", "DOUBLE", modelled=False),
 )
 
 
@@ -179,7 +183,8 @@ class Feature:
     @property
     def flink_expression(self) -> str:
         assert self.aggregate is not None, self.name
-        return self.aggregate.flink_sql.format(col=f"`{self.metric}`")
+        interval = f"CAST({CATALOGUE.interval_ms} AS BIGINT)"
+        return self.aggregate.flink_sql.format(col=f"`{self.metric}`", interval_ms=interval)
 
 
 def longest_horizon(horizon_list) -> Horizon | None:

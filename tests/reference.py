@@ -5,17 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.features import CONTEXT_FEATURES, HORIZONS, METRIC_NAMES, WINDOW_FEATURES
+from common.features import CATALOGUE, CONTEXT_FEATURES, HORIZONS, METRIC_NAMES, WINDOW_FEATURES
 
 _SPREADS = {f.name for f in CONTEXT_FEATURES if f.stat in ("sd", "stdsd")}
 _NAMES = {f.name for f in CONTEXT_FEATURES}
 _WINDOW_NAMES = {f.name for f in WINDOW_FEATURES}
 
 
-def steps(times, values) -> np.ndarray:
-    """The sizes of the differences between consecutive samples sorted by time, then value."""
-    order = np.lexsort((np.asarray(values, dtype=float), np.asarray(times)))
-    return np.abs(np.diff(np.asarray(values, dtype=float)[order]))
+def steps(times_ms, values, interval_ms: int = CATALOGUE.interval_ms) -> np.ndarray:
+    """The sizes of the differences between consecutive samples sorted by time, then value; a
+    difference between samples more than ``interval_ms`` apart over the square root of their
+    distance in intervals."""
+    times_ms = np.asarray(times_ms, dtype=np.int64)
+    order = np.lexsort((np.asarray(values, dtype=float), times_ms))
+    size = np.abs(np.diff(np.asarray(values, dtype=float)[order]))
+    spans = np.diff(times_ms[order]) / interval_ms
+    return size / np.sqrt(np.fmax(spans, 1.0))
 
 
 def atol(feature: str) -> float:

@@ -306,10 +306,11 @@ SPIKE_FLOOR = 0.5
 SPIKE_MIN_SAMPLES = 4
 # The step reading (one-metric catalogues: the scorer is given the window's largest step and
 # the device's recent windows' root mean square step, common.features.STEP_AGGREGATES and
-# STEP_STATS): the largest difference between consecutive samples of the window over the
-# recent windows' usual step, step / stepavg. A series that moves smoothly or by small steps
-# makes small steps; a dip or a jump of a few samples makes one far larger, where the window's
-# mean, spread and extremes, which a trend within the window moves too, hide it. Read for
+# STEP_STATS): the largest difference between consecutive samples of the window (one across
+# missing samples over the root of the intervals it spans) over the recent windows' usual
+# step, step / stepavg. A series that moves smoothly or by small steps makes small steps; a
+# dip or a jump of a few samples makes one far larger, where the window's mean, spread and
+# extremes, which a trend within the window moves too, hide it. Read for
 # windows of STEP_MIN_SAMPLES or more, where the usual step is above 0, and flagged at each
 # device's own bar: the larger of STEP_Z and STEP_MARGIN x the device's highest reading over
 # its training windows (as the spike reading's). A window of two samples has one step: at

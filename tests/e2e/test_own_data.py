@@ -18,6 +18,7 @@ import pandas as pd
 import psycopg2
 import pytest
 
+from common.catalogue import load as load_catalogue
 from common.settings import REPO_ROOT, Settings, read_env_file
 from deploy.grafana.dashboards import STEP_COUNTERS
 from tests import reference
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 T0 = pd.Timestamp("2026-03-02T00:00:00Z")
 STEP = pd.Timedelta("5min")
 ROWS = 5 * 288  # five days of 5-minute samples
+CPU_MISSED = [600, 700, 701]  # within two hours, none at an hour's edge
 # Labelled faults: (device file, metric column, first row, rows, what happens)
 FAULTS = (
     ("web1", "Latency[ms]", 900, 6, lambda v: v * 6),
@@ -240,7 +242,8 @@ HOURLY_SPIKE = T0 + pd.Timedelta(days=2, hours=3)
 
 def write_series(folder, hourly: bool = False) -> dict[str, pd.DataFrame]:
     """A folder of one-metric exports in three units (bytes/s, CPU %, a load of ~0.1), each
-    file `timestamp,value,label`; the load spikes for three samples. ``hourly`` adds a slow
+    file `timestamp,value,label`; the load spikes for three samples, the CPU's agent missed
+    CPU_MISSED samples (steps across 2 and 3 sampling intervals). ``hourly`` adds a slow
     series: requests, one sample an hour for HOURLY_DAYS days, a daily swing of 40 % and a
     spike of 20 % at HOURLY_SPIKE, within the swing."""
     rng = np.random.default_rng(11)
@@ -263,6 +266,8 @@ def write_series(folder, hourly: bool = False) -> dict[str, pd.DataFrame]:
         if name == "load":
             frame.loc[1100:1102, "value"] = level + 50 * spread
             frame.loc[1100:1102, "label"] = 1
+        if name == "cpu":
+            frame = frame.drop(index=CPU_MISSED).reset_index(drop=True)
         frame.to_csv(folder / f"{name}.csv", index=False)
         frames[name] = frame
     if hourly:
@@ -330,6 +335,7 @@ make replay REPLAY_ARGS="{data} --label-column label"
         card = json.loads((model_dir / "card.json").read_text())
         features, context = card["feature_names"], card["context_check"]["columns"]
         model = OnnxModel.load(model_dir, features, 3600, context)
+        interval_ms = load_catalogue(REPO_ROOT / "catalogues" / f"{name}.yaml").interval_ms
         left_out = step_samples_left_out(settings)
     finally:
         cancel_jobs(job_name(name))
@@ -381,13 +387,17 @@ make replay REPLAY_ARGS="{data} --label-column label"
         )
     # The steps the stream stored (jvm/ Steps, then WindowContext), by value: each window's
     # largest step between consecutive samples and their root mean square, from the samples
-    # replayed, and the mean of the device's earlier windows' (all within the 15 days).
+    # replayed (the CPU's across its missed samples over the root of the intervals they span,
+    # the catalogue's interval onboarding found: 5 minutes), and the mean of the device's
+    # earlier windows' (all within the 15 days).
+    assert interval_ms == STEP / pd.Timedelta("1ms")
     for name in ("disk", "cpu", "load"):
         frame = frames[name]
         times = pd.to_datetime(frame["timestamp"], utc=True)
+        ms = (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1ms")
         want = {}
         for start, part in frame.groupby(times.dt.floor("h")):
-            d = reference.steps(times[part.index].astype("int64"), part["value"])
+            d = reference.steps(ms[part.index], part["value"], interval_ms)
             want[start] = (d.max(), np.sqrt(np.mean(d * d)))
         device = five_days[five_days["device_id"] == f"series-{name}"]
         device = device.sort_values("window_start")

@@ -1,5 +1,6 @@
 """The window-step functions (jvm/ Steps: STEP_MAX, STEP_RMS), called directly in the JVM of a
-Flink table environment, against tests.reference.steps: the figure in and out of time order,
+Flink table environment, against tests.reference.steps: steps across missing samples (more than
+the sampling interval apart), the figure in and out of time order,
 over many more samples than an accumulator buffers, and across merged accumulators; and the
 cases that the bounded state leaves out, by value, with the count of samples left out that the
 functions keep as an operator metric."""
@@ -71,11 +72,17 @@ def buffer(gateway):
     return load(gateway, "local.anomaly.flink.Steps").getField("BUFFER").getInt(None)
 
 
-def accumulate(jvm: Functions, times, values):
-    """An accumulator fed these samples in this order."""
+# The sampling interval the functions are given here (ms): series() samples a second apart.
+INTERVAL = 1000
+
+
+def accumulate(jvm: Functions, times, values, interval: int | None = INTERVAL):
+    """An accumulator fed these samples in this order, with this sampling interval."""
     acc = jvm.largest.createAccumulator()
+    long = jvm.gateway.jvm.java.lang.Long
+    every = None if interval is None else long(interval)
     for t, v in zip(times, values, strict=True):
-        jvm.largest.accumulate(acc, jvm.gateway.jvm.java.lang.Long(int(t)), float(v))
+        jvm.largest.accumulate(acc, long(int(t)), float(v), every)
     return acc
 
 
@@ -93,12 +100,13 @@ def figures(jvm: Functions, acc) -> tuple[float | None, float | None]:
 
 
 def expected(times, values) -> tuple[float, float]:
-    d = reference.steps(times, values)
+    d = reference.steps(times, values, INTERVAL)
     return d.max(), float(np.sqrt(np.mean(d * d)))
 
 
 def series(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n samples a second apart, a random walk with a few samples sharing a time."""
+    """n samples a second apart, a random walk with a few samples sharing a time (their
+    neighbour's, two seconds after the one before: a step across two intervals)."""
     rng = np.random.default_rng(seed)
     times = np.arange(n, dtype=np.int64) * 1000
     times[rng.choice(n, n // 20, replace=False)] += 1000  # some land on the next one's time
@@ -115,6 +123,24 @@ def test_fewer_than_two_samples_have_no_steps(jvm):
     assert figures(jvm, accumulate(jvm, [5], [1.0])) == (None, None)
     # Two samples of one time: ordered by value, one step between them.
     assert figures(jvm, accumulate(jvm, [5, 5], [4.0, 1.0])) == (3.0, 3.0)
+
+
+def test_a_step_across_missing_samples_counts_over_the_root_of_the_intervals(jvm):
+    """Samples at 0, 1 and 4 s (two missing) and one 0.5 s after: the step across 3 intervals
+    counts at its size over sqrt(3), the one nearer than an interval at its size; without an
+    interval every step counts at its size. Across merged accumulators alike, also one that
+    was given no sample (and so no interval)."""
+    times, values = [0, 1000, 4000, 4500], [0.0, 1.0, 4.0, 3.5]
+    want = (np.sqrt(3.0), np.sqrt((1 + 3 + 0.25) / 3))
+    np.testing.assert_allclose(figures(jvm, accumulate(jvm, times, values)), want, rtol=1e-12)
+    np.testing.assert_allclose(expected(times, values), want, rtol=1e-12)
+    raw = figures(jvm, accumulate(jvm, times, values, interval=None))
+    np.testing.assert_allclose(raw, (3.0, np.sqrt((1 + 9 + 0.25) / 3)), rtol=1e-12)
+    for order in ([0, 1], [1, 0]):
+        parts = [accumulate(jvm, times[:2], values[:2]), accumulate(jvm, times[2:], values[2:])]
+        accs = [jvm.largest.createAccumulator(), *(parts[i] for i in order)]
+        np.testing.assert_allclose(figures(jvm, merged(jvm, accs)), want, rtol=1e-12)
+    assert left_out(jvm) == 0
 
 
 @pytest.mark.parametrize("n", [3, 255, 256, 257, 2000])

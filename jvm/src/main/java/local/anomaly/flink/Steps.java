@@ -12,11 +12,16 @@ import java.util.WeakHashMap;
 
 /**
  * A metric's steps within a window: the differences between its consecutive samples in time
- * order (common/features.py, STEP_AGGREGATES). {@code STEP_MAX(ts_ms, value)} is the largest
- * step in size, {@code STEP_RMS(ts_ms, value)} their root mean square; both NULL for a window
- * of fewer than two samples. Samples of one time are ordered by value, so the result depends
- * only on the window's samples, not on the order they came in: the stream and the batch path
- * (training) compute the same figure. NULL times or values are left out.
+ * order (common/features.py, STEP_AGGREGATES). {@code STEP_MAX(ts_ms, value, interval_ms)} is
+ * the largest step in size, {@code STEP_RMS(ts_ms, value, interval_ms)} their root mean square;
+ * both NULL for a window of fewer than two samples. A step between samples further apart than
+ * the sampling interval ({@code interval_ms}, the catalogue's; 0 or NULL: none) counts at its
+ * size over the square root of their distance in intervals: a step across one missing sample
+ * at its size over √2, as a random walk's steps grow with the time between them. A step of
+ * samples one interval apart or nearer counts at its size. Samples of one time are ordered by
+ * value, so the result depends only on the window's samples, not on the order they came in:
+ * the stream and the batch path (training) compute the same figure. NULL times or values are
+ * left out.
  *
  * <p>The state is bounded: an accumulator holds at most {@link #BUFFER} samples. When its
  * buffer is full, it sorts it and folds the earliest {@link #FOLD} into a summary of the
@@ -76,6 +81,13 @@ public final class Steps {
         public double lastV;
         public double max;
         public double sumSq;
+        /** The sampling interval the steps are read against (ms); 0: none. */
+        public long interval;
+
+        /** A step of {@code size} between samples {@code dt} ms apart, as it counts. */
+        double counted(long dt, double size) {
+            return interval > 0 && dt > interval ? size * Math.sqrt((double) interval / dt) : size;
+        }
 
         /** Adds a sample; false if it is left out (see the class comment). */
         boolean add(long t, double value) {
@@ -107,7 +119,7 @@ public final class Steps {
                 firstTs = t;
                 firstV = value;
             } else {
-                double step = Math.abs(value - lastV);
+                double step = counted(t - lastTs, Math.abs(value - lastV));
                 max = Math.max(max, step);
                 sumSq += step * step;
             }
@@ -193,6 +205,7 @@ public final class Steps {
          * @return how many of the other's samples were left out
          */
         long merge(Acc other) {
+            interval = Math.max(interval, other.interval); // one catalogue's: the same
             if (other.folded > 0 && allBefore(other)) {
                 set(chain(summary(), other));
                 return 0;
@@ -212,6 +225,7 @@ public final class Steps {
         /** A summary followed by an accumulator all of whose samples come after it. */
         private static Acc chain(Acc earlier, Acc later) {
             Acc out = earlier.copy();
+            out.interval = Math.max(earlier.interval, later.interval);
             if (later.folded > 0) {
                 out.fold(later);
             }
@@ -234,6 +248,7 @@ public final class Steps {
             lastV = other.lastV;
             max = other.max;
             sumSq = other.sumSq;
+            interval = other.interval;
         }
     }
 
@@ -284,7 +299,10 @@ public final class Steps {
             return acc;
         }
 
-        public void accumulate(Acc acc, Long tsMs, Double value) {
+        public void accumulate(Acc acc, Long tsMs, Double value, Long intervalMs) {
+            if (intervalMs != null && intervalMs > 0) {
+                acc.interval = intervalMs;
+            }
             if (tsMs != null && value != null) {
                 count(acc.add(tsMs, value) ? 0 : 1);
             }
