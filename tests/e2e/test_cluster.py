@@ -4,27 +4,22 @@ dashboard on a real Prometheus scraping Flink's reporters."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 import uuid
 
 import pytest
 
 from common.settings import REPO_ROOT
-from deploy.grafana import dashboards
 from tests.conftest import FIGURES
 from tests.e2e.test_pipeline import assert_rows_exact, produce_events
 from tests.pipeline import count_rows, fetch_scores, job_env, wait_for_state
+from tests.prometheus import empty_queries, instant_query, prometheus, scrape_ok
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -164,72 +159,6 @@ def test_init_prepares_roles_schema_topic_and_fleet_idempotently(stack, trained)
 # --- Prometheus metrics ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def prometheus(tmp_path):
-    """A real Prometheus scraping the local cluster's reporters every second; yields its URL."""
-    config = tmp_path / "prometheus.yml"
-    targets = [f"127.0.0.1:{port}" for port in range(9249, 9260)]
-    config.write_text(
-        json.dumps(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [{"job_name": "flink", "static_configs": [{"targets": targets}]}],
-            }
-        )
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            shutil.which("prometheus") or "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prometheus.log").open("w"),
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def scrape_ok(port: int = 9249) -> bool:
-    """Whether the local JobManager serves Prometheus metrics."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            return b"flink_jobmanager" in resp.read()
-    except OSError:
-        return False
-
-
-def instant_query(url: str, expr: str) -> list:
-    query = urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=10) as resp:
-        answer = json.load(resp)
-    assert answer["status"] == "success", (expr, answer)
-    return answer["data"]["result"]
-
-
-def empty_queries(url: str, job_label: str) -> list[str]:
-    """The job-health dashboard's queries (with $job = the job) that return no series; the
-    default (network) job's: not the panels of one-metric jobs."""
-    return [
-        f"{panel.title}: {expr}"
-        for panel in dashboards.JOB_HEALTH.panels
-        if not panel.one_metric
-        for _, expr in panel.queries
-        if not instant_query(url, expr.replace("$job", job_label))
-    ]
-
-
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="make setup installs prometheus")
 def test_every_job_health_query_answers_on_a_real_prometheus(
     stack, fresh_topic, fresh_db, trained, tmp_path
@@ -259,10 +188,10 @@ def test_every_job_health_query_answers_on_a_real_prometheus(
             while time.monotonic() < deadline and empty:
                 time.sleep(2)
                 if count_rows(fresh_db, fresh_db.scores_table) > 0:
-                    empty = empty_queries(url, job_label)
+                    empty = empty_queries(url, job_label, one_metric=False)
             assert not empty, empty
             # The check can fail: another job's name, or a metric Flink does not have.
-            assert empty_queries(url, "no_such_job")
+            assert empty_queries(url, "no_such_job", one_metric=False)
             assert not instant_query(url, "flink_jobmanager_no_such_metric")
             # While it runs, the submitter's --if-not-running leaves it alone.
             proc = run_module("deploy.flink_run", ["--if-not-running"], env)

@@ -24,6 +24,7 @@ from deploy.grafana.dashboards import STEP_COUNTERS
 from tests import reference
 from tests.conftest import drop_database
 from tests.pipeline import wait_until
+from tests.prometheus import empty_queries, prometheus, scrape_ok
 from training.onboard import job_name
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -227,6 +228,20 @@ def step_samples_left_out(settings: Settings) -> dict[str, float]:
     return found
 
 
+def empty_one_metric_panels(job_name: str, tmp_path) -> tuple[list[str], list[str]]:
+    """The job-health dashboard's queries of one-metric panels that a real Prometheus scraping
+    the cluster answers with no series: for this job (waited for, up to 60 s), and for
+    another job's name."""
+    label = job_name.replace("-", "_")  # as Flink's reporter writes it
+    with prometheus(tmp_path) as url:
+        deadline = time.monotonic() + 60
+        empty = ["(not scraped yet)"]
+        while empty and time.monotonic() < deadline:
+            time.sleep(2)
+            empty = empty_queries(url, label, one_metric=True)
+        return empty, empty_queries(url, "no_such_job", one_metric=True)
+
+
 HOURLY_DAYS = 35
 # The hourly device starts 29 days before the others and ends a day after them. A replay sends
 # every file's rows merged in time, as fast as it goes, so every partition goes idle at once,
@@ -337,6 +352,9 @@ make replay REPLAY_ARGS="{data} --label-column label"
         model = OnnxModel.load(model_dir, features, 3600, context)
         interval_ms = load_catalogue(REPO_ROOT / "catalogues" / f"{name}.yaml").interval_ms
         left_out = step_samples_left_out(settings)
+        # Where the stack reports to Prometheus (the test session's does), the job-health
+        # panels of one-metric jobs, on a real Prometheus scraping this job.
+        panels = empty_one_metric_panels(settings.job_name, tmp_path) if scrape_ok() else None
     finally:
         cancel_jobs(job_name(name))
         drop_database(stack, f"anomaly_{name}")
@@ -346,6 +364,10 @@ make replay REPLAY_ARGS="{data} --label-column label"
     # the window operators (local and global aggregation) report their two counters.
     assert {k.split(".")[-1] for k in left_out} == set(STEP_COUNTERS)
     assert set(left_out.values()) == {0.0}, left_out
+    if panels is not None:
+        empty, other_job = panels
+        assert not empty, empty
+        assert other_job  # the check can fail: no series for another job's name
     assert features == ["value_mean", "value_std", "value_min", "value_max"]
     assert context == [
         "value_avg15d",
