@@ -33,6 +33,7 @@ from udfs.calibration import (
     spike_bars,
     spike_z,
     steady_devices,
+    step_scale,
     step_z,
 )
 from udfs.onnx_scorer import CARD_FILE, ModelCardError, OnnxModel, ScoreWindow
@@ -855,9 +856,10 @@ STEP_CONTEXT = (*SPIKE_CONTEXT, "value_step", "value_stepavg1d")
 
 def test_step_statistic_is_the_largest_step_over_the_usual_one():
     """step / stepavg of the window's largest step between consecutive samples and the device's
-    recent windows' root mean square step; NaN under STEP_MIN_SAMPLES (2) samples, where the
-    usual step is 0 or not known yet, or the window has no step. A window of two samples, too
-    few for the spike reading, is read: its one step."""
+    recent windows' root mean square step, scaled by the window's count (1 at 12 samples);
+    NaN under STEP_MIN_SAMPLES (2) samples, where the usual step is 0 or not known yet, or the
+    window has no step. A window of two samples, too few for the spike reading, is read: its
+    one step."""
     check = ContextCheck.plan(FEATURES, STEP_CONTEXT)
     assert check.step == ((6, 7, 5),)  # step, stepavg, count
     assert ContextCheck.plan(FEATURES, SPIKE_CONTEXT).step == ()
@@ -870,8 +872,32 @@ def test_step_statistic_is_the_largest_step_over_the_usual_one():
     context[5, 5:8] = [STEP_MIN_SAMPLES, 1.0, 4.0]
     assert STEP_MIN_SAMPLES == 2 < SPIKE_MIN_SAMPLES
     np.testing.assert_allclose(
-        step_z(context, check.step[0]), [4.0, np.nan, np.nan, np.nan, np.nan, 0.25]
+        step_z(context, check.step[0]),
+        [4.0, np.nan, np.nan, np.nan, np.nan, 0.25 * step_scale(STEP_MIN_SAMPLES)],
     )
+
+
+def test_the_step_reading_of_a_window_of_few_samples_is_scaled_to_one_of_twelve():
+    """The largest of k normal steps passes q(k) (the normal quantile 1 - 0.001 / 2k) once in
+    a thousand windows: a window of n samples reads q(11) / q(n - 1) times its step ratio, so
+    that one step of 6.8 usual steps (a window of 2 samples) reads above STEP_Z (8), where a
+    window of 12 reads its ratio; more samples, also 1."""
+    from scipy.stats import norm
+
+    def q(k):
+        return norm.isf(0.001 / (2 * k))
+
+    counts = np.arange(2, 13)
+    np.testing.assert_allclose(step_scale(counts), q(11) / q(counts - 1), rtol=1e-9)
+    np.testing.assert_allclose(step_scale([12, 13, 60]), 1.0)
+    assert np.isnan(step_scale([1, 0, np.nan])).all()
+    assert (np.diff(step_scale(counts)) < 0).all()
+    assert step_scale(2) == pytest.approx(1.189, abs=1e-3)
+    check = ContextCheck.plan(FEATURES, STEP_CONTEXT)
+    context = np.zeros((2, len(STEP_CONTEXT)))
+    context[:, 5:8] = [[2, 6.8, 1.0], [12, 6.8, 1.0]]
+    got = step_z(context, check.step[0])
+    assert got[0] > STEP_Z > got[1] == pytest.approx(6.8)
 
 
 def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp_path, fleet):
