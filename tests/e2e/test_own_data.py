@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 T0 = pd.Timestamp("2026-03-02T00:00:00Z")
 STEP = pd.Timedelta("5min")
 ROWS = 5 * 288  # five days of 5-minute samples
-CPU_MISSED = [600, 700, 701]  # within two hours, none at an hour's edge
+CPU_MISSED = [605, 700, 701]  # within hours 50 and 58 (rows 600 and 696 begin them)
 # Labelled faults: (device file, metric column, first row, rows, what happens)
 FAULTS = (
     ("web1", "Latency[ms]", 900, 6, lambda v: v * 6),
