@@ -323,15 +323,19 @@ def test_up_after_a_dead_taskmanager_starts_only_it_and_stop_ends_every_process(
     assert sorted(processes_with(conf)) == sorted([jobmanager, new_taskmanager])
 
     # The REST API answers, with exactly the new TaskManager registered (the dead one drops
-    # out after its missed heartbeats).
+    # out after its missed heartbeats) and its one slot (reported after it registers: the
+    # overview has shown 1 TaskManager with 0 slots for a moment).
     def one_taskmanager_registers() -> dict:
         deadline = time.monotonic() + 60
-        while (overview := flink.overview() or {}).get("taskmanagers") != 1:
-            assert time.monotonic() < deadline, f"not one TaskManager registered: {overview}"
+        while (
+            (overview := flink.overview() or {}).get("taskmanagers"),
+            overview.get("slots-total"),
+        ) != (1, 1):
+            assert time.monotonic() < deadline, f"not one TaskManager with 1 slot: {overview}"
             time.sleep(0.5)
         return overview
 
-    assert one_taskmanager_registers()["slots-total"] == 1
+    one_taskmanager_registers()
     (registered,) = flink.rest("/taskmanagers")["taskmanagers"]
     assert registered["id"].startswith("127.0.0.1:")
 
