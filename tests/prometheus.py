@@ -8,6 +8,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 
@@ -78,3 +79,16 @@ def empty_queries(url: str, job_label: str, one_metric: bool) -> list[str]:
         for _, expr in panel.queries
         if not instant_query(url, expr.replace("$job", job_label))
     ]
+
+
+def unanswered(url: str, job_name: str, one_metric: bool, timeout_s: float, ready=None):
+    """empty_queries for the job named ``job_name``, asked every 2 s (once ``ready()``, if
+    given) until none is left or ``timeout_s`` has passed: those still without a series."""
+    label = job_name.replace("-", "_")  # as Flink's reporter writes it
+    deadline = time.monotonic() + timeout_s
+    empty = ["(not scraped yet)"]
+    while empty and time.monotonic() < deadline:
+        time.sleep(2)
+        if ready is None or ready():
+            empty = empty_queries(url, label, one_metric)
+    return empty

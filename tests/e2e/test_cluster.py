@@ -10,7 +10,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -19,7 +18,7 @@ from common.settings import REPO_ROOT
 from tests.conftest import FIGURES
 from tests.e2e.test_pipeline import assert_rows_exact, produce_events
 from tests.pipeline import count_rows, fetch_scores, job_env, wait_for_state
-from tests.prometheus import empty_queries, instant_query, prometheus, scrape_ok
+from tests.prometheus import empty_queries, instant_query, prometheus, scrape_ok, unanswered
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -178,17 +177,17 @@ def test_every_job_health_query_answers_on_a_real_prometheus(
     flink = Flink(stack)
     env = job_env(fresh_db, fresh_topic, ANOMALY_CHECKPOINT_INTERVAL_SECONDS="2")
     job_id = flink.submit(["--model-dir", str(trained[0].model_dir)], env=env)
-    job_label = env["ANOMALY_JOB_NAME"].replace("-", "_")  # as Flink's reporter writes it
     with prometheus(tmp_path) as url:
         try:
             wait_for_state(flink, job_id, ("RUNNING",), 120)
             produce_events(stack, fresh_topic, ticks=60, seed=23)
-            deadline = time.monotonic() + 120
-            empty: list[str] = ["(not scraped yet)"]
-            while time.monotonic() < deadline and empty:
-                time.sleep(2)
-                if count_rows(fresh_db, fresh_db.scores_table) > 0:
-                    empty = empty_queries(url, job_label, one_metric=False)
+            empty = unanswered(
+                url,
+                env["ANOMALY_JOB_NAME"],
+                False,
+                120,
+                ready=lambda: count_rows(fresh_db, fresh_db.scores_table) > 0,
+            )
             assert not empty, empty
             # The check can fail: another job's name, or a metric Flink does not have.
             assert empty_queries(url, "no_such_job", one_metric=False)

@@ -24,7 +24,7 @@ from deploy.grafana.dashboards import STEP_COUNTERS
 from tests import reference
 from tests.conftest import drop_database
 from tests.pipeline import wait_until
-from tests.prometheus import empty_queries, prometheus, scrape_ok
+from tests.prometheus import empty_queries, prometheus, scrape_ok, unanswered
 from training.onboard import job_name
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -232,13 +232,8 @@ def empty_one_metric_panels(job_name: str, tmp_path) -> tuple[list[str], list[st
     """The job-health dashboard's queries of one-metric panels that a real Prometheus scraping
     the cluster answers with no series: for this job (waited for, up to 60 s), and for
     another job's name."""
-    label = job_name.replace("-", "_")  # as Flink's reporter writes it
     with prometheus(tmp_path) as url:
-        deadline = time.monotonic() + 60
-        empty = ["(not scraped yet)"]
-        while empty and time.monotonic() < deadline:
-            time.sleep(2)
-            empty = empty_queries(url, label, one_metric=True)
+        empty = unanswered(url, job_name, True, 60)
         return empty, empty_queries(url, "no_such_job", one_metric=True)
 
 
