@@ -96,6 +96,16 @@ STD_STATS: tuple[str, ...] = ("stdavg", "stdsd")
 # Of a one-metric catalogue, over the longest horizon only: the mean of the device's windows'
 # steprms (STEP_AGGREGATES). Stored, not modelled: the step reading's scale.
 STEP_STATS: tuple[str, ...] = ("stepavg",)
+# Of a one-metric catalogue with horizons: each window's change ("change"), the size of the
+# difference between its mean and the device's previous window's, where that window is the one
+# just before (NULL otherwise: the device's first window, or one after a gap), computed over
+# the window rows before the context (common.sql, ``window_changes``); and over the longest
+# horizon, the root mean square of the device's windows' changes ("changerms"). Stored, not
+# modelled: the context check's change reading (udfs.calibration.ContextCheck) reads a window
+# of one sample (a slow series: one sample every hour in 1 h windows), which has no step of its
+# own, by its change over the recent windows' usual change.
+CHANGE_STATS: tuple[str, ...] = ("change",)
+CHANGE_CONTEXT_STATS: tuple[str, ...] = ("changerms",)
 # Of a one-metric catalogue with two horizons or more, over the shortest horizon: how many
 # windows its avg and sd come from ("windows"). Stored, not modelled: the context check's stuck
 # reading (udfs.calibration.ContextCheck) reads the shortest horizon's avg, sd and windows (a
@@ -146,7 +156,7 @@ _CONTEXT_NAME = re.compile(
     + "|".join(
         sorted(
             {stat for stat, _ in CONTEXT_STATS}
-            | {*SPREAD_STATS, *STEP_STATS, *RECENT_STATS, *SEASON_STATS},
+            | {*SPREAD_STATS, *STEP_STATS, *RECENT_STATS, *SEASON_STATS, *CHANGE_CONTEXT_STATS},
             key=len,
         )[::-1]
     )
@@ -214,6 +224,12 @@ def step_aggregates(metric_names) -> tuple[Aggregate, ...]:
 def step_stats(metric_names) -> tuple[str, ...]:
     """The STEP_STATS a catalogue of these metrics computes: for one metric, else none."""
     return STEP_STATS if len(metric_names) == 1 else ()
+
+
+def change_metrics(metric_names, horizon_list) -> tuple[str, ...]:
+    """The metrics whose CHANGE_STATS and CHANGE_CONTEXT_STATS are computed: of one metric with
+    context horizons; else none."""
+    return tuple(metric_names) if len(metric_names) == 1 and horizon_list else ()
 
 
 def season_horizon(season: Season) -> Horizon:
@@ -290,12 +306,26 @@ def features_of(metric_names, horizon_list, window_seconds: int = 0) -> tuple[Fe
         for season in seasons_of(metric_names, horizon_list, window_seconds)
         for stat in SEASON_STATS
     )
-    return window + context + spread + recent_features + season
+    change = tuple(
+        Feature(f"{metric}_{stat}", metric, "DOUBLE", False, stat=stat)
+        for metric in change_metrics(metric_names, horizon_list)
+        for stat in CHANGE_STATS
+    ) + tuple(
+        Feature(
+            f"{metric}_{stat}{longest.name}", metric, "DOUBLE", False, horizon=longest, stat=stat
+        )
+        for metric in change_metrics(metric_names, horizon_list)
+        for stat in CHANGE_CONTEXT_STATS
+    )
+    return window + context + spread + recent_features + season + change
 
 
 HORIZONS: tuple[Horizon, ...] = horizons(_SETTINGS)
 FEATURES: tuple[Feature, ...] = features_of(METRIC_NAMES, HORIZONS, _SETTINGS.window_seconds)
 WINDOW_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.aggregate is not None)
+# Each window's change from the window before (CHANGE_STATS): neither an aggregate of the
+# window's events nor a statistic over a horizon.
+CHANGE_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.stat in CHANGE_STATS)
 CONTEXT_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.horizon is not None)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 # The model's input columns, in order. Stored in each model card and checked when it loads.
@@ -307,8 +337,9 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
     each metric's level and spread (avg, sd) over the longest horizon, and for one metric its
     SPREAD_STATS, then the shortest horizon's avg, sd and RECENT_STATS where computed, then its
     SEASON_STATS where computed, then for one metric the window's own sample count (the spike
-    reading's), its largest step and the longest horizon's STEP_STATS (the step reading's);
-    none without horizons. The longest horizon's come first."""
+    reading's), its largest step and the longest horizon's STEP_STATS (the step reading's),
+    then its CHANGE_STATS and the longest horizon's CHANGE_CONTEXT_STATS (the change
+    reading's); none without horizons. The longest horizon's come first."""
     longest = longest_horizon(horizon_list)
     if longest is None:
         return ()
@@ -335,6 +366,14 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
             for m in metric_names
             if step_stats(metric_names)
             for name in (f"{m}_step", *(f"{m}_{stat}{longest.name}" for stat in STEP_STATS))
+        )
+        + tuple(
+            name
+            for m in change_metrics(metric_names, horizon_list)
+            for name in (
+                *(f"{m}_{stat}" for stat in CHANGE_STATS),
+                *(f"{m}_{stat}{longest.name}" for stat in CHANGE_CONTEXT_STATS),
+            )
         )
     )
 

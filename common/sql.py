@@ -14,6 +14,8 @@ from pathlib import Path
 from common.features import (
     AGGREGATES,
     CATALOGUE,
+    CHANGE_CONTEXT_STATS,
+    CHANGE_FEATURES,
     CONTEXT_FEATURES,
     DAY_SECONDS,
     FEATURES,
@@ -213,6 +215,43 @@ def _excluding_own(value: str, count: str, total: str, squares: str = "") -> tup
     return preceding, avg, var
 
 
+# The view the context is computed over: the window aggregates, with each window's change
+# (CHANGE_FEATURES) where the features have it.
+_AGGREGATES_VIEW = "window_aggregates"
+CHANGES_VIEW = "window_changes"
+
+
+def windows_view() -> str:
+    """The view of the window rows the context reads (the stream's WindowContext too)."""
+    return CHANGES_VIEW if CHANGE_FEATURES else _AGGREGATES_VIEW
+
+
+def _change_view(batch: bool, window_seconds: int) -> list[str]:
+    """The view that adds CHANGE_FEATURES to the window aggregates: the size of the difference
+    between a window's mean and the device's window just before (an OVER ranging one window
+    back holds both: their MAX - MIN, exact); NULL where that window is not there. None where
+    the features have no change."""
+    if not CHANGE_FEATURES:
+        return []
+    source, order, bound = _AGGREGATES_VIEW, "window_time", interval(window_seconds)
+    if batch:  # Flink's batch OVERs cannot range over timestamps: over the start in seconds
+        order, bound = "`ctx_csecond`", str(window_seconds)
+        seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
+        source = f"(SELECT *, {seconds} AS {order} FROM {_AGGREGATES_VIEW})"  # noqa: S608
+    changes = []
+    for f in CHANGE_FEATURES:
+        mean = f"`{f.metric}_{_MEAN.suffix}`"
+        changes.append(
+            f"CASE WHEN {mean} IS NOT NULL AND COUNT({mean}) OVER w = 2 "
+            f"THEN MAX({mean}) OVER w - MIN({mean}) OVER w END AS `{f.name}`"
+        )
+    return [
+        f"CREATE TEMPORARY VIEW {CHANGES_VIEW} AS\nSELECT *,\n  {_INDENT.join(changes)}\n"
+        f"FROM {source}\nWINDOW w AS (\n  PARTITION BY device_id ORDER BY {order}\n"
+        f"  RANGE BETWEEN {bound} PRECEDING AND CURRENT ROW\n)"
+    ]
+
+
 def _windows_per_day(window_seconds: int) -> int:
     return max(1, 86_400 // window_seconds)
 
@@ -317,6 +356,12 @@ def _context_feature(f, window_seconds: int = 0) -> str:
     (_season_views)."""
     if f.stat in SEASON_STATS:
         return _season_feature(f, window_seconds)
+    if f.stat in CHANGE_CONTEXT_STATS:  # the root mean square of the preceding windows' changes
+        value = f"`{f.metric}_change`"
+        count, _, squares = (f"`{name}`" for name in _sums(f.horizon, f.metric, "change"))
+        preceding = f"({count} - CASE WHEN {value} IS NULL THEN 0 ELSE 1 END)"
+        own = f"COALESCE({value}, 0E0)"
+        return f"SQRT(GREATEST(({squares} - {own} * {own}) / NULLIF({preceding}, 0), 0E0))"
     aggregate = _MEAN.suffix
     if f.stat in STD_STATS:
         aggregate = "std"
@@ -337,10 +382,14 @@ def _context_feature(f, window_seconds: int = 0) -> str:
 
 def context_sums(h: Horizon) -> list[tuple[str, tuple[str, str, str]]]:
     """Per column whose context a horizon holds (each metric's window mean, its std where the
-    features have STD_STATS and its steprms where they have STEP_STATS), the names of its count,
-    sum and sum of squares over the horizon, the window included (unquoted)."""
+    features have STD_STATS, its steprms where they have STEP_STATS and its change where they
+    have CHANGE_CONTEXT_STATS), the names of its count, sum and sum of squares over the
+    horizon, the window included (unquoted)."""
     spread = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in STD_STATS}
     steps = {f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in STEP_STATS}
+    changes = {
+        f.metric for f in CONTEXT_FEATURES if f.horizon == h and f.stat in CHANGE_CONTEXT_STATS
+    }
     return [
         (f"{metric}_{aggregate}", _sums(h, metric, aggregate))
         for metric in METRIC_NAMES
@@ -348,6 +397,7 @@ def context_sums(h: Horizon) -> list[tuple[str, tuple[str, str, str]]]:
             _MEAN.suffix,
             *(("std",) if metric in spread else ()),
             *(("steprms",) if metric in steps else ()),
+            *(("change",) if metric in changes else ()),
         )
     ]
 
@@ -363,12 +413,12 @@ def context_placeholders(
     over the windows' start in seconds instead (the same windows)."""
     indent = ",\n  "
     labels = "".join(f",\n  `{name}`" for name, _, _ in LABEL_COLUMNS) if labelled else ""
-    views, source = [], "window_aggregates"
+    views, source = [], windows_view()
     order = "window_time"
     if batch:
         order = "`ctx_second`"
         seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
-        source = f"(SELECT *, {seconds} AS {order} FROM window_aggregates)"  # noqa: S608
+        source = f"(SELECT *, {seconds} AS {order} FROM {source})"  # noqa: S608
     # The longest horizon first: its OVER keeps the most rows, so it gets the narrowest ones.
     for h in sorted(HORIZONS, key=lambda h: -h.seconds):
         bound = str(h.seconds) if batch else interval(h.seconds)
@@ -396,7 +446,9 @@ def context_placeholders(
         "context_features": indent.join(
             f"{_context_feature(f, window_seconds)} AS `{f.name}`" for f in CONTEXT_FEATURES
         ),
-        "window_feature_list": indent.join(f"`{f.name}`" for f in WINDOW_FEATURES),
+        "window_feature_list": indent.join(
+            f"`{f.name}`" for f in (*WINDOW_FEATURES, *CHANGE_FEATURES)
+        ),
         "label_list": labels,
         "label_columns": "".join(f",\n  {expr} AS `{n}`" for n, expr, _ in LABEL_COLUMNS)
         if labelled
@@ -434,6 +486,7 @@ def window_feature_parts(
     extra = context_placeholders(labelled, batch, context_table, settings.window_seconds)
     aggregates = statements(render("flink/window_features.sql", settings, **extra))
     if HORIZONS:
+        aggregates += _change_view(batch, settings.window_seconds)
         return aggregates, statements(render("flink/window_context.sql", settings, **extra))
     return aggregates, ["CREATE TEMPORARY VIEW window_features AS SELECT * FROM window_aggregates"]
 

@@ -24,7 +24,14 @@ from pyflink.table.expressions import col
 from common.features import CATALOGUE, HORIZONS, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
 from common.models import current_version, resolve_model_dir
 from common.settings import Settings
-from common.sql import context, context_sums, render, statements, window_feature_parts
+from common.sql import (
+    context,
+    context_sums,
+    render,
+    statements,
+    window_feature_parts,
+    windows_view,
+)
 from udfs.onnx_scorer import (
     NO_MODEL_YET,
     SCORE_RESULT_SQL_TYPE,
@@ -105,12 +112,13 @@ def register_features(t_env: TableEnvironment, settings: Settings, *, bounded: b
 
 
 def register_window_context(t_env) -> None:
-    """Register ``window_context``: ``window_aggregates`` with every horizon's sums
+    """Register ``window_context``: the window rows (``window_aggregates``, with each window's
+    change where the features have it: common.sql.windows_view) with every horizon's sums
     (common.sql.context_sums), computed by WindowContext (jvm/), keyed by device."""
     specs = [
         (column, h.seconds * 1000, names) for h in HORIZONS for column, names in context_sums(h)
     ]
-    table = window_context(t_env, t_env.from_path("window_aggregates"), "window_time", specs)
+    table = window_context(t_env, t_env.from_path(windows_view()), "window_time", specs)
     t_env.create_temporary_view("window_context", table)
 
 

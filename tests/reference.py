@@ -5,11 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.features import CATALOGUE, CONTEXT_FEATURES, HORIZONS, METRIC_NAMES, WINDOW_FEATURES
+from common.features import (
+    CATALOGUE,
+    CHANGE_FEATURES,
+    CONTEXT_FEATURES,
+    HORIZONS,
+    METRIC_NAMES,
+    WINDOW_FEATURES,
+)
 
 _SPREADS = {f.name for f in CONTEXT_FEATURES if f.stat in ("sd", "stdsd")}
 _NAMES = {f.name for f in CONTEXT_FEATURES}
 _WINDOW_NAMES = {f.name for f in WINDOW_FEATURES}
+_CHANGE_NAMES = {f.name for f in CHANGE_FEATURES}
 
 
 def steps(times_ms, values, interval_ms: int = CATALOGUE.interval_ms) -> np.ndarray:
@@ -78,7 +86,24 @@ def window_features(
             row[f"{m}_count"] = len(v)
         out.append(row)
     frame = pd.DataFrame(out).sort_values(["device_id", "window_start"]).reset_index(drop=True)
+    for m in METRIC_NAMES:
+        if f"{m}_change" in _CHANGE_NAMES:
+            frame[f"{m}_change"] = changes(frame, f"{m}_mean", window_ms)
     return window_context(frame, window_seconds, horizons)
+
+
+def changes(frame: pd.DataFrame, column: str, window_ms: int) -> np.ndarray:
+    """Per window (rows of device_id, window_start): the size of the difference between its
+    ``column`` and the device's window starting ``window_ms`` before; NaN where there is none."""
+    starts = frame["window_start"].map(lambda t: t.value // 1_000_000).to_numpy()
+    values = frame[column].to_numpy(dtype=np.float64)
+    at = {(d, t): v for d, t, v in zip(frame["device_id"], starts, values, strict=True)}
+    return np.array(
+        [
+            abs(v - at[(d, t - window_ms)]) if (d, t - window_ms) in at else np.nan
+            for d, t, v in zip(frame["device_id"], starts, values, strict=True)
+        ]
+    )
 
 
 def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.DataFrame:
@@ -107,6 +132,19 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
                 sd[i] = 0.0 if seen.min() == seen.max() else seen.std(ddof=0)
         return values, avg, sd, windows
 
+    def preceding_rms(column: str, horizon_ms: int) -> np.ndarray:
+        values = frame[column].to_numpy(dtype=np.float64)
+        out = np.full(len(frame), np.nan)
+        for i in range(len(frame)):
+            inside = (
+                (devices == devices[i]) & (starts >= starts[i] - horizon_ms) & (starts < starts[i])
+            )
+            seen = values[inside]
+            seen = seen[~np.isnan(seen)]
+            if len(seen):
+                out[i] = np.sqrt(np.mean(seen * seen))
+        return out
+
     for h in horizons:
         for m in METRIC_NAMES:
             means, avg, sd, windows = preceding(f"{m}_mean", h.seconds * 1000)
@@ -122,6 +160,8 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
             if f"{m}_stepavg{h.name}" in _NAMES:
                 _, avg, _, _ = preceding(f"{m}_steprms", h.seconds * 1000)
                 frame[f"{m}_stepavg{h.name}"] = avg
+            if f"{m}_changerms{h.name}" in _NAMES:
+                frame[f"{m}_changerms{h.name}"] = preceding_rms(f"{m}_change", h.seconds * 1000)
     return frame
 
 

@@ -46,12 +46,15 @@ from training.detectors import (
     make_detector,
 )
 from udfs.calibration import (
+    CHANGE_MARGIN,
+    CHANGE_Z,
     SPIKE_Z,
     STEP_MARGIN,
     STEP_Z,
     ContextCheck,
     DeviceNormaliser,
     Severity,
+    change_z,
     spike_bars,
     spike_z,
     steady_devices,
@@ -475,7 +478,7 @@ def fit_model(
             steady = set(steady_devices(device_ids, x[:, jm]))
             stuck_devices = steady if stuck_devices is None else stuck_devices & steady
         # The spike reading's bar per device, from its training windows' readings.
-        bars = step_bars = None
+        bars = step_bars = change_bars = None
         if check.spike and context is not None:
             readings = np.fmax.reduce([spike_z(x, context, spike) for spike in check.spike])
             bars = spike_bars(device_ids, readings)
@@ -483,6 +486,10 @@ def fit_model(
         if check.step and context is not None:
             readings = np.fmax.reduce([step_z(context, step) for step in check.step])
             step_bars = spike_bars(device_ids, readings, STEP_Z, STEP_MARGIN)
+        # The change reading's alike.
+        if check.change and context is not None:
+            readings = np.fmax.reduce([change_z(context, change) for change in check.change])
+            change_bars = spike_bars(device_ids, readings, CHANGE_Z, CHANGE_MARGIN)
         device_rows = normaliser.indices(device_ids)
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
@@ -492,6 +499,7 @@ def fit_model(
             stuck_devices or (),
             bars,
             step_bars,
+            change_bars,
         )
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(
@@ -550,6 +558,12 @@ def fit_model(
             spread += (
                 f"; or where both of the last two are at {check.spike_step_share:g} of their "
                 f"bars or more"
+            )
+        if check.change_bars:
+            spread += (
+                f"; or where a window of one sample moved from the window before by at least "
+                f"{CHANGE_Z:g} of the recent windows' usual change (higher for devices whose "
+                f"training windows held such changes; {_read_on(check.change_bars)})"
             )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "

@@ -380,6 +380,8 @@ make replay REPLAY_ARGS="{data} --label-column label"
         "value_count",  # the window's own sample count, for the spike reading
         "value_step",  # the window's largest step and the usual one, for the step reading
         "value_stepavg15d",
+        "value_change",  # the change from the window before and the usual one (change reading)
+        "value_changerms15d",
     ]
     # The spreads' context the stream stored (WindowContext), by value: five days of windows
     # are all within the 15-day horizon, so each window's is that of all its device's
@@ -428,6 +430,24 @@ make replay REPLAY_ARGS="{data} --label-column label"
         )
     # The hourly device's windows hold one sample each: no step.
     assert rows.loc[rows["device_id"] == HOURLY_DEVICE, "value_step"].isna().all()
+    # Each window's change from the device's window just before (NULL after a gap: none in
+    # these series) and the root mean square of its windows' changes over the 15 days before,
+    # as the stream stored them (the change view, then WindowContext), by value: the hourly
+    # device's 35 days reach past the horizon.
+    by_device = rows.sort_values(["device_id", "window_start"]).reset_index(drop=True)
+    want = reference.changes(by_device, "value_mean", 3_600_000)
+    got = by_device["value_change"].astype(float).to_numpy()
+    assert (np.isnan(got) == np.isnan(want)).all() and np.isnan(got).sum() == 4
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    starts = pd.to_datetime(by_device["window_start"], utc=True).to_numpy()
+    devices = by_device["device_id"].to_numpy()
+    horizon = np.timedelta64(15, "D")
+    rms = []
+    for i, t in enumerate(starts):
+        seen = want[(devices == devices[i]) & (starts >= t - horizon) & (starts < t)]
+        seen = seen[~np.isnan(seen)]
+        rms.append(np.sqrt(np.mean(seen * seen)) if len(seen) else np.nan)
+    np.testing.assert_allclose(by_device["value_changerms15d"].astype(float), rms, rtol=1e-9)
     # The seasonal readings' parts the stream stored, by value (NULL until a device has four
     # weeks behind it, or three days for the day's): the five-day devices have no week's, the
     # hourly one from its fifth week; every device has the day's from its fourth day.

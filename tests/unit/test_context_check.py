@@ -15,6 +15,9 @@ import pytest
 from training.detectors import CONTEXT_CHECK_SHARE, DetectorParams
 from training.train import TrainingDataError, context_check_of, fit_model
 from udfs.calibration import (
+    CHANGE_MARGIN,
+    CHANGE_MAX_SAMPLES,
+    CHANGE_Z,
     LEVEL_MANY_Z,
     LEVEL_Z,
     SEASON_MAX_SAMPLES,
@@ -30,6 +33,7 @@ from udfs.calibration import (
     CalibrationError,
     ContextCheck,
     DeviceNormaliser,
+    change_z,
     spike_bars,
     spike_z,
     steady_devices,
@@ -832,9 +836,10 @@ def assert_read_at_own_bars(model, without, windows, reading, name: str, require
     passes its bar on every device but dev-05, whose training windows held such windows; the
     score is the model's (``without``: the model without this reading) or the threshold times
     the reading, whichever is higher; every other device's window is flagged; and each
-    flagged window's explanation names ``name`` where the model's own score (no reading of the
-    context check's) does not flag it, and no reading where it does (``required``: some
-    window is flagged by the reading alone)."""
+    flagged window's explanation names ``name`` where the reading sets its score (the model's
+    own score, no reading of the context check's, is at most the threshold times the
+    reading), and no reading where the model's own score is higher (``required``: some window
+    is flagged by the reading alone)."""
     after = windows[0]
     assert (reading[after != "dev-05"] > 1).all()
     assert (reading[after == "dev-05"] < 1).all()
@@ -845,9 +850,11 @@ def assert_read_at_own_bars(model, without, windows, reading, name: str, require
     flagged = got.flag.astype(bool)
     assert flagged[after != "dev-05"].all()
     unread = model.check.without_readings()
-    own = dataclasses.replace(model, check=unread).score(*windows).score > model.threshold
+    own_score = dataclasses.replace(model, check=unread).score(*windows).score
+    own = own_score > model.threshold
     named = [json.loads(e)[0].get("reading") for e in got.explanation[flagged]]
-    assert named == [None if o else name for o in own[flagged]]
+    sets = own_score[flagged] <= model.threshold * reading[flagged]
+    assert named == [name if s else None for s in sets]
     assert not required or (flagged & ~own).any()
 
 
@@ -965,6 +972,101 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
     assert ContextCheck.from_card(old, FEATURES).step == ()
     card["step"][0]["stepavg"] = "value_stdavg1d"
     with pytest.raises(CalibrationError, match="step reading"):
+        ContextCheck.from_card(card, FEATURES)
+
+
+CHANGE_CONTEXT = (*STEP_CONTEXT, "value_change", "value_changerms1d")
+
+
+def test_change_statistic_is_a_one_sample_windows_change_over_the_usual_one():
+    """change / changerms of a window of one sample (CHANGE_MAX_SAMPLES): its change from the
+    window before over the device's recent windows' root mean square change; NaN for a window
+    of more samples or of an unknown count, where the usual change is 0 or not known yet, or
+    the window has no change (no window just before it)."""
+    check = ContextCheck.plan(FEATURES, CHANGE_CONTEXT)
+    assert check.change == ((8, 9, 5),)  # change, changerms, count
+    assert ContextCheck.plan(FEATURES, STEP_CONTEXT).change == ()
+    context = np.zeros((6, len(CHANGE_CONTEXT)))
+    context[:, [5, 8, 9]] = [1, 6.0, 2.0]
+    context[1, 5] = 2  # two samples: the step reading reads its step
+    context[2, 5] = np.nan
+    context[3, 9] = 0.0
+    context[4, 9] = np.nan
+    context[5, 8] = np.nan
+    assert CHANGE_MAX_SAMPLES == 1
+    np.testing.assert_allclose(
+        change_z(context, check.change[0]), [3.0, np.nan, np.nan, np.nan, np.nan, np.nan]
+    )
+
+
+def test_a_change_far_above_the_usual_changes_is_flagged_at_each_devices_own_bar(tmp_path, fleet):
+    """The change reading: a window of one sample whose change from the window before is
+    CHANGE_Z (4) of the device's recent windows' root mean square change is flagged whatever
+    the model says, at each device's own bar (the larger of 4 and its training windows'
+    highest reading, CHANGE_MARGIN 1): a device whose training windows held such changes is
+    read against them. A small change is not flagged; a card from before the reading reads
+    none, one whose columns do not fit is refused."""
+    rng, level, spread = fleet
+
+    def windows_of(ids, values, previous, usual):
+        x = aggregates(values[:, None])  # one sample a window: std 0, min = max = mean
+        context = np.column_stack([previous, spread[ids_index(ids)]])
+        spread_ctx = with_spread_context(x, context, 24)
+        n = len(ids)
+        steps = np.full((n, 2), np.nan)  # one sample: no step of its own
+        change = np.abs(values - previous)
+        return x, np.column_stack([spread_ctx, np.ones(n), steps, change, usual])
+
+    def ids_index(ids):
+        return np.array([int(d[4:]) for d in ids])
+
+    n = 150
+    ids = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], n).astype(object)
+    lv, sp = np.repeat(level, n), np.repeat(spread, n)
+    # A series that moves by about sp / 20 from one window to the next.
+    usual = 0.05
+    moves = usual * sp * rng.normal(size=len(ids))
+    jumpy = np.flatnonzero(ids == "dev-05")[::10]
+    moves[jumpy] = 30 * usual * sp[jumpy]  # dev-05's training windows hold jumps
+    previous = lv + sp * rng.normal(size=len(ids))  # the recent level, within its spread
+    x, training = windows_of(ids, previous + moves, previous, usual * sp)
+    result = fit_checked(tmp_path, ids, x, training, CHANGE_CONTEXT)
+    card = check_card(result)
+    assert card["change"] == [
+        {"change": "value_change", "changerms": "value_changerms1d", "count": "value_count"}
+    ]
+    assert card["change_z"] == CHANGE_Z == 4.0 and card["change_margin"] == CHANGE_MARGIN == 1.0
+    assert card["change_bars"]["dev-05"] > 29
+    assert card["change_bars"]["dev-00"] == CHANGE_Z
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, CHANGE_CONTEXT)
+    assert model.check.change == ((8, 9, 5),)
+    without = dataclasses.replace(model, check=dataclasses.replace(model.check, change=()))
+
+    m = 30
+    after = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], m).astype(object)
+    alv, asp = np.repeat(level, m), np.repeat(spread, m)
+    before = alv + asp * rng.normal(size=len(after))
+    rows = model.normaliser.indices(after)
+
+    def scored(change):
+        return windows_of(after, before - change * usual * asp, before, usual * asp)
+
+    ax, ctx = scored(20.0)  # 20 usual changes down: 1 sd of the recent level, ordinary
+    reading = model.check.change_reading(rows, ctx)
+    assert_read_at_own_bars(model, without, (after, ax, ctx), reading, "change", required=True)
+    ax, ctx = scored(2.0)
+    assert (model.check.change_reading(rows, ctx) < 1).all()
+    assert not model.check.change_reading(rows, None).any()
+    # Windows of two samples are the step reading's: not read.
+    ax, ctx = scored(20.0)
+    ctx[:, 5] = 2
+    assert not model.check.change_reading(rows, ctx).any()
+    # A card from before the reading reads none; one whose columns do not fit is refused.
+    old = dict(card)
+    del old["change"]
+    assert ContextCheck.from_card(old, FEATURES).change == ()
+    card["change"][0]["changerms"] = "value_stepavg1d"
+    with pytest.raises(CalibrationError, match="change reading"):
         ContextCheck.from_card(card, FEATURES)
 
 

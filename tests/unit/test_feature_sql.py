@@ -230,13 +230,16 @@ def test_predict_window_features_of_one_metric_are_the_jobs():
 def test_one_metric_spread_context_matches_numpy():
     """A one-metric catalogue adds its window spreads' and steps' context over the longest
     horizon (common.features.SPREAD_STATS, STEP_STATS), its windows' steps (STEP_AGGREGATES, by
-    the project's Java functions) and how many windows the shortest holds (RECENT_STATS): the
+    the project's Java functions), how many windows the shortest holds (RECENT_STATS), and each
+    window's change from the window before with their root mean square over the longest
+    (CHANGE_STATS, CHANGE_CONTEXT_STATS; NULL after a gap or a window without a mean): the
     horizon test again, in a process of its own (the features are fixed at import) with the ops
     catalogue, compares them with the reference."""
     check = (
         "from common.features import FEATURE_NAMES as f; "
         "assert {'value_stdavg1h', 'value_stdsd1h', 'value_windows1h', 'value_windows1m', "
-        "'value_step', 'value_steprms', 'value_stepavg1h'} <= set(f), f"
+        "'value_step', 'value_steprms', 'value_stepavg1h', 'value_change', "
+        "'value_changerms1h'} <= set(f), f"
     )
     run_in_deployment("test_context_horizons_match_numpy", "ops", 10, check)
 
