@@ -17,7 +17,7 @@ out so that explanations run too), then measures windows/s, in one run on the sa
 In a one-metric catalogue the default model is context-checked: each window is scored with its
 context columns (SCORER_CONTEXT_NAMES, synthetic: a steady device's), and one more variant
 scores the same batches with the context check's own readings (spread, seasonal, level, stuck,
-spike, step) taken out, so that their cost shows beside the rest.
+spike, step, change) taken out, so that their cost shows beside the rest.
 
 Checks that every variant gives the same scores. Writes JSON to .state/bench/scoring_udf.json.
 """
@@ -68,6 +68,8 @@ def one_metric_fleet(rng, devices: int, per_device: int):
         "max": samples.max(1),
         "count": np.full(len(ids), float(SAMPLES)),
         "step": steps.max(1),
+        # From the window before: the difference of two window means.
+        "change": np.abs(rng.normal(size=len(ids))) * np.sqrt(2.0 / SAMPLES) * spread,
     }
     # Per context statistic: its value for a steady device (the means of SAMPLES samples
     # spread by spread / sqrt(SAMPLES); a horizon full of windows).
@@ -81,6 +83,7 @@ def one_metric_fleet(rng, devices: int, per_device: int):
         "seasres": mean_sd * rng.normal(size=len(ids)),
         "seassd": mean_sd,
         "stepavg": np.sqrt(2.0) * spread,
+        "changerms": np.sqrt(2.0) * mean_sd,
     }
 
     horizon_stats = {c: stat for (_, stat, _), c in context_columns(SCORER_CONTEXT_NAMES).items()}
