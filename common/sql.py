@@ -215,6 +215,9 @@ def _excluding_own(value: str, count: str, total: str, squares: str = "") -> tup
     return preceding, avg, var
 
 
+# A window's start in seconds: what Flink's batch OVERs, which cannot range over timestamps,
+# range over.
+_START_SECONDS = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
 # The view the context is computed over: the window aggregates, with each window's change
 # (CHANGE_FEATURES) where the features have it.
 _AGGREGATES_VIEW = "window_aggregates"
@@ -236,8 +239,7 @@ def _change_view(batch: bool, window_seconds: int) -> list[str]:
     source, order, bound = _AGGREGATES_VIEW, "window_time", interval(window_seconds)
     if batch:  # Flink's batch OVERs cannot range over timestamps: over the start in seconds
         order, bound = "`ctx_csecond`", str(window_seconds)
-        seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
-        source = f"(SELECT *, {seconds} AS {order} FROM {_AGGREGATES_VIEW})"  # noqa: S608
+        source = f"(SELECT *, {_START_SECONDS} AS {order} FROM {_AGGREGATES_VIEW})"  # noqa: S608
     changes = []
     for f in CHANGE_FEATURES:
         mean = f"`{f.metric}_{_MEAN.suffix}`"
@@ -287,10 +289,10 @@ def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[s
         )
 
     per_day = _windows_per_day(window_seconds)
-    seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
     seasons = sorted({season for _, season in pairs}, key=lambda x: -x.period_seconds)
     slots = ", ".join(
-        f"MOD({seconds}, {season.period_seconds}) AS `ctx_slot{season.name}`" for season in seasons
+        f"MOD({_START_SECONDS}, {season.period_seconds}) AS `ctx_slot{season.name}`"
+        for season in seasons
     )
     steps = [f"SELECT *, {slots} FROM {{source}}"]  # noqa: S608
     profiles, residual, day, debiased, week = [], [], [], [], []
@@ -417,8 +419,7 @@ def context_placeholders(
     order = "window_time"
     if batch:
         order = "`ctx_second`"
-        seconds = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
-        source = f"(SELECT *, {seconds} AS {order} FROM {source})"  # noqa: S608
+        source = f"(SELECT *, {_START_SECONDS} AS {order} FROM {source})"  # noqa: S608
     # The longest horizon first: its OVER keeps the most rows, so it gets the narrowest ones.
     for h in sorted(HORIZONS, key=lambda h: -h.seconds):
         bound = str(h.seconds) if batch else interval(h.seconds)
