@@ -218,6 +218,24 @@ def _excluding_own(value: str, count: str, total: str, squares: str = "") -> tup
 # A window's start in seconds: what Flink's batch OVERs, which cannot range over timestamps,
 # range over.
 _START_SECONDS = "TIMESTAMPDIFF(SECOND, TIMESTAMP '2000-01-01 00:00:00', window_start)"
+
+
+def _with_start_seconds(source: str, order: str) -> str:
+    """``source`` with its windows' start in seconds as the column ``order`` (batch OVERs)."""
+    return f"(SELECT *, {_START_SECONDS} AS {order} FROM {source})"  # noqa: S608
+
+
+def _range_window(partition: str, batch: bool, seconds: int, order: str = "`ctx_second`") -> str:
+    """The OVER window ``w`` of every view on the window rows: per ``partition``, each row with
+    the rows of the ``seconds`` before it, by ``window_time`` (batch: by ``order``, the
+    windows' start in seconds, _with_start_seconds)."""
+    by, bound = (order, str(seconds)) if batch else ("window_time", interval(seconds))
+    return (
+        f"WINDOW w AS (\n  PARTITION BY {partition} ORDER BY {by}\n"
+        f"  RANGE BETWEEN {bound} PRECEDING AND CURRENT ROW\n)"
+    )
+
+
 # The view the context is computed over: the window aggregates, with each window's change
 # (CHANGE_FEATURES) where the features have it.
 _AGGREGATES_VIEW = "window_aggregates"
@@ -236,10 +254,8 @@ def _change_view(batch: bool, window_seconds: int) -> list[str]:
     the features have no change."""
     if not CHANGE_FEATURES:
         return []
-    source, order, bound = _AGGREGATES_VIEW, "window_time", interval(window_seconds)
-    if batch:  # Flink's batch OVERs cannot range over timestamps: over the start in seconds
-        order, bound = "`ctx_csecond`", str(window_seconds)
-        source = f"(SELECT *, {_START_SECONDS} AS {order} FROM {_AGGREGATES_VIEW})"  # noqa: S608
+    order = "`ctx_csecond`"
+    source = _with_start_seconds(_AGGREGATES_VIEW, order) if batch else _AGGREGATES_VIEW
     changes = []
     for f in CHANGE_FEATURES:
         mean = f"`{f.metric}_{_MEAN.suffix}`"
@@ -249,8 +265,7 @@ def _change_view(batch: bool, window_seconds: int) -> list[str]:
         )
     return [
         f"CREATE TEMPORARY VIEW {CHANGES_VIEW} AS\nSELECT *,\n  {_INDENT.join(changes)}\n"
-        f"FROM {source}\nWINDOW w AS (\n  PARTITION BY device_id ORDER BY {order}\n"
-        f"  RANGE BETWEEN {bound} PRECEDING AND CURRENT ROW\n)"
+        f"FROM {source}\n" + _range_window("device_id", batch, window_seconds, order)
     ]
 
 
@@ -277,16 +292,9 @@ def _season_views(source: str, batch: bool, window_seconds: int) -> tuple[list[s
     pairs = sorted({(f.metric, season_of(f.horizon)) for f in features}, key=str)
     if not pairs:
         return [], source
-    order = "`ctx_second`" if batch else "window_time"
-
-    def bound(seconds: int) -> str:
-        return str(seconds) if batch else interval(seconds)
 
     def over(partition: str, seconds: int) -> str:
-        return (
-            f"WINDOW w AS (\n  PARTITION BY {partition} ORDER BY {order}\n"
-            f"  RANGE BETWEEN {bound(seconds)} PRECEDING AND CURRENT ROW\n)"
-        )
+        return _range_window(partition, batch, seconds)
 
     per_day = _windows_per_day(window_seconds)
     seasons = sorted({season for _, season in pairs}, key=lambda x: -x.period_seconds)
@@ -416,13 +424,10 @@ def context_placeholders(
     indent = ",\n  "
     labels = "".join(f",\n  `{name}`" for name, _, _ in LABEL_COLUMNS) if labelled else ""
     views, source = [], windows_view()
-    order = "window_time"
     if batch:
-        order = "`ctx_second`"
-        source = f"(SELECT *, {_START_SECONDS} AS {order} FROM {source})"  # noqa: S608
+        source = _with_start_seconds(source, "`ctx_second`")
     # The longest horizon first: its OVER keeps the most rows, so it gets the narrowest ones.
     for h in sorted(HORIZONS, key=lambda h: -h.seconds):
-        bound = str(h.seconds) if batch else interval(h.seconds)
         sums = []
         for column, (count, total, squares) in context_sums(h):
             value = f"`{column}`"
@@ -434,8 +439,8 @@ def context_placeholders(
         views.append(
             f"CREATE TEMPORARY VIEW {_context_view(h)} AS\n"
             f"SELECT\n  *,\n  {indent.join(sums)}\nFROM {source}\n"
-            f"WINDOW w AS (\n  PARTITION BY device_id ORDER BY {order}\n"
-            f"  RANGE BETWEEN {bound} PRECEDING AND CURRENT ROW\n);"
+            + _range_window("device_id", batch, h.seconds)
+            + ";"
         )
         source = _context_view(h)
     if context_table is not None:
