@@ -48,6 +48,7 @@ from training.detectors import (
 from udfs.calibration import (
     CHANGE_MARGIN,
     CHANGE_Z,
+    SPIKE_MARGIN,
     SPIKE_Z,
     STEP_MARGIN,
     STEP_Z,
@@ -477,19 +478,18 @@ def fit_model(
             stuck_min_windows = max(2, recent // window_seconds // 2)
             steady = set(steady_devices(device_ids, x[:, jm]))
             stuck_devices = steady if stuck_devices is None else stuck_devices & steady
-        # The spike reading's bar per device, from its training windows' readings.
-        bars = step_bars = change_bars = None
-        if check.spike and context is not None:
-            readings = np.fmax.reduce([spike_z(x, context, spike) for spike in check.spike])
-            bars = spike_bars(device_ids, readings)
-        # The step reading's alike.
-        if check.step and context is not None:
-            readings = np.fmax.reduce([step_z(context, step) for step in check.step])
-            step_bars = spike_bars(device_ids, readings, STEP_Z, STEP_MARGIN)
-        # The change reading's alike.
-        if check.change and context is not None:
-            readings = np.fmax.reduce([change_z(context, change) for change in check.change])
-            change_bars = spike_bars(device_ids, readings, CHANGE_Z, CHANGE_MARGIN)
+
+        # The spike, step and change readings' bars per device, from its training windows'
+        # readings (None: a reading the check does not read).
+        def bars_of(columns, statistic, least: float, margin: float):
+            if not columns or context is None:
+                return None
+            readings = np.fmax.reduce([statistic(c) for c in columns])
+            return spike_bars(device_ids, readings, least, margin)
+
+        bars = bars_of(check.spike, lambda c: spike_z(x, context, c), SPIKE_Z, SPIKE_MARGIN)
+        step_bars = bars_of(check.step, lambda c: step_z(context, c), STEP_Z, STEP_MARGIN)
+        change_bars = bars_of(check.change, lambda c: change_z(context, c), CHANGE_Z, CHANGE_MARGIN)
         device_rows = normaliser.indices(device_ids)
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
