@@ -116,8 +116,8 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
     starts = frame["window_start"].map(lambda t: t.value // 1_000_000).to_numpy()
     devices = frame["device_id"].to_numpy()
 
-    def preceding(column: str, horizon_ms: int):
-        values = frame[column].to_numpy(dtype=np.float64)
+    def preceding(column: str | np.ndarray, horizon_ms: int):
+        values = frame[column].to_numpy(dtype=np.float64) if isinstance(column, str) else column
         avg, sd = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
         windows = np.zeros(len(frame), dtype=np.int64)
         for i in range(len(frame)):
@@ -131,19 +131,6 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
                 avg[i] = seen.mean()
                 sd[i] = 0.0 if seen.min() == seen.max() else seen.std(ddof=0)
         return values, avg, sd, windows
-
-    def preceding_rms(column: str, horizon_ms: int) -> np.ndarray:
-        values = frame[column].to_numpy(dtype=np.float64)
-        out = np.full(len(frame), np.nan)
-        for i in range(len(frame)):
-            inside = (
-                (devices == devices[i]) & (starts >= starts[i] - horizon_ms) & (starts < starts[i])
-            )
-            seen = values[inside]
-            seen = seen[~np.isnan(seen)]
-            if len(seen):
-                out[i] = np.sqrt(np.mean(seen * seen))
-        return out
 
     for h in horizons:
         for m in METRIC_NAMES:
@@ -161,7 +148,10 @@ def window_context(frame: pd.DataFrame, window_seconds: int, horizons) -> pd.Dat
                 _, avg, _, _ = preceding(f"{m}_steprms", h.seconds * 1000)
                 frame[f"{m}_stepavg{h.name}"] = avg
             if f"{m}_changerms{h.name}" in _NAMES:
-                frame[f"{m}_changerms{h.name}"] = preceding_rms(f"{m}_change", h.seconds * 1000)
+                # The root mean square: the root of the preceding squares' mean.
+                squares = frame[f"{m}_change"].to_numpy(dtype=np.float64) ** 2
+                _, mean_square, _, _ = preceding(squares, h.seconds * 1000)
+                frame[f"{m}_changerms{h.name}"] = np.sqrt(mean_square)
     return frame
 
 

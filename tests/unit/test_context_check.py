@@ -47,11 +47,16 @@ CONTEXT = ("value_avg1d", "value_sd1d")
 DEVICES = 12
 
 
+def fleet_rows(level: np.ndarray, spread: np.ndarray, n: int):
+    """n windows a device: each row's device id, and its device's level and spread."""
+    ids = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], n).astype(object)
+    return ids, np.repeat(level, n), np.repeat(spread, n)
+
+
 def windows(rng, n: int, level: np.ndarray, spread: np.ndarray):
     """n windows per device: window aggregates of 12 samples around each device's level, and
     the context (avg and sd of the device's recent window means) at that level."""
-    ids = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], n).astype(object)
-    lv, sp = np.repeat(level, n), np.repeat(spread, n)
+    ids, lv, sp = fleet_rows(level, spread, n)
     samples = lv[:, None] + sp[:, None] * rng.normal(size=(len(ids), 12))
     x = np.column_stack([samples.mean(1), samples.std(1), samples.min(1), samples.max(1)])
     context = np.column_stack([lv + sp * rng.normal(0, 0.1, len(ids)), sp / np.sqrt(12) * 1.2])
@@ -779,8 +784,7 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     is its own: the device whose training windows held such samples is read against them."""
     rng, level, spread = fleet
     n = 150
-    ids = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], n).astype(object)
-    lv, sp = np.repeat(level, n), np.repeat(spread, n)
+    ids, lv, sp = fleet_rows(level, spread, n)
     samples = lv[:, None] + sp[:, None] * rng.normal(size=(len(ids), 12))
     odd = np.flatnonzero(ids == "dev-05")[::10]
     samples[odd, 4] += 15 * sp[odd]  # dev-05's training windows hold odd samples
@@ -799,8 +803,7 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     without = dataclasses.replace(model, check=dataclasses.replace(model.check, spike=()))
 
     m = 30
-    after = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], m).astype(object)
-    alv, asp = np.repeat(level, m), np.repeat(spread, m)
+    after, alv, asp = fleet_rows(level, spread, m)
     base = alv[:, None] + asp[:, None] * rng.normal(size=(len(after), 12))
     actx = np.column_stack([alv, asp / np.sqrt(12) * 1.2])
 
@@ -922,8 +925,7 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
         spike = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), size)])
         return x, np.column_stack([spike, d.max(1), usual])
 
-    ids = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], n).astype(object)
-    lv, sp = np.repeat(level, n), np.repeat(spread, n)
+    ids, lv, sp = fleet_rows(level, spread, n)
     # A slow drift with small steps of about sp / 10 between samples.
     drift = np.cumsum(rng.normal(0, 0.1, size=(len(ids), size)), axis=1)
     samples = lv[:, None] + sp[:, None] * drift
@@ -944,8 +946,7 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
     without = dataclasses.replace(model, check=dataclasses.replace(model.check, step=()))
 
     m = 30
-    after = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], m).astype(object)
-    alv, asp = np.repeat(level, m), np.repeat(spread, m)
+    after, alv, asp = fleet_rows(level, spread, m)
     base = alv[:, None] + asp[:, None] * np.cumsum(rng.normal(0, 0.1, (len(after), size)), 1)
     rows = model.normaliser.indices(after)
 
@@ -1008,28 +1009,23 @@ def test_a_change_far_above_the_usual_changes_is_flagged_at_each_devices_own_bar
     none, one whose columns do not fit is refused."""
     rng, level, spread = fleet
 
-    def windows_of(ids, values, previous, usual):
+    def windows_of(values, previous, sd, usual):
         x = aggregates(values[:, None])  # one sample a window: std 0, min = max = mean
-        context = np.column_stack([previous, spread[ids_index(ids)]])
-        spread_ctx = with_spread_context(x, context, 24)
-        n = len(ids)
+        spread_ctx = with_spread_context(x, np.column_stack([previous, sd]), 24)
+        n = len(values)
         steps = np.full((n, 2), np.nan)  # one sample: no step of its own
         change = np.abs(values - previous)
         return x, np.column_stack([spread_ctx, np.ones(n), steps, change, usual])
 
-    def ids_index(ids):
-        return np.array([int(d[4:]) for d in ids])
-
     n = 150
-    ids = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], n).astype(object)
-    lv, sp = np.repeat(level, n), np.repeat(spread, n)
+    ids, lv, sp = fleet_rows(level, spread, n)
     # A series that moves by about sp / 20 from one window to the next.
     usual = 0.05
     moves = usual * sp * rng.normal(size=len(ids))
     jumpy = np.flatnonzero(ids == "dev-05")[::10]
     moves[jumpy] = 30 * usual * sp[jumpy]  # dev-05's training windows hold jumps
     previous = lv + sp * rng.normal(size=len(ids))  # the recent level, within its spread
-    x, training = windows_of(ids, previous + moves, previous, usual * sp)
+    x, training = windows_of(previous + moves, previous, sp, usual * sp)
     result = fit_checked(tmp_path, ids, x, training, CHANGE_CONTEXT)
     card = check_card(result)
     assert card["change"] == [
@@ -1043,13 +1039,12 @@ def test_a_change_far_above_the_usual_changes_is_flagged_at_each_devices_own_bar
     without = dataclasses.replace(model, check=dataclasses.replace(model.check, change=()))
 
     m = 30
-    after = np.repeat([f"dev-{d:02d}" for d in range(DEVICES)], m).astype(object)
-    alv, asp = np.repeat(level, m), np.repeat(spread, m)
+    after, alv, asp = fleet_rows(level, spread, m)
     before = alv + asp * rng.normal(size=len(after))
     rows = model.normaliser.indices(after)
 
     def scored(change):
-        return windows_of(after, before - change * usual * asp, before, usual * asp)
+        return windows_of(before - change * usual * asp, before, asp, usual * asp)
 
     ax, ctx = scored(20.0)  # 20 usual changes down: 1 sd of the recent level, ordinary
     reading = model.check.change_reading(rows, ctx)
