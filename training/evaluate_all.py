@@ -18,7 +18,9 @@ process reads one catalogue and one window):
   --csv DIR  a folder of labelled CSVs (one per device), onboarded and evaluated the same way;
              the folder's name names it
 
-CSV datasets train on the first --train-fraction of each device's rows. One-metric datasets
+CSV datasets train on the first --train-fraction of each device's rows, and write their scored
+windows with each reading over its bar beside their report (--workdir DIR keeps them:
+DIR/<name>.windows.csv, python -m training.evaluate csv --windows-out). One-metric datasets
 also show our model without its context check (the model before it). A change to detection is
 measured with this command: every dataset moves at once, in one run. --against a JSON that an
 earlier run wrote prints, after the table, each row that moved (before -> after) and how many
@@ -141,6 +143,7 @@ class Runner:
         report = self.workdir / f"{name}.json"
         args = ["training.evaluate", "csv", str(folder), "--label-column", label]
         args += ["--train-fraction", str(train_fraction), "--json-out", str(report)]
+        args += ["--windows-out", str(self.workdir / f"{name}.windows.csv")]
         for check in checks:
             args += ["--context-check", check]
         self.command(name, args, {**base_env(), **deployment})

@@ -29,6 +29,12 @@ Metrics, over the scored windows (a window is anomalous when one of its rows is 
                anomalous one) per device-day; the share of each device's normal windows that
                are flagged (median and worst device, and devices above 5 %); devices with
                labelled anomalies that never alarm.
+
+--windows-out FILE writes our models' scored windows as CSV, one row per window and model:
+its device, start, label and flag, its score over the threshold (flagged above 1) and what the
+score is made of, each over its own bar: the model's own score (reading_model) and each
+reading of the context check (reading_level, reading_spike, ...; the score is the largest of
+them). Which labelled windows were missed, and how near their bars they came.
 """
 
 from __future__ import annotations
@@ -244,6 +250,30 @@ def score_method(name: str, scored: pd.DataFrame, flags: np.ndarray, window_ms, 
 # --- the run ----------------------------------------------------------------------------------
 
 
+def windows_frame(method: str, scored: pd.DataFrame, flags, score, parts: dict) -> pd.DataFrame:
+    """One row per scored window of one of our models (``--windows-out``): its device and
+    start, whether it is labelled and flagged (empty: not scored, a missing feature), its
+    score over the threshold (flagged above 1), and what the score is made of, each over its
+    own bar (``OnnxModel.reading_table``: the model's own score, ``reading_model``, and each
+    reading of the context check, ``reading_<name>``). Which labelled windows were missed,
+    and how near their bars they came."""
+    out = pd.DataFrame(
+        {
+            "method": method,
+            "device_id": scored["device_id"].astype(str).to_numpy(),
+            "window_start": pd.to_datetime(scored["start_ms"], unit="ms", utc=True)
+            .dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_numpy(),
+            "labelled": scored["label"].astype(int).to_numpy(),
+            "flagged": pd.array([None if f is None else int(f) for f in flags], dtype="Int64"),
+            "score_over_threshold": np.asarray(score, dtype=np.float64),
+        }
+    )
+    for name, values in parts.items():
+        out["reading_" + name.replace(" ", "_")] = values
+    return out
+
+
 def window_table(features: pd.DataFrame) -> pd.DataFrame:
     out = features.copy()
     out["start_ms"] = (
@@ -331,8 +361,11 @@ def evaluate_csv(
     calibrations: tuple[str, ...] = ("auto",),
     context_checks: tuple[str, ...] = ("auto",),
     gaussian_rows: int = GAUSSIAN_ROWS,
+    windows_out: Path | None = None,
     log=print,
 ) -> dict:
+    """The report of our models and the baselines on ``datasets``; with ``windows_out``, our
+    models' scored windows are written there too (``windows_frame``)."""
     from common.features import CATALOGUE, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
     from training.detectors import DetectorParams
     from training.train import TrainingData, train, window_features_of_datasets
@@ -358,7 +391,7 @@ def evaluate_csv(
         scored = windows[is_scored].reset_index(drop=True)
         if not len(scored) or not scored["label"].any():
             raise EvaluationError("no labelled anomaly in the scored part: train on less")
-        results = []
+        results, frames = [], []
         for model, calibration, check in itertools.product(models, calibrations, context_checks):
             if model != "pca-t2q" and check == "on":
                 continue
@@ -391,7 +424,19 @@ def evaluate_csv(
             elif trained.check is not None:
                 label += " (context check)"
             results.append(score_method(f"{label} (ours)", scored, flags, window_ms, began))
+            if windows_out is not None:
+                parts = onnx.reading_table(
+                    scored["device_id"].astype(str).to_numpy(dtype=object),
+                    scored[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
+                    scored[list(SCORER_CONTEXT_NAMES)].to_numpy(dtype=np.float64),
+                )
+                score = s.score / onnx.threshold
+                frames.append(windows_frame(f"{label} (ours)", scored, s.flag, score, parts))
             log(f"{label}: done")
+    if windows_out is not None:
+        windows_out.parent.mkdir(parents=True, exist_ok=True)
+        pd.concat(frames, ignore_index=True).to_csv(windows_out, index=False)
+        log(f"{len(scored):,} scored windows of each of our models written to {windows_out}")
     keys = list(zip(scored["device_id"].astype(str), scored["start_ms"].astype(int), strict=True))
     for name, flag_rows in (
         (f"3-sigma per device (baseline, |z| > {SIGMA_Z:g})", three_sigma_flags),
@@ -491,6 +536,13 @@ def main(argv: list[str] | None = None, source: str = "csv") -> int:
     )
     p.add_argument("--gaussian-rows", type=int, default=GAUSSIAN_ROWS, help="(default: 288)")
     p.add_argument("--json-out", type=Path, help=f"(default: .state/eval/{source}.json)")
+    p.add_argument(
+        "--windows-out",
+        type=Path,
+        help="also write our models' scored windows to this CSV: each window's label, flag, "
+        "score over the threshold and each reading over its bar (which labelled windows were "
+        "missed, and how near they came)",
+    )
     a = p.parse_args(argv)
     if source == "csv" and a.label_column is None:
         p.error("--label-column is needed: evaluation compares flags with labels")
@@ -518,6 +570,7 @@ def main(argv: list[str] | None = None, source: str = "csv") -> int:
             calibrations=tuple(a.calibration or ("auto",)),
             context_checks=tuple(a.context_check or ("auto",)),
             gaussian_rows=a.gaussian_rows,
+            windows_out=a.windows_out,
             log=log,
         )
     except (EvaluationError, DatasetError, TrainingDataError) as exc:

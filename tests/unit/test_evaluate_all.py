@@ -124,6 +124,24 @@ def test_a_small_ops_fleet_runs_end_to_end_and_the_table_is_its_own_report(tmp_p
     assert sum("baseline" in m for m in methods) == 2
     printed = capsys.readouterr().out
     assert all(r["method"] in printed for r in own["results"])
+    # Beside the report, each of our models' scored windows (--windows-out): their flags give
+    # the report's window-wise figures, and each score is the largest of its parts.
+    windows = pd.read_csv(tmp_path / "w" / "ops.windows.csv")
+    ours = [r for r in own["results"] if r["method"].endswith("(ours)")]
+    assert list(windows["method"].unique()) == [r["method"] for r in ours] == methods[:2]
+    for r in ours:
+        w = windows[windows["method"] == r["method"]]
+        assert len(w) == own["windows_scored"] and w["flagged"].notna().all()
+        flagged, labelled = w["flagged"].astype(bool), w["labelled"].astype(bool)
+        assert (flagged == (w["score_over_threshold"] > 1)).all()
+        assert round(100 * (flagged & ~labelled).sum() / (~labelled).sum(), 2) == r["far_pct"]
+        assert round(100 * (labelled & ~flagged).sum() / labelled.sum(), 2) == r["mar_pct"]
+        parts = w.filter(like="reading_")
+        np.testing.assert_allclose(w["score_over_threshold"], parts.max(axis=1), rtol=1e-12)
+    # The context check's readings where it is on; the model's own score alone where it is off.
+    checked, off = (windows[windows["method"] == m] for m in methods[:2])
+    assert checked["reading_level"].notna().all() and checked["reading_spike"].notna().all()
+    assert off["reading_model"].notna().all() and off["reading_level"].isna().all()
 
 
 def _write(path, text):
