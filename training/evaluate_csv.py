@@ -391,6 +391,12 @@ def evaluate_csv(
         scored = windows[is_scored].reset_index(drop=True)
         if not len(scored) or not scored["label"].any():
             raise EvaluationError("no labelled anomaly in the scored part: train on less")
+        # The scorer's inputs: each scored window's device, model features and context.
+        inputs = (
+            scored["device_id"].astype(str).to_numpy(dtype=object),
+            scored[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
+            scored[list(SCORER_CONTEXT_NAMES)].to_numpy(dtype=np.float64),
+        )
         results, frames = [], []
         for model, calibration, check in itertools.product(models, calibrations, context_checks):
             if model != "pca-t2q" and check == "on":
@@ -410,11 +416,7 @@ def evaluate_csv(
                 settings.window_seconds,
                 SCORER_CONTEXT_NAMES,
             )
-            s = onnx.score(
-                scored["device_id"].astype(str).to_numpy(dtype=object),
-                scored[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
-                scored[list(SCORER_CONTEXT_NAMES)].to_numpy(dtype=np.float64),
-            )
+            s = onnx.score(*inputs)
             flags = np.array([bool(f) for f in s.flag])  # None (incomplete window): no flag
             label = model
             if len(calibrations) > 1:
@@ -425,11 +427,7 @@ def evaluate_csv(
                 label += " (context check)"
             results.append(score_method(f"{label} (ours)", scored, flags, window_ms, began))
             if windows_out is not None:
-                parts = onnx.reading_table(
-                    scored["device_id"].astype(str).to_numpy(dtype=object),
-                    scored[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
-                    scored[list(SCORER_CONTEXT_NAMES)].to_numpy(dtype=np.float64),
-                )
+                parts = onnx.reading_table(*inputs)
                 score = s.score / onnx.threshold
                 frames.append(windows_frame(f"{label} (ours)", scored, s.flag, score, parts))
             log(f"{label}: done")
