@@ -18,9 +18,9 @@ process reads one catalogue and one window):
   --csv DIR  a folder of labelled CSVs (one per device), onboarded and evaluated the same way;
              the folder's name names it
 
-CSV datasets train on the first --train-fraction of each device's rows, and write their scored
-windows with each reading over its bar beside their report (--workdir DIR keeps them:
-DIR/<name>.windows.csv, python -m training.evaluate csv --windows-out). One-metric datasets
+CSV datasets train on the first --train-fraction of each device's rows; with --workdir DIR they
+also write their scored windows, with each reading over its bar, beside their report
+(DIR/<name>.windows.csv: python -m training.evaluate csv --windows-out). One-metric datasets
 also show our model without its context check (the model before it). A change to detection is
 measured with this command: every dataset moves at once, in one run. --against a JSON that an
 earlier run wrote prints, after the table, each row that moved (before -> after) and how many
@@ -90,8 +90,9 @@ def base_env() -> dict[str, str]:
 
 
 class Runner:
-    def __init__(self, workdir: Path, log):
-        self.workdir, self.log = workdir, log
+    def __init__(self, workdir: Path, log, windows: bool = False):
+        """``windows``: CSV datasets also write their scored windows (the workdir is kept)."""
+        self.workdir, self.log, self.windows = workdir, log, windows
 
     def command(self, name: str, args: list[str], env: dict[str, str]) -> None:
         """Runs ``python -m <args>``; its progress lines go to our stderr under the dataset's
@@ -143,7 +144,8 @@ class Runner:
         report = self.workdir / f"{name}.json"
         args = ["training.evaluate", "csv", str(folder), "--label-column", label]
         args += ["--train-fraction", str(train_fraction), "--json-out", str(report)]
-        args += ["--windows-out", str(self.workdir / f"{name}.windows.csv")]
+        if self.windows:
+            args += ["--windows-out", str(self.workdir / f"{name}.windows.csv")]
         for check in checks:
             args += ["--context-check", check]
         self.command(name, args, {**base_env(), **deployment})
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="eval-all-") as tmp:
         workdir = a.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        runner = Runner(workdir, log)
+        runner = Runner(workdir, log, windows=a.workdir is not None)
         for k, name in enumerate(names, 1):
             log(f"({k}/{len(names)}) {name} ...")
             started = time.monotonic()
