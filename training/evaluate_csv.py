@@ -254,7 +254,7 @@ def windows_frame(method: str, scored: pd.DataFrame, flags, score, parts: dict) 
     """One row per scored window of one of our models (``--windows-out``): its device and
     start, whether it is labelled and flagged (empty: not scored, a missing feature), its
     score over the threshold (flagged above 1), and what the score is made of, each over its
-    own bar (``OnnxModel.reading_table``: the model's own score, ``reading_model``, and each
+    own bar (``OnnxModel.score_and_parts``: the model's own score, ``reading_model``, and each
     reading of the context check, ``reading_<name>``). Which labelled windows were missed,
     and how near their bars they came."""
     out = pd.DataFrame(
@@ -416,7 +416,7 @@ def evaluate_csv(
                 settings.window_seconds,
                 SCORER_CONTEXT_NAMES,
             )
-            s = onnx.score(*inputs)
+            s, parts = onnx.score_and_parts(*inputs)
             flags = np.array([bool(f) for f in s.flag])  # None (incomplete window): no flag
             label = model
             if len(calibrations) > 1:
@@ -427,7 +427,6 @@ def evaluate_csv(
                 label += " (context check)"
             results.append(score_method(f"{label} (ours)", scored, flags, window_ms, began))
             if windows_out is not None:
-                parts = onnx.reading_table(*inputs)
                 score = s.score / onnx.threshold
                 frames.append(windows_frame(f"{label} (ours)", scored, s.flag, score, parts))
             log(f"{label}: done")

@@ -286,7 +286,22 @@ class OnnxModel:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._score(device_ids, features, context)
 
-    def _score(self, device_ids: Sequence[str], features: np.ndarray, context) -> Scores:
+    def score_and_parts(
+        self, device_ids: Sequence[str], features: np.ndarray, context: np.ndarray | None = None
+    ) -> tuple[Scores, dict[str, np.ndarray]]:
+        """``score``, and what each row's score is made of, every figure over its own bar
+        (above 1: flagged): the model's own score over the threshold ("model") and each
+        reading of the context check by name (ContextCheck.readings; none without a check);
+        NaN where a row is not scored. The score is the largest of them times the threshold
+        (ContextCheck.fold)."""
+        parts: dict[str, np.ndarray] = {"model": np.full(len(features), np.nan)}
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._score(device_ids, features, context, parts), parts
+
+    def _score(
+        self, device_ids: Sequence[str], features: np.ndarray, context, parts=None
+    ) -> Scores:
+        """``score``; ``parts``, a dict: filled as ``score_and_parts`` says."""
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise ValueError(
@@ -302,7 +317,20 @@ class OnnxModel:
         complete = np.isfinite(x).all(axis=1)
         if complete.any():
             c = None if context is None else np.asarray(context, dtype=np.float64)[complete]
-            z, zc, model, readings = self._model_and_readings(rows[complete], x[complete], c)
+            z, zc = self.readings(rows[complete], x[complete], c)
+            # A window so far out that its normalised features overflow is as anomalous as a
+            # window gets (the graph itself would give inf or NaN).
+            finite = np.isfinite(z).all(axis=1)
+            if zc is not None:
+                finite &= np.isfinite(zc).all(axis=1)
+            model = np.where(finite, self.raw_scores(z, zc), np.inf)
+            readings = {}  # the context check's readings beside the model's, by name
+            if self.check is not None:
+                readings = self.check.readings(self.normaliser, rows[complete], x[complete], c)
+            if parts is not None:
+                for name, values in {"model": model / self.threshold, **readings}.items():
+                    parts[name] = np.full(len(x), np.nan)
+                    parts[name][complete] = values
             s = ContextCheck.fold(model, self.threshold, readings)
             scores[complete] = s
             flagged = s > self.threshold
@@ -323,44 +351,6 @@ class OnnxModel:
                     by,
                 )
         return Scores(scores, self.severity(scores), flags, rows >= 0, top, explanation)
-
-    def _model_and_readings(self, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None):
-        """Of complete rows ``x`` of device ``rows``: the graph's inputs (``readings``), the
-        model's own score, and the context check's readings beside it by name (none without
-        a check)."""
-        z, zc = self.readings(rows, x, context)
-        # A window so far out that its normalised features overflow is as anomalous as a
-        # window gets (the graph itself would give inf or NaN).
-        finite = np.isfinite(z).all(axis=1)
-        if zc is not None:
-            finite &= np.isfinite(zc).all(axis=1)
-        model = np.where(finite, self.raw_scores(z, zc), np.inf)
-        readings = {}
-        if self.check is not None:
-            readings = self.check.readings(self.normaliser, rows, x, context)
-        return z, zc, model, readings
-
-    def reading_table(
-        self, device_ids: Sequence[str], features: np.ndarray, context: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
-        """What each row's score is made of, every figure over its own bar (above 1:
-        flagged): the model's own score over the threshold ("model") and each reading of the
-        context check by name (ContextCheck.readings; none without a check). NaN where a row
-        is not scored (a missing feature). The score is the largest of them times the
-        threshold (ContextCheck.fold)."""
-        x = np.asarray(features, dtype=np.float64)
-        rows = self.normaliser.indices(device_ids)
-        complete = np.isfinite(x).all(axis=1)
-        out: dict[str, np.ndarray] = {"model": np.full(len(x), np.nan)}
-        if not complete.any():
-            return out
-        c = None if context is None else np.asarray(context, dtype=np.float64)[complete]
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            _, _, model, readings = self._model_and_readings(rows[complete], x[complete], c)
-        for name, values in {"model": model / self.threshold, **readings}.items():
-            out[name] = np.full(len(x), np.nan)
-            out[name][complete] = values
-        return out
 
     @cached_property
     def metric_columns(self) -> dict[str, np.ndarray]:
