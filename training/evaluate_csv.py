@@ -425,10 +425,11 @@ def evaluate_csv(
                 label += f" context check {check}"
             elif trained.check is not None:
                 label += " (context check)"
-            results.append(score_method(f"{label} (ours)", scored, flags, window_ms, began))
+            method = f"{label} (ours)"
+            results.append(score_method(method, scored, flags, window_ms, began))
             if windows_out is not None:
                 score = s.score / onnx.threshold
-                frames.append(windows_frame(f"{label} (ours)", scored, s.flag, score, parts))
+                frames.append(windows_frame(method, scored, s.flag, score, parts))
             log(f"{label}: done")
     if windows_out is not None:
         windows_out.parent.mkdir(parents=True, exist_ok=True)

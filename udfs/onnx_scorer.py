@@ -281,10 +281,7 @@ class OnnxModel:
         ``context``: the job's context columns (SCORER_CONTEXT_NAMES) of each row, read by a
         context-checked model (missing: the device's training level instead).
         """
-        # Windows of extreme values overflow the normalised features (they score +inf):
-        # no numpy warning per batch in the TaskManager's log.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self._score(device_ids, features, context)
+        return self._score(device_ids, features, context)
 
     def score_and_parts(
         self, device_ids: Sequence[str], features: np.ndarray, context: np.ndarray | None = None
@@ -295,9 +292,11 @@ class OnnxModel:
         NaN where a row is not scored. The score is the largest of them times the threshold
         (ContextCheck.fold)."""
         parts: dict[str, np.ndarray] = {"model": np.full(len(features), np.nan)}
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self._score(device_ids, features, context, parts), parts
+        return self._score(device_ids, features, context, parts), parts
 
+    # Windows of extreme values overflow the normalised features (they score +inf): no numpy
+    # warning per batch in the TaskManager's log.
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def _score(
         self, device_ids: Sequence[str], features: np.ndarray, context, parts=None
     ) -> Scores:
