@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train onboard replay evaluate-csv evaluate evaluate-simulator evaluate-all evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-format bench-onnx bench-udf bench-state bench-notifier bench-agents bench-reference lint format lock
+.PHONY: help setup demo demo-agent up stop status psql notifications migrate api grafana-check dashboards plot train retrain onboard replay evaluate-csv evaluate evaluate-simulator evaluate-all evaluate-correlation models submit upgrade rollback test test-unit multihost bench bench-simulator bench-format bench-onnx bench-udf bench-state bench-notifier bench-agents bench-reference lint format lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ plot: ## PNG of a device's metric: make plot PLOT_ARGS="--device dev-00003 --met
 
 train: setup ## train a model and make it CURRENT: on a fresh simulator dump, or TRAIN_ARGS="--csv data/ --fraction 0.15"
 	@if [ -n "$(TRAIN_ARGS)" ]; then $(PY) -m training.train $(TRAIN_ARGS); else $(PY) -m deploy.local.stack train; fi
+
+retrain: setup ## retrain on the windows the job stored, promoted only if it passes POST /retrain's checks: make retrain RETRAIN_ARGS="--since 14d"
+	@$(PY) -m query.retrain $(RETRAIN_ARGS)
 
 onboard: setup ## a catalogue and a settings file for your CSVs: make onboard ONBOARD_ARGS="data/ --name shop --label-column label"
 	@$(PY) -m training.onboard $(ONBOARD_ARGS)

@@ -40,6 +40,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from common.features import METRIC_NAMES, METRICS, MODEL_FEATURE_NAMES
 from common.settings import Settings
+from query.retrain import HOLDOUT_SHARE, HOLDOUT_SHARE_RANGE
 
 VERSION = "1.0.0"
 # A span of time: a number and a unit, e.g. 5m, 4h, 30d; the digits bound it (under 3 years).
@@ -275,7 +276,9 @@ class Prediction(BaseModel):
 
 class RetrainRequest(BaseModel):
     since: str = Field(default="6h", pattern=TIME_RANGE, description="train on this span")
-    holdout_share: float = Field(default=0.2, ge=0.05, le=0.5)
+    holdout_share: float = Field(
+        default=HOLDOUT_SHARE, ge=HOLDOUT_SHARE_RANGE[0], le=HOLDOUT_SHARE_RANGE[1]
+    )
 
 
 class RetrainJob(BaseModel):

@@ -262,7 +262,7 @@ def wait_for(client, job_id: str, timeout_s: float = 120) -> dict:
     raise AssertionError(f"retraining {job_id} still running after {timeout_s} s")
 
 
-def test_retrain_promotes_a_good_candidate_and_refuses_a_bad_one(api_settings):
+def test_retrain_promotes_a_good_candidate_and_refuses_a_bad_one(api_settings, capsys):
     """As the API runs on a cluster: without the owner's password (it reads as the reader and
     records the version as the writer)."""
     from fastapi.testclient import TestClient
@@ -288,21 +288,48 @@ def test_retrain_promotes_a_good_candidate_and_refuses_a_bad_one(api_settings):
         cur.execute("SELECT current_since IS NOT NULL FROM model_versions WHERE version = %s",
                     (job["version"],))  # fmt: skip
         assert cur.fetchone() == (True,)
-        # The newest 11 minutes misbehave: CPU far above every device's usual. The retraining
-        # below holds out the 12 minutes before it starts, a moment after this update; with
-        # 12 minutes here, a 10 s window starting in between fell into its training part
-        # (one a device), raised its threshold, and the held-out check let the rest pass.
+        # The newest 11 minutes misbehave: CPU far above every device's usual, and the job
+        # flagged them. The retraining below holds out the 12 minutes before it starts, a
+        # moment after this update; with 12 minutes here, a 10 s window starting in between
+        # fell into its training part (one a device), raised its threshold, and the held-out
+        # check let the rest pass. A candidate may flag as many of them as the model in force
+        # did (it is no noisier than that one); their scores' drift refuses it.
         cur.execute(
             f"UPDATE {api_settings.scores_table} SET cpu_utilization_mean ="  # noqa: S608
             " cpu_utilization_mean + 40, cpu_utilization_max = cpu_utilization_max + 40,"
-            " cpu_utilization_min = cpu_utilization_min + 40"
+            " cpu_utilization_min = cpu_utilization_min + 40, is_anomaly = true"
             " WHERE window_start >= now() - interval '11 minutes'"
         )
     conn.close()
     second = wait_for(client, client.post("/retrain", json={"since": "1h"}).json()["job_id"])
     assert second["state"] == "refused", second
-    assert "held-out windows" in second["message"]
+    assert second["checks"]["held_out_flagged_in_force"] > 0.5, second
+    assert "drift" in second["message"] and "flags" not in second["message"], second
     assert current_version(api_settings) == job["version"]
+    # The same from the command line (a scheduler's way): refused, exit status 3.
+    from query.retrain import main
+
+    assert main(["--since", "1h"], api_settings.replace(pg_password="")) == 3
+    said = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert said["state"] == "refused" and "drift" in said["message"], said
+    assert current_version(api_settings) == job["version"]
+
+
+def test_a_retraining_with_nothing_to_fit_says_so(stack, api_settings):
+    """A job that has stored only its first minute of windows: they are all in the held-out
+    part of an hour's span, so there is nothing before it to fit; the retraining is refused
+    and says so (it used to fail, saying the whole span held no windows)."""
+    from datetime import timedelta
+
+    from query.retrain import retrain
+
+    with new_database(stack) as settings:
+        now_ms = int(time.time() * 1000) // 10_000 * 10_000
+        store_windows(settings, fleet_events(now_ms - 60_000, 60, seed=12))
+        outcome = retrain(settings.replace(models_dir=api_settings.models_dir), timedelta(hours=1))
+    assert outcome.state == "refused", outcome
+    assert outcome.message.startswith("no stored window before"), outcome.message
+    assert "reaches further back" in outcome.message
 
 
 def test_fuzzed_requests_get_documented_answers_never_5xx(api_settings):

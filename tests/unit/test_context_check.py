@@ -182,6 +182,68 @@ def test_the_udf_splits_features_from_context_and_scores_as_the_model(tmp_path, 
     assert flagged.any() and set(out["top_metric"][flagged]) == {"value"}
 
 
+def test_a_retraining_judges_a_context_checked_candidate_as_the_job_scores(
+    tmp_path, fleet, base_settings
+):
+    """POST /retrain's checks (query.retrain.judge) score the held-out windows with their
+    context, as the job does and as the candidate's training scores (which the PSI compares
+    them with) were. On devices whose level keeps growing (the context following it) the
+    next windows pass; without their context they would not; a fleet whose spread grew
+    does not pass, unless the job flagged as many of its windows."""
+    from query.drift import psi
+    from query.retrain import judge
+
+    rng, level, spread = fleet
+
+    def growing(n: int, spread, start: float, end: float):
+        """n windows a device whose level grows from start to end times its own."""
+        parts = [windows(rng, 1, level * f, spread) for f in np.linspace(start, end, n)]
+        ids, x, context = (np.concatenate(p) for p in zip(*parts, strict=True))
+        return ids, x, with_spread_context(x, context, 100)
+
+    def held(ids, x, context, flagged_by_the_job: float = 0.0):
+        columns = {"device_id": ids, **dict(zip(FEATURES, x.T, strict=True))}
+        frame = pd.DataFrame({**columns, **dict(zip(SPREAD_CONTEXT, context.T, strict=True))})
+        return frame.assign(labelled_events=(np.arange(len(ids)) < flagged_by_the_job * len(ids)))
+
+    result = fit_checked(tmp_path, *growing(120, spread, 1.0, 1.2), SPREAD_CONTEXT)
+    settings = base_settings.replace(window_seconds=3600)
+    same = growing(60, spread, 1.2, 1.3)
+    checks, problems = judge(
+        settings, result.model_dir, held(*same), DetectorParams(), FEATURES, SPREAD_CONTEXT
+    )
+    assert problems == [], checks
+    # Without their context the same windows score as no job scores them: against the
+    # training levels, which they left (what the checks read before).
+    card = json.loads((result.model_dir / CARD_FILE).read_text())
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPREAD_CONTEXT)
+    bare = model.score(same[0], same[1]).score
+    assert psi(bare, card["training"]["score_quantiles"]) > settings.drift_psi_retrain
+    wide_ids, wide_x, _ = growing(60, spread * 3, 1.2, 1.3)
+    checks, problems = judge(
+        settings,
+        result.model_dir,
+        held(wide_ids, wide_x, same[2]),  # the spreads the devices had
+        DetectorParams(),
+        FEATURES,
+        SPREAD_CONTEXT,
+    )
+    assert any("flags" in p for p in problems), checks
+    # Unless the model in force flagged as many of them: then it is no noisier than that one
+    # (the spread alone leaves the training scores' distribution: PSI).
+    share = checks["held_out_flagged_share"]
+    checks, problems = judge(
+        settings,
+        result.model_dir,
+        held(wide_ids, wide_x, same[2], flagged_by_the_job=share),
+        DetectorParams(),
+        FEATURES,
+        SPREAD_CONTEXT,
+    )
+    assert checks["held_out_flagged_in_force"] >= share
+    assert not any("flags" in p for p in problems), checks
+
+
 def test_a_job_with_other_context_columns_refuses_the_model(tmp_path, fleet):
     rng, level, spread = fleet
     ids, x, context = windows(rng, 120, level, spread)
