@@ -61,7 +61,7 @@ from common.datasets import (
     parse_time,
     read_datasets,
 )
-from common.settings import Settings
+from common.settings import Settings, duration_name, duration_seconds
 from training.detectors import CONTEXT_CHECKS
 from training.train import TrainingDataError
 
@@ -274,6 +274,95 @@ def windows_frame(method: str, scored: pd.DataFrame, flags, score, parts: dict) 
     return out
 
 
+def retrained_scores(settings, windows, first_scored, every, since, models_dir, log, first=None):
+    """Every window of ``windows`` (window_table; ``first_scored``: each window's device's
+    first scored time, ms) scored as a deployment that retrains on a schedule (POST /retrain
+    every ``every`` seconds, ``since`` seconds each) scores it: the first model fits the
+    training part, as the other methods' do; at each device's first scored time plus k times
+    every a candidate fits the windows of the ``since`` before it (the newest HOLDOUT_SHARE held
+    out),
+    leaving out those its predecessors flagged (and, in the training part, the labelled ones,
+    as the first model does), and takes over if it passes the checks a retraining in the
+    product passes (``query.retrain.judge``, with the held-out windows those models flagged
+    as the ones the job flagged); otherwise the model in force stays. The schedule
+    is in each device's own time, as the training split is. ``first``: the default model
+    already fitted on the training part, if there is one (else it is fitted here). Returns
+    each window's flag (None: not scored), its score over its model's threshold and the
+    readings (``OnnxModel.score_and_parts``)."""
+    from common.features import MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
+    from query.retrain import HOLDOUT_SHARE, complete, judge
+    from training.detectors import DetectorParams
+    from training.train import TrainingData, train
+    from udfs.onnx_scorer import OnnxModel
+
+    window_ms, every_ms, since_ms = settings.window_seconds * 1000, every * 1000, since * 1000
+    since_scored = windows["start_ms"].to_numpy() - first_scored  # each device's own time
+    left_out = windows["label"].to_numpy() & (since_scored < 0)
+    flag = np.full(len(windows), None, dtype=object)
+    score = np.full(len(windows), np.nan)
+    parts: dict[str, np.ndarray] = {}
+    params = DetectorParams()
+    outcomes: dict[str, int] = {}
+
+    def fitted(rows: np.ndarray, what: str):
+        frame = windows[rows].assign(labelled_events=left_out[rows].astype(int))
+        trained = train(
+            settings.replace(models_dir=models_dir),
+            TrainingData(frame.reset_index(drop=True), what),
+            params,
+            make_current=False,
+            log=lambda m: None,
+        )
+        return trained.model_dir
+
+    def load(model_dir):
+        return OnnxModel.load(
+            model_dir, MODEL_FEATURE_NAMES, settings.window_seconds, SCORER_CONTEXT_NAMES
+        )
+
+    model = first or load(fitted(since_scored + window_ms <= 0, "training part"))
+    k = 0
+    while k * every_ms <= since_scored.max():
+        at = k * every_ms
+        if k:
+            span = (since_scored >= at - since_ms) & (since_scored + window_ms <= at)
+            held_from = at - since_ms * HOLDOUT_SHARE
+            held_rows = span & (since_scored >= held_from)
+            held = complete(windows[held_rows].assign(labelled_events=left_out[held_rows]))
+            outcome = "refused"
+            if len(held) >= settings.drift_min_windows:
+                try:
+                    model_dir = fitted(span & (since_scored < held_from), f"retraining {k}")
+                except TrainingDataError:
+                    outcome = "failed"
+                else:
+                    problems = judge(settings, model_dir, held, params)[1]
+                    if not problems:
+                        model, outcome = load(model_dir), "promoted"
+                    else:
+                        log(f"retraining {k}: refused: {'; '.join(problems)}")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        rows = np.flatnonzero((since_scored >= at) & (since_scored < at + every_ms))
+        if len(rows):
+            part = windows.iloc[rows]
+            s, readings = model.score_and_parts(
+                part["device_id"].astype(str).to_numpy(dtype=object),
+                part[list(MODEL_FEATURE_NAMES)].to_numpy(dtype=np.float64),
+                part[list(SCORER_CONTEXT_NAMES)].to_numpy(dtype=np.float64),
+            )
+            flag[rows] = s.flag
+            score[rows] = s.score / model.threshold
+            left_out[rows] |= np.array([bool(f) for f in s.flag])
+            for name, values in readings.items():
+                parts.setdefault(name, np.full(len(windows), np.nan))[rows] = values
+        k += 1
+    log(
+        f"retrained every {duration_name(every)} on {duration_name(since)}: "
+        + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+    )
+    return flag, score, parts
+
+
 def window_table(features: pd.DataFrame) -> pd.DataFrame:
     out = features.copy()
     out["start_ms"] = (
@@ -362,10 +451,13 @@ def evaluate_csv(
     context_checks: tuple[str, ...] = ("auto",),
     gaussian_rows: int = GAUSSIAN_ROWS,
     windows_out: Path | None = None,
+    retrain: tuple[int, int] | None = None,
     log=print,
 ) -> dict:
     """The report of our models and the baselines on ``datasets``; with ``windows_out``, our
-    models' scored windows are written there too (``windows_frame``)."""
+    models' scored windows are written there too (``windows_frame``); with ``retrain`` (every,
+    since; milliseconds), also the default model retrained on that schedule
+    (``retrained_scores``)."""
     from common.features import CATALOGUE, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
     from training.detectors import DetectorParams
     from training.train import TrainingData, train, window_features_of_datasets
@@ -398,6 +490,7 @@ def evaluate_csv(
             scored[list(SCORER_CONTEXT_NAMES)].to_numpy(dtype=np.float64),
         )
         results, frames = [], []
+        default = None  # the default model, which a scheduled retraining starts from
         for model, calibration, check in itertools.product(models, calibrations, context_checks):
             if model != "pca-t2q" and check == "on":
                 continue
@@ -416,6 +509,8 @@ def evaluate_csv(
                 settings.window_seconds,
                 SCORER_CONTEXT_NAMES,
             )
+            if params == DetectorParams():
+                default = onnx
             s, parts = onnx.score_and_parts(*inputs)
             flags = np.array([bool(f) for f in s.flag])  # None (incomplete window): no flag
             label = model
@@ -431,6 +526,22 @@ def evaluate_csv(
                 score = s.score / onnx.threshold
                 frames.append(windows_frame(method, scored, s.flag, score, parts))
             log(f"{label}: done")
+        if retrain is not None:
+            began = time.perf_counter()
+            every, since = retrain
+            flag, score, parts = retrained_scores(
+                settings, windows, first_scored, every, since, Path(tmp) / "retrained", log, default
+            )
+            flag, score = flag[is_scored], score[is_scored]
+            flags = np.array([bool(f) for f in flag])
+            method = (
+                f"pca-t2q, retrained every {duration_name(every)} on the last "
+                f"{duration_name(since)} (ours)"
+            )
+            results.append(score_method(method, scored, flags, window_ms, began))
+            if windows_out is not None:
+                parts = {k: v[is_scored] for k, v in parts.items()}
+                frames.append(windows_frame(method, scored, flag, score, parts))
     if windows_out is not None:
         windows_out.parent.mkdir(parents=True, exist_ok=True)
         pd.concat(frames, ignore_index=True).to_csv(windows_out, index=False)
@@ -494,6 +605,8 @@ def print_table(report: dict) -> None:
 def main(argv: list[str] | None = None, source: str = "csv") -> int:
     """``source``: csv (labelled CSV files) or topic (a Kafka topic of the job's events,
     labelled by their is_anomaly field)."""
+    from query.retrain import SCHEDULED_SINCE
+
     settings = Settings.from_env()
     p = argparse.ArgumentParser(
         prog=f"python -m training.evaluate {source}",
@@ -541,6 +654,21 @@ def main(argv: list[str] | None = None, source: str = "csv") -> int:
         "score over the threshold and each reading over its bar (which labelled windows were "
         "missed, and how near they came)",
     )
+    p.add_argument(
+        "--retrain-every",
+        type=duration_seconds,
+        metavar="DURATION",
+        help="also evaluate the default model retrained on a schedule, as POST /retrain every "
+        "DURATION (e.g. 7d) would (each candidate on --retrain-since, checked as a retraining "
+        "is; flagged windows left out)",
+    )
+    p.add_argument(
+        "--retrain-since",
+        type=duration_seconds,
+        default=duration_seconds(SCHEDULED_SINCE),
+        metavar="DURATION",
+        help=f"the span each scheduled retraining fits (default: {SCHEDULED_SINCE})",
+    )
     a = p.parse_args(argv)
     if source == "csv" and a.label_column is None:
         p.error("--label-column is needed: evaluation compares flags with labels")
@@ -569,6 +697,7 @@ def main(argv: list[str] | None = None, source: str = "csv") -> int:
             context_checks=tuple(a.context_check or ("auto",)),
             gaussian_rows=a.gaussian_rows,
             windows_out=a.windows_out,
+            retrain=None if a.retrain_every is None else (a.retrain_every, a.retrain_since),
             log=log,
         )
     except (EvaluationError, DatasetError, TrainingDataError) as exc:
