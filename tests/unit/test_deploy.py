@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.settings import ENV_PREFIX, REPO_ROOT, Settings
+from common.settings import ENV_PREFIX, REPO_ROOT, Settings, duration_seconds
 from deploy import flink_run
 from deploy.local.stack import PROMETHEUS_REPORTER
 
@@ -73,6 +73,8 @@ def pod_specs() -> list[dict]:
     for d in k8s_documents():
         if d["kind"] in ("Deployment", "StatefulSet", "Job"):
             specs.append(d["spec"]["template"]["spec"])
+        elif d["kind"] == "CronJob":
+            specs.append(d["spec"]["jobTemplate"]["spec"]["template"]["spec"])
     return specs
 
 
@@ -401,7 +403,7 @@ def test_kustomization_lists_every_manifest_and_file():
     on_disk = {
         p.relative_to(DEPLOY).as_posix()
         for p in K8S.glob("*.yaml")
-        if p.name not in ("retrain-job.yaml", "kustomize-config.yaml")
+        if p.name not in ("retrain-job.yaml", "retrain-cronjob.yaml", "kustomize-config.yaml")
     }
     assert resources == on_disk
     for path in kustom["configurations"]:
@@ -888,6 +890,39 @@ def test_the_api_runs_on_the_cluster_with_its_tokens():
     (service,) = [d for d in k8s_kind("Service") if d["metadata"]["name"] == "anomaly-api"]
     assert service["spec"]["ports"][0]["port"] == container["ports"][0]["containerPort"]
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+def test_the_retraining_job_and_its_schedule_run_the_checked_retraining():
+    """retrain-job.yaml (on demand) and retrain-cronjob.yaml (weekly) run `python -m
+    query.retrain` (POST /retrain's checks: a refused candidate never becomes CURRENT) with
+    options it has, once a run, with the reader's and the writer's passwords only, and write
+    into the models volume where the settings say the models are."""
+    (job,) = k8s_kind("Job")
+    (cron,) = k8s_kind("CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    proc = subprocess.run(
+        [sys.executable, "-m", "query.retrain", "--help"],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    settings = yaml.safe_load((K8S / "config.yaml").read_text())["data"]
+    for spec in (job["spec"], cron["spec"]["jobTemplate"]["spec"]):
+        assert spec["backoffLimit"] == 0  # a refused candidate is not tried again
+        pod = spec["template"]["spec"]
+        (container,) = pod["containers"]
+        command = container["command"]
+        assert command[:3] == ["python", "-m", "query.retrain"], command
+        for option in (a for a in command[3:] if a.startswith("--")):
+            assert option in proc.stdout, option
+        duration_seconds(command[command.index("--since") + 1])
+        assert secret_keys_reached(container) == {
+            "ANOMALY_PG_READER_PASSWORD",
+            "ANOMALY_PG_WRITER_PASSWORD",
+        }
+        (mount,) = container["volumeMounts"]
+        assert mount["mountPath"] == settings["ANOMALY_MODELS_DIR"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["persistentVolumeClaim"]["claimName"] == "anomaly-models"
 
 
 def alertmanager_flags(args: list[str]) -> dict[str, str]:
