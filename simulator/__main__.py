@@ -77,6 +77,8 @@ def produce_shard(plan: Plan, shard: int, report: Callable[[tuple], None]) -> No
     shard_rate = plan.rate / plan.processes if plan.rate else None
     sink = open_sink(plan.output, plan.path, plan.bootstrap, plan.topic)
     began = time.monotonic()
+    if plan.speed < math.inf:  # paced: the first sample goes when its event time comes
+        began += max(0.0, plan.start_ms / 1000.0 - time.time())
     last_report = began
     sent = anomalous = 0
     try:
@@ -320,8 +322,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, Path | None]:
         "--start-ms",
         type=int,
         default=None,
-        help="event time of the first sample (epoch ms); default: now when pacing, "
-        "else now minus the span (a backfill that ends now)",
+        help="event time of the first sample (epoch ms); default: the next window start when "
+        "pacing (the first sample waits for it), else now minus the span (a backfill that "
+        "ends now)",
     )
     g.add_argument(
         "--realtime",
@@ -418,7 +421,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, Path | None]:
     if a.start_ms is not None:
         start_ms = a.start_ms
     elif speed < math.inf or endless:
-        start_ms = now_ms
+        # At the next window start (the producers wait for it): every device's first window
+        # then holds a window's samples. Started mid-window, it held the few samples sent
+        # before the window closed, every spread near 0: a first window flagged on most
+        # devices (the demo's: 97 of 100).
+        window_ms = settings.window_seconds * 1000
+        start_ms = -(-now_ms // window_ms) * window_ms
     else:
         start_ms = now_ms - (
             a.duration_s * 1000
