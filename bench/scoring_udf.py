@@ -136,7 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     def windows(rng, per_device: int):
         if one_metric:
             return one_metric_fleet(rng, a.devices, per_device)
-        return (*fleet(rng, a.devices, per_device), None)
+        ids, x = fleet(rng, a.devices, per_device)
+        count = f"{CATALOGUE.metric_names[0]}_count"
+        if count not in SCORER_CONTEXT_NAMES:  # no horizons: no context
+            return ids, x, None
+        # The job's context: of it, such a model reads the window's sample count (its
+        # PartialWindows; one window in a hundred of one sample, a device's first), the rest
+        # NULL here.
+        context = np.full((len(x), len(SCORER_CONTEXT_NAMES)), np.nan)
+        context[:, SCORER_CONTEXT_NAMES.index(count)] = np.where(
+            rng.random(len(x)) < 0.01, 1.0, 10.0
+        )
+        return ids, x, context
 
     train_ids, train_x, train_context = windows(np.random.default_rng(0), 40)
     print(f"bench: fitting {a.model} on {len(train_x):,} windows ...", file=sys.stderr, flush=True)
@@ -150,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             models_dir=Path(tmp),
             training={"source": "bench"},
             context=train_context,
-            context_names=SCORER_CONTEXT_NAMES if one_metric else (),
+            context_names=SCORER_CONTEXT_NAMES,
             log=lambda m: None,
         )
         fn = ScoreWindow(
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         *(pd.Series(context[:, j]) for j in range(context.shape[1])),
     ]
     batch = max(1, min(a.batch, len(x)))
-    ctx = context if model.check else None
+    ctx = context if model.reads_context else None
 
     def vectorized(start: int) -> int:
         stop = min(start + batch, len(x))

@@ -336,10 +336,11 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
     """The context the scorer reads beside the model's features (udfs.calibration.ContextCheck):
     each metric's level and spread (avg, sd) over the longest horizon, and for one metric its
     SPREAD_STATS, then the shortest horizon's avg, sd and RECENT_STATS where computed, then its
-    SEASON_STATS where computed, then for one metric the window's own sample count (the spike
-    reading's), its largest step and the longest horizon's STEP_STATS (the step reading's),
-    then its CHANGE_STATS and the longest horizon's CHANGE_CONTEXT_STATS (the change
-    reading's); none without horizons. The longest horizon's come first."""
+    SEASON_STATS where computed, then the window's own sample count (its first metric's:
+    udfs.calibration.PartialWindows's, and for one metric the spike reading's), then for one
+    metric its largest step and the longest horizon's STEP_STATS (the step reading's), then
+    its CHANGE_STATS and the longest horizon's CHANGE_CONTEXT_STATS (the change reading's);
+    none without horizons. The longest horizon's come first."""
     longest = longest_horizon(horizon_list)
     if longest is None:
         return ()
@@ -360,7 +361,7 @@ def scorer_context_names(metric_names, horizon_list, window_seconds: int = 0) ->
             for season in seasons
             for stat in SEASON_STATS
         )
-        + tuple(f"{m}_count" for m in metric_names if spread_stats(metric_names))
+        + (f"{metric_names[0]}_count",)
         + tuple(
             name
             for m in metric_names

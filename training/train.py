@@ -54,6 +54,7 @@ from udfs.calibration import (
     STEP_Z,
     ContextCheck,
     DeviceNormaliser,
+    PartialWindows,
     Severity,
     change_z,
     spike_bars,
@@ -96,12 +97,15 @@ class TrainResult:
     normaliser: DeviceNormaliser
     severity: Severity
     check: ContextCheck | None = None
+    partial: PartialWindows | None = None
 
     def reference_scores(
         self, device_ids, x: np.ndarray, context: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(score, flag) by scikit-learn/numpy, without ONNX: what the stream must reproduce."""
-        score = reference_score(self.detector, self.normaliser, self.check, device_ids, x, context)
+        score = reference_score(
+            self.detector, self.normaliser, self.check, device_ids, x, context, self.partial
+        )
         return score, score > self.severity.threshold
 
 
@@ -111,7 +115,11 @@ def _read_on(bars: dict[str, float | None]) -> str:
     return f"read on {read:,} of {len(bars):,} devices"
 
 
-def reference_score(detector, normaliser, check, device_ids, x, context=None) -> np.ndarray:
+def reference_score(
+    detector, normaliser, check, device_ids, x, context=None, partial=None
+) -> np.ndarray:
+    if partial is not None:
+        x = partial.fill(normaliser, normaliser.indices(device_ids), x, context)
     z = normaliser.transform(device_ids, x)
     if check is None:
         return detector.score(z)
@@ -451,6 +459,14 @@ def fit_model(
         )
     zero_inflated = one_metric(feature_names)
     normaliser = DeviceNormaliser.fit(device_ids, x, zero_inflated=zero_inflated)
+    # Where many metrics share the model, windows of few samples are judged on their level
+    # (fitted and scored so too); one-metric catalogues read the count in their context check.
+    partial = None
+    if not zero_inflated:
+        partial = PartialWindows.fit(feature_names, context_names, normaliser, device_ids, context)
+    raw_x = x  # the self-check and parity rows, which the scoring fills as it does
+    if partial is not None:
+        x = partial.fill(normaliser, normaliser.indices(device_ids), x, context)
     z = normaliser.transform(device_ids, x)
     if constant:
         log(
@@ -588,6 +604,8 @@ def fit_model(
     }
     if check is not None:
         scoring["context_check"] = check.to_card(feature_names)
+    if partial is not None:
+        scoring["partial_windows"] = partial.to_card(normaliser)
     version = version_of(onnx_bytes, scoring)
     card = {
         "version": version,
@@ -619,14 +637,15 @@ def fit_model(
         },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    held_ids, held_x = held_out_rows(device_ids, x, params.random_state)
+    held_ids, held_x = held_out_rows(device_ids, raw_x, params.random_state)
     # What every load of this version checks (udfs/onnx_scorer.py): the graph file is this
     # one, and it reproduces the reference scores of a few training and held-out windows.
     card["model_sha256"] = hashlib.sha256(onnx_bytes).hexdigest()
     check_ids = np.concatenate([device_ids[:SELF_CHECK_ROWS], held_ids[:SELF_CHECK_ROWS]])
-    check_x = np.vstack([x[:SELF_CHECK_ROWS], held_x[:SELF_CHECK_ROWS]])
+    check_x = np.vstack([raw_x[:SELF_CHECK_ROWS], held_x[:SELF_CHECK_ROWS]])
     check_context = None
-    if check is not None and context is not None:
+    reads_context = check is not None or partial is not None
+    if reads_context and context is not None:
         # Training rows with their context, held-out rows without (the fallback).
         rows = min(SELF_CHECK_ROWS, len(held_x))
         check_context = np.vstack(
@@ -636,7 +655,7 @@ def fit_model(
         "device_ids": [str(d) for d in check_ids],
         "features": check_x.tolist(),
         "scores": reference_score(
-            detector, normaliser, check, check_ids, check_x, check_context
+            detector, normaliser, check, check_ids, check_x, check_context, partial
         ).tolist(),
     }
     if check_context is not None:
@@ -649,11 +668,11 @@ def fit_model(
     (model_dir / MODEL_FILE).write_bytes(onnx_bytes)
     (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
 
-    result = TrainResult(model_dir, version, detector, normaliser, severity, check)
+    result = TrainResult(model_dir, version, detector, normaliser, severity, check, partial)
     try:
         exported = OnnxModel.load(model_dir, feature_names)
         train_diff, _ = check_parity(
-            exported, device_ids, x, result.reference_scores, context if check else None
+            exported, device_ids, raw_x, result.reference_scores, context if reads_context else None
         )
         held_diff, held_n = check_parity(exported, held_ids, held_x, result.reference_scores)
     except Exception:

@@ -52,6 +52,12 @@ ZERO_INFLATED_SHARE = 0.5
 # anomaly, two servers fell silent without this bar).
 ZERO_INFLATED_RECURRING = 0.01
 
+# A window holding under PARTIAL_SHARE of the samples its device's training windows usually
+# held (the window a device starts sending in, or comes back in after a gap, or a stream's
+# first after a restart) is judged on its level: PartialWindows.
+PARTIAL_SHARE = 0.5
+
+
 # Severity knots: the score at these training quantiles maps to these severities; the
 # threshold maps to SEVERITY_AT_THRESHOLD; above it severity approaches 100 exponentially.
 SEVERITY_KNOTS = ((0.5, 0.0), (0.9, 10.0), (0.99, 25.0))
@@ -1258,3 +1264,121 @@ class Severity:
         if not tail > 0:
             raise CalibrationError("calibration tail_scale must be positive")
         return cls(tuple(xs), tuple(y for _, y in knots), threshold, tail)
+
+
+@dataclass(frozen=True)
+class PartialWindows:
+    """Where many metrics share one model (one-metric catalogues read the window's count in
+    their context check), a window of under PARTIAL_SHARE of its device's usual sample count
+    is judged on its level: each metric's mean is taken at its standard error's scale (its
+    distance from the typical mean times the root of the window's share of the usual count),
+    its std set to the device's typical std and its min and max to that mean plus the device's
+    typical distance of each from the mean. Its few samples' narrow spread then reads as
+    usual (a stream's first window of one sample per device, every spread 0, was flagged on
+    most devices), and a level far off still reads far off. ``column``: the window's sample
+    count in the job's context columns (``name``); ``usual``: each device's median training
+    count, the fleet's last (unknown devices)."""
+
+    name: str
+    column: int
+    usual: np.ndarray  # [devices + 1]
+    metrics: tuple[tuple[int, int, int, int], ...]  # (mean, std, min, max) feature columns
+
+    @staticmethod
+    def _metrics(feature_names) -> tuple[tuple[int, int, int, int], ...]:
+        index = {n: j for j, n in enumerate(feature_names)}
+        return tuple(
+            (j, index[f"{m}_std"], index[f"{m}_min"], index[f"{m}_max"])
+            for n, j in index.items()
+            if n.endswith("_mean")
+            and (m := n.removesuffix("_mean"))
+            and all(f"{m}_{a}" in index for a in ("std", "min", "max"))
+        )
+
+    @classmethod
+    def fit(
+        cls, feature_names, context_names, normaliser: DeviceNormaliser, device_ids, context
+    ) -> PartialWindows | None:
+        """The rule, fitted on the training windows' counts; None where the context has no
+        count column (``<metric>_count``) or the features no spread."""
+        names = [c for c in context_names if c.endswith("_count")]
+        metrics = cls._metrics(feature_names)
+        if context is None or len(names) != 1 or not metrics:
+            return None
+        column = list(context_names).index(names[0])
+        count = np.asarray(context, dtype=np.float64)[:, column]
+        rows = normaliser.indices(device_ids)
+        usual = np.full(len(normaliser.devices) + 1, np.nan)
+        for r in range(len(normaliser.devices)):
+            own = count[(rows == r) & np.isfinite(count)]
+            if len(own):
+                usual[r] = np.median(own)
+        finite = count[np.isfinite(count)]
+        usual[-1] = np.median(finite) if len(finite) else np.nan
+        return cls(names[0], column, usual, metrics)
+
+    def partial(self, rows: np.ndarray, context: np.ndarray | None) -> np.ndarray:
+        """Each row's share of its device's usual sample count (device indices ``rows``, -1
+        the fleet) where under PARTIAL_SHARE, else NaN."""
+        share = np.full(len(rows), np.nan)
+        if context is None:
+            return share
+        count = np.asarray(context, dtype=np.float64)[:, self.column]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            got = count / self.usual[rows]
+            p = np.isfinite(got) & (got < PARTIAL_SHARE)
+        share[p] = got[p]
+        return share
+
+    def fill(
+        self, normaliser: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context
+    ) -> np.ndarray:
+        """``x`` with the partial rows' features set as the class says (a copy where any is
+        partial). Their means' distance from the typical mean is taken at the square root of
+        their share of the usual count: a mean of fewer samples strays further by chance (its
+        standard error), a level far off stays far off."""
+        share = self.partial(rows, context)
+        p = np.isfinite(share)
+        if not p.any():
+            return x
+        x = np.array(x, dtype=np.float64)
+        center, _ = normaliser.typical_rows(rows[p])
+        shrink = np.sqrt(np.clip(share[p], 0.0, 1.0))
+        for jm, js, jn, jx in self.metrics:
+            x[p, jm] = center[:, jm] + (x[p, jm] - center[:, jm]) * shrink
+            x[p, js] = center[:, js]
+            x[p, jn] = x[p, jm] + center[:, jn] - center[:, jm]
+            x[p, jx] = x[p, jm] + center[:, jx] - center[:, jm]
+        return x
+
+    def to_card(self, normaliser: DeviceNormaliser) -> dict:
+        def number(v: float) -> float | None:
+            return float(v) if np.isfinite(v) else None
+
+        return {
+            "rule": f"a window of under {PARTIAL_SHARE:g} of its device's usual sample count "
+            "is judged on its level: its spreads set to the device's typical ones",
+            "share": PARTIAL_SHARE,
+            "count_column": self.name,
+            "context_index": self.column,
+            "usual_count": {
+                d: number(u) for d, u in zip(normaliser.devices, self.usual, strict=False)
+            },
+            "fleet_usual_count": number(self.usual[-1]),
+        }
+
+    @classmethod
+    def from_card(cls, card: dict, feature_names, normaliser: DeviceNormaliser) -> PartialWindows:
+        try:
+            usual = card["usual_count"]
+            values = [usual.get(d) for d in normaliser.devices] + [card["fleet_usual_count"]]
+            return cls(
+                str(card["count_column"]),
+                int(card["context_index"]),
+                np.array([np.nan if v is None else v for v in values], dtype=np.float64),
+                cls._metrics(feature_names),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CalibrationError(
+                f"partial_windows in the model card is malformed: {exc}"
+            ) from exc

@@ -31,7 +31,13 @@ import numpy as np
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
-from udfs.calibration import CalibrationError, ContextCheck, DeviceNormaliser, Severity
+from udfs.calibration import (
+    CalibrationError,
+    ContextCheck,
+    DeviceNormaliser,
+    PartialWindows,
+    Severity,
+)
 
 if TYPE_CHECKING:
     # The workers import pandas where they score; the job's client (which plans the job and
@@ -123,6 +129,13 @@ class OnnxModel:
     input_dtype: type
     # A context-checked model's second reading (its graph has the input XC beside X).
     check: ContextCheck | None = None
+    # Windows of few samples judged on their level (where many metrics share the model).
+    partial: PartialWindows | None = None
+
+    @property
+    def reads_context(self) -> bool:
+        """Whether scores depend on the job's context columns (else they need not be passed)."""
+        return self.check is not None or self.partial is not None
 
     @property
     def threshold(self) -> float:
@@ -174,6 +187,9 @@ class OnnxModel:
             check = None
             if card.get("context_check") is not None:
                 check = ContextCheck.from_card(card["context_check"], features)
+            partial = None
+            if card.get("partial_windows") is not None:
+                partial = PartialWindows.from_card(card["partial_windows"], features, normaliser)
         except CalibrationError as exc:
             raise ModelCardError(f"model card {card_path}: {exc}") from exc
         if check is not None and context_names is not None:
@@ -183,6 +199,14 @@ class OnnxModel:
                     f"{list(check.columns)}, but the job computes {list(context_names)} "
                     "(other horizons or metrics, or a job of a later version): retrain with "
                     "`make train`"
+                )
+        if partial is not None and context_names is not None:
+            names = tuple(context_names)
+            if partial.column >= len(names) or names[partial.column] != partial.name:
+                raise ModelCardError(
+                    f"model {model_dir} reads the window's sample count as context column "
+                    f"{partial.column} ({partial.name}), but the job computes {list(names)} "
+                    "(a job of another version): retrain with `make train`"
                 )
         model_path = model_dir / MODEL_FILE
         try:
@@ -225,6 +249,7 @@ class OnnxModel:
             session,
             input_dtype,
             check,
+            partial,
         )
         model.self_check(card["self_check"], card_path)
         return model
@@ -313,6 +338,8 @@ class OnnxModel:
         top = np.full(len(x), None, dtype=object)
         explanation = np.full(len(x), None, dtype=object)
         rows = self.normaliser.indices(device_ids)
+        if self.partial is not None:
+            x = self.partial.fill(self.normaliser, rows, x, context)
         complete = np.isfinite(x).all(axis=1)
         if complete.any():
             c = None if context is None else np.asarray(context, dtype=np.float64)[complete]
@@ -630,7 +657,7 @@ class ScoreWindow(ScalarFunction):
             )
         # The context columns only for a model that reads them (most do not).
         x = _matrix(columns[:n])
-        context = _matrix(columns[n:]) if model.check else None
+        context = _matrix(columns[n:]) if model.reads_context else None
         s = model.score(device_id.to_numpy(dtype=object), x, context)
         out = pd.DataFrame(
             {

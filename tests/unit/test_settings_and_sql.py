@@ -226,10 +226,12 @@ def test_the_score_call_passes_the_model_features_then_the_scorer_context():
     call = context(Settings())["score_call"]
     args = re.fullmatch(r"score_window\((.*)\)", call).group(1).split(", ")
     assert args == ["device_id", *(f"`{n}`" for n in (*MODEL_FEATURE_NAMES, *SCORER_CONTEXT_NAMES))]
-    # The longest horizon's level and spread of every metric, stored features all.
+    # The longest horizon's level and spread of every metric, then the window's sample count
+    # (its first metric's), stored features all.
     longest = max(HORIZONS, key=lambda h: h.seconds).name
-    assert SCORER_CONTEXT_NAMES == tuple(
-        f"{m}_{stat}{longest}" for m in METRIC_NAMES for stat in ("avg", "sd")
+    assert SCORER_CONTEXT_NAMES == (
+        *(f"{m}_{stat}{longest}" for m in METRIC_NAMES for stat in ("avg", "sd")),
+        f"{METRIC_NAMES[0]}_count",
     )
     assert set(SCORER_CONTEXT_NAMES) <= set(FEATURE_NAMES)
 
