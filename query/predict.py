@@ -107,7 +107,12 @@ def window_of_vector(device_id: str, features: dict[str, float]) -> Window:
 def score_windows(model: OnnxModel, windows: list[Window]) -> list[dict]:
     """Score, severity, flag and explanation of each window, as the streaming job gives them."""
     x = np.array([[w.features[n] for n in model.feature_names] for w in windows], dtype=np.float64)
-    scores = model.score([w.device_id for w in windows], x)
+    context = None
+    if model.partial is not None:  # windows of raw events carry their sample count
+        counts = [w.features.get(model.partial.name, math.nan) for w in windows]
+        context = np.full((len(windows), model.partial.column + 1), np.nan)
+        context[:, model.partial.column] = counts
+    scores = model.score([w.device_id for w in windows], x, context)
     out = []
     for i, w in enumerate(windows):
         score = float(scores.score[i])

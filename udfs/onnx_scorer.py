@@ -200,7 +200,7 @@ class OnnxModel:
                     "(other horizons or metrics, or a job of a later version): retrain with "
                     "`make train`"
                 )
-        if partial is not None and context_names is not None:
+        if partial is not None and context_names:  # the job's columns (none: no context)
             names = tuple(context_names)
             if partial.column >= len(names) or names[partial.column] != partial.name:
                 raise ModelCardError(

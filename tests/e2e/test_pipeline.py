@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES
+from common.features import FEATURE_NAMES, MODEL_FEATURE_NAMES, SCORER_CONTEXT_NAMES
 from common.settings import PG_SECRET_FIELDS, REPO_ROOT, Settings
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from simulator.sinks import KafkaSink
@@ -67,7 +67,9 @@ def assert_windows_exact(rows: pd.DataFrame, events: list[dict], *trained) -> No
         # exactly when flagged.
         ids = expected["device_id"].to_numpy(dtype=object)[mine]
         x = expected[list(MODEL_FEATURE_NAMES)].to_numpy(np.float64)[mine]
-        score, flag = result.reference_scores(ids, x)
+        # With the job's context columns (a window of few samples is judged on its level).
+        context = expected[list(SCORER_CONTEXT_NAMES)].to_numpy(np.float64)[mine]
+        score, flag = result.reference_scores(ids, x, context)
         got = rows["anomaly_score"].to_numpy(float)[mine]
         np.testing.assert_allclose(got, score, rtol=1e-5, atol=1e-5)
         assert (rows["is_anomaly"].to_numpy(bool)[mine] == flag).all()

@@ -216,6 +216,21 @@ def test_predict_scores_as_the_stream_does(client, api_settings):
     assert [w["device_id"] for w in body["windows"]] == list(expected["device_id"])
     np.testing.assert_allclose([w["anomaly_score"] for w in body["windows"]], scores.score)
     np.testing.assert_allclose([w["severity"] for w in body["windows"]], scores.severity)
+    # A window of one event is judged as the stream judges it: with its sample count (on its
+    # level, as a model of many metrics judges a window of few samples).
+    assert model.partial is not None
+    single = reference.window_features(events[:1], 10)
+    context = np.full((1, model.partial.column + 1), np.nan)
+    context[0, model.partial.column] = 1.0
+    want = model.score(
+        list(single["device_id"]), single[list(MODEL_FEATURE_NAMES)].to_numpy(np.float64), context
+    )
+    got = client.post("/predict", json={"events": payload[:1]}).json()["windows"][0]
+    assert got["anomaly_score"] == pytest.approx(want.score[0], rel=1e-12)
+    bare = model.score(
+        list(single["device_id"]), single[list(MODEL_FEATURE_NAMES)].to_numpy(np.float64)
+    )
+    assert got["anomaly_score"] != pytest.approx(bare.score[0], rel=1e-6)
     # The same window as a feature vector.
     vector = {n: float(expected[n].iloc[0]) for n in MODEL_FEATURE_NAMES}
     one = client.post("/predict", json={"device_id": "dev-00001", "features": vector}).json()
