@@ -178,22 +178,30 @@ def _card_quantiles(model_dir) -> dict[str, float]:
 EXIT = {"promoted": 0, "failed": 1, "refused": 3}
 
 
+def add_since_argument(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
+    """A command line's option for the span a scheduled retraining fits (SCHEDULED_SINCE by
+    default); ``what`` says what it does."""
+    from common.settings import duration_seconds
+
+    parser.add_argument(
+        flag,
+        type=duration_seconds,
+        default=duration_seconds(SCHEDULED_SINCE),
+        metavar="DURATION",
+        help=f"{what} (default: {SCHEDULED_SINCE})",
+    )
+
+
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     """The command line; ``settings`` default to the environment's."""
-    from common.settings import duration_name, duration_seconds
+    from common.settings import duration_name
 
     p = argparse.ArgumentParser(
         prog="python -m query.retrain",
         description="Retrain on the windows the job stored and promote the candidate only if "
         "it passes the checks of POST /retrain (exit 0 promoted, 3 refused, 1 failed).",
     )
-    p.add_argument(
-        "--since",
-        type=duration_seconds,
-        default=duration_seconds(SCHEDULED_SINCE),
-        metavar="DURATION",
-        help=f"train on the stored windows of this span (default: {SCHEDULED_SINCE})",
-    )
+    add_since_argument(p, "--since", "train on the stored windows of this span")
     p.add_argument(
         "--holdout-share",
         type=float,

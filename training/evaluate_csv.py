@@ -605,7 +605,7 @@ def print_table(report: dict) -> None:
 def main(argv: list[str] | None = None, source: str = "csv") -> int:
     """``source``: csv (labelled CSV files) or topic (a Kafka topic of the job's events,
     labelled by their is_anomaly field)."""
-    from query.retrain import SCHEDULED_SINCE
+    from query.retrain import add_since_argument
 
     settings = Settings.from_env()
     p = argparse.ArgumentParser(
@@ -662,13 +662,7 @@ def main(argv: list[str] | None = None, source: str = "csv") -> int:
         "DURATION (e.g. 7d) would (each candidate on --retrain-since, checked as a retraining "
         "is; flagged windows left out)",
     )
-    p.add_argument(
-        "--retrain-since",
-        type=duration_seconds,
-        default=duration_seconds(SCHEDULED_SINCE),
-        metavar="DURATION",
-        help=f"the span each scheduled retraining fits (default: {SCHEDULED_SINCE})",
-    )
+    add_since_argument(p, "--retrain-since", "the span each scheduled retraining fits")
     a = p.parse_args(argv)
     if source == "csv" and a.label_column is None:
         p.error("--label-column is needed: evaluation compares flags with labels")
