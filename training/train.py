@@ -118,12 +118,12 @@ def _read_on(bars: dict[str, float | None]) -> str:
 def reference_score(
     detector, normaliser, check, device_ids, x, context=None, partial=None
 ) -> np.ndarray:
+    rows = normaliser.indices(device_ids)
     if partial is not None:
-        x = partial.fill(normaliser, normaliser.indices(device_ids), x, context)
-    z = normaliser.transform(device_ids, x)
+        x = partial.fill(normaliser, rows, x, context)
+    z = normaliser.transform_rows(rows, x)
     if check is None:
         return detector.score(z)
-    rows = normaliser.indices(device_ids)
     zc = check.transform_rows(normaliser, rows, x, context)
     return check.combine(detector.score(z, zc), detector.threshold, normaliser, rows, x, context)
 
@@ -461,13 +461,16 @@ def fit_model(
     normaliser = DeviceNormaliser.fit(device_ids, x, zero_inflated=zero_inflated)
     # Where many metrics share the model, windows of few samples are judged on their level
     # (fitted and scored so too); one-metric catalogues read the count in their context check.
+    device_rows = normaliser.indices(device_ids)
     partial = None
-    if not zero_inflated:
-        partial = PartialWindows.fit(feature_names, context_names, normaliser, device_ids, context)
+    if not one_metric(feature_names):
+        partial = PartialWindows.fit(
+            feature_names, context_names, len(normaliser.devices), device_rows, context
+        )
     raw_x = x  # the self-check and parity rows, which the scoring fills as it does
     if partial is not None:
-        x = partial.fill(normaliser, normaliser.indices(device_ids), x, context)
-    z = normaliser.transform(device_ids, x)
+        x = partial.fill(normaliser, device_rows, x, context)
+    z = normaliser.transform_rows(device_rows, x)
     if constant:
         log(
             "training: features constant over all training windows (any change scores as "
@@ -506,7 +509,6 @@ def fit_model(
         bars = bars_of(check.spike, lambda c: spike_z(x, context, c), SPIKE_Z, SPIKE_MARGIN)
         step_bars = bars_of(check.step, lambda c: step_z(context, c), STEP_Z, STEP_MARGIN)
         change_bars = bars_of(check.change, lambda c: change_z(context, c), CHANGE_Z, CHANGE_MARGIN)
-        device_rows = normaliser.indices(device_ids)
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
             DeviceNormaliser.fit(device_ids, xc, zero_inflated=zero_inflated),

@@ -1297,24 +1297,23 @@ class PartialWindows:
 
     @classmethod
     def fit(
-        cls, feature_names, context_names, normaliser: DeviceNormaliser, device_ids, context
+        cls, feature_names, context_names, n_devices: int, rows: np.ndarray, context
     ) -> PartialWindows | None:
-        """The rule, fitted on the training windows' counts; None where the context has no
-        count column (``<metric>_count``) or the features no spread."""
+        """The rule, fitted on the training windows' counts (``rows``: each window's device
+        index of the normaliser, which has ``n_devices``); None where the context has no count
+        column (``<metric>_count``) or the features no spread."""
+        import pandas as pd
+
         names = [c for c in context_names if c.endswith("_count")]
         metrics = cls._metrics(feature_names)
         if context is None or len(names) != 1 or not metrics:
             return None
         column = list(context_names).index(names[0])
-        count = np.asarray(context, dtype=np.float64)[:, column]
-        rows = normaliser.indices(device_ids)
-        usual = np.full(len(normaliser.devices) + 1, np.nan)
-        for r in range(len(normaliser.devices)):
-            own = count[(rows == r) & np.isfinite(count)]
-            if len(own):
-                usual[r] = np.median(own)
-        finite = count[np.isfinite(count)]
-        usual[-1] = np.median(finite) if len(finite) else np.nan
+        count = pd.Series(np.asarray(context, dtype=np.float64)[:, column])
+        usual = np.full(n_devices + 1, np.nan)
+        by_device = count.groupby(rows).median()  # NaN counts left out, as median does
+        usual[by_device.index.to_numpy()] = by_device.to_numpy()
+        usual[-1] = count.median()
         return cls(names[0], column, usual, metrics)
 
     def partial(self, rows: np.ndarray, context: np.ndarray | None) -> np.ndarray:
