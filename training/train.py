@@ -52,6 +52,7 @@ from udfs.calibration import (
     SPIKE_Z,
     STEP_MARGIN,
     STEP_Z,
+    USUAL_MIN_WINDOWS,
     ContextCheck,
     DeviceNormaliser,
     PartialWindows,
@@ -507,8 +508,14 @@ def fit_model(
             return spike_bars(device_ids, readings, least, margin)
 
         bars = bars_of(check.spike, lambda c: spike_z(x, context, c), SPIKE_Z, SPIKE_MARGIN)
-        step_bars = bars_of(check.step, lambda c: step_z(context, c), STEP_Z, STEP_MARGIN)
-        change_bars = bars_of(check.change, lambda c: change_z(context, c), CHANGE_Z, CHANGE_MARGIN)
+        # The step and change readings wait for USUAL_MIN_WINDOWS windows in their horizon,
+        # in training too: a training part's first windows read against a window or two.
+        step_bars = bars_of(
+            check.step, lambda c: step_z(context, c, USUAL_MIN_WINDOWS), STEP_Z, STEP_MARGIN
+        )
+        change_bars = bars_of(
+            check.change, lambda c: change_z(context, c, USUAL_MIN_WINDOWS), CHANGE_Z, CHANGE_MARGIN
+        )
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
             DeviceNormaliser.fit(device_ids, xc, zero_inflated=zero_inflated),
@@ -518,6 +525,7 @@ def fit_model(
             bars,
             step_bars,
             change_bars,
+            USUAL_MIN_WINDOWS,
         )
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(
@@ -570,7 +578,8 @@ def fit_model(
             spread += (
                 f"; or where a step between consecutive samples is at least {STEP_Z:g} of the "
                 f"recent windows' usual step (higher for devices whose training windows held "
-                f"such steps; {_read_on(check.step_bars)})"
+                f"such steps; once {USUAL_MIN_WINDOWS} windows are in its context; "
+                f"{_read_on(check.step_bars)})"
             )
         if check.spike_bars and check.step_bars:
             spread += (
@@ -581,7 +590,8 @@ def fit_model(
             spread += (
                 f"; or where a window of one sample moved from the window before by at least "
                 f"{CHANGE_Z:g} of the recent windows' usual change (higher for devices whose "
-                f"training windows held such changes; {_read_on(check.change_bars)})"
+                f"training windows held such changes; once {USUAL_MIN_WINDOWS} windows are in "
+                f"its context; {_read_on(check.change_bars)})"
             )
         log(
             f"training: context check on ({check.columns}): flagged where both readings pass "

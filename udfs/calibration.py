@@ -11,7 +11,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from statistics import NormalDist
 
 import numpy as np
@@ -327,6 +327,14 @@ SPIKE_MIN_SAMPLES = 4
 STEP_Z = 8.0
 STEP_MARGIN = 1.5
 STEP_MIN_SAMPLES = 2
+# The step and change readings read a window against its device's usual step or change over the
+# longest horizon once that horizon holds USUAL_MIN_WINDOWS of the device's windows (the card's
+# usual_min_windows). A usual step of a window or two is no usual step: a fresh stream whose
+# first window held two samples (one step) read its second window's steps against that one
+# step, and 30 of 154 two-week KPI pieces were flagged there (27 by the step reading), 7 with
+# this wait; the same readings in a training part's first windows raised each device's bar.
+# Measured (README, Accuracy).
+USUAL_MIN_WINDOWS = 6
 # A window's largest step is the largest of its count - 1: of fewer steps, the largest is
 # smaller for the same usual step, so the bars (chosen on windows of STEP_FULL_SAMPLES: 5-minute
 # samples in 1 h windows) would read a window of few samples as if it held STEP_FULL_SAMPLES.
@@ -457,27 +465,44 @@ def step_scale(count: np.ndarray) -> np.ndarray:
     return np.where(known, _STEP_SCALE[at], np.nan)
 
 
-def step_z(context: np.ndarray, step: tuple[int, int, int]) -> np.ndarray:
+def _usual_known(context: np.ndarray, windows: int, least_windows: float) -> np.ndarray:
+    """Whether each window's usual step or change is read: its longest horizon holds at least
+    ``least_windows`` windows (every window where that is 0, or the context has no windows
+    column: -1)."""
+    if least_windows <= 0 or windows < 0:
+        return np.ones(len(context), dtype=bool)
+    return context[:, windows] >= least_windows  # False for a NaN count
+
+
+def step_z(
+    context: np.ndarray, step: tuple[int, int, int, int], least_windows: float = 0
+) -> np.ndarray:
     """The step reading's statistic of each window (see STEP_Z) for one metric's ``step``
-    context columns (its largest step, its recent windows' usual step, its sample count),
-    scaled by the window's count (step_scale): NaN where it cannot be read (fewer than
-    STEP_MIN_SAMPLES samples, no usual step yet or one of 0)."""
-    s, a, n = step
+    context columns (its largest step, its recent windows' usual step, its sample count, the
+    longest horizon's window count or -1), scaled by the window's count (step_scale): NaN where
+    it cannot be read (fewer than STEP_MIN_SAMPLES samples, no usual step yet or one of 0,
+    fewer than ``least_windows`` windows in the horizon: USUAL_MIN_WINDOWS)."""
+    s, a, n, w = step
     usual = context[:, a]
     known = (context[:, n] >= STEP_MIN_SAMPLES) & np.isfinite(context[:, s]) & (usual > 0)
+    known &= _usual_known(context, w, least_windows)
     ratio = context[:, s] / np.where(known, usual, 1.0) * step_scale(context[:, n])
     return np.where(known, ratio, np.nan)
 
 
-def change_z(context: np.ndarray, change: tuple[int, int, int]) -> np.ndarray:
+def change_z(
+    context: np.ndarray, change: tuple[int, int, int, int], least_windows: float = 0
+) -> np.ndarray:
     """The change reading's statistic of each window (see CHANGE_Z) for one metric's
     ``change`` context columns (its change, its recent windows' root mean square change, its
-    sample count): NaN where it cannot be read (more than CHANGE_MAX_SAMPLES samples or a count
-    not known, no change from the window before, no usual change yet or one of 0)."""
-    c, a, n = change
+    sample count, the longest horizon's window count or -1): NaN where it cannot be read (more
+    than CHANGE_MAX_SAMPLES samples or a count not known, no change from the window before, no
+    usual change yet or one of 0, fewer than ``least_windows`` windows in the horizon)."""
+    c, a, n, w = change
     usual = context[:, a]
     few = context[:, n] <= CHANGE_MAX_SAMPLES  # False for a NaN count
     known = few & np.isfinite(context[:, c]) & (usual > 0)
+    known &= _usual_known(context, w, least_windows)
     return np.where(known, context[:, c] / np.where(known, usual, 1.0), np.nan)
 
 
@@ -569,19 +594,23 @@ class ContextCheck:
     # bar (None: not read). Empty in a card from before it.
     spike: tuple[tuple[int, int, int, int, int, int], ...] = ()
     spike_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
-    # The step reading, per metric whose largest step the scorer is given: (step, stepavg and
-    # count columns); read against step_bars, each device's bar (None: not read). Empty in a
-    # card from before it.
-    step: tuple[tuple[int, int, int], ...] = ()
+    # The step reading, per metric whose largest step the scorer is given: (step, stepavg,
+    # count and the longest horizon's windows columns, the last -1 where there is none); read
+    # against step_bars, each device's bar (None: not read), once the horizon holds
+    # usual_min_windows windows (0: a card from before that wait, read from the first). Empty in
+    # a card from before it.
+    step: tuple[tuple[int, int, int, int], ...] = ()
     step_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
     # The spike-and-step reading: both at this share of their bars or more (inf: not read, a
     # card from before it).
     spike_step_share: float = SPIKE_STEP_SHARE
-    # The change reading, per metric whose change the scorer is given: (change, changerms and
-    # count columns); read against change_bars, each device's bar (None: not read). Empty in a
-    # card from before it.
-    change: tuple[tuple[int, int, int], ...] = ()
+    # The change reading, per metric whose change the scorer is given: (change, changerms,
+    # count and windows columns, as the step reading's); read against change_bars, each
+    # device's bar (None: not read), once the horizon holds usual_min_windows windows. Empty in
+    # a card from before it.
+    change: tuple[tuple[int, int, int, int], ...] = ()
     change_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    usual_min_windows: int = 0
 
     @classmethod
     def plan(cls, feature_names, context_names) -> ContextCheck | None:
@@ -657,11 +686,17 @@ class ContextCheck:
             and f"{metric}_max" in index
         ]
 
-        def against_usual(own: str, usual_stat: str) -> list[tuple[int, int, int]]:
+        def against_usual(own: str, usual_stat: str) -> list[tuple[int, int, int, int]]:
             """Per metric with them: the columns of the window's ``own`` figure, its usual one
-            over the longest horizon (``usual_stat``) and the window's count."""
+            over the longest horizon (``usual_stat``), the window's count and the horizon's
+            window count (-1: none)."""
             return [
-                (context[f"{metric}_{own}"], *usual, context[f"{metric}_count"])
+                (
+                    context[f"{metric}_{own}"],
+                    *usual,
+                    context[f"{metric}_count"],
+                    (at(metric, ("windows",)) or [-1])[0],
+                )
                 for jm in dict.fromkeys(jm for _, jm, _, _, _ in uses)
                 if (metric := feature_names[jm].rpartition("_")[0])
                 and f"{metric}_{own}" in context
@@ -786,7 +821,8 @@ class ContextCheck:
         device without a bar, a window it cannot read)."""
         if context is None or not self.step:
             return np.zeros(len(rows))
-        return self._columns_at_bars(rows, context, self.step, step_z, self._step_bar_rows)
+        statistic = partial(step_z, least_windows=self.usual_min_windows)
+        return self._columns_at_bars(rows, context, self.step, statistic, self._step_bar_rows)
 
     @cached_property
     def _step_bar_rows(self) -> np.ndarray:
@@ -798,7 +834,8 @@ class ContextCheck:
         device without a bar, a window it cannot read)."""
         if context is None or not self.change:
             return np.zeros(len(rows))
-        return self._columns_at_bars(rows, context, self.change, change_z, self._change_bar_rows)
+        statistic = partial(change_z, least_windows=self.usual_min_windows)
+        return self._columns_at_bars(rows, context, self.change, statistic, self._change_bar_rows)
 
     @cached_property
     def _change_bar_rows(self) -> np.ndarray:
@@ -947,6 +984,7 @@ class ContextCheck:
         spike_bars: dict[str, float | None] | None = None,
         step_bars: dict[str, float | None] | None = None,
         change_bars: dict[str, float | None] | None = None,
+        usual_min_windows: int = 0,
     ) -> ContextCheck:
         return dataclasses.replace(
             self,
@@ -957,6 +995,7 @@ class ContextCheck:
             spike_bars=dict(spike_bars or {}),
             step_bars=dict(step_bars or {}),
             change_bars=dict(change_bars or {}),
+            usual_min_windows=usual_min_windows,
         )
 
     def to_card(self, feature_names) -> dict:
@@ -1034,7 +1073,8 @@ class ContextCheck:
             "spike_bars": dict(sorted(self.spike_bars.items())),
             "step": [
                 {"step": self.columns[s], "stepavg": self.columns[a], "count": self.columns[n]}
-                for s, a, n in self.step
+                | ({"windows": self.columns[w]} if w >= 0 else {})
+                for s, a, n, w in self.step
             ],
             "step_z": STEP_Z,
             "step_margin": STEP_MARGIN,
@@ -1042,11 +1082,13 @@ class ContextCheck:
             "spike_step_share": self.spike_step_share,
             "change": [
                 {"change": self.columns[c], "changerms": self.columns[a], "count": self.columns[n]}
-                for c, a, n in self.change
+                | ({"windows": self.columns[w]} if w >= 0 else {})
+                for c, a, n, w in self.change
             ],
             "change_z": CHANGE_Z,
             "change_margin": CHANGE_MARGIN,
             "change_bars": dict(sorted(self.change_bars.items())),
+            "usual_min_windows": self.usual_min_windows,
         }
 
     @classmethod
@@ -1135,9 +1177,10 @@ class ContextCheck:
             (feature_names[jm], columns[n], columns[a]) for jm, _, _, _, n, a in planned.spike
         ]
         spike = _card_reading(card, "spike", ("feature", "count", "stdavg"), planned_spike)
-        planned_step = [tuple(columns[c] for c in cols) for cols in planned.step]
+        # Their windows column follows from the columns (a card from before it has none).
+        planned_step = [tuple(columns[c] for c in cols[:3]) for cols in planned.step]
         step = _card_reading(card, "step", ("step", "stepavg", "count"), planned_step)
-        planned_change = [tuple(columns[c] for c in cols) for cols in planned.change]
+        planned_change = [tuple(columns[c] for c in cols[:3]) for cols in planned.change]
         change = _card_reading(card, "change", ("change", "changerms", "count"), planned_change)
         check = dataclasses.replace(
             check,
@@ -1149,6 +1192,8 @@ class ContextCheck:
             spike_step_share=_card_number(card, "spike_step_share", math.inf),
             change=planned.change if change else (),
             change_bars=_card_bars(card, "change_bars"),
+            # A card from before the wait reads them from a horizon's first window.
+            usual_min_windows=int(_card_number(card, "usual_min_windows", 0)),
         )
         if not spread:
             return dataclasses.replace(check, spread=())

@@ -30,6 +30,7 @@ from udfs.calibration import (
     STEP_MIN_SAMPLES,
     STEP_Z,
     STUCK_SHARE,
+    USUAL_MIN_WINDOWS,
     CalibrationError,
     ContextCheck,
     DeviceNormaliser,
@@ -933,7 +934,7 @@ def test_step_statistic_is_the_largest_step_over_the_usual_one():
     window has no step. A window of two samples, too few for the spike reading, is read: its
     one step."""
     check = ContextCheck.plan(FEATURES, STEP_CONTEXT)
-    assert check.step == ((6, 7, 5),)  # step, stepavg, count
+    assert check.step == ((6, 7, 5, 4),)  # step, stepavg, count, the horizon's windows
     assert ContextCheck.plan(FEATURES, SPIKE_CONTEXT).step == ()
     context = np.zeros((6, len(STEP_CONTEXT)))
     context[:, 5:8] = [12, 8.0, 2.0]
@@ -998,13 +999,18 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
     result = fit_checked(tmp_path, ids, x, training, STEP_CONTEXT)
     card = check_card(result)
     assert card["step"] == [
-        {"step": "value_step", "stepavg": "value_stepavg1d", "count": "value_count"}
+        {
+            "step": "value_step",
+            "stepavg": "value_stepavg1d",
+            "count": "value_count",
+            "windows": "value_windows1d",
+        }
     ]
     assert card["step_z"] == STEP_Z and card["step_margin"] == STEP_MARGIN
     assert card["step_bars"]["dev-05"] > 1.5 * 18
     assert card["step_bars"]["dev-00"] < 1.5 * 8
     model = OnnxModel.load(result.model_dir, FEATURES, 3600, STEP_CONTEXT)
-    assert model.check.step == ((6, 7, 5),)
+    assert model.check.step == ((6, 7, 5, 4),)
     without = dataclasses.replace(model, check=dataclasses.replace(model.check, step=()))
 
     m = 30
@@ -1038,6 +1044,66 @@ def test_a_step_far_above_the_usual_steps_is_flagged_at_each_devices_own_bar(tmp
         ContextCheck.from_card(card, FEATURES)
 
 
+def test_the_step_and_change_readings_wait_for_enough_windows_in_their_horizon(tmp_path, fleet):
+    """A usual step (or change) of a window or two is no usual step: the readings are read once
+    the longest horizon holds USUAL_MIN_WINDOWS (6) of the device's windows, in scoring and in
+    the training windows that set each device's bar (a training part's first windows no longer
+    raise it). The card records the wait; a card from before it reads from the first window."""
+    check = ContextCheck.plan(FEATURES, CHANGE_CONTEXT)
+    context = np.zeros((4, len(CHANGE_CONTEXT)))
+    context[:, 4] = [np.nan, 1, USUAL_MIN_WINDOWS - 1, USUAL_MIN_WINDOWS]  # windows seen
+    context[:, 5:8] = [2, 8.0, 1.0]  # two samples: one step of 8 usual steps
+    assert USUAL_MIN_WINDOWS == 6
+    np.testing.assert_allclose(step_z(context, check.step[0]), 8.0 * step_scale(2))
+    np.testing.assert_allclose(
+        step_z(context, check.step[0], USUAL_MIN_WINDOWS), [np.nan] * 3 + [8.0 * step_scale(2)]
+    )
+    context[:, 5], context[:, 8:10] = 1, [6.0, 2.0]  # one sample, 3 usual changes away
+    np.testing.assert_allclose(
+        change_z(context, check.change[0], USUAL_MIN_WINDOWS), [np.nan] * 3 + [3.0]
+    )
+    # A context without a horizon's windows column is read from the first window.
+    no_windows = ContextCheck.plan(FEATURES, CHANGE_CONTEXT[:4] + CHANGE_CONTEXT[5:])
+    assert no_windows.step[0][3] == -1
+    np.testing.assert_allclose(
+        step_z(np.delete(context, 4, axis=1), no_windows.step[0], USUAL_MIN_WINDOWS),
+        np.full(4, np.nan),  # the count column now holds 1: no step, nothing to read
+    )
+
+    rng, level, spread = fleet
+    n, size = 150, 12
+    ids, lv, sp = fleet_rows(level, spread, n)
+    samples = lv[:, None] + sp[:, None] * np.cumsum(rng.normal(0, 0.1, (len(ids), size)), 1)
+    x = aggregates(samples)
+    steps = np.abs(np.diff(samples, axis=1)).max(1)
+    usual = 0.1 * sp
+
+    def context_of(x, steps, usual, seen):
+        spread_ctx = with_spread_context(x, np.column_stack([lv[: len(x)], sp[: len(x)]]), seen)
+        return np.column_stack([spread_ctx, np.full(len(x), size), steps, usual])
+
+    seen = np.full(len(ids), 24.0)
+    first = np.flatnonzero(ids == "dev-03")[:2]
+    seen[first] = [0, 1]  # dev-03's first training windows: their usual step is one window's
+    steps[first] = 40 * usual[first]
+    result = fit_checked(tmp_path, ids, x, context_of(x, steps, usual, seen), STEP_CONTEXT)
+    card = check_card(result)
+    assert card["usual_min_windows"] == USUAL_MIN_WINDOWS
+    assert card["step_bars"]["dev-03"] < 1.5 * 8  # its first windows did not raise its bar
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, STEP_CONTEXT)
+    assert model.check.usual_min_windows == USUAL_MIN_WINDOWS
+    rows = model.normaliser.indices(ids[:2])
+    jump = context_of(x[:2], 20 * usual[:2], usual[:2], np.array([1.0, 24.0]))
+    reading = model.check.step_reading(rows, jump)
+    assert reading[0] == 0 and reading[1] > 1  # one window seen: not read; 24: flagged
+    old = dict(card)
+    del old["usual_min_windows"]
+    old["step"] = [{k: v for k, v in u.items() if k != "windows"} for u in card["step"]]
+    before = ContextCheck.from_card(old, FEATURES)
+    assert before.usual_min_windows == 0
+    assert (before.step_reading(rows, jump) > 1).all()
+
+
 CHANGE_CONTEXT = (*STEP_CONTEXT, "value_change", "value_changerms1d")
 
 
@@ -1047,7 +1113,7 @@ def test_change_statistic_is_a_one_sample_windows_change_over_the_usual_one():
     of more samples or of an unknown count, where the usual change is 0 or not known yet, or
     the window has no change (no window just before it)."""
     check = ContextCheck.plan(FEATURES, CHANGE_CONTEXT)
-    assert check.change == ((8, 9, 5),)  # change, changerms, count
+    assert check.change == ((8, 9, 5, 4),)  # change, changerms, count, the horizon's windows
     assert ContextCheck.plan(FEATURES, STEP_CONTEXT).change == ()
     context = np.zeros((6, len(CHANGE_CONTEXT)))
     context[:, [5, 8, 9]] = [1, 6.0, 2.0]
@@ -1091,13 +1157,18 @@ def test_a_change_far_above_the_usual_changes_is_flagged_at_each_devices_own_bar
     result = fit_checked(tmp_path, ids, x, training, CHANGE_CONTEXT)
     card = check_card(result)
     assert card["change"] == [
-        {"change": "value_change", "changerms": "value_changerms1d", "count": "value_count"}
+        {
+            "change": "value_change",
+            "changerms": "value_changerms1d",
+            "count": "value_count",
+            "windows": "value_windows1d",
+        }
     ]
     assert card["change_z"] == CHANGE_Z == 4.0 and card["change_margin"] == CHANGE_MARGIN == 1.0
     assert card["change_bars"]["dev-05"] > 29
     assert card["change_bars"]["dev-00"] == CHANGE_Z
     model = OnnxModel.load(result.model_dir, FEATURES, 3600, CHANGE_CONTEXT)
-    assert model.check.change == ((8, 9, 5),)
+    assert model.check.change == ((8, 9, 5, 4),)
     without = dataclasses.replace(model, check=dataclasses.replace(model.check, change=()))
 
     m = 30
