@@ -138,6 +138,14 @@ class OnnxModel:
         return self.check is not None or self.partial is not None
 
     @property
+    def context_read(self) -> tuple[int, ...] | None:
+        """The context columns the scores depend on: None for all of them (a context-checked
+        model), the sample count's alone for a model of windows of few samples, () for none."""
+        if self.check is not None:
+            return None
+        return () if self.partial is None else (self.partial.column,)
+
+    @property
     def threshold(self) -> float:
         return self.severity.threshold
 
@@ -655,9 +663,9 @@ class ScoreWindow(ScalarFunction):
             return pd.DataFrame(
                 {name: pd.Series(nothing, dtype=object) for name in SCORE_RESULT_FIELDS}
             )
-        # The context columns only for a model that reads them (most do not).
+        # The context columns only for a model that reads them, and only those it reads.
         x = _matrix(columns[:n])
-        context = _matrix(columns[n:]) if model.reads_context else None
+        context = _context_matrix(columns[n:], model.context_read)
         s = model.score(device_id.to_numpy(dtype=object), x, context)
         out = pd.DataFrame(
             {
@@ -681,6 +689,21 @@ class ScoreWindow(ScalarFunction):
 def _matrix(columns: Sequence[pd.Series]) -> np.ndarray:
     """Arrow batch columns as one float matrix (NULL: NaN)."""
     return np.column_stack([c.to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
+
+
+def _context_matrix(
+    columns: Sequence[pd.Series], read: tuple[int, ...] | None
+) -> np.ndarray | None:
+    """The context columns as a float matrix: all of them (``read`` None), only those ``read``
+    converted and the others NaN, or None where none is read."""
+    if read is None:
+        return _matrix(columns)
+    if not read:
+        return None
+    out = np.full((len(columns[0]), len(columns)), np.nan)
+    for j in read:
+        out[:, j] = columns[j].to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
 
 
 class ScoreWindowPerRow(ScoreWindow):

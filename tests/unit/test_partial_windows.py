@@ -117,3 +117,31 @@ def test_one_metric_models_have_no_rule(tmp_path):
         log=lambda m: None,
     )
     assert "partial_windows" not in json.loads((result.model_dir / CARD_FILE).read_text())
+
+
+def test_the_udf_converts_only_the_count_of_the_context(trained):
+    """The UDF scores a batch as the model does from the count column alone: the other context
+    columns (levels and spreads, which this model does not read) are not converted, so that
+    values there, NULL or not, leave the scores as they are; a NULL count reads as a whole
+    window."""
+    import pandas as pd
+
+    from udfs.onnx_scorer import ScoreWindow
+
+    rng, level, result, model = trained
+    assert model.context_read == (len(CONTEXT) - 1,)
+    fn = ScoreWindow(str(result.model_dir), FEATURES, 10, context_names=CONTEXT)
+    fn.open(None)
+    ids, x, context = windows(rng, level, 3, samples=1)
+    context[1::3, -1] = np.nan  # some windows without a count
+
+    def udf(ctx):
+        columns = [pd.Series(v) for v in (*x.T, *ctx.T)]
+        return fn.eval(pd.Series(ids), *columns)["anomaly_score"].to_numpy(dtype=np.float64)
+
+    got = udf(context)
+    np.testing.assert_allclose(got, model.score(ids, x, context).score, rtol=1e-9)
+    other = context.copy()
+    other[:, :-1] = np.where(rng.random(other[:, :-1].shape) < 0.5, np.nan, 1e9)
+    np.testing.assert_array_equal(udf(other), got)
+    np.testing.assert_array_equal(got[1::3], model.score(ids[1::3], x[1::3]).score)
