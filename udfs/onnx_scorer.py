@@ -135,7 +135,7 @@ class OnnxModel:
     @property
     def reads_context(self) -> bool:
         """Whether scores depend on the job's context columns (else they need not be passed)."""
-        return self.check is not None or self.partial is not None
+        return self.context_read != ()
 
     @property
     def context_read(self) -> tuple[int, ...] | None:
