@@ -48,6 +48,7 @@ from training.detectors import (
 from udfs.calibration import (
     CHANGE_MARGIN,
     CHANGE_Z,
+    SPIKE_FULL_SAMPLES,
     SPIKE_MARGIN,
     SPIKE_Z,
     STEP_MARGIN,
@@ -507,7 +508,9 @@ def fit_model(
             readings = np.fmax.reduce([statistic(c) for c in columns])
             return spike_bars(device_ids, readings, least, margin)
 
-        bars = bars_of(check.spike, lambda c: spike_z(x, context, c), SPIKE_Z, SPIKE_MARGIN)
+        bars = bars_of(
+            check.spike, lambda c: spike_z(x, context, c, SPIKE_FULL_SAMPLES), SPIKE_Z, SPIKE_MARGIN
+        )
         # The step and change readings wait for USUAL_MIN_WINDOWS windows in their horizon,
         # in training too: a training part's first windows read against a window or two.
         step_bars = bars_of(
@@ -526,6 +529,7 @@ def fit_model(
             step_bars,
             change_bars,
             USUAL_MIN_WINDOWS,
+            SPIKE_FULL_SAMPLES,
         )
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(

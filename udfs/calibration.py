@@ -311,6 +311,15 @@ SPIKE_Z = 6.0
 SPIKE_MARGIN = 1.5
 SPIKE_FLOOR = 0.5
 SPIKE_MIN_SAMPLES = 4
+# A window of fewer samples reads further out by chance: its other samples' spread comes from
+# fewer of them, and the floor from a smaller usual window spread. So a window of fewer than
+# SPIKE_FULL_SAMPLES samples has its spike reading scaled to one of SPIKE_FULL_SAMPLES (the
+# bars were chosen on 5-minute samples in 1 h windows): by the ratio of the two counts'
+# 1 - STEP_TAIL quantiles of the reading of normal samples whose usual window spread is the
+# steady one of their count (_SPIKE_SCALE, index: count; spike_scale_quantiles computes them).
+# A device whose agent sends half as often reads its windows of 6 samples at 0.80 of
+# themselves, not against bars of windows of 12. Measured (README, Accuracy).
+SPIKE_FULL_SAMPLES = 12
 # The step reading (one-metric catalogues: the scorer is given the window's largest step and
 # the device's recent windows' root mean square step, common.features.STEP_AGGREGATES and
 # STEP_STATS): the largest difference between consecutive samples of the window (one across
@@ -397,12 +406,16 @@ def steady_devices(device_ids: np.ndarray, values: np.ndarray) -> tuple[str, ...
 
 
 def spike_z(
-    x: np.ndarray, context: np.ndarray, spike: tuple[int, int, int, int, int, int]
+    x: np.ndarray,
+    context: np.ndarray,
+    spike: tuple[int, int, int, int, int, int],
+    full_samples: int = 0,
 ) -> np.ndarray:
     """The spike reading's statistic of each window (see SPIKE_Z) for one metric's ``spike``
     indices (mean, std, min and max features; count and stdavg context columns): NaN where it
     cannot be read (fewer than SPIKE_MIN_SAMPLES samples, no floor and other samples that sat
-    still)."""
+    still). Where ``full_samples`` is SPIKE_FULL_SAMPLES, a window of fewer samples is scaled
+    to one of them (spike_scale; 0: not scaled, a card from before it)."""
     jm, js, lo, hi, n, a = spike
     count = context[:, n]
     mean, std = x[:, jm], x[:, js]
@@ -420,7 +433,47 @@ def spike_z(
         z = np.where(d == 0, 0.0, np.nan)
         np.divide(np.abs(d) * count / others, den, out=z, where=den > 0)
         out = np.maximum(out, z)
+    if full_samples:
+        out = out * spike_scale(count)
     return np.where(count >= SPIKE_MIN_SAMPLES, out, np.nan)
+
+
+# The scale of a window's spike reading by its count (index: count; see SPIKE_FULL_SAMPLES;
+# spike_scale_quantiles with 10**6 windows a count, its default, gives them to about 0.5 %).
+_SPIKE_SCALE = np.array(
+    [np.nan] * SPIKE_MIN_SAMPLES + [0.673, 0.750, 0.805, 0.844, 0.882, 0.911, 0.943, 0.974]
+)
+
+
+def spike_scale(count: np.ndarray) -> np.ndarray:
+    """The scale of the spike reading of windows of ``count`` samples (see
+    SPIKE_FULL_SAMPLES): 1 for SPIKE_FULL_SAMPLES or more, NaN for fewer than
+    SPIKE_MIN_SAMPLES or a count not known."""
+    count = np.asarray(count, dtype=np.float64)
+    known = np.isfinite(count) & (count >= SPIKE_MIN_SAMPLES)
+    at = np.where(known, np.fmin(count, SPIKE_FULL_SAMPLES), 0).astype(np.int64)
+    table = np.append(_SPIKE_SCALE, 1.0)
+    return np.where(known, table[at], np.nan)
+
+
+def spike_scale_quantiles(windows: int = 10**6, seed: int = 1) -> dict[int, float]:
+    """The ratios _SPIKE_SCALE holds, from ``windows`` windows of normal samples a count: the
+    1 - STEP_TAIL quantile of the spike reading of windows of SPIKE_FULL_SAMPLES over that of
+    each fewer count, the usual window spread (the floor's) the mean population spread of
+    windows of that count."""
+    rng = np.random.default_rng(seed)
+    spike = (0, 1, 2, 3, 0, 1)
+    top = {}
+    for n in range(SPIKE_MIN_SAMPLES, SPIKE_FULL_SAMPLES + 1):
+        usual = math.sqrt(2.0 / n) * math.exp(math.lgamma(n / 2) - math.lgamma((n - 1) / 2))
+        readings = []
+        for part in np.array_split(np.arange(windows), max(1, windows // 250_000)):
+            v = rng.standard_normal((len(part), n))
+            x = np.c_[v.mean(1), v.std(1), v.min(1), v.max(1)]
+            context = np.c_[np.full(len(v), float(n)), np.full(len(v), usual)]
+            readings.append(spike_z(x, context, spike))
+        top[n] = float(np.quantile(np.concatenate(readings), 1.0 - STEP_TAIL))
+    return {n: top[SPIKE_FULL_SAMPLES] / q for n, q in top.items() if n < SPIKE_FULL_SAMPLES}
 
 
 def spike_bars(
@@ -591,9 +644,11 @@ class ContextCheck:
     stuck_devices: frozenset[str] = frozenset()
     # The spike reading, per metric whose window count the scorer is given: (mean, std, min and
     # max feature indices, count column, stdavg column); read against spike_bars, each device's
-    # bar (None: not read). Empty in a card from before it.
+    # bar (None: not read), a window of fewer than spike_full_samples samples scaled to one of
+    # them (0: not scaled, a card from before it). Empty in a card from before it.
     spike: tuple[tuple[int, int, int, int, int, int], ...] = ()
     spike_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    spike_full_samples: int = 0
     # The step reading, per metric whose largest step the scorer is given: (step, stepavg,
     # count and the longest horizon's windows columns, the last -1 where there is none); read
     # against step_bars, each device's bar (None: not read), once the horizon holds
@@ -808,7 +863,7 @@ class ContextCheck:
         if context is None or not self.spike:
             return np.zeros(len(x))
         x = np.asarray(x, dtype=np.float64)
-        readings = (spike_z(x, context, spike) for spike in self.spike)
+        readings = (spike_z(x, context, spike, self.spike_full_samples) for spike in self.spike)
         return _over_bars(readings, self._spike_bar_rows[rows], len(x))
 
     @cached_property
@@ -985,6 +1040,7 @@ class ContextCheck:
         step_bars: dict[str, float | None] | None = None,
         change_bars: dict[str, float | None] | None = None,
         usual_min_windows: int = 0,
+        spike_full_samples: int = 0,
     ) -> ContextCheck:
         return dataclasses.replace(
             self,
@@ -996,6 +1052,7 @@ class ContextCheck:
             step_bars=dict(step_bars or {}),
             change_bars=dict(change_bars or {}),
             usual_min_windows=usual_min_windows,
+            spike_full_samples=spike_full_samples,
         )
 
     def to_card(self, feature_names) -> dict:
@@ -1071,6 +1128,7 @@ class ContextCheck:
             "spike_margin": SPIKE_MARGIN,
             "spike_floor": SPIKE_FLOOR,
             "spike_bars": dict(sorted(self.spike_bars.items())),
+            "spike_full_samples": self.spike_full_samples,
             "step": [
                 {"step": self.columns[s], "stepavg": self.columns[a], "count": self.columns[n]}
                 | ({"windows": self.columns[w]} if w >= 0 else {})
@@ -1186,6 +1244,8 @@ class ContextCheck:
             check,
             spike=planned.spike if spike else (),
             spike_bars=_card_bars(card, "spike_bars"),
+            # A card from before the scale reads every count as it is.
+            spike_full_samples=int(_card_number(card, "spike_full_samples", 0)),
             step=planned.step if step else (),
             step_bars=_card_bars(card, "step_bars"),
             # A card from before the spike-and-step reading reads none.

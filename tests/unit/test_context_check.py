@@ -22,6 +22,7 @@ from udfs.calibration import (
     LEVEL_Z,
     SEASON_MAX_SAMPLES,
     SPIKE_FLOOR,
+    SPIKE_FULL_SAMPLES,
     SPIKE_MARGIN,
     SPIKE_MIN_SAMPLES,
     SPIKE_STEP_SHARE,
@@ -36,6 +37,8 @@ from udfs.calibration import (
     DeviceNormaliser,
     change_z,
     spike_bars,
+    spike_scale,
+    spike_scale_quantiles,
     spike_z,
     steady_devices,
     step_scale,
@@ -840,6 +843,70 @@ def test_spike_bars_are_each_devices_own_above_a_floor():
     }
 
 
+def test_the_spike_reading_of_a_window_of_fewer_samples_is_scaled_to_one_of_twelve(tmp_path, fleet):
+    """Of fewer samples, a window's spike reading reads further out by chance (its other
+    samples' spread comes from fewer of them), and the bars are a device's training windows'.
+    A window of under SPIKE_FULL_SAMPLES samples is read at the share of itself that a normal
+    window of 12 reads as far out as (the table is the documented simulation's); in training
+    too, so a device that sends half as often after its training (windows of 6 samples) is
+    read as it was, not against bars of windows of 12. The card records it; a card from before
+    reads every count as it is."""
+    assert SPIKE_FULL_SAMPLES == 12
+    scale = spike_scale(np.array([np.nan, 3, 4, 6, 11, 12, 60]))
+    assert np.isnan(scale[:2]).all() and (scale[-2:] == 1).all()
+    assert 0.6 < scale[2] < scale[3] < scale[4] < 1
+    simulated = spike_scale_quantiles(windows=200_000, seed=7)
+    assert list(simulated) == list(range(SPIKE_MIN_SAMPLES, SPIKE_FULL_SAMPLES))
+    np.testing.assert_allclose(
+        [simulated[n] for n in simulated], spike_scale(np.array(list(simulated))), atol=0.02
+    )
+
+    # Normal windows of 6 samples against the bar that windows of 12 pass one in a thousand.
+    rng = np.random.default_rng(11)
+
+    def readings(n: int, windows: int, full: int) -> np.ndarray:
+        v = rng.normal(size=(windows, n))
+        usual = np.full(windows, v.std(1).mean())
+        context = np.column_stack([usual, np.full(windows, float(n))])
+        return spike_z(aggregates(v), context, (0, 1, 2, 3, 1, 0), full)
+
+    bar = np.quantile(readings(12, 100_000, SPIKE_FULL_SAMPLES), 0.999)
+    assert (readings(6, 100_000, 0) > bar).mean() > 0.004  # unscaled: several times as often
+    assert (readings(6, 100_000, SPIKE_FULL_SAMPLES) > bar).mean() < 0.002
+
+    # Trained on windows of 6 samples, a device's bar comes from its scaled readings.
+    _, level, spread = fleet
+    ids, lv, sp = fleet_rows(level, spread, 150)
+    samples = lv[:, None] + sp[:, None] * rng.normal(size=(len(ids), 6))
+    x = aggregates(samples)
+    context = np.column_stack([lv, sp / np.sqrt(6) * 1.2])
+    training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 6.0)])
+    training[:, 2] = 0.87 * sp  # the recent windows' std: of 6 samples, about 0.87 sd
+    result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
+    card = check_card(result)
+    assert card["spike_full_samples"] == SPIKE_FULL_SAMPLES
+    spike = ContextCheck.plan(FEATURES, SPIKE_CONTEXT).spike[0]
+    scaled = spike_bars(ids, spike_z(x, training, spike, SPIKE_FULL_SAMPLES))
+    unscaled = spike_bars(ids, spike_z(x, training, spike))
+    assert card["spike_bars"] == pytest.approx(scaled)
+    assert card["spike_bars"] != pytest.approx(unscaled)
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPIKE_CONTEXT)
+    assert model.check.spike_full_samples == SPIKE_FULL_SAMPLES
+    rows = model.normaliser.indices(ids)
+    bars = np.array([card["spike_bars"][d] for d in ids])
+    np.testing.assert_allclose(
+        model.check.spike_reading(rows, x, training),
+        np.nan_to_num(spike_z(x, training, spike, SPIKE_FULL_SAMPLES) / bars),
+    )
+    old = dict(card)
+    del old["spike_full_samples"]
+    before = ContextCheck.from_card(old, FEATURES)
+    assert before.spike_full_samples == 0
+    np.testing.assert_allclose(
+        before.spike_reading(rows, x, training), np.nan_to_num(spike_z(x, training, spike) / bars)
+    )
+
+
 def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     """The spike reading: a single sample 20 sd away from the other 11 of its window (which
     reads at most sqrt(11) against the window's own std) passes its device's bar and raises the
@@ -889,7 +956,8 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     unknown = np.full(len(ax), -1)
     bar = float(np.median([b for b in card["spike_bars"].values() if b is not None]))
     np.testing.assert_allclose(
-        model.check.spike_reading(unknown, ax, ctx), spike_z(ax, ctx, model.check.spike[0]) / bar
+        model.check.spike_reading(unknown, ax, ctx),
+        spike_z(ax, ctx, model.check.spike[0], model.check.spike_full_samples) / bar,
     )
     assert not model.check.spike_reading(rows, ax, None).any()
     # A card from before the reading reads none.
