@@ -64,7 +64,7 @@ from udfs.calibration import (
     steady_devices,
     step_z,
 )
-from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel
+from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel, context_columns_read
 
 PARITY_TOLERANCE = 1e-5
 # Below this many usable windows per model feature, training refuses to fit.
@@ -660,7 +660,7 @@ def fit_model(
     check_ids = np.concatenate([device_ids[:SELF_CHECK_ROWS], held_ids[:SELF_CHECK_ROWS]])
     check_x = np.vstack([raw_x[:SELF_CHECK_ROWS], held_x[:SELF_CHECK_ROWS]])
     check_context = None
-    reads_context = check is not None or partial is not None
+    reads_context = context_columns_read(check, partial) != ()
     if reads_context and context is not None:
         # Training rows with their context, held-out rows without (the fallback).
         rows = min(SELF_CHECK_ROWS, len(held_x))

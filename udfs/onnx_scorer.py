@@ -114,6 +114,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def context_columns_read(
+    check: ContextCheck | None, partial: PartialWindows | None
+) -> tuple[int, ...] | None:
+    """The context columns a model's scores depend on: None for all of them (a context-checked
+    model), the sample count's alone for a model of windows of few samples, () for none."""
+    if check is not None:
+        return None
+    return () if partial is None else (partial.column,)
+
+
 @dataclass
 class OnnxModel:
     """An exported anomaly model: ONNX graph + card (version, feature order, per-device
@@ -139,11 +149,8 @@ class OnnxModel:
 
     @property
     def context_read(self) -> tuple[int, ...] | None:
-        """The context columns the scores depend on: None for all of them (a context-checked
-        model), the sample count's alone for a model of windows of few samples, () for none."""
-        if self.check is not None:
-            return None
-        return () if self.partial is None else (self.partial.column,)
+        """The context columns the scores depend on (see context_columns_read)."""
+        return context_columns_read(self.check, self.partial)
 
     @property
     def threshold(self) -> float:
