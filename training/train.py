@@ -16,6 +16,7 @@ and on held-out perturbed windows, or nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -60,7 +61,6 @@ from udfs.calibration import (
     Severity,
     change_z,
     spike_bars,
-    spike_z,
     steady_devices,
     step_z,
 )
@@ -502,22 +502,36 @@ def fit_model(
 
         # The spike, step and change readings' bars per device, from its training windows'
         # readings (None: a reading the check does not read).
-        def bars_of(columns, statistic, least: float, margin: float):
+        def bars_of(columns, statistics, least: float, margin: float):
             if not columns or context is None:
                 return None
-            readings = np.fmax.reduce([statistic(c) for c in columns])
+            readings = np.fmax.reduce(statistics())
             return spike_bars(device_ids, readings, least, margin)
 
+        # The spike reading as scoring reads it: a window of few samples scaled to one of
+        # SPIKE_FULL_SAMPLES, the device's typical std the floor's where no recent one is known.
+        spiked = dataclasses.replace(
+            check, spike_full_samples=SPIKE_FULL_SAMPLES, spike_typical_floor=True
+        )
         bars = bars_of(
-            check.spike, lambda c: spike_z(x, context, c, SPIKE_FULL_SAMPLES), SPIKE_Z, SPIKE_MARGIN
+            check.spike,
+            lambda: spiked.spike_statistics(normaliser, device_rows, x, context),
+            SPIKE_Z,
+            SPIKE_MARGIN,
         )
         # The step and change readings wait for USUAL_MIN_WINDOWS windows in their horizon,
         # in training too: a training part's first windows read against a window or two.
         step_bars = bars_of(
-            check.step, lambda c: step_z(context, c, USUAL_MIN_WINDOWS), STEP_Z, STEP_MARGIN
+            check.step,
+            lambda: [step_z(context, c, USUAL_MIN_WINDOWS) for c in check.step],
+            STEP_Z,
+            STEP_MARGIN,
         )
         change_bars = bars_of(
-            check.change, lambda c: change_z(context, c, USUAL_MIN_WINDOWS), CHANGE_Z, CHANGE_MARGIN
+            check.change,
+            lambda: [change_z(context, c, USUAL_MIN_WINDOWS) for c in check.change],
+            CHANGE_Z,
+            CHANGE_MARGIN,
         )
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
@@ -530,6 +544,7 @@ def fit_model(
             change_bars,
             USUAL_MIN_WINDOWS,
             SPIKE_FULL_SAMPLES,
+            spike_typical_floor=True,
         )
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(

@@ -410,16 +410,22 @@ def spike_z(
     context: np.ndarray,
     spike: tuple[int, int, int, int, int, int],
     full_samples: int = 0,
+    typical_std: np.ndarray | None = None,
 ) -> np.ndarray:
     """The spike reading's statistic of each window (see SPIKE_Z) for one metric's ``spike``
     indices (mean, std, min and max features; count and stdavg context columns): NaN where it
     cannot be read (fewer than SPIKE_MIN_SAMPLES samples, no floor and other samples that sat
     still). Where ``full_samples`` is SPIKE_FULL_SAMPLES, a window of fewer samples is scaled
-    to one of them (spike_scale; 0: not scaled, a card from before it)."""
+    to one of them (spike_scale; 0: not scaled, a card from before it). ``typical_std``: each
+    window's device's typical window std, the floor's spread where no recent one is known (a
+    fresh stream's first window; None: no floor there, a card from before it)."""
     jm, js, lo, hi, n, a = spike
     count = context[:, n]
     mean, std = x[:, jm], x[:, js]
-    floor = SPIKE_FLOOR * np.where(np.isfinite(context[:, a]), context[:, a], 0.0)
+    usual = context[:, a]
+    if typical_std is not None:
+        usual = np.where(np.isfinite(usual), usual, typical_std)
+    floor = SPIKE_FLOOR * np.where(np.isfinite(usual), usual, 0.0)
     others = np.fmax(count - 1.0, 1.0)
     out = np.zeros(len(x))
     for extreme in (x[:, lo], x[:, hi]):
@@ -645,10 +651,13 @@ class ContextCheck:
     # The spike reading, per metric whose window count the scorer is given: (mean, std, min and
     # max feature indices, count column, stdavg column); read against spike_bars, each device's
     # bar (None: not read), a window of fewer than spike_full_samples samples scaled to one of
-    # them (0: not scaled, a card from before it). Empty in a card from before it.
+    # them (0: not scaled, a card from before it), the floor from the device's typical window
+    # std where no recent one is known if spike_typical_floor (else none there, a card from
+    # before it). Empty in a card from before it.
     spike: tuple[tuple[int, int, int, int, int, int], ...] = ()
     spike_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
     spike_full_samples: int = 0
+    spike_typical_floor: bool = False
     # The step reading, per metric whose largest step the scorer is given: (step, stepavg,
     # count and the longest horizon's windows columns, the last -1 where there is none); read
     # against step_bars, each device's bar (None: not read), once the horizon holds
@@ -855,16 +864,34 @@ class ContextCheck:
         return out
 
     def spike_reading(
-        self, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None
+        self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray | None
     ) -> np.ndarray:
-        """Per window, the largest of its metrics' spike statistics (``spike_z``) over its
-        device's bar (1 is the bar, above it flagged); 0 where it is not read (no context, a
-        device without a bar, a window it cannot read)."""
+        """Per window, the largest of its metrics' spike statistics (``spike_statistics``)
+        over its device's bar (1 is the bar, above it flagged); 0 where it is not read (no
+        context, a device without a bar, a window it cannot read)."""
         if context is None or not self.spike:
             return np.zeros(len(x))
-        x = np.asarray(x, dtype=np.float64)
-        readings = (spike_z(x, context, spike, self.spike_full_samples) for spike in self.spike)
+        readings = self.spike_statistics(fixed, rows, x, context)
         return _over_bars(readings, self._spike_bar_rows[rows], len(x))
+
+    def spike_statistics(
+        self, fixed: DeviceNormaliser, rows: np.ndarray, x: np.ndarray, context: np.ndarray
+    ) -> list[np.ndarray]:
+        """Per metric of ``spike``, each window's ``spike_z`` as this check reads it (its
+        count's scale, its floor where no recent spread is known; ``fixed`` and ``rows``: the
+        model's own normaliser and each window's device in it)."""
+        x = np.asarray(x, dtype=np.float64)
+        center = fixed.typical_rows(rows)[0] if self.spike_typical_floor else None
+        return [
+            spike_z(
+                x,
+                context,
+                spike,
+                self.spike_full_samples,
+                None if center is None else center[:, spike[1]],
+            )
+            for spike in self.spike
+        ]
 
     @cached_property
     def _spike_bar_rows(self) -> np.ndarray:
@@ -957,7 +984,7 @@ class ContextCheck:
         check reads none of them."""
         if not any(getattr(self, name) for name in READING_FIELDS):
             return {}
-        spike = self.spike_reading(rows, x, context)
+        spike = self.spike_reading(fixed, rows, x, context)
         step = self.step_reading(rows, context)
         return {
             "spread": self.spread_reading(x, context),
@@ -1041,6 +1068,7 @@ class ContextCheck:
         change_bars: dict[str, float | None] | None = None,
         usual_min_windows: int = 0,
         spike_full_samples: int = 0,
+        spike_typical_floor: bool = False,
     ) -> ContextCheck:
         return dataclasses.replace(
             self,
@@ -1053,6 +1081,7 @@ class ContextCheck:
             change_bars=dict(change_bars or {}),
             usual_min_windows=usual_min_windows,
             spike_full_samples=spike_full_samples,
+            spike_typical_floor=spike_typical_floor,
         )
 
     def to_card(self, feature_names) -> dict:
@@ -1129,6 +1158,7 @@ class ContextCheck:
             "spike_floor": SPIKE_FLOOR,
             "spike_bars": dict(sorted(self.spike_bars.items())),
             "spike_full_samples": self.spike_full_samples,
+            "spike_typical_floor": self.spike_typical_floor,
             "step": [
                 {"step": self.columns[s], "stepavg": self.columns[a], "count": self.columns[n]}
                 | ({"windows": self.columns[w]} if w >= 0 else {})
@@ -1246,6 +1276,8 @@ class ContextCheck:
             spike_bars=_card_bars(card, "spike_bars"),
             # A card from before the scale reads every count as it is.
             spike_full_samples=int(_card_number(card, "spike_full_samples", 0)),
+            # A card from before the typical floor has none where no recent spread is known.
+            spike_typical_floor=card.get("spike_typical_floor") is True,
             step=planned.step if step else (),
             step_bars=_card_bars(card, "step_bars"),
             # A card from before the spike-and-step reading reads none.

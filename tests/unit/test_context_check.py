@@ -895,7 +895,7 @@ def test_the_spike_reading_of_a_window_of_fewer_samples_is_scaled_to_one_of_twel
     rows = model.normaliser.indices(ids)
     bars = np.array([card["spike_bars"][d] for d in ids])
     np.testing.assert_allclose(
-        model.check.spike_reading(rows, x, training),
+        model.check.spike_reading(model.normaliser, rows, x, training),
         np.nan_to_num(spike_z(x, training, spike, SPIKE_FULL_SAMPLES) / bars),
     )
     old = dict(card)
@@ -903,8 +903,49 @@ def test_the_spike_reading_of_a_window_of_fewer_samples_is_scaled_to_one_of_twel
     before = ContextCheck.from_card(old, FEATURES)
     assert before.spike_full_samples == 0
     np.testing.assert_allclose(
-        before.spike_reading(rows, x, training), np.nan_to_num(spike_z(x, training, spike) / bars)
+        before.spike_reading(model.normaliser, rows, x, training),
+        np.nan_to_num(spike_z(x, training, spike) / bars),
     )
+
+
+def test_a_window_without_recent_spreads_is_read_against_its_devices_typical_std(tmp_path, fleet):
+    """A fresh stream's first window has no recent window spreads in its context, so the spike
+    reading had no floor: of a few samples, three that sat nearly still and one a little off
+    read as far out as a real spike. Where no recent spread is known, the floor is half the
+    device's typical window std (its training windows'), in training too (a device's first
+    training window no longer raises its bar). The card records it; a card from before it has
+    no floor there."""
+    rng, level, spread = fleet
+    ids, lv, sp = fleet_rows(level, spread, 150)
+    samples = lv[:, None] + sp[:, None] * rng.normal(size=(len(ids), 12))
+    first = np.flatnonzero(ids == "dev-02")[0]
+    samples[first] = lv[first] + sp[first] * np.r_[np.full(11, 0.0), 0.8]  # still, one a bit off
+    samples[first, :11] += sp[first] * 1e-3 * np.arange(11)
+    x = aggregates(samples)
+    context = np.column_stack([lv, sp / np.sqrt(12) * 1.2])
+    training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 12.0)])
+    training[:, 2] = 0.93 * sp
+    training[first, 2] = np.nan  # dev-02's first training window: no recent spreads yet
+    result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
+    card = check_card(result)
+    assert card["spike_typical_floor"] is True
+    assert card["spike_bars"]["dev-02"] < 10  # read against the floor, not its own stillness
+    model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPIKE_CONTEXT)
+    assert model.check.spike_typical_floor
+
+    # A fresh stream's first window of 4 samples: three nearly equal, one 0.8 sd off them.
+    devices = np.array(["dev-00", "dev-05"])
+    rows = model.normaliser.indices(devices)
+    at = np.flatnonzero(np.isin(ids, devices))[:2]
+    window = lv[at, None] + sp[at, None] * np.array([[0.0, 0.001, 0.002, 0.8]])
+    fresh = np.full((2, len(SPIKE_CONTEXT)), np.nan)  # no context yet but the count
+    fresh[:, SPIKE_CONTEXT.index("value_count")] = 4.0
+    assert (model.check.spike_reading(model.normaliser, rows, aggregates(window), fresh) < 1).all()
+    old = dict(card)
+    del old["spike_typical_floor"]
+    before = ContextCheck.from_card(old, FEATURES)
+    assert not before.spike_typical_floor
+    assert (before.spike_reading(model.normaliser, rows, aggregates(window), fresh) > 1).all()
 
 
 def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
@@ -947,19 +988,19 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
 
     rows = model.normaliser.indices(after)
     ax, ctx = scored(20.0)
-    reading = model.check.spike_reading(rows, ax, ctx)
+    reading = model.check.spike_reading(model.normaliser, rows, ax, ctx)
     assert_read_at_own_bars(model, without, (after, ax, ctx), reading, "spike", required=False)
     ax, ctx = scored(3.0)
-    assert (model.check.spike_reading(rows, ax, ctx) < 1).all()
+    assert (model.check.spike_reading(model.normaliser, rows, ax, ctx) < 1).all()
     # A device the model has not seen is read at the devices' median bar; no context: none.
     ax, ctx = scored(20.0)
     unknown = np.full(len(ax), -1)
     bar = float(np.median([b for b in card["spike_bars"].values() if b is not None]))
     np.testing.assert_allclose(
-        model.check.spike_reading(unknown, ax, ctx),
+        model.check.spike_reading(model.normaliser, unknown, ax, ctx),
         spike_z(ax, ctx, model.check.spike[0], model.check.spike_full_samples) / bar,
     )
-    assert not model.check.spike_reading(rows, ax, None).any()
+    assert not model.check.spike_reading(model.normaliser, rows, ax, None).any()
     # A card from before the reading reads none.
     del card["spike"]
     assert ContextCheck.from_card(card, FEATURES).spike == ()
@@ -1351,7 +1392,7 @@ def test_the_spike_and_the_step_reading_short_of_their_bars_together_flag(
     def window(c):
         return (c[:, 5] - 12).astype(int)
 
-    monkeypatch.setattr(ContextCheck, "spike_reading", lambda self, r, x, c: spikes[window(c)])
+    monkeypatch.setattr(ContextCheck, "spike_reading", lambda self, f, r, x, c: spikes[window(c)])
     monkeypatch.setattr(ContextCheck, "step_reading", lambda self, r, c: steps[window(c)])
     got = model.score(after_ids, after_x, after_ctx)
     readings = [0.85 / 0.8, 0.95, 1.2, 0.85, 0.9, 1.0]  # the smaller of two, over 0.8
