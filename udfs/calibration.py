@@ -304,7 +304,9 @@ STUCK_REPEATS = 0.01
 # SPIKE_MARGIN x the device's highest reading over its training windows (a device whose windows
 # hold single odd samples anyway is read at its own level; one none of whose training windows
 # could be read is not read). The floor keeps a window of otherwise equal samples from reading
-# infinitely far; without one (no recent spreads yet, or all 0) such a window is not read.
+# infinitely far; where no recent spread is known (a fresh stream's first window) it is half the
+# device's typical window std (its training windows'; the card's spike_typical_floor), and
+# without one (all 0) such a window is not read.
 # Measured (README, Accuracy): on public 5-minute KPIs it finds the one-sample dips and spikes
 # the window's features miss.
 SPIKE_Z = 6.0
