@@ -279,6 +279,16 @@ def with_spread_context(x, context, windows_seen: float):
     return np.column_stack([context, std, std / 10, np.full(len(x), windows_seen)])
 
 
+def spike_training(x, lv, sp, count: int, usual_std: float) -> np.ndarray:
+    """SPIKE_CONTEXT of windows of ``count`` samples of devices at level ``lv`` and spread
+    ``sp``: the spread context, the recent windows' std ``usual_std`` x sp (the population std
+    of ``count`` normal samples is about 0.87 sd for 6, 0.93 for 12) and the count."""
+    context = np.column_stack([lv, sp / np.sqrt(count) * 1.2])
+    training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), count)])
+    training[:, 2] = usual_std * sp
+    return training
+
+
 def test_plan_reads_the_spread_statistics_of_a_metric_with_them():
     check = ContextCheck.plan(FEATURES, SPREAD_CONTEXT)
     # std, stdavg, stdsd, windows; and the min and max that tell a flat window
@@ -879,9 +889,7 @@ def test_the_spike_reading_of_a_window_of_fewer_samples_is_scaled_to_one_of_twel
     ids, lv, sp = fleet_rows(level, spread, 150)
     samples = lv[:, None] + sp[:, None] * rng.normal(size=(len(ids), 6))
     x = aggregates(samples)
-    context = np.column_stack([lv, sp / np.sqrt(6) * 1.2])
-    training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 6.0)])
-    training[:, 2] = 0.87 * sp  # the recent windows' std: of 6 samples, about 0.87 sd
+    training = spike_training(x, lv, sp, 6, 0.87)
     result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
     card = check_card(result)
     assert card["spike_full_samples"] == SPIKE_FULL_SAMPLES
@@ -923,9 +931,7 @@ def test_a_window_without_recent_spreads_is_read_against_its_devices_typical_std
     samples[first] = lv[first] + sp[first] * np.r_[np.full(11, 0.0), 0.8]  # still, one a bit off
     samples[first, :11] += sp[first] * 1e-3 * np.arange(11)
     x = aggregates(samples)
-    context = np.column_stack([lv, sp / np.sqrt(12) * 1.2])
-    training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 12.0)])
-    training[:, 2] = 0.93 * sp
+    training = spike_training(x, lv, sp, 12, 0.93)
     training[first, 2] = np.nan  # dev-02's first training window: no recent spreads yet
     result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
     card = check_card(result)
@@ -961,9 +967,7 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     odd = np.flatnonzero(ids == "dev-05")[::10]
     samples[odd, 4] += 15 * sp[odd]  # dev-05's training windows hold odd samples
     x = aggregates(samples)
-    context = np.column_stack([lv, sp / np.sqrt(12) * 1.2])
-    training = np.column_stack([with_spread_context(x, context, 24), np.full(len(x), 12.0)])
-    training[:, 2] = 0.93 * sp  # the recent windows' std: of 12 samples, about 0.93 sd
+    training = spike_training(x, lv, sp, 12, 0.93)
     result = fit_checked(tmp_path, ids, x, training, SPIKE_CONTEXT)
     card = check_card(result)
     assert card["spike"] == [
