@@ -59,10 +59,8 @@ from udfs.calibration import (
     DeviceNormaliser,
     PartialWindows,
     Severity,
-    change_z,
     spike_bars,
     steady_devices,
-    step_z,
 )
 from udfs.onnx_scorer import CARD_FILE, MODEL_FILE, OnnxModel, context_columns_read
 
@@ -508,30 +506,25 @@ def fit_model(
             readings = np.fmax.reduce(statistics())
             return spike_bars(device_ids, readings, least, margin)
 
-        # The spike reading as scoring reads it: a window of few samples scaled to one of
-        # SPIKE_FULL_SAMPLES, the device's typical std the floor's where no recent one is known.
-        spiked = dataclasses.replace(
-            check, spike_full_samples=SPIKE_FULL_SAMPLES, spike_typical_floor=True
+        # The readings as scoring reads them, in training too: the step and change readings
+        # wait for USUAL_MIN_WINDOWS windows in their horizon (a training part's first windows
+        # read against a window or two); a spike reading of few samples is scaled to one of
+        # SPIKE_FULL_SAMPLES, its floor the device's typical std where no recent one is known.
+        check = dataclasses.replace(
+            check,
+            usual_min_windows=USUAL_MIN_WINDOWS,
+            spike_full_samples=SPIKE_FULL_SAMPLES,
+            spike_typical_floor=True,
         )
         bars = bars_of(
             check.spike,
-            lambda: spiked.spike_statistics(normaliser, device_rows, x, context),
+            lambda: check.spike_statistics(normaliser, device_rows, x, context),
             SPIKE_Z,
             SPIKE_MARGIN,
         )
-        # The step and change readings wait for USUAL_MIN_WINDOWS windows in their horizon,
-        # in training too: a training part's first windows read against a window or two.
-        step_bars = bars_of(
-            check.step,
-            lambda: [step_z(context, c, USUAL_MIN_WINDOWS) for c in check.step],
-            STEP_Z,
-            STEP_MARGIN,
-        )
+        step_bars = bars_of(check.step, lambda: check.step_statistics(context), STEP_Z, STEP_MARGIN)
         change_bars = bars_of(
-            check.change,
-            lambda: [change_z(context, c, USUAL_MIN_WINDOWS) for c in check.change],
-            CHANGE_Z,
-            CHANGE_MARGIN,
+            check.change, lambda: check.change_statistics(context), CHANGE_Z, CHANGE_MARGIN
         )
         xc = check.read(normaliser, device_rows, x, context)
         check = check.fitted(
@@ -542,9 +535,6 @@ def fit_model(
             bars,
             step_bars,
             change_bars,
-            USUAL_MIN_WINDOWS,
-            SPIKE_FULL_SAMPLES,
-            spike_typical_floor=True,
         )
         zc = check.normaliser.transform(device_ids, xc)
         context_detector, _ = fitted_detector(

@@ -11,7 +11,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from statistics import NormalDist
 
 import numpy as np
@@ -446,10 +446,10 @@ def spike_z(
     return np.where(count >= SPIKE_MIN_SAMPLES, out, np.nan)
 
 
-# The scale of a window's spike reading by its count (index: count; see SPIKE_FULL_SAMPLES;
-# spike_scale_quantiles with 10**6 windows a count, its default, gives them to about 0.5 %).
+# The scale of a window's spike reading by its count (index: count, up to SPIKE_FULL_SAMPLES's
+# 1; spike_scale_quantiles with 10**6 windows a count, its default, gives them to about 0.5 %).
 _SPIKE_SCALE = np.array(
-    [np.nan] * SPIKE_MIN_SAMPLES + [0.673, 0.750, 0.805, 0.844, 0.882, 0.911, 0.943, 0.974]
+    [np.nan] * SPIKE_MIN_SAMPLES + [0.673, 0.750, 0.805, 0.844, 0.882, 0.911, 0.943, 0.974, 1.0]
 )
 
 
@@ -460,8 +460,7 @@ def spike_scale(count: np.ndarray) -> np.ndarray:
     count = np.asarray(count, dtype=np.float64)
     known = np.isfinite(count) & (count >= SPIKE_MIN_SAMPLES)
     at = np.where(known, np.fmin(count, SPIKE_FULL_SAMPLES), 0).astype(np.int64)
-    table = np.append(_SPIKE_SCALE, 1.0)
-    return np.where(known, table[at], np.nan)
+    return np.where(known, _SPIKE_SCALE[at], np.nan)
 
 
 def spike_scale_quantiles(windows: int = 10**6, seed: int = 1) -> dict[int, float]:
@@ -905,8 +904,12 @@ class ContextCheck:
         device without a bar, a window it cannot read)."""
         if context is None or not self.step:
             return np.zeros(len(rows))
-        statistic = partial(step_z, least_windows=self.usual_min_windows)
-        return self._columns_at_bars(rows, context, self.step, statistic, self._step_bar_rows)
+        return _over_bars(self.step_statistics(context), self._step_bar_rows[rows], len(rows))
+
+    def step_statistics(self, context: np.ndarray) -> list[np.ndarray]:
+        """Per metric of ``step``, each window's ``step_z`` as this check reads it (once the
+        horizon holds usual_min_windows windows)."""
+        return [step_z(context, step, self.usual_min_windows) for step in self.step]
 
     @cached_property
     def _step_bar_rows(self) -> np.ndarray:
@@ -918,19 +921,16 @@ class ContextCheck:
         device without a bar, a window it cannot read)."""
         if context is None or not self.change:
             return np.zeros(len(rows))
-        statistic = partial(change_z, least_windows=self.usual_min_windows)
-        return self._columns_at_bars(rows, context, self.change, statistic, self._change_bar_rows)
+        return _over_bars(self.change_statistics(context), self._change_bar_rows[rows], len(rows))
+
+    def change_statistics(self, context: np.ndarray) -> list[np.ndarray]:
+        """Per metric of ``change``, each window's ``change_z`` as this check reads it (once
+        the horizon holds usual_min_windows windows)."""
+        return [change_z(context, change, self.usual_min_windows) for change in self.change]
 
     @cached_property
     def _change_bar_rows(self) -> np.ndarray:
         return self._bar_rows(self.change_bars)
-
-    @staticmethod
-    def _columns_at_bars(rows, context, columns, statistic, bar_rows) -> np.ndarray:
-        """Per window, the largest ``statistic`` of the context ``columns`` of its metrics over
-        its device's bar (``bar_rows``: per device row)."""
-        readings = (statistic(context, c) for c in columns)
-        return _over_bars(readings, bar_rows[rows], len(rows))
 
     def _bar_rows(self, device_bars: dict[str, float | None]) -> np.ndarray:
         """Per device of the normalisation and the fleet's row last: its bar (inf: not read).
@@ -1068,9 +1068,6 @@ class ContextCheck:
         spike_bars: dict[str, float | None] | None = None,
         step_bars: dict[str, float | None] | None = None,
         change_bars: dict[str, float | None] | None = None,
-        usual_min_windows: int = 0,
-        spike_full_samples: int = 0,
-        spike_typical_floor: bool = False,
     ) -> ContextCheck:
         return dataclasses.replace(
             self,
@@ -1081,9 +1078,6 @@ class ContextCheck:
             spike_bars=dict(spike_bars or {}),
             step_bars=dict(step_bars or {}),
             change_bars=dict(change_bars or {}),
-            usual_min_windows=usual_min_windows,
-            spike_full_samples=spike_full_samples,
-            spike_typical_floor=spike_typical_floor,
         )
 
     def to_card(self, feature_names) -> dict:
