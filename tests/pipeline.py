@@ -85,12 +85,26 @@ def reject_reason(value: bytes | None) -> str | None:
 
 class PacedProducer(threading.Thread):
     """Sends a known list of messages in slices with pauses, as a live fleet would, then one
-    sentinel event per partition far enough ahead to close every window of the list."""
+    sentinel event per partition far enough ahead to close every window of the list.
 
-    def __init__(self, settings: Settings, topic: str, messages: list, slices: int, pause_s: float):
+    With ``hold`` (an event the test sets once what must happen mid-stream has happened), the
+    last slice waits for it, so that input is still to come however slow the machine, and once
+    it is set the slices left go without pauses (the test need not wait out the pacing)."""
+
+    HOLD_TIMEOUT_S = 300
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        messages: list,
+        slices: int,
+        pause_s: float,
+        hold: threading.Event | None = None,
+    ):
         super().__init__(daemon=True)
         self.settings, self.topic, self.messages = settings, topic, messages
-        self.slices, self.pause_s = slices, pause_s
+        self.slices, self.pause_s, self.hold = slices, pause_s, hold
         self.sent = 0
         self.error: BaseException | None = None
 
@@ -108,11 +122,15 @@ class PacedProducer(threading.Thread):
             )
             size = -(-len(self.messages) // self.slices)
             for start in range(0, len(self.messages), size):
+                last = start + size >= len(self.messages)
+                if last and self.hold and not self.hold.wait(self.HOLD_TIMEOUT_S):
+                    raise RuntimeError(f"the hold was not released in {self.HOLD_TIMEOUT_S} s")
                 for key, value in self.messages[start : start + size]:
                     producer.produce(self.topic, value, key)
                 producer.flush(120)
                 self.sent = min(start + size, len(self.messages))
-                time.sleep(self.pause_s)
+                if not (self.hold and self.hold.is_set()):
+                    time.sleep(self.pause_s)
             events = [json.loads(v) for _, v in self.messages if reject_reason(v) is None]
             last = max(e["ts_ms"] for e in events)
             for partition in range(self.settings.events_topic_partitions):
