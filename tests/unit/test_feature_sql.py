@@ -3,6 +3,9 @@ Flink batch mode, against an independent numpy computation."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -244,14 +247,35 @@ def test_one_metric_spread_context_matches_numpy():
     run_in_deployment("test_context_horizons_match_numpy", "ops", 10, check)
 
 
-def run_in_deployment(test: str, catalogue: str, window_seconds: int, check: str = "") -> None:
-    """Runs one test of this file in a process of its own with this catalogue and window (the
-    features are fixed at import), after ``check`` (Python) in that process."""
-    import os
-    import subprocess
-    import sys
+# Tests of this file that run in a process of their own with another catalogue and window (the
+# features are fixed at import): each deployment's tests in one process.
+IN_DEPLOYMENT = {
+    ("ops", 1800): ("test_predict_window_features_are_the_jobs",),
+    ("ops", 10): ("test_context_horizons_match_numpy",),
+    ("ops", 3600): (
+        "test_season_stats_match_a_time_based_reference",
+        "test_steps_of_long_windows_in_any_order_match_numpy",
+    ),
+}
 
-    from common.settings import REPO_ROOT
+
+def run_in_deployment(test: str, catalogue: str, window_seconds: int, check: str = "") -> None:
+    """Asserts that ``test`` passed in the process of this catalogue and window, where
+    ``check`` (Python) holds first."""
+    if check:
+        import subprocess
+        import sys
+
+        from common.settings import REPO_ROOT
+
+        env = deployment_env(catalogue, window_seconds)
+        subprocess.run([sys.executable, "-c", check], env=env, cwd=REPO_ROOT, check=True)
+    outcomes, output = deployment_run(catalogue, window_seconds)
+    assert outcomes.get(test) == "passed", (outcomes, output)
+
+
+def deployment_env(catalogue: str, window_seconds: int) -> dict[str, str]:
+    import os
 
     env = {
         **os.environ,
@@ -259,13 +283,39 @@ def run_in_deployment(test: str, catalogue: str, window_seconds: int, check: str
         "ANOMALY_WINDOW_SECONDS": str(window_seconds),
     }
     env.pop("ANOMALY_CONTEXT_HORIZONS", None)
-    if check:
-        subprocess.run([sys.executable, "-c", check], env=env, cwd=REPO_ROOT, check=True)
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test}"]
-    done = subprocess.run(args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0 and "1 passed" in done.stdout, (
-        done.stdout[-3000:] + done.stderr[-3000:]
-    )
+    return env
+
+
+@functools.cache
+def deployment_run(catalogue: str, window_seconds: int) -> tuple[dict[str, str], str]:
+    """Runs the tests of IN_DEPLOYMENT for this catalogue and window in one pytest process;
+    each test's outcome, and the end of the output."""
+    import subprocess
+    import sys
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    from common.settings import REPO_ROOT
+
+    tests = IN_DEPLOYMENT[(catalogue, window_seconds)]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.xml"
+        args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        args += [f"--junitxml={report}", *(f"{__file__}::{test}" for test in tests)]
+        done = subprocess.run(
+            args,
+            env=deployment_env(catalogue, window_seconds),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        outcomes = {}
+        if report.exists():
+            for case in ET.parse(report).iter("testcase"):
+                failed = [c.tag for c in case if c.tag in ("failure", "error", "skipped")]
+                outcomes[case.get("name")] = failed[0] if failed else "passed"
+    return outcomes, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 def test_season_stats_match_a_time_based_reference(batch_env, base_settings):
