@@ -121,15 +121,16 @@ class PacedProducer(threading.Thread):
                 }
             )
             size = -(-len(self.messages) // self.slices)
+            held = self.hold is not None
             for start in range(0, len(self.messages), size):
-                last = start + size >= len(self.messages)
-                if last and self.hold and not self.hold.wait(self.HOLD_TIMEOUT_S):
+                final_slice = start + size >= len(self.messages)
+                if final_slice and held and not self.hold.wait(self.HOLD_TIMEOUT_S):
                     raise RuntimeError(f"the hold was not released in {self.HOLD_TIMEOUT_S} s")
                 for key, value in self.messages[start : start + size]:
                     producer.produce(self.topic, value, key)
                 producer.flush(120)
                 self.sent = min(start + size, len(self.messages))
-                if not (self.hold and self.hold.is_set()):
+                if not (held and self.hold.is_set()):
                     time.sleep(self.pause_s)
             events = [json.loads(v) for _, v in self.messages if reject_reason(v) is None]
             last = max(e["ts_ms"] for e in events)
