@@ -1367,8 +1367,8 @@ def test_the_level_reading_reads_windows_of_many_samples_at_a_higher_bar(tmp_pat
 def test_the_spike_and_the_step_reading_short_of_their_bars_together_flag(
     tmp_path, fleet, monkeypatch
 ):
-    """A window that both the spike and the step reading read at SPIKE_STEP_SHARE (0.8) of
-    their bars or more is flagged; one of them alone short of its bar, or both under the share,
+    """A window that both the spike and the step reading read at SPIKE_STEP_SHARE of their
+    bars or more is flagged; one of them alone short of its bar, or both under the share,
     is not. A card from before that reading reads none."""
     rng, level, spread = fleet
     context_names = (*SPIKE_CONTEXT, "value_step", "value_stepavg1d")
@@ -1378,7 +1378,8 @@ def test_the_spike_and_the_step_reading_short_of_their_bars_together_flag(
     training = np.column_stack([spike, usual, usual])
     result = fit_checked(tmp_path, ids, x, training, context_names)
     card = check_card(result)
-    assert card["spike_step_share"] == SPIKE_STEP_SHARE == 0.8
+    share = SPIKE_STEP_SHARE
+    assert card["spike_step_share"] == share and 0 < share < 1
     model = OnnxModel.load(result.model_dir, FEATURES, 3600, context_names)
     assert model.check.spike and model.check.step
 
@@ -1389,8 +1390,10 @@ def test_the_spike_and_the_step_reading_short_of_their_bars_together_flag(
     unread = dataclasses.replace(model.check, spike=(), step=(), spike_step_share=np.inf)
     base = dataclasses.replace(model, check=unread).score(after_ids, after_x, after_ctx)
     assert not base.flag.astype(bool).any()  # the model alone passes none of these windows
-    spikes = np.array([0.85, 0.75, 1.2, 0.0, 0.9, 0.8])
-    steps = np.array([0.9, 0.95, 0.0, 0.85, 0.0, 0.8])
+    # Of their bars: both past the share; the spike under it; the spike alone past its bar; the
+    # step alone short of its bar; the spike alone short of its bar; both at the share.
+    spikes = np.array([share + 0.05, share - 0.05, 1.2, 0.0, 0.9, share])
+    steps = np.array([share + 0.1, 0.95, 0.0, 0.85, 0.0, share])
     # Each window's readings, found by its count (which the model does not read).
     after_ctx[:, 5] = 12 + np.arange(n)
 
@@ -1400,7 +1403,8 @@ def test_the_spike_and_the_step_reading_short_of_their_bars_together_flag(
     monkeypatch.setattr(ContextCheck, "spike_reading", lambda self, f, r, x, c: spikes[window(c)])
     monkeypatch.setattr(ContextCheck, "step_reading", lambda self, r, c: steps[window(c)])
     got = model.score(after_ids, after_x, after_ctx)
-    readings = [0.85 / 0.8, 0.95, 1.2, 0.85, 0.9, 1.0]  # the smaller of two, over 0.8
+    # The spike-and-step reading is the smaller of the two over the share.
+    readings = [(share + 0.05) / share, 0.95, 1.2, 0.85, 0.9, 1.0]
     expected = np.fmax(base.score, np.multiply(readings, model.threshold))
     np.testing.assert_allclose(got.score, expected)
     assert list(got.flag) == [True, False, True, False, False, False]  # 1.0: at the bar, not above
