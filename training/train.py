@@ -49,7 +49,6 @@ from training.detectors import (
 from udfs.calibration import (
     CHANGE_MARGIN,
     CHANGE_Z,
-    SPIKE_FULL_SAMPLES,
     SPIKE_MARGIN,
     SPIKE_Z,
     STEP_MARGIN,
@@ -513,7 +512,7 @@ def fit_model(
         check = dataclasses.replace(
             check,
             usual_min_windows=USUAL_MIN_WINDOWS,
-            spike_full_samples=SPIKE_FULL_SAMPLES,
+            spike_count_scaled=True,
             spike_typical_floor=True,
         )
         bars = bars_of(

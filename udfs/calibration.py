@@ -412,14 +412,14 @@ def spike_z(
     x: np.ndarray,
     context: np.ndarray,
     spike: tuple[int, int, int, int, int, int],
-    full_samples: int = 0,
+    scaled: bool = False,
     typical_std: np.ndarray | None = None,
 ) -> np.ndarray:
     """The spike reading's statistic of each window (see SPIKE_Z) for one metric's ``spike``
     indices (mean, std, min and max features; count and stdavg context columns): NaN where it
     cannot be read (fewer than SPIKE_MIN_SAMPLES samples, no floor and other samples that sat
-    still). Where ``full_samples`` is SPIKE_FULL_SAMPLES, a window of fewer samples is scaled
-    to one of them (spike_scale; 0: not scaled, a card from before it). ``typical_std``: each
+    still). Where ``scaled``, a window of fewer than SPIKE_FULL_SAMPLES samples is scaled to
+    one of them (spike_scale; False: not scaled, a card from before it). ``typical_std``: each
     window's device's typical window std, the floor's spread where no recent one is known (a
     fresh stream's first window; None: no floor there, a card from before it)."""
     jm, js, lo, hi, n, a = spike
@@ -442,7 +442,7 @@ def spike_z(
         z = np.where(d == 0, 0.0, np.nan)
         np.divide(np.abs(d) * count / others, den, out=z, where=den > 0)
         out = np.maximum(out, z)
-    if full_samples:
+    if scaled:
         out = out * spike_scale(count)
     return np.where(count >= SPIKE_MIN_SAMPLES, out, np.nan)
 
@@ -652,13 +652,13 @@ class ContextCheck:
     stuck_devices: frozenset[str] = frozenset()
     # The spike reading, per metric whose window count the scorer is given: (mean, std, min and
     # max feature indices, count column, stdavg column); read against spike_bars, each device's
-    # bar (None: not read), a window of fewer than spike_full_samples samples scaled to one of
-    # them (0: not scaled, a card from before it), the floor from the device's typical window
-    # std where no recent one is known if spike_typical_floor (else none there, a card from
-    # before it). Empty in a card from before it.
+    # bar (None: not read), a window of fewer than SPIKE_FULL_SAMPLES samples scaled to one of
+    # them if spike_count_scaled (else not scaled, a card from before it), the floor from the
+    # device's typical window std where no recent one is known if spike_typical_floor (else
+    # none there, a card from before it). Empty in a card from before it.
     spike: tuple[tuple[int, int, int, int, int, int], ...] = ()
     spike_bars: dict[str, float | None] = dataclasses.field(default_factory=dict)
-    spike_full_samples: int = 0
+    spike_count_scaled: bool = False
     spike_typical_floor: bool = False
     # The step reading, per metric whose largest step the scorer is given: (step, stepavg,
     # count and the longest horizon's windows columns, the last -1 where there is none); read
@@ -889,7 +889,7 @@ class ContextCheck:
                 x,
                 context,
                 spike,
-                self.spike_full_samples,
+                self.spike_count_scaled,
                 None if center is None else center[:, spike[1]],
             )
             for spike in self.spike
@@ -1154,7 +1154,7 @@ class ContextCheck:
             "spike_margin": SPIKE_MARGIN,
             "spike_floor": SPIKE_FLOOR,
             "spike_bars": dict(sorted(self.spike_bars.items())),
-            "spike_full_samples": self.spike_full_samples,
+            "spike_full_samples": SPIKE_FULL_SAMPLES if self.spike_count_scaled else 0,
             "spike_typical_floor": self.spike_typical_floor,
             "step": [
                 {"step": self.columns[s], "stepavg": self.columns[a], "count": self.columns[n]}
@@ -1272,7 +1272,7 @@ class ContextCheck:
             spike=planned.spike if spike else (),
             spike_bars=_card_bars(card, "spike_bars"),
             # A card from before the scale reads every count as it is.
-            spike_full_samples=int(_card_number(card, "spike_full_samples", 0)),
+            spike_count_scaled=_spike_count_scaled(card),
             # A card from before the typical floor has none where no recent spread is known.
             spike_typical_floor=card.get("spike_typical_floor") is True,
             step=planned.step if step else (),
@@ -1320,6 +1320,20 @@ def _card_bars(card: dict, key: str) -> dict[str, float | None]:
     ):
         raise CalibrationError(f"the card's {key} is not a map of devices to bars")
     return {str(d): None if b is None else float(b) for d, b in bars.items()}
+
+
+def _spike_count_scaled(card: dict) -> bool:
+    """Whether the card's spike reading scales windows of few samples (spike_full_samples:
+    SPIKE_FULL_SAMPLES; 0 or absent: not, a card from before it); any other count is one this
+    version has no scale for."""
+    full = _card_number(card, "spike_full_samples", 0)
+    if full not in (0, SPIKE_FULL_SAMPLES):
+        raise CalibrationError(
+            f"spike_full_samples in the model card is {full:g}, but this version scales the "
+            f"spike reading to windows of {SPIKE_FULL_SAMPLES} samples only: retrain the model "
+            "with this version"
+        )
+    return full == SPIKE_FULL_SAMPLES
 
 
 def _card_number(card: dict, key: str, default: float | None) -> float:

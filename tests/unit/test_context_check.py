@@ -874,15 +874,15 @@ def test_the_spike_reading_of_a_window_of_fewer_samples_is_scaled_to_one_of_twel
     # Normal windows of 6 samples against the bar that windows of 12 pass one in a thousand.
     rng = np.random.default_rng(11)
 
-    def readings(n: int, windows: int, full: int) -> np.ndarray:
+    def readings(n: int, windows: int, scaled: bool) -> np.ndarray:
         v = rng.normal(size=(windows, n))
         usual = np.full(windows, v.std(1).mean())
         context = np.column_stack([usual, np.full(windows, float(n))])
-        return spike_z(aggregates(v), context, (0, 1, 2, 3, 1, 0), full)
+        return spike_z(aggregates(v), context, (0, 1, 2, 3, 1, 0), scaled)
 
-    bar = np.quantile(readings(12, 100_000, SPIKE_FULL_SAMPLES), 0.999)
-    assert (readings(6, 100_000, 0) > bar).mean() > 0.004  # unscaled: several times as often
-    assert (readings(6, 100_000, SPIKE_FULL_SAMPLES) > bar).mean() < 0.002
+    bar = np.quantile(readings(12, 100_000, True), 0.999)
+    assert (readings(6, 100_000, False) > bar).mean() > 0.004  # unscaled: several times as often
+    assert (readings(6, 100_000, True) > bar).mean() < 0.002
 
     # Trained on windows of 6 samples, a device's bar comes from its scaled readings.
     _, level, spread = fleet
@@ -894,26 +894,31 @@ def test_the_spike_reading_of_a_window_of_fewer_samples_is_scaled_to_one_of_twel
     card = check_card(result)
     assert card["spike_full_samples"] == SPIKE_FULL_SAMPLES
     spike = ContextCheck.plan(FEATURES, SPIKE_CONTEXT).spike[0]
-    scaled = spike_bars(ids, spike_z(x, training, spike, SPIKE_FULL_SAMPLES))
+    scaled = spike_bars(ids, spike_z(x, training, spike, scaled=True))
     unscaled = spike_bars(ids, spike_z(x, training, spike))
     assert card["spike_bars"] == pytest.approx(scaled)
     assert card["spike_bars"] != pytest.approx(unscaled)
     model = OnnxModel.load(result.model_dir, FEATURES, 3600, SPIKE_CONTEXT)
-    assert model.check.spike_full_samples == SPIKE_FULL_SAMPLES
+    assert model.check.spike_count_scaled
     rows = model.normaliser.indices(ids)
     bars = np.array([card["spike_bars"][d] for d in ids])
     np.testing.assert_allclose(
         model.check.spike_reading(model.normaliser, rows, x, training),
-        np.nan_to_num(spike_z(x, training, spike, SPIKE_FULL_SAMPLES) / bars),
+        np.nan_to_num(spike_z(x, training, spike, scaled=True) / bars),
     )
     old = dict(card)
     del old["spike_full_samples"]
     before = ContextCheck.from_card(old, FEATURES)
-    assert before.spike_full_samples == 0
+    assert not before.spike_count_scaled
     np.testing.assert_allclose(
         before.spike_reading(model.normaliser, rows, x, training),
         np.nan_to_num(spike_z(x, training, spike) / bars),
     )
+    assert before.to_card(FEATURES)["spike_full_samples"] == 0
+    assert model.check.to_card(FEATURES)["spike_full_samples"] == SPIKE_FULL_SAMPLES
+    # A count this version has no scale for is refused, not read as if it were 12.
+    with pytest.raises(CalibrationError, match="spike_full_samples in the model card is 8"):
+        ContextCheck.from_card({**card, "spike_full_samples": 8}, FEATURES)
 
 
 def test_a_window_without_recent_spreads_is_read_against_its_devices_typical_std(tmp_path, fleet):
@@ -1003,7 +1008,7 @@ def test_one_sample_far_from_the_rest_of_its_window_is_flagged(tmp_path, fleet):
     bar = float(np.median([b for b in card["spike_bars"].values() if b is not None]))
     np.testing.assert_allclose(
         model.check.spike_reading(model.normaliser, unknown, ax, ctx),
-        spike_z(ax, ctx, model.check.spike[0], model.check.spike_full_samples) / bar,
+        spike_z(ax, ctx, model.check.spike[0], model.check.spike_count_scaled) / bar,
     )
     assert not model.check.spike_reading(model.normaliser, rows, ax, None).any()
     # A card from before the reading reads none.
