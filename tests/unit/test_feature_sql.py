@@ -4,6 +4,11 @@ Flink batch mode, against an independent numpy computation."""
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,7 @@ import pandas as pd
 import pytest
 
 from common.features import CATALOGUE, FEATURE_NAMES, HORIZONS, METRIC_NAMES
-from common.settings import Settings
+from common.settings import REPO_ROOT, Settings
 from common.sql import window_feature_statements
 from simulator.generator import SimulatorConfig, TelemetryGenerator
 from tests import reference
@@ -263,11 +268,6 @@ def run_in_deployment(test: str, catalogue: str, window_seconds: int, check: str
     """Asserts that ``test`` passed in the process of this catalogue and window, where
     ``check`` (Python) holds first."""
     if check:
-        import subprocess
-        import sys
-
-        from common.settings import REPO_ROOT
-
         env = deployment_env(catalogue, window_seconds)
         subprocess.run([sys.executable, "-c", check], env=env, cwd=REPO_ROOT, check=True)
     outcomes, output = deployment_run(catalogue, window_seconds)
@@ -275,8 +275,6 @@ def run_in_deployment(test: str, catalogue: str, window_seconds: int, check: str
 
 
 def deployment_env(catalogue: str, window_seconds: int) -> dict[str, str]:
-    import os
-
     env = {
         **os.environ,
         "ANOMALY_CATALOGUE": catalogue,
@@ -290,13 +288,6 @@ def deployment_env(catalogue: str, window_seconds: int) -> dict[str, str]:
 def deployment_run(catalogue: str, window_seconds: int) -> tuple[dict[str, str], str]:
     """Runs the tests of IN_DEPLOYMENT for this catalogue and window in one pytest process;
     each test's outcome, and the end of the output."""
-    import subprocess
-    import sys
-    import tempfile
-    import xml.etree.ElementTree as ET
-
-    from common.settings import REPO_ROOT
-
     tests = IN_DEPLOYMENT[(catalogue, window_seconds)]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
