@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -97,25 +98,39 @@ def messages_in(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def read_to_end(consumer, topic: str, partitions) -> Iterator:
+    """Every message of ``topic`` on ``partitions`` from its earliest offset to the end it has
+    now, through ``consumer`` (a confluent_kafka Consumer, assigned here). Messages with an
+    error are yielded too: the caller decides."""
+    from confluent_kafka import TopicPartition
+
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions
+    }
+    consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])
+    left = {p for p, (low, high) in ends.items() if high > low}
+    unread = sum(high - low for low, high in ends.values())
+    while left:
+        # At most what is left: consume() waits out its timeout for a larger batch.
+        for msg in consumer.consume(min(10_000, max(1, unread)), timeout=5):
+            unread -= 1
+            if msg.error() is None and msg.offset() + 1 >= ends[msg.partition()][1]:
+                left.discard(msg.partition())
+            yield msg
+
+
 def consume_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes, bytes]]:
     """Every message of the topic, (key, value), read from the start to the current end."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
     )
-    tps = [TopicPartition(topic, p, 0) for p in range(partitions)]
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in range(partitions)
-    }
-    consumer.assign(tps)
-    out, done = [], {p: ends[p] == 0 for p in ends}
-    while not all(done.values()):
-        for msg in consumer.consume(10_000, timeout=5):
+    out = []
+    try:
+        for msg in read_to_end(consumer, topic, range(partitions)):
             assert msg.error() is None, msg.error()
             out.append((msg.key(), msg.value()))
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                done[msg.partition()] = True
-    consumer.close()
+    finally:
+        consumer.close()
     return out

@@ -376,7 +376,9 @@ def datasets_from_topic(bootstrap: str, topic: str, metrics: tuple[str, ...], lo
     """The events a topic holds now (from the earliest offset to the end), as datasets: one
     per device, its metrics and its `is_anomaly` labels. Messages the job would refuse (not
     a JSON object, no device_id, no integer ts_ms) are counted and left out."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
+
+    from common.kafka_admin import read_to_end
 
     consumer = Consumer(
         {
@@ -389,35 +391,26 @@ def datasets_from_topic(bootstrap: str, topic: str, metrics: tuple[str, ...], lo
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             raise EvaluationError(f"no topic {topic!r} at {bootstrap}")
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            for p in meta.partitions
-        }
-        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])
-        left = {p for p, (low, high) in ends.items() if high > low}
         rows: dict[str, list] = {}
         skipped = 0
-        while left:
-            for msg in consumer.consume(10_000, timeout=5):
-                if msg.error() is not None:
-                    raise EvaluationError(f"reading {topic}: {msg.error()}")
-                if msg.offset() + 1 >= ends[msg.partition()][1]:
-                    left.discard(msg.partition())
-                try:
-                    event = json.loads(msg.value())
-                    device, ts = str(event["device_id"]), event["ts_ms"]
-                    if not isinstance(ts, int):
-                        raise TypeError(ts)
-                    if is_replay_end(event):
-                        continue
-                except (ValueError, TypeError, KeyError):
-                    skipped += 1
+        for msg in read_to_end(consumer, topic, meta.partitions):
+            if msg.error() is not None:
+                raise EvaluationError(f"reading {topic}: {msg.error()}")
+            try:
+                event = json.loads(msg.value())
+                device, ts = str(event["device_id"]), event["ts_ms"]
+                if not isinstance(ts, int):
+                    raise TypeError(ts)
+                if is_replay_end(event):
                     continue
-                values = [event.get(m) for m in metrics]
-                rows.setdefault(device, []).append(
-                    (ts, [v if isinstance(v, int | float) else np.nan for v in values],
-                     bool(event.get("is_anomaly")))
-                )  # fmt: skip
+            except (ValueError, TypeError, KeyError):
+                skipped += 1
+                continue
+            values = [event.get(m) for m in metrics]
+            rows.setdefault(device, []).append(
+                (ts, [v if isinstance(v, int | float) else np.nan for v in values],
+                 bool(event.get("is_anomaly")))
+            )  # fmt: skip
     finally:
         consumer.close()
     if skipped:
