@@ -229,10 +229,10 @@ def test_predict_window_features_are_the_jobs(batch_env, base_settings):
 
 
 def test_predict_window_features_of_one_metric_are_the_jobs():
-    """The same with a one-metric catalogue (ops, 30 min windows of six samples), whose
+    """The same with a one-metric catalogue (ops, 1 h windows of twelve samples), whose
     windows' steps (common.features.STEP_AGGREGATES) predict computes with pandas."""
     check = "from common.features import FEATURE_NAMES as f; assert 'value_step' in f, f"
-    run_in_deployment("test_predict_window_features_are_the_jobs", "ops", 1800, check)
+    run_in_deployment("test_predict_window_features_are_the_jobs", "ops", 3600, check)
 
 
 def test_one_metric_spread_context_matches_numpy():
@@ -255,9 +255,9 @@ def test_one_metric_spread_context_matches_numpy():
 # Tests of this file that run in a process of their own with another catalogue and window (the
 # features are fixed at import): each deployment's tests in one process.
 IN_DEPLOYMENT = {
-    ("ops", 1800): ("test_predict_window_features_are_the_jobs",),
     ("ops", 10): ("test_context_horizons_match_numpy",),
     ("ops", 3600): (
+        "test_predict_window_features_are_the_jobs",
         "test_season_stats_match_a_time_based_reference",
         "test_steps_of_long_windows_in_any_order_match_numpy",
     ),
