@@ -76,6 +76,12 @@ def _lenient_utf8(data: bytes) -> tuple[str, int | None]:
     (overlong forms and surrogates pass); a byte F8-FF, a stray continuation byte or a short
     sequence is an error. Returns the text (U+FFFD at errors) and the index in it of the first
     error (None: none)."""
+    try:
+        # Valid UTF-8 (no overlong form, no surrogate) reads the same either way, and Python's
+        # decoder is some 100 times faster than the loop below on the 200 KiB messages.
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        pass
     out: list[str] = []
     first_bad = None
     i, n = 0, len(data)
